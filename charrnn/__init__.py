@@ -1,0 +1,24 @@
+"""charrnn: character-level language models (RNN, LSTM, GRU) in numpy."""
+
+__version__ = "0.1.0"
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .data import Vocab, load_corpus
+from .evaluate import evaluate_file
+from .model import CharRNN, ModelConfig
+from .sample import generate
+from .train import TrainConfig, train
+
+__all__ = [
+    "CharRNN",
+    "Checkpoint",
+    "ModelConfig",
+    "TrainConfig",
+    "Vocab",
+    "evaluate_file",
+    "generate",
+    "load_checkpoint",
+    "load_corpus",
+    "save_checkpoint",
+    "train",
+]

@@ -1,0 +1,124 @@
+"""Checkpoints: one ``.npz`` holding arrays and a JSON metadata string, written atomically.
+
+Arrays: ``param/<name>`` (the model), ``opt/<key>`` (optimizer state), ``state/<i>`` (the hidden
+state carried between chunks). ``meta`` is a JSON string: format and version, the model config, the
+training config, the vocabulary, and the training position (step, epoch, chunk, RNG state, ...).
+Loading never unpickles: ``np.load(..., allow_pickle=False)``.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .data import Vocab
+from .model import CharRNN, ModelConfig, param_shapes
+
+FORMAT = "charrnn-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message is one line for the user."""
+
+
+@dataclass
+class Checkpoint:
+    model: CharRNN
+    vocab: Vocab
+    meta: dict = field(default_factory=dict)  # training position and config; see module docstring
+    optimizer_state: dict = field(default_factory=dict)
+    hidden_state: tuple = ()
+
+
+def save_checkpoint(path, ckpt):
+    """Write ``ckpt`` to ``path`` atomically: a crash at any moment leaves the old file intact."""
+    arrays = {f"param/{k}": v for k, v in ckpt.model.params.items()}
+    arrays.update({f"opt/{k}": v for k, v in ckpt.optimizer_state.items()})
+    arrays.update({f"state/{i}": s for i, s in enumerate(ckpt.hidden_state)})
+    meta = dict(ckpt.meta, format=FORMAT, version=VERSION, model=asdict(ckpt.model.config), vocab=ckpt.vocab.to_json())
+    arrays["meta"] = np.array(json.dumps(meta))
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def resolve_checkpoint(path):
+    """A checkpoint file for ``path``: the file itself, or a directory's best.npz, else latest.npz."""
+    if os.path.isdir(path):
+        for name in ("best.npz", "latest.npz"):
+            candidate = os.path.join(path, name)
+            if os.path.isfile(candidate):
+                return candidate
+        raise CheckpointError(f"{path}: no best.npz or latest.npz in this directory")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file or directory")
+    return path
+
+
+def load_checkpoint(path):
+    """Load and check a checkpoint (file or directory); raise CheckpointError with a one-line reason."""
+    path = resolve_checkpoint(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise CheckpointError(f"{path}: holds pickled object arrays, which charrnn refuses to load") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise CheckpointError(f"{path}: not a charrnn checkpoint, or truncated/corrupt ({type(e).__name__})") from None
+    if "meta" not in arrays:
+        raise CheckpointError(f"{path}: not a charrnn checkpoint (no metadata)")
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except ValueError:
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a charrnn checkpoint")
+    if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {meta.get('version')} is newer than this charrnn reads "
+            f"({VERSION}); upgrade charrnn"
+        )
+    try:
+        config = ModelConfig(**meta["model"])
+        vocab = Vocab.from_json(meta["vocab"])
+        params = {k[len("param/") :]: v for k, v in arrays.items() if k.startswith("param/")}
+        model = CharRNN(config, params=params)
+        _check_params(model)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: inconsistent checkpoint ({e})") from None
+    if len(vocab) != config.vocab_size:
+        raise CheckpointError(f"{path}: inconsistent checkpoint (vocabulary size)")
+    optimizer_state = {k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")}
+    n_states = sum(k.startswith("state/") for k in arrays)
+    hidden_state = tuple(arrays[f"state/{i}"] for i in range(n_states))
+    return Checkpoint(model, vocab, meta, optimizer_state, hidden_state)
+
+
+def _check_params(model):
+    shapes = param_shapes(model.config)
+    if set(shapes) != set(model.params):
+        raise ValueError("parameter names do not match the model config")
+    for name, shape in shapes.items():
+        value = model.params[name]
+        if value.shape != shape or value.dtype != model.dtype:
+            raise ValueError(f"parameter {name} is {value.dtype}{value.shape}, expected {model.dtype}{shape}")

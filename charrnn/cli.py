@@ -1,0 +1,264 @@
+"""The ``charrnn`` command line: a thin layer over train, sample, evaluate and checkpoint."""
+
+import contextlib
+import json
+import os
+import sys
+from dataclasses import asdict, fields, replace
+
+import click
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from . import __version__
+from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from .data import CorpusError
+from .evaluate import evaluate_file
+from .model import DTYPES, MODELS, ModelConfig
+from .cells import ACTIVATIONS
+from .optim import OPTIMIZERS
+from .sample import generate
+from .train import TrainConfig, TrainingError, Reporter, train as train_model
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+USER_ERRORS = (CorpusError, CheckpointError, TrainingError, ValueError, OSError)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn the library's one-line errors into click errors: message on stderr, exit status 1."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        message = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
+        raise click.ClickException(message) from None
+
+
+def _console(stderr=False):
+    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ or None, highlight=False)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="charrnn")
+def main():
+    """Character-level language models (RNN, LSTM, GRU) in numpy: train, sample, eval.
+
+    \b
+    Example:
+      charrnn train data/shakespeare.txt
+      charrnn sample checkpoints --seed "ROMEO." --temperature 0.8
+      charrnn eval checkpoints held_out.txt
+    """
+
+
+class ConsoleReporter(Reporter):
+    """Progress bar on a terminal, a log line per evaluation otherwise; nothing when quiet."""
+
+    def __init__(self, quiet=False):
+        self.quiet = quiet
+        self.interactive = sys.stdout.isatty() and sys.stderr.isatty()
+        self.bar = None
+
+    def start(self, total_steps, info):
+        self.write(
+            f"training {info['params']:,} parameters on {info['train_chars']:,} characters "
+            f"(vocabulary {info['vocab']}, {info['chunks_per_epoch']:,} steps per epoch, "
+            f"validation {info['val_chars']:,}, random seed {info['seed']})"
+        )
+        if self.interactive and not self.quiet:
+            self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def step(self, step, info):
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            postfix = {"epoch": f"{info['epoch']:.2f}", "loss": f"{info['train_loss']:.3f}"}
+            if "val_loss" in info:
+                self.val_loss = info["val_loss"]
+            if getattr(self, "val_loss", None) is not None:
+                postfix["val"] = f"{self.val_loss:.3f}"
+            postfix["chars/s"] = f"{info['chars_per_sec']:,.0f}"
+            self.bar.set_postfix(postfix, refresh=False)
+        if "val_loss" in info:
+            self.write(
+                f"step {step:,}  epoch {info['epoch']:.2f}  train loss {info['train_loss']:.4f}  "
+                f"val loss {info['val_loss']:.4f}  {info['chars_per_sec']:,.0f} chars/s  {info['elapsed']:.0f}s"
+            )
+
+    def message(self, text):
+        if not self.quiet:
+            tqdm.write(text, file=sys.stderr)
+
+    def sample(self, text):
+        self.write("---- sample ----\n" + text + "\n----------------")
+
+    def write(self, text):
+        if not self.quiet:
+            tqdm.write(text, file=sys.stdout)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _explicit(ctx, name):
+    return ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("corpus", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--model", type=click.Choice(MODELS), default="lstm", show_default=True, help="Recurrent cell.")
+@click.option("--hidden-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--num-layers", type=click.IntRange(min=1), default=2, show_default=True, help="Stacked layers.")
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default="tanh", show_default=True, help="For --model rnn.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Dropout on each layer's output.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Streams B.")
+@click.option("--seq-length", type=click.IntRange(min=1), default=64, show_default=True, help="BPTT length T.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adagrad", show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Default: tuned per optimizer and model.")
+@click.option("--grad-clip", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Clip each gradient element to [-C, C]; 0 disables.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Tail of the corpus held out for validation.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=200, show_default=True, help="Steps.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in all.")
+@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+              help="Stop after this many seconds of this run.")
+@click.option("--random-seed", type=int, default=None, help="Make the run reproducible.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default="checkpoints", show_default=True)
+@click.option("--sample-length", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Preview sample at each evaluation; 0 disables.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus.")
+@click.option("--bytes", "bytes_mode", is_flag=True, help="Every byte a symbol: trains on any file.")
+@click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",
+              help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.pass_context
+def train(ctx, corpus, model, hidden_size, num_layers, activation, dropout, dtype, resume, quiet, **options):
+    """Train a character model on CORPUS, a text file.
+
+    Writes latest.npz, best.npz and metrics.jsonl to --checkpoint-dir.
+
+    \b
+    Example:
+      charrnn train data/shakespeare.txt --max-time 300
+    """
+    model_config = ModelConfig(0, model, hidden_size, num_layers, activation, dropout, dtype)
+    config = TrainConfig(**options)
+    reporter = ConsoleReporter(quiet)
+    with user_errors():
+        if resume is not None:
+            resume = resume or os.path.join(config.checkpoint_dir, "latest.npz")
+            saved = load_checkpoint(resume).meta.get("train", {})
+            given = {f.name: getattr(config, f.name) for f in fields(TrainConfig) if _explicit(ctx, f.name)}
+            kept = {k: v for k, v in saved.items() if k in {f.name for f in fields(TrainConfig)}}
+            config = replace(config, **{**kept, **given})
+        result = train_model(corpus, model_config, config, resume=resume, reporter=reporter)
+    if not quiet:
+        _print_summary(result)
+    if result.interrupted_by is not None:
+        ctx.exit(128 + result.interrupted_by)
+
+
+def _print_summary(result):
+    table = Table(title="training finished", show_header=False)
+    table.add_row("stopped by", result.stop_reason)
+    table.add_row("steps", f"{result.step:,} (epoch {result.epoch:.2f})")
+    if result.best_val_loss is not None:
+        table.add_row("best val loss", f"{result.best_val_loss:.4f} nats/char ({result.best_val_loss / 0.6931471805599453:.3f} bits/char)")
+    table.add_row("time", f"{result.elapsed:.1f} s at {result.chars_per_sec:,.0f} chars/s")
+    table.add_row("checkpoints", result.checkpoint_dir)
+    _console().print(table)
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--seed", default="", help="Text that primes the model and starts the output.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Below 1: safer; above 1: wilder; 0: always the most likely character.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample among the K likeliest.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Sample within the smallest set holding probability P.")
+@click.option("--length", type=click.IntRange(min=1), default=500, show_default=True, help="Characters to generate.")
+@click.option("--random-seed", type=int, default=None, help="Same seed, same text.")
+def sample(checkpoint, seed, temperature, top_k, top_p, length, random_seed):
+    """Generate text from CHECKPOINT (a .npz file, or a directory: best.npz, else latest.npz).
+
+    \b
+    Example:
+      charrnn sample checkpoints --seed "ROMEO." --temperature 0.8 --length 500
+    """
+    with user_errors():
+        ckpt = load_checkpoint(checkpoint)
+        try:
+            pieces = generate(ckpt.model, ckpt.vocab, seed, length, temperature, top_k, top_p, random_seed)
+            first = next(pieces)
+        except KeyError as e:
+            raise click.ClickException(f"--seed has characters the model has never seen: {e.args[0]}") from None
+    out = click.get_text_stream("stdout")
+    out.write(first)
+    for piece in pieces:
+        out.write(piece)
+        if piece == "\n":
+            out.flush()
+    out.write("\n")
+    out.flush()
+
+
+@main.command("eval", context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_command(checkpoint, file, as_json):
+    """Score FILE with CHECKPOINT: loss (nats/char), bits per char, perplexity.
+
+    \b
+    Example:
+      charrnn eval checkpoints held_out.txt --json
+    """
+    with user_errors():
+        ckpt = load_checkpoint(checkpoint)
+        result = evaluate_file(ckpt.model, ckpt.vocab, file)
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+        return
+    console = _console()
+    console.print(f"{file}: {result.chars:,} characters scored")
+    console.print(f"loss       {result.loss:.4f} nats/char")
+    console.print(f"bpc        {result.bpc:.4f} bits/char")
+    console.print(f"perplexity {result.perplexity:.3f}")
+    if result.oov:
+        listed = ", ".join(f"{k!r}×{v}" for k, v in sorted(result.oov.items(), key=lambda kv: -kv[1])[:10])
+        console.print(f"left out {sum(result.oov.values()):,} characters outside the vocabulary: {listed}")
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+def info(checkpoint):
+    """Describe CHECKPOINT: model, vocabulary, parameters and training position.
+
+    \b
+    Example:
+      charrnn info checkpoints/best.npz
+    """
+    with user_errors():
+        path = resolve_checkpoint(checkpoint)
+        ckpt = load_checkpoint(path)
+    meta, cfg = ckpt.meta, ckpt.model.config
+    table = Table(title=path, show_header=False)
+    for key, value in asdict(cfg).items():
+        table.add_row(key, str(value))
+    preview = "".join(ckpt.vocab.symbol_text(s) if ckpt.vocab.bytes_mode else s for s in ckpt.vocab.symbols)
+    table.add_row("vocabulary", f"{len(ckpt.vocab)} symbols: {preview[:80]!r}")
+    table.add_row("parameters", f"{ckpt.model.num_params():,}")
+    table.add_row("step", str(meta.get("step")))
+    table.add_row("epoch", str(meta.get("epoch")))
+    val = meta.get("last_val_loss")
+    table.add_row("val loss", f"{val:.4f}" if val is not None else "-")
+    table.add_row("format version", str(meta["version"]))
+    _console().print(table)

@@ -1,0 +1,279 @@
+"""The character model: stacked recurrent layers over a character lookup, softmax output.
+
+    model = CharRNN(ModelConfig(vocab_size=65, model="lstm", hidden_size=128, num_layers=2))
+    logits, state = model.forward(ids)            # ids (T, B) int -> logits (T, B, V)
+    loss, grads, state = model.loss_and_grads(inputs, targets, state)
+
+``state`` is a tuple of arrays, each (num_layers, B, H): ``(h,)`` for rnn and gru, ``(h, c)`` for lstm,
+as ``nn.RNN``/``nn.LSTM`` return them. ``None`` means zeros.
+
+Parameters live in ``model.params``, a dict keyed by name: ``l{k}.W_xh`` (V or H, G·H), ``l{k}.W_hh``
+(H, G·H), ``l{k}.b`` (G·H,), ``l{k}.b_hn`` (H,) for gru, ``W_hy`` (H, V), ``b_y`` (V,). Layer 0's
+``W_xh`` is read by row (the one-hot input is a lookup, never a product).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cells import make_cell, scratch_buffers
+
+MODELS = ("rnn", "lstm", "gru")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    model: str = "lstm"
+    hidden_size: int = 256
+    num_layers: int = 2
+    activation: str = "tanh"
+    dropout: float = 0.0
+    dtype: str = "float32"
+
+    def validate(self):
+        """Raise ValueError with a one-line reason if a field is out of range."""
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        if self.vocab_size < 2:
+            raise ValueError(f"vocabulary needs at least 2 symbols, got {self.vocab_size}")
+        if self.hidden_size < 1 or self.num_layers < 1:
+            raise ValueError("hidden size and number of layers must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        make_cell(self.model, self.activation)
+
+
+def init_params(config, rng):
+    """Fresh parameters: orthogonal recurrent blocks, LSTM forget bias 1, scaled input/output weights."""
+    dtype, H, V = config.dtype, config.hidden_size, config.vocab_size
+    G = make_cell(config.model, config.activation).n_gates
+    params = {}
+    for k in range(config.num_layers):
+        fan_in = V if k == 0 else H
+        input_scale = 1.0 / np.sqrt(H) if k == 0 else 1.0 / np.sqrt(fan_in)
+        params[f"l{k}.W_xh"] = rng.normal(0.0, input_scale, (fan_in, G * H))
+        params[f"l{k}.W_hh"] = np.concatenate([_orthogonal(H, rng) for _ in range(G)], axis=1)
+        bias = np.zeros(G * H)
+        if config.model == "lstm":
+            bias[H : 2 * H] = 1.0
+        params[f"l{k}.b"] = bias
+        if config.model == "gru":
+            params[f"l{k}.b_hn"] = np.zeros(H)
+    params["W_hy"] = rng.normal(0.0, 1.0 / np.sqrt(H), (H, V))
+    params["b_y"] = np.zeros(V)
+    return {name: value.astype(dtype) for name, value in params.items()}
+
+
+def param_shapes(config):
+    """The shape of every parameter, by name, for ``config``."""
+    H, V = config.hidden_size, config.vocab_size
+    G = make_cell(config.model, config.activation).n_gates * H
+    shapes = {}
+    for k in range(config.num_layers):
+        shapes[f"l{k}.W_xh"] = (V if k == 0 else H, G)
+        shapes[f"l{k}.W_hh"] = (H, G)
+        shapes[f"l{k}.b"] = (G,)
+        if config.model == "gru":
+            shapes[f"l{k}.b_hn"] = (H,)
+    shapes["W_hy"] = (H, V)
+    shapes["b_y"] = (V,)
+    return shapes
+
+
+def _orthogonal(n, rng):
+    q, r = np.linalg.qr(rng.normal(size=(n, n)))
+    return q * np.sign(np.diag(r))
+
+
+def scatter_rows(ids, values, num_rows):
+    """Sum rows of ``values`` (N, D) into a (num_rows, D) array at row ``ids`` (N,).
+
+    For a few distinct ids a product with their (U, N) indicator matrix is fastest; for many,
+    ``np.add.at`` costs less than that product.
+    """
+    present, inverse = np.unique(ids, return_inverse=True)
+    out = np.zeros((num_rows, values.shape[1]), values.dtype)
+    if len(present) <= 128:
+        indicator = np.zeros((len(present), len(ids)), values.dtype)
+        indicator[inverse, np.arange(len(ids))] = 1
+        out[present] = indicator @ values
+    else:
+        np.add.at(out, ids, values)
+    return out
+
+
+def softmax_cross_entropy(logits, targets):
+    """Mean cross-entropy (nats) of (N, V) logits against (N,) targets, and its gradient."""
+    N = logits.shape[0]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    total = probs.sum(axis=1, keepdims=True)
+    rows = np.arange(N)
+    loss = float(np.mean(np.log(total[:, 0]) - shifted[rows, targets]))
+    probs /= total
+    probs[rows, targets] -= 1
+    probs /= N
+    return loss, probs
+
+
+def log_softmax(logits):
+    """Log-probabilities of (..., V) logits, computed stably."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+class _LayerBuffers:
+    """What one layer keeps for one (T, B) chunk: gate caches, state sequences, scratch."""
+
+    def __init__(self, cell, T, B, H, dtype):
+        G = cell.n_gates * H
+        self.gates = np.empty((T, B, G), dtype)  # x_proj -> activated gates -> d(x_proj)
+        self.states = tuple(np.empty((T + 1, B, H), dtype) for _ in cell.state_names)
+        self.extra = tuple(np.empty((T, B, H), dtype) for _ in range(cell.n_extra))
+        self.d_hproj = np.empty((T, B, G), dtype) if cell.separate_hproj_grad else self.gates
+        self.scratch = scratch_buffers(cell, B, H, dtype)
+        self.d_state = tuple(np.empty((B, H), dtype) for _ in cell.state_names)
+        self.dh = np.empty((B, H), dtype)
+        self.caches = []  # one cache per timestep, from step_forward
+        self.output = None  # (T, B, H): what the next layer (or the output layer) reads
+
+
+class CharRNN:
+    """A stack of recurrent layers with a softmax output; see the module docstring for shapes."""
+
+    def __init__(self, config, params=None, rng=None):
+        config.validate()
+        self.config = config
+        self.cell = make_cell(config.model, config.activation)
+        if params is None:
+            params = init_params(config, rng if rng is not None else np.random.default_rng())
+        self.params = params
+        self._buffers = None  # (T, B) -> list of _LayerBuffers, reused across chunks
+
+    @property
+    def dtype(self):
+        return np.dtype(self.config.dtype)
+
+    def num_params(self):
+        return sum(p.size for p in self.params.values())
+
+    def initial_state(self, batch_size):
+        """Zeros: a tuple of (num_layers, B, H) arrays."""
+        shape = (self.config.num_layers, batch_size, self.config.hidden_size)
+        return tuple(np.zeros(shape, self.dtype) for _ in self.cell.state_names)
+
+    def forward(self, ids, state=None):
+        """Run over ``ids`` (T, B) from ``state``; return logits (T, B, V) and the final state."""
+        ids = np.asarray(ids)
+        T, B = ids.shape
+        top, state = self._forward(ids, state, masks=None)
+        logits = top.reshape(T * B, -1) @ self.params["W_hy"] + self.params["b_y"]
+        return logits.reshape(T, B, -1), state
+
+    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None):
+        """Mean cross-entropy of predicting ``targets`` from ``inputs`` (both (T, B)), by truncated BPTT.
+
+        Returns (loss, grads, final_state); grads is a dict keyed like ``params``. No gradient flows
+        into the initial state. ``dropout_rng`` (a numpy Generator) switches dropout on.
+        """
+        inputs, targets = np.asarray(inputs), np.asarray(targets)
+        T, B = inputs.shape
+        H = self.config.hidden_size
+        keep = 1.0 - self.config.dropout
+        masks = None
+        if dropout_rng is not None and self.config.dropout > 0:
+            masks = [
+                (dropout_rng.random((T, B, H), dtype=np.float32) < keep).astype(self.dtype) / keep
+                for _ in range(self.config.num_layers)
+            ]
+        top, final_state = self._forward(inputs, state, masks)
+        top2d = top.reshape(T * B, H)  # (T·B, H)
+        logits = top2d @ self.params["W_hy"] + self.params["b_y"]
+        loss, dlogits = softmax_cross_entropy(logits, targets.reshape(-1))
+        grads = {"W_hy": top2d.T @ dlogits, "b_y": dlogits.sum(axis=0)}
+        d_top = (dlogits @ self.params["W_hy"].T).reshape(T, B, H)
+        self._backward(inputs, d_top, masks, grads)
+        return loss, grads, final_state
+
+    def _layer_params(self, k):
+        prefix = f"l{k}."
+        return {name[len(prefix) :]: value for name, value in self.params.items() if name.startswith(prefix)}
+
+    def _layer_buffers(self, T, B):
+        if self._buffers is None or self._buffers[0] != (T, B):
+            layers = [
+                _LayerBuffers(self.cell, T, B, self.config.hidden_size, self.dtype)
+                for _ in range(self.config.num_layers)
+            ]
+            self._buffers = ((T, B), layers)
+        return self._buffers[1]
+
+    def _forward(self, ids, state, masks):
+        """Fill the layer buffers for ``ids`` (T, B); return the top layer's output (T, B, H) and state."""
+        T, B = ids.shape
+        if state is None:
+            state = self.initial_state(B)
+        buffers = self._layer_buffers(T, B)
+        x = None  # the layer's input, (T, B, H) for layers above the first
+        for k, buf in enumerate(buffers):
+            p = self._layer_params(k)
+            G = buf.gates.shape[2]
+            if k == 0:
+                np.take(p["W_xh"], ids, axis=0, out=buf.gates)  # (T, B, G): the one-hot input as a lookup
+            else:
+                np.matmul(x.reshape(T * B, -1), p["W_xh"], out=buf.gates.reshape(T * B, G))
+            buf.gates += p["b"]
+            for seq, s in zip(buf.states, state):
+                seq[0] = s[k]
+            buf.caches = [
+                self.cell.step_forward(
+                    buf.gates[t],
+                    tuple(seq[t] for seq in buf.states),
+                    p,
+                    tuple(seq[t + 1] for seq in buf.states),
+                    tuple(e[t] for e in buf.extra),
+                    buf.scratch,
+                )
+                for t in range(T)
+            ]
+            x = buf.states[0][1:]  # (T, B, H)
+            if masks is not None:
+                x = x * masks[k]
+            buf.output = x
+        final_state = tuple(np.stack([buf.states[i][T] for buf in buffers]) for i in range(len(state)))
+        return x, final_state
+
+    def _backward(self, ids, d_top, masks, grads):
+        """Backpropagate d_top (T, B, H) through the layers filled by ``_forward``, into ``grads``."""
+        T, B = ids.shape
+        H = self.config.hidden_size
+        buffers = self._layer_buffers(T, B)
+        dx = d_top
+        for k in reversed(range(self.config.num_layers)):
+            buf, p = buffers[k], self._layer_params(k)
+            G = buf.gates.shape[2]
+            if masks is not None:
+                dx = dx * masks[k]
+            for d in buf.d_state:
+                d.fill(0)
+            d_later = buf.d_state  # gradient w.r.t. the state after step t: none beyond the chunk
+            for t in reversed(range(T)):
+                np.add(dx[t], d_later[0], out=buf.dh)
+                d_later = self.cell.step_backward(
+                    (buf.dh, *d_later[1:]), buf.caches[t], p, buf.d_hproj[t], buf.scratch
+                )
+            d_xproj = buf.gates.reshape(T * B, G)  # (T·B, G)
+            h_prev = buf.states[0][:T].reshape(T * B, H)  # (T·B, H)
+            grads[f"l{k}.W_hh"] = h_prev.T @ buf.d_hproj.reshape(T * B, G)
+            grads[f"l{k}.b"] = d_xproj.sum(axis=0)
+            if "b_hn" in p:
+                grads[f"l{k}.b_hn"] = buf.d_hproj[:, :, 2 * H :].sum(axis=(0, 1))
+            if k == 0:
+                grads["l0.W_xh"] = scatter_rows(ids.reshape(-1), d_xproj, self.config.vocab_size)
+            else:
+                grads[f"l{k}.W_xh"] = buffers[k - 1].output.reshape(T * B, H).T @ d_xproj
+                dx = (d_xproj @ p["W_xh"].T).reshape(T, B, H)

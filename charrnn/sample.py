@@ -1,0 +1,91 @@
+"""Generating text one character at a time.
+
+    for piece in generate(model, vocab, seed="ROMEO:", length=500, temperature=0.8, random_seed=1):
+        print(piece, end="")
+
+The seed primes the hidden state in one batched pass; then each character costs one step of every
+layer at batch 1, into preallocated buffers.
+"""
+
+import numpy as np
+
+from .cells import scratch_buffers
+
+
+class Stepper:
+    """Runs a model one character at a time (batch 1) from a given state."""
+
+    def __init__(self, model, state):
+        self.model = model
+        cfg, cell = model.config, model.cell
+        H, G, dtype = cfg.hidden_size, cell.n_gates * cfg.hidden_size, model.dtype
+        self.layer_params = [model._layer_params(k) for k in range(cfg.num_layers)]
+        self.gates = [np.empty((1, G), dtype) for _ in range(cfg.num_layers)]
+        self.current = [tuple(np.array(s[k], dtype) for s in state) for k in range(cfg.num_layers)]
+        self.spare = [tuple(np.empty((1, H), dtype) for _ in cell.state_names) for _ in range(cfg.num_layers)]
+        self.extra = [tuple(np.empty((1, H), dtype) for _ in range(cell.n_extra)) for _ in range(cfg.num_layers)]
+        self.scratch = [scratch_buffers(cell, 1, H, dtype) for _ in range(cfg.num_layers)]
+        self.logits = np.empty((1, cfg.vocab_size), dtype)
+
+    def step(self, idx):
+        """Feed character id ``idx``; return the logits (V,) for the next character."""
+        cell = self.model.cell
+        x = None
+        for k, p in enumerate(self.layer_params):
+            gates = self.gates[k]
+            if k == 0:
+                np.add(p["W_xh"][idx], p["b"], out=gates[0])
+            else:
+                np.matmul(x, p["W_xh"], out=gates)
+                gates += p["b"]
+            cell.step_forward(gates, self.current[k], p, self.spare[k], self.extra[k], self.scratch[k])
+            self.current[k], self.spare[k] = self.spare[k], self.current[k]
+            x = self.current[k][0]
+        np.matmul(x, self.model.params["W_hy"], out=self.logits)
+        self.logits += self.model.params["b_y"]
+        return self.logits[0]
+
+
+def filter_logits(logits, temperature, top_k=None, top_p=None):
+    """Scaled logits (V,) with everything outside top-k / the top-p nucleus set to -inf."""
+    z = logits.astype(np.float64) / temperature
+    if top_k is not None and top_k < len(z):
+        z[z < np.partition(z, -top_k)[-top_k]] = -np.inf
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-z)
+        probs = np.exp(z[order] - z[order[0]])
+        cumulative = np.cumsum(probs / probs.sum())
+        keep = np.searchsorted(cumulative, top_p) + 1  # smallest prefix with mass >= top_p
+        z[order[keep:]] = -np.inf
+    return z
+
+
+def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top_p=None, random_seed=None):
+    """Yield the seed text, then ``length`` generated characters, one piece at a time.
+
+    ``seed`` primes the hidden state (an empty seed starts as if after a newline); ``temperature``
+    0 picks the most likely character every time. Raises KeyError naming seed characters that are
+    not in the vocabulary.
+    """
+    rng = np.random.default_rng(random_seed)
+    newline = vocab.ids_of_codes(np.array([ord("\n")], np.uint32))[0]
+    prime = vocab.encode(seed) if seed else np.array([newline if newline >= 0 else 0])
+    logits, state = model.forward(prime[:, None], model.initial_state(1))  # (T, 1, V)
+    stepper = Stepper(model, state)
+    decode = vocab.decoder()
+    if seed:
+        yield seed if isinstance(seed, str) else seed.decode(vocab.encoding, errors="replace")
+    next_logits = logits[-1, 0]
+    noise_block = 1024
+    for t in range(length):
+        if temperature == 0:
+            idx = int(np.argmax(next_logits))
+        else:
+            if t % noise_block == 0:
+                gumbel = rng.gumbel(size=(noise_block, len(vocab)))  # Gumbel-max: argmax(z + g) ~ softmax(z)
+            z = filter_logits(next_logits, temperature, top_k, top_p)
+            z += gumbel[t % noise_block]
+            idx = int(np.argmax(z))
+        yield decode(idx)
+        if t + 1 < length:
+            next_logits = stepper.step(idx)

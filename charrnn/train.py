@@ -1,0 +1,354 @@
+"""Training: truncated BPTT over B contiguous streams, with the hidden state carried between chunks.
+
+    result = train("input.txt", ModelConfig(model="lstm"), TrainConfig(max_time=300))
+
+Each step takes the next T characters of every stream, runs forward and backward over them, updates
+the parameters and carries the final state into the next chunk; the state is reset at the start of
+each pass over the data. Checkpoints (``latest.npz`` at every evaluation, ``best.npz`` at the lowest
+validation loss) and ``metrics.jsonl`` go to ``checkpoint_dir``.
+"""
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .data import CorpusError, StreamBatches, load_corpus
+from .evaluate import streams_nll
+from .model import CharRNN, ModelConfig
+from .optim import OPTIMIZERS, make_optimizer
+from .sample import generate
+
+DEFAULT_LEARNING_RATES = {
+    "adam": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3},
+    "rmsprop": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3},
+    "adagrad": {"rnn": 0.1, "lstm": 0.1, "gru": 0.1},
+    "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0},
+}
+MAX_BAD_STEPS = 5
+
+
+class TrainingError(Exception):
+    """Training cannot start or go on; the message is one line for the user."""
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    seq_length: int = 64
+    optimizer: str = "adagrad"
+    learning_rate: float | None = None  # None: DEFAULT_LEARNING_RATES for the optimizer and model
+    grad_clip: float = 5.0
+    weight_decay: float = 0.0
+    val_frac: float = 0.1
+    eval_every: int = 200
+    log_every: int = 10
+    max_steps: int | None = None
+    max_epochs: float | None = None
+    max_time: float | None = 600.0
+    random_seed: int | None = None
+    checkpoint_dir: str = "checkpoints"
+    sample_length: int = 200
+    encoding: str = "utf-8"
+    bytes_mode: bool = False
+
+    def validate(self):
+        positive = {"batch_size": self.batch_size, "seq_length": self.seq_length, "eval_every": self.eval_every}
+        positive["log_every"] = self.log_every
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {value}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"learning-rate must be positive, not {self.learning_rate}")
+        if not 0 <= self.val_frac < 1:
+            raise ValueError(f"val-frac must be in [0, 1), not {self.val_frac}")
+        for name in ("max_steps", "max_epochs", "max_time"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name.replace('_', '-')} must be positive, not {value}")
+        if self.grad_clip < 0 or self.weight_decay < 0 or self.sample_length < 0:
+            raise ValueError("grad-clip, weight-decay and sample-length cannot be negative")
+
+
+@dataclass
+class TrainResult:
+    step: int
+    epoch: float
+    best_val_loss: float | None
+    last_val_loss: float | None
+    elapsed: float
+    chars_per_sec: float
+    stop_reason: str
+    checkpoint_dir: str
+    interrupted_by: int | None = None  # the signal number, if a signal stopped training
+
+
+class Reporter:
+    """Where training tells its progress; the default is silent. The CLI supplies a console one."""
+
+    def start(self, total_steps, info):
+        pass
+
+    def step(self, step, info):
+        pass
+
+    def message(self, text):
+        pass
+
+    def sample(self, text):
+        pass
+
+    def close(self):
+        pass
+
+
+@dataclass
+class _Position:
+    """Where training is: everything besides parameters and optimizer state that resume needs."""
+
+    step: int = 0
+    epoch: int = 0
+    chunk: int = 0  # chunks done in the current epoch
+    best_val_loss: float | None = None
+    last_val_loss: float | None = None
+    rng_state: dict = field(default_factory=dict)
+
+
+class _SignalCatcher:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so a step is never cut in half."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __enter__(self):
+        self.previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[sig] = signal.signal(sig, self._catch)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _catch(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def train(corpus_path, model_config, config, resume=None, reporter=None):
+    """Train a model on ``corpus_path``; return a TrainResult. See the module docstring.
+
+    ``model_config.vocab_size`` is taken from the corpus. With ``resume`` (a checkpoint file or
+    directory) the model, optimizer state, data position, hidden state and RNG continue exactly.
+    Raises TrainingError (or CorpusError / CheckpointError) with a one-line reason.
+    """
+    reporter = reporter or Reporter()
+    config.validate()
+    _prepare_dir(config.checkpoint_dir)
+    ckpt = load_checkpoint(resume) if resume is not None else None
+    corpus = load_corpus(
+        corpus_path,
+        config.checkpoint_dir,
+        encoding=config.encoding,
+        bytes_mode=config.bytes_mode,
+        vocab=ckpt.vocab if ckpt else None,
+    )
+    vocab = corpus.vocab
+    train_ids, val_ids = corpus.split(config.val_frac)
+    config = _fit_chunk_to_corpus(config, len(train_ids), reporter)
+    if config.random_seed is None:
+        config = replace(config, random_seed=int(np.random.SeedSequence().entropy % 2**32))
+    rng = np.random.default_rng(config.random_seed)
+
+    if ckpt:
+        saved = ckpt.meta.get("train", {})
+        for name in ("batch_size", "seq_length", "val_frac", "bytes_mode", "encoding"):
+            if name in saved and saved[name] != getattr(config, name):
+                raise TrainingError(
+                    f"cannot resume with {name.replace('_', '-')} {getattr(config, name)}: the checkpoint was "
+                    f"trained with {saved[name]}"
+                )
+        model = ckpt.model
+        pos = _Position(**{k: ckpt.meta[k] for k in asdict(_Position())})
+        rng.bit_generator.state = pos.rng_state
+        state = ckpt.hidden_state or None
+    else:
+        model_config = replace(model_config, vocab_size=len(vocab))
+        try:
+            model = CharRNN(model_config, rng=rng)
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
+        pos = _Position()
+        state = None
+    lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][model.config.model]
+    optimizer = make_optimizer(config.optimizer, model.params, lr, config.grad_clip, config.weight_decay)
+    if ckpt:
+        try:
+            optimizer.load_state(ckpt.optimizer_state)
+        except ValueError as e:
+            raise CheckpointError(f"{resume}: cannot resume with optimizer {config.optimizer} ({e})") from None
+        optimizer.learning_rate = ckpt.meta.get("learning_rate", lr)
+
+    batches = StreamBatches(train_ids, config.batch_size, config.seq_length)
+    chars_per_step = config.batch_size * config.seq_length
+    metrics_path = os.path.join(config.checkpoint_dir, "metrics.jsonl")
+
+    def checkpoint(name, hidden):
+        meta = {
+            "train": asdict(config),
+            "learning_rate": optimizer.learning_rate,
+            "corpus": os.path.abspath(corpus_path),
+            **asdict(replace(pos, rng_state=rng.bit_generator.state)),
+        }
+        hidden = tuple(hidden) if hidden is not None else ()
+        save_checkpoint(
+            os.path.join(config.checkpoint_dir, name), Checkpoint(model, vocab, meta, optimizer.state, hidden)
+        )
+
+    def evaluate_and_save(hidden):
+        if len(val_ids) > 1:
+            nll, n = streams_nll(model, val_ids, config.batch_size, 256)
+            pos.last_val_loss = nll / n
+            if pos.best_val_loss is None or pos.last_val_loss < pos.best_val_loss:
+                pos.best_val_loss = pos.last_val_loss
+                checkpoint("best.npz", hidden)
+        checkpoint("latest.npz", hidden)
+        if config.sample_length:
+            preview = generate(model, vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)
+            reporter.sample("".join(preview))
+
+    total_steps = _total_steps(config, batches.chunks_per_epoch)
+    reporter.start(
+        total_steps,
+        {
+            "params": model.num_params(),
+            "vocab": len(vocab),
+            "train_chars": len(train_ids),
+            "val_chars": len(val_ids),
+            "chunks_per_epoch": batches.chunks_per_epoch,
+            "seed": config.random_seed,
+        },
+    )
+    start = time.perf_counter()
+    first_step = pos.step
+    last_log_time, last_log_step, loss_sum, loss_count = start, pos.step, 0.0, 0
+    bad_steps = 0
+    stop_reason = None
+    snapshot = {k: v.copy() for k, v in model.params.items()}
+    with _SignalCatcher() as signals, open(metrics_path, "a") as metrics:
+        while stop_reason is None:
+            if pos.chunk == batches.chunks_per_epoch:
+                pos.epoch, pos.chunk, state = pos.epoch + 1, 0, None
+            inputs, targets = batches.chunk(pos.chunk)
+            loss, grads, new_state = model.loss_and_grads(inputs, targets, state, dropout_rng=rng)
+            if not (math.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values())):
+                bad_steps += 1
+                if bad_steps > MAX_BAD_STEPS:
+                    raise TrainingError(
+                        f"loss or gradient was not finite {bad_steps} times in a row even after lowering the "
+                        f"learning rate to {optimizer.learning_rate:.3g}; latest.npz holds the last good model"
+                    )
+                for name, value in snapshot.items():
+                    model.params[name][...] = value
+                optimizer.learning_rate /= 2
+                state = None
+                reporter.message(
+                    f"warning: non-finite loss at step {pos.step}; restored the last good parameters and "
+                    f"halved the learning rate to {optimizer.learning_rate:.3g}"
+                )
+                continue
+            bad_steps = 0
+            optimizer.step(model.params, grads)
+            state = new_state
+            pos.step += 1
+            pos.chunk += 1
+            loss_sum += loss
+            loss_count += 1
+            elapsed = time.perf_counter() - start
+            stop_reason = _stop_reason(config, pos, batches.chunks_per_epoch, elapsed, signals.signum)
+            evaluating = pos.step % config.eval_every == 0 or stop_reason is not None
+            if pos.step % config.log_every == 0 or evaluating:
+                now = time.perf_counter()
+                record = {
+                    "step": pos.step,
+                    "epoch": round(pos.epoch + pos.chunk / batches.chunks_per_epoch, 4),
+                    "train_loss": loss_sum / loss_count,
+                    "chars_per_sec": (pos.step - last_log_step) * chars_per_step / max(now - last_log_time, 1e-9),
+                    "elapsed": round(elapsed, 3),
+                    "learning_rate": optimizer.learning_rate,
+                }
+                if evaluating:
+                    evaluate_and_save(state)
+                    snapshot = {k: v.copy() for k, v in model.params.items()}
+                    if pos.last_val_loss is not None:
+                        record["val_loss"] = pos.last_val_loss
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                reporter.step(pos.step, record)
+                last_log_time, last_log_step, loss_sum, loss_count = time.perf_counter(), pos.step, 0.0, 0
+    reporter.close()
+    elapsed = time.perf_counter() - start
+    return TrainResult(
+        step=pos.step,
+        epoch=pos.epoch + pos.chunk / batches.chunks_per_epoch,
+        best_val_loss=pos.best_val_loss,
+        last_val_loss=pos.last_val_loss,
+        elapsed=elapsed,
+        chars_per_sec=(pos.step - first_step) * chars_per_step / max(elapsed, 1e-9),
+        stop_reason=stop_reason,
+        checkpoint_dir=config.checkpoint_dir,
+        interrupted_by=signals.signum,
+    )
+
+
+def _prepare_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise TrainingError(f"{path}: cannot create the checkpoint directory ({e.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise TrainingError(f"{path}: the checkpoint directory is not writable")
+
+
+def _fit_chunk_to_corpus(config, n_train, reporter):
+    """Shrink batch size (then sequence length) when the training text is shorter than one chunk."""
+    if n_train < 3:
+        raise CorpusError(f"the training part of the corpus has {n_train} characters; it needs at least 3")
+    if (n_train - 1) // config.batch_size >= config.seq_length:
+        return config
+    batch_size = max(1, min(config.batch_size, (n_train - 1) // config.seq_length))
+    seq_length = min(config.seq_length, (n_train - 1) // batch_size)
+    reporter.message(
+        f"note: the training text ({n_train} characters) is shorter than one chunk of "
+        f"{config.batch_size}x{config.seq_length}; training with batch size {batch_size} and sequence length "
+        f"{seq_length} instead"
+    )
+    return replace(config, batch_size=batch_size, seq_length=seq_length)
+
+
+def _total_steps(config, chunks_per_epoch):
+    limits = [config.max_steps] if config.max_steps else []
+    if config.max_epochs:
+        limits.append(math.ceil(config.max_epochs * chunks_per_epoch))
+    return min(limits) if limits else None
+
+
+def _stop_reason(config, pos, chunks_per_epoch, elapsed, signum):
+    if signum is not None:
+        return "interrupted"
+    if config.max_steps and pos.step >= config.max_steps:
+        return "max-steps"
+    if config.max_epochs and pos.epoch + pos.chunk / chunks_per_epoch >= config.max_epochs:
+        return "max-epochs"
+    if config.max_time and elapsed >= config.max_time:
+        return "max-time"
+    return None

@@ -1,0 +1,113 @@
+import json
+
+import numpy as np
+import pytest
+
+from charrnn.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from charrnn.data import Vocab
+from charrnn.model import CharRNN, ModelConfig, init_params, param_shapes
+from charrnn.sample import Stepper, filter_logits, generate
+
+VOCAB = Vocab(tuple("\n !,.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+
+
+def make_model(model="lstm", dtype="float32"):
+    config = ModelConfig(vocab_size=len(VOCAB), model=model, hidden_size=16, num_layers=2, dtype=dtype)
+    return CharRNN(config, rng=np.random.default_rng(0))
+
+
+def test_param_shapes_match_init():
+    for model in ("rnn", "lstm", "gru"):
+        config = ModelConfig(vocab_size=9, model=model, hidden_size=5, num_layers=3)
+        params = init_params(config, np.random.default_rng(0))
+        assert {k: v.shape for k, v in params.items()} == param_shapes(config)
+        assert all(v.dtype == np.float32 for v in params.values())
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
+def test_round_trip_gives_identical_logits(tmp_path, model):
+    net = make_model(model)
+    path = str(tmp_path / "m.npz")
+    hidden = tuple(np.ones((2, 3, 16), np.float32) for _ in net.cell.state_names)
+    save_checkpoint(path, Checkpoint(net, VOCAB, {"step": 7}, {"steps": np.array(3)}, hidden))
+    loaded = load_checkpoint(path)
+    ids = np.random.default_rng(1).integers(0, len(VOCAB), (20, 3))
+    np.testing.assert_array_equal(net.forward(ids)[0], loaded.model.forward(ids)[0])
+    assert loaded.vocab == VOCAB and loaded.meta["step"] == 7
+    assert loaded.model.config == net.config
+    for a, b in zip(hidden, loaded.hidden_state):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_directory_resolves_best_then_latest(tmp_path):
+    net = make_model()
+    save_checkpoint(str(tmp_path / "latest.npz"), Checkpoint(net, VOCAB, {"step": 1}))
+    assert load_checkpoint(str(tmp_path)).meta["step"] == 1
+    save_checkpoint(str(tmp_path / "best.npz"), Checkpoint(net, VOCAB, {"step": 2}))
+    assert load_checkpoint(str(tmp_path)).meta["step"] == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match="no best.npz or latest.npz"):
+        load_checkpoint(str(empty))
+
+
+def test_stepper_matches_batched_forward():
+    net = make_model("gru", "float64")
+    ids = np.random.default_rng(2).integers(0, len(VOCAB), 12)
+    logits, _ = net.forward(ids[:, None])
+    stepper = Stepper(net, net.initial_state(1))
+    for t, idx in enumerate(ids):
+        np.testing.assert_allclose(stepper.step(idx), logits[t, 0], rtol=1e-10, atol=1e-12)
+
+
+def test_sampling_is_reproducible_and_seeded():
+    net = make_model()
+    a = "".join(generate(net, VOCAB, "ROMEO.", 200, 1.0, random_seed=5))
+    b = "".join(generate(net, VOCAB, "ROMEO.", 200, 1.0, random_seed=5))
+    c = "".join(generate(net, VOCAB, "ROMEO.", 200, 1.0, random_seed=6))
+    assert a == b and a != c
+    assert a.startswith("ROMEO.") and len(a) == 206
+
+
+def test_unknown_seed_characters_are_named():
+    with pytest.raises(KeyError, match="'#'"):
+        next(generate(make_model(), VOCAB, "ab#", 10))
+
+
+def test_top_k_and_top_p_filter():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    assert np.isfinite(filter_logits(logits, 1.0, top_k=2)).sum() == 2
+    assert np.isfinite(filter_logits(logits, 1.0, top_p=0.7)).sum() == 2
+    assert np.isfinite(filter_logits(logits, 1.0, top_p=0.85)).sum() == 3
+
+
+def test_refuses_pickled_and_foreign_files(tmp_path):
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, meta=np.array(json.dumps({"format": "charrnn-checkpoint", "version": 1})),
+             evil=np.array([object()], dtype=object))
+    with pytest.raises(CheckpointError, match="pickled"):
+        load_checkpoint(str(pickled))
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, x=np.zeros(3))
+    with pytest.raises(CheckpointError, match="not a charrnn checkpoint"):
+        load_checkpoint(str(foreign))
+
+
+def test_refuses_truncated_and_future(tmp_path):
+    net = make_model()
+    path = str(tmp_path / "m.npz")
+    save_checkpoint(path, Checkpoint(net, VOCAB, {}))
+    data = open(path, "rb").read()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_checkpoint(str(truncated))
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    meta = json.loads(str(arrays["meta"]))
+    meta["version"] = 99
+    arrays["meta"] = np.array(json.dumps(meta))
+    future = tmp_path / "future.npz"
+    np.savez(future, **arrays)
+    with pytest.raises(CheckpointError, match="version 99 is newer"):
+        load_checkpoint(str(future))

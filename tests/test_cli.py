@@ -1,0 +1,98 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.cli import main
+
+TINY = ["--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-length", "16",
+        "--eval-every", "20", "--sample-length", "40", "--random-seed", "3"]
+
+
+def run(args, **kwargs):
+    result = CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
+    return result
+
+
+def test_train_sample_eval(tmp_path, small_text):
+    ck = str(tmp_path / "ck")
+    result = run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "40", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "val loss" in result.output and "training finished" in result.output
+    assert sorted(f for f in os.listdir(ck) if f.endswith(".npz") or f.endswith(".jsonl")) == [
+        "best.npz", "latest.npz", "metrics.jsonl"]
+    records = [json.loads(line) for line in open(os.path.join(ck, "metrics.jsonl"))]
+    assert records[-1]["step"] == 40
+    assert {"step", "epoch", "train_loss", "chars_per_sec", "elapsed"} <= set(records[0])
+    assert [r["step"] for r in records if "val_loss" in r] == [20, 40]
+    assert load_checkpoint(ck).meta["step"] in (20, 40)
+
+    sample = run(["sample", ck, "--seed", "Romeo", "--length", "100", "--random-seed", "1", "--temperature", "0.8"])
+    assert sample.exit_code == 0
+    assert sample.output.startswith("Romeo") and len(sample.output) >= 106
+    again = run(["sample", ck, "--seed", "Romeo", "--length", "100", "--random-seed", "1", "--temperature", "0.8"])
+    assert again.output == sample.output
+
+    ev = run(["eval", ck, small_text, "--json"])
+    assert ev.exit_code == 0
+    figures = json.loads(ev.output)
+    assert figures["chars"] == len(open(small_text).read())
+    assert figures["bpc"] == pytest.approx(figures["loss"] / np.log(2))
+    assert figures["perplexity"] == pytest.approx(np.exp(figures["loss"]))
+    assert figures["loss"] < np.log(len(load_checkpoint(ck).vocab))  # learned something beyond uniform
+    human = run(["eval", ck, small_text])
+    assert "bits/char" in human.output and "perplexity" in human.output
+
+
+def test_installed_console_script(tmp_path, small_text):
+    exe = shutil.which("charrnn")
+    if exe is None:
+        pytest.skip("charrnn is not installed as a console script")
+    ck = str(tmp_path / "ck")
+    train = subprocess.run([exe, "train", small_text, "--checkpoint-dir", ck, "--max-steps", "10", *TINY],
+                           capture_output=True, text=True, timeout=120)
+    assert train.returncode == 0, train.stderr
+    sample = subprocess.run([sys.executable, "-m", "charrnn", "sample", ck, "--length", "50", "--random-seed", "2"],
+                            capture_output=True, text=True, timeout=60)
+    assert sample.returncode == 0 and len(sample.stdout) >= 50
+    ev = subprocess.run([exe, "eval", ck, small_text, "--json"], capture_output=True, text=True, timeout=120)
+    assert ev.returncode == 0 and json.loads(ev.stdout)["chars"] > 0
+
+
+def test_resume_is_bit_identical(tmp_path, small_text):
+    """2N steps in one run equal N steps, then N more after --resume."""
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    opts = [*TINY, "--dropout", "0.1", "--optimizer", "adam"]
+    assert run(["train", small_text, "--checkpoint-dir", one, "--max-steps", "30", *opts]).exit_code == 0
+    assert run(["train", small_text, "--checkpoint-dir", two, "--max-steps", "15", *opts]).exit_code == 0
+    resumed = run(["train", small_text, "--checkpoint-dir", two, "--max-steps", "30", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    a = load_checkpoint(os.path.join(one, "latest.npz"))
+    b = load_checkpoint(os.path.join(two, "latest.npz"))
+    assert a.meta["step"] == b.meta["step"] == 30
+    for name in a.model.params:
+        np.testing.assert_array_equal(a.model.params[name], b.model.params[name])
+    for key in a.optimizer_state:
+        np.testing.assert_array_equal(a.optimizer_state[key], b.optimizer_state[key])
+
+
+def test_resume_refuses_other_vocabulary(tmp_path, small_text):
+    ck = str(tmp_path / "ck")
+    assert run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "5", *TINY]).exit_code == 0
+    other = tmp_path / "other.txt"
+    other.write_text("zzzz 12345 ~~~~ " * 500)
+    result = CliRunner().invoke(main, ["train", str(other), "--checkpoint-dir", ck, "--resume"])
+    assert result.exit_code == 1
+    assert "vocabulary differs" in result.output
+
+
+def test_help_for_every_command():
+    for command in ([], ["train"], ["sample"], ["eval"], ["info"]):
+        result = run([*command, "-h"])
+        assert result.exit_code == 0 and "Example" in result.output

@@ -1,0 +1,128 @@
+"""Analytic gradients against centred numerical differences, in float64."""
+
+import numpy as np
+import pytest
+
+from charrnn.cells import make_cell, scratch_buffers
+from charrnn.model import CharRNN, ModelConfig
+
+CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "sigmoid"), ("lstm", "tanh"), ("gru", "tanh")]
+
+
+def rel_error(analytic, numeric):
+    """Norm-wise relative error (element-wise ratios are noise where a gradient entry is ~0)."""
+    return np.linalg.norm(analytic - numeric) / max(1e-12, np.linalg.norm(analytic) + np.linalg.norm(numeric))
+
+
+def numerical_grad(f, x, eps=1e-6):
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = x[i]
+        x[i] = old + eps
+        plus = f()
+        x[i] = old - eps
+        minus = f()
+        x[i] = old
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("model,activation", CELLS)
+def test_cell_step_gradients(model, activation):
+    """One step: gradients w.r.t. x_proj and every part of the previous state."""
+    rng = np.random.default_rng(0)
+    cell = make_cell(model, activation)
+    B, H = 3, 4
+    G = cell.n_gates * H
+    p = {"W_hh": rng.normal(0, 0.5, (H, G)), "b_hn": rng.normal(0, 0.5, H)}
+    if activation == "relu":  # keep pre-activations away from the kink at 0
+        p["W_hh"] *= 0.1
+    x_proj = rng.normal(0, 1, (B, G))
+    if activation == "relu":
+        x_proj = np.abs(x_proj) + 0.5
+    prev = tuple(rng.normal(0, 1, (B, H)) for _ in cell.state_names)
+    weights = tuple(rng.normal(0, 1, (B, H)) for _ in cell.state_names)  # loss = sum(w * next state)
+
+    def run():
+        gates = x_proj.copy()
+        nxt = tuple(np.empty((B, H)) for _ in cell.state_names)
+        extra = tuple(np.empty((B, H)) for _ in range(cell.n_extra))
+        cache = cell.step_forward(gates, prev, p, nxt, extra, scratch_buffers(cell, B, H, np.float64))
+        return nxt, cache
+
+    def loss():
+        nxt, _ = run()
+        return sum(float(np.sum(w * s)) for w, s in zip(weights, nxt))
+
+    nxt, cache = run()
+    d_hproj = np.empty((B, G))
+    dprev = cell.step_backward(
+        tuple(w.copy() for w in weights), cache, p, d_hproj, scratch_buffers(cell, B, H, np.float64)
+    )
+    d_xproj = cache[0]  # the gates buffer now holds d(x_proj)
+    assert rel_error(d_xproj, numerical_grad(loss, x_proj)) < 1e-6
+    for analytic, state in zip(dprev, prev):
+        assert rel_error(analytic, numerical_grad(loss, state)) < 1e-6
+
+
+@pytest.mark.parametrize("model,activation", CELLS)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_network_loss_gradients(model, activation, num_layers):
+    """The full loss over several timesteps from a carried (non-zero) state, every parameter."""
+    V, H, T, B = 5, 4, 4, 2
+    config = ModelConfig(
+        vocab_size=V, model=model, hidden_size=H, num_layers=num_layers, activation=activation, dtype="float64"
+    )
+    rng = np.random.default_rng(1)
+    net = CharRNN(config, rng=rng)
+    inputs = rng.integers(0, V, (T, B))
+    targets = rng.integers(0, V, (T, B))
+    state = tuple(rng.normal(0, 0.5, (num_layers, B, H)) for _ in net.cell.state_names)
+    if activation == "relu":
+        state = tuple(np.abs(s) for s in state)
+        for name in net.params:
+            if ".b" in name:
+                net.params[name] += 0.5
+
+    def loss():
+        return net.loss_and_grads(inputs, targets, state)[0]
+
+    _, grads, _ = net.loss_and_grads(inputs, targets, state)
+    assert set(grads) == set(net.params)
+    for name, value in net.params.items():
+        assert grads[name].shape == value.shape, name
+        err = rel_error(grads[name], numerical_grad(loss, value))
+        assert err < 1e-6, (name, err)
+
+
+def test_dropout_gradients_with_fixed_masks():
+    """With dropout on, the gradient is that of the loss under the same masks."""
+    V, H, T, B = 5, 4, 3, 2
+    config = ModelConfig(vocab_size=V, model="lstm", hidden_size=H, num_layers=2, dropout=0.3, dtype="float64")
+    net = CharRNN(config, rng=np.random.default_rng(2))
+    rng = np.random.default_rng(3)
+    inputs, targets = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
+
+    def loss():
+        return net.loss_and_grads(inputs, targets, dropout_rng=np.random.default_rng(7))[0]
+
+    _, grads, _ = net.loss_and_grads(inputs, targets, dropout_rng=np.random.default_rng(7))
+    for name in ("l0.W_hh", "l1.W_xh", "W_hy"):
+        assert rel_error(grads[name], numerical_grad(loss, net.params[name])) < 1e-6
+    assert loss() != net.loss_and_grads(inputs, targets)[0]  # the masks do change the loss
+
+
+def test_forward_matches_loss_and_state_carry():
+    """Two chunks with the state carried equal one long chunk."""
+    config = ModelConfig(vocab_size=7, model="lstm", hidden_size=6, num_layers=2, dtype="float64")
+    net = CharRNN(config, rng=np.random.default_rng(4))
+    ids = np.random.default_rng(5).integers(0, 7, (10, 3))
+    whole, state_whole = net.forward(ids)
+    first, state = net.forward(ids[:4])
+    second, state = net.forward(ids[4:], state)
+    np.testing.assert_allclose(np.concatenate([first, second]), whole, atol=1e-12)
+    for a, b in zip(state, state_whole):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    assert state_whole[0].shape == (2, 3, 6) and len(state_whole) == 2
