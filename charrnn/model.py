@@ -12,10 +12,13 @@ Parameters live in ``model.params``, a dict keyed by name: ``l{k}.W_xh`` (V or H
 ``W_xh`` is read by row (the one-hot input is a lookup, never a product).
 """
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from .blas import single_threaded_blas
 from .cells import make_cell, scratch_buffers
 
 MODELS = ("rnn", "lstm", "gru")
@@ -127,25 +130,34 @@ def log_softmax(logits):
 
 
 class _LayerBuffers:
-    """What one layer keeps for one (T, B) chunk: gate caches, state sequences, scratch."""
+    """What one layer keeps for one (T, B) chunk: gate caches, state sequences, and per batch slice
+    (one slice per worker thread) the scratch the steps write into."""
 
-    def __init__(self, cell, T, B, H, dtype):
+    def __init__(self, cell, T, B, H, dtype, slices):
         G = cell.n_gates * H
         self.gates = np.empty((T, B, G), dtype)  # x_proj -> activated gates -> d(x_proj)
         self.states = tuple(np.empty((T + 1, B, H), dtype) for _ in cell.state_names)
         self.extra = tuple(np.empty((T, B, H), dtype) for _ in range(cell.n_extra))
         self.d_hproj = np.empty((T, B, G), dtype) if cell.separate_hproj_grad else self.gates
-        self.scratch = scratch_buffers(cell, B, H, dtype)
-        self.d_state = tuple(np.empty((B, H), dtype) for _ in cell.state_names)
-        self.dh = np.empty((B, H), dtype)
-        self.caches = []  # one cache per timestep, from step_forward
+        self.slices = slices
+        self.scratch = [scratch_buffers(cell, s.stop - s.start, H, dtype) for s in slices]
+        self.d_state = [tuple(np.empty((s.stop - s.start, H), dtype) for _ in cell.state_names) for s in slices]
+        self.dh = [np.empty((s.stop - s.start, H), dtype) for s in slices]
+        self.caches = [None] * len(slices)  # per slice, one cache per timestep from step_forward
         self.output = None  # (T, B, H): what the next layer (or the output layer) reads
+
+
+def batch_slices(batch_size, workers):
+    """Split the batch into contiguous slices, one per worker (at least 4 streams each)."""
+    n = max(1, min(workers, batch_size // 4))
+    bounds = np.linspace(0, batch_size, n + 1).astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 class CharRNN:
     """A stack of recurrent layers with a softmax output; see the module docstring for shapes."""
 
-    def __init__(self, config, params=None, rng=None):
+    def __init__(self, config, params=None, rng=None, workers=None):
         config.validate()
         self.config = config
         self.cell = make_cell(config.model, config.activation)
@@ -153,6 +165,8 @@ class CharRNN:
             params = init_params(config, rng if rng is not None else np.random.default_rng())
         self.params = params
         self._buffers = None  # (T, B) -> list of _LayerBuffers, reused across chunks
+        self.workers = workers or min(2, os.cpu_count() or 1)
+        self._pool = None
 
     @property
     def dtype(self):
@@ -205,8 +219,9 @@ class CharRNN:
 
     def _layer_buffers(self, T, B):
         if self._buffers is None or self._buffers[0] != (T, B):
+            slices = batch_slices(B, self.workers)
             layers = [
-                _LayerBuffers(self.cell, T, B, self.config.hidden_size, self.dtype)
+                _LayerBuffers(self.cell, T, B, self.config.hidden_size, self.dtype, slices)
                 for _ in range(self.config.num_layers)
             ]
             self._buffers = ((T, B), layers)
@@ -229,17 +244,7 @@ class CharRNN:
             buf.gates += p["b"]
             for seq, s in zip(buf.states, state):
                 seq[0] = s[k]
-            buf.caches = [
-                self.cell.step_forward(
-                    buf.gates[t],
-                    tuple(seq[t] for seq in buf.states),
-                    p,
-                    tuple(seq[t + 1] for seq in buf.states),
-                    tuple(e[t] for e in buf.extra),
-                    buf.scratch,
-                )
-                for t in range(T)
-            ]
+            self._each_slice(buf, self._steps_forward, p)
             x = buf.states[0][1:]  # (T, B, H)
             if masks is not None:
                 x = x * masks[k]
@@ -258,14 +263,7 @@ class CharRNN:
             G = buf.gates.shape[2]
             if masks is not None:
                 dx = dx * masks[k]
-            for d in buf.d_state:
-                d.fill(0)
-            d_later = buf.d_state  # gradient w.r.t. the state after step t: none beyond the chunk
-            for t in reversed(range(T)):
-                np.add(dx[t], d_later[0], out=buf.dh)
-                d_later = self.cell.step_backward(
-                    (buf.dh, *d_later[1:]), buf.caches[t], p, buf.d_hproj[t], buf.scratch
-                )
+            self._each_slice(buf, self._steps_backward, p, dx)
             d_xproj = buf.gates.reshape(T * B, G)  # (T·B, G)
             h_prev = buf.states[0][:T].reshape(T * B, H)  # (T·B, H)
             grads[f"l{k}.W_hh"] = h_prev.T @ buf.d_hproj.reshape(T * B, G)
@@ -277,3 +275,47 @@ class CharRNN:
             else:
                 grads[f"l{k}.W_xh"] = buffers[k - 1].output.reshape(T * B, H).T @ d_xproj
                 dx = (d_xproj @ p["W_xh"].T).reshape(T, B, H)
+
+    def _each_slice(self, buf, steps, *args):
+        """Run ``steps(buf, i, *args)`` for every batch slice i, the slices on parallel threads.
+
+        The per-step products are small, so BLAS runs single-threaded inside each thread; numpy
+        releases the GIL in products and ufuncs, so the threads use both cores.
+        """
+        with single_threaded_blas():
+            if len(buf.slices) == 1:
+                steps(buf, 0, *args)
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.workers - 1)
+            futures = [self._pool.submit(steps, buf, i, *args) for i in range(1, len(buf.slices))]
+            steps(buf, 0, *args)
+            for future in futures:
+                future.result()
+
+    def _steps_forward(self, buf, i, p):
+        """The recurrence over all timesteps for batch slice i of one layer."""
+        b = buf.slices[i]
+        states, extra, gates, scratch = buf.states, buf.extra, buf.gates, buf.scratch[i]
+        buf.caches[i] = [
+            self.cell.step_forward(
+                gates[t, b],
+                tuple(seq[t, b] for seq in states),
+                p,
+                tuple(seq[t + 1, b] for seq in states),
+                tuple(e[t, b] for e in extra),
+                scratch,
+            )
+            for t in range(gates.shape[0])
+        ]
+
+    def _steps_backward(self, buf, i, p, dx):
+        """Backpropagation through time for batch slice i of one layer; dx (T, B, H) comes from above."""
+        b = buf.slices[i]
+        caches, d_hproj, scratch, dh = buf.caches[i], buf.d_hproj, buf.scratch[i], buf.dh[i]
+        for d in buf.d_state[i]:
+            d.fill(0)
+        d_later = buf.d_state[i]  # gradient w.r.t. the state after step t: none beyond the chunk
+        for t in reversed(range(len(caches))):
+            np.add(dx[t, b], d_later[0], out=dh)
+            d_later = self.cell.step_backward((dh, *d_later[1:]), caches[t], p, d_hproj[t, b], scratch)
