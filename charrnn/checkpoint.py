@@ -76,6 +76,9 @@ def resolve_checkpoint(path):
 def load_checkpoint(path):
     """Load and check a checkpoint (file or directory); raise CheckpointError with a one-line reason."""
     path = resolve_checkpoint(path)
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+            raise CheckpointError(f"{path}: not a charrnn checkpoint (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}

@@ -252,17 +252,19 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
             loss, grads, new_state = model.loss_and_grads(inputs, targets, state, dropout_rng=rng)
             if not (math.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values())):
                 bad_steps += 1
+                if not all(np.isfinite(p).all() for p in model.params.values()):
+                    for name, value in snapshot.items():
+                        model.params[name][...] = value
                 if bad_steps > MAX_BAD_STEPS:
+                    checkpoint("latest.npz", None)
                     raise TrainingError(
-                        f"loss or gradient was not finite {bad_steps} times in a row even after lowering the "
-                        f"learning rate to {optimizer.learning_rate:.3g}; latest.npz holds the last good model"
+                        f"loss or gradient was not finite {bad_steps} times in a row, down to learning rate "
+                        f"{optimizer.learning_rate:.3g}; stopped, with the last good model in latest.npz"
                     )
-                for name, value in snapshot.items():
-                    model.params[name][...] = value
                 optimizer.learning_rate /= 2
                 state = None
                 reporter.message(
-                    f"warning: non-finite loss at step {pos.step}; restored the last good parameters and "
+                    f"warning: non-finite loss at step {pos.step}; kept the last good parameters and "
                     f"halved the learning rate to {optimizer.learning_rate:.3g}"
                 )
                 continue

@@ -1,0 +1,138 @@
+"""Every error a user can cause: a one-line message, non-zero exit, no traceback, nothing overwritten."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.cli import main
+
+TINY = ["--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-length", "8",
+        "--sample-length", "0", "--random-seed", "0"]
+
+
+@pytest.fixture
+def trained(tmp_path, small_text):
+    ck = tmp_path / "ck"
+    result = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", str(ck), "--max-steps", "5", *TINY])
+    assert result.exit_code == 0, result.output
+    return ck
+
+
+def write(path, content, mode="w"):
+    with open(path, mode) as f:
+        f.write(content)
+    return str(path)
+
+
+def corrupt_checkpoint(tmp_path, trained, kind):
+    good = (trained / "latest.npz").read_bytes()
+    path = tmp_path / f"{kind}.npz"
+    if kind == "truncated":
+        path.write_bytes(good[: len(good) // 3])
+    elif kind == "garbage":
+        path.write_bytes(b"PK\x03\x04" + os.urandom(2000))
+    elif kind == "text":
+        path.write_text("hello, I am not a checkpoint\n")
+    elif kind in ("future", "foreign", "pickled"):
+        with np.load(trained / "latest.npz") as npz:
+            arrays = dict(npz)
+        meta = json.loads(str(arrays["meta"]))
+        if kind == "future":
+            meta["version"] = 1000
+        if kind == "foreign":
+            meta["format"] = "something-else"
+        arrays["meta"] = np.array(json.dumps(meta))
+        if kind == "pickled":
+            arrays["param/W_hy"] = np.array([{"evil": 1}], dtype=object)
+        np.savez(path, **arrays)
+    return str(path)
+
+
+# (name, how to build the command line, the message expected on stderr)
+CASES = [
+    ("missing corpus", lambda t, s, c: ["train", str(t / "nope.txt")], "does not exist"),
+    ("corpus is a directory", lambda t, s, c: ["train", str(t)], "is a directory"),
+    ("empty corpus", lambda t, s, c: ["train", write(t / "e.txt", "")], "empty"),
+    ("one distinct character", lambda t, s, c: ["train", write(t / "a.txt", "a" * 5000)], "only one distinct"),
+    ("invalid utf-8", lambda t, s, c: ["train", write(t / "b.txt", b"abc\n" * 100 + b"\xff\xfe" + b"x" * 99, "wb")],
+     "byte 400; use --bytes"),
+    ("checkpoint dir is a file", lambda t, s, c: ["train", s, "--checkpoint-dir", write(t / "f", "x") + "/sub"],
+     "cannot create the checkpoint directory"),
+    ("negative hidden size", lambda t, s, c: ["train", s, "--hidden-size", "-3"], "hidden-size"),
+    ("zero batch size", lambda t, s, c: ["train", s, "--batch-size", "0"], "batch-size"),
+    ("val-frac of 1", lambda t, s, c: ["train", s, "--val-frac", "1"], "val-frac"),
+    ("unknown model", lambda t, s, c: ["train", s, "--model", "transformer"], "--model"),
+    ("resume without checkpoint", lambda t, s, c: ["train", s, "--checkpoint-dir", str(t / "new"), "--resume"],
+     "no such file"),
+    ("negative temperature", lambda t, s, c: ["sample", str(c), "--temperature", "-1"], "temperature"),
+    ("zero length", lambda t, s, c: ["sample", str(c), "--length", "0"], "length"),
+    ("seed outside vocabulary", lambda t, s, c: ["sample", str(c), "--seed", "Romeo ☃"], "'☃'"),
+    ("sample missing checkpoint", lambda t, s, c: ["sample", str(t / "none.npz")], "does not exist"),
+    ("empty checkpoint dir", lambda t, s, c: ["sample", str(t / "emptydir")], "no best.npz or latest.npz"),
+    ("truncated checkpoint", lambda t, s, c: ["sample", corrupt_checkpoint(t, c, "truncated")], "truncated"),
+    ("corrupt checkpoint", lambda t, s, c: ["eval", corrupt_checkpoint(t, c, "garbage"), s], "checkpoint"),
+    ("text file as checkpoint", lambda t, s, c: ["info", corrupt_checkpoint(t, c, "text")], "not a charrnn checkpoint"),
+    ("future checkpoint", lambda t, s, c: ["sample", corrupt_checkpoint(t, c, "future")], "newer than this charrnn"),
+    ("foreign npz", lambda t, s, c: ["sample", corrupt_checkpoint(t, c, "foreign")], "not a charrnn checkpoint"),
+    ("pickled arrays", lambda t, s, c: ["sample", corrupt_checkpoint(t, c, "pickled")], "pickled"),
+    ("eval missing file", lambda t, s, c: ["eval", str(c), str(t / "nope.txt")], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("name,args,message", CASES, ids=[c[0] for c in CASES])
+def test_user_error(tmp_path, small_text, trained, name, args, message):
+    (tmp_path / "emptydir").mkdir()
+    before = {p: (trained / p).read_bytes() for p in os.listdir(trained)}
+    result = CliRunner().invoke(main, args(tmp_path, small_text, trained))
+    assert result.exit_code in (1, 2), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], result.stderr
+    assert {p: (trained / p).read_bytes() for p in os.listdir(trained)} == before  # nothing overwritten
+
+
+def test_short_corpus_trains_with_a_smaller_chunk(tmp_path):
+    corpus = write(tmp_path / "short.txt", "to be or not to be, that is the question\n" * 3)
+    result = CliRunner().invoke(main, ["train", corpus, "--checkpoint-dir", str(tmp_path / "ck"), "--max-steps", "3",
+                                       "--hidden-size", "8", "--sample-length", "0"])
+    assert result.exit_code == 0, result.output
+    assert "shorter than one chunk" in result.stderr
+
+
+def test_bytes_mode_trains_on_binary(tmp_path):
+    corpus = write(tmp_path / "bin.dat", bytes(range(256)) * 40 + b"\xff\xfe\x00" * 100, "wb")
+    ck = tmp_path / "ck"
+    result = CliRunner().invoke(main, ["train", corpus, "--bytes", "--checkpoint-dir", str(ck), "--max-steps", "3",
+                                       *TINY])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(str(ck)).vocab.bytes_mode
+    sample = CliRunner().invoke(main, ["sample", str(ck), "--length", "20"])
+    assert sample.exit_code == 0
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_finishes_the_step_and_saves(tmp_path, small_text, sig, code):
+    ck = tmp_path / "ck"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "train", small_text, "--checkpoint-dir", str(ck), "--max-steps", "100000",
+         "--eval-every", "100000", *TINY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    metrics = ck / "metrics.jsonl"
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    ckpt = load_checkpoint(str(ck / "latest.npz"))
+    assert ckpt.meta["step"] >= 20
