@@ -4,9 +4,11 @@ import contextlib
 import json
 import os
 import sys
+from collections import Counter
 from dataclasses import asdict, fields, replace
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
@@ -14,7 +16,7 @@ from tqdm import tqdm
 from . import __version__
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .data import CorpusError
-from .evaluate import evaluate_file
+from .evaluate import EvalResult, evaluate_file, score_lines
 from .model import DTYPES, MODELS, ModelConfig
 from .cells import ACTIVATIONS
 from .optim import OPTIMIZERS
@@ -67,12 +69,16 @@ class ConsoleReporter(Reporter):
             f"validation {info['val_chars']:,}, random seed {info['seed']})"
         )
         if self.interactive and not self.quiet:
-            self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr)
+            # the bar follows whichever limit is set: steps, else seconds (so its ETA is right)
+            self.by_time = total_steps is None and info["max_time"] is not None
+            total, unit = (round(info["max_time"]), "s") if self.by_time else (total_steps, "step")
+            self.bar = tqdm(total=total, unit=unit, dynamic_ncols=True, file=sys.stderr)
 
     def step(self, step, info):
         if self.bar is not None:
-            self.bar.update(step - self.bar.n)
-            postfix = {"epoch": f"{info['epoch']:.2f}", "loss": f"{info['train_loss']:.3f}"}
+            done = min(round(info["elapsed"]), self.bar.total) if self.by_time else step
+            self.bar.update(done - self.bar.n)
+            postfix = {"step": step, "epoch": f"{info['epoch']:.2f}", "loss": f"{info['train_loss']:.3f}"}
             if "val_loss" in info:
                 self.val_loss = info["val_loss"]
             if getattr(self, "val_loss", None) is not None:
@@ -178,16 +184,23 @@ def _print_summary(result):
 
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
-@click.option("--seed", default="", help="Text that primes the model and starts the output.")
+@click.option("--seed", default="", help="Text that primes the model and starts the output (default: start as if "
+              "after a newline).")
 @click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Below 1: safer; above 1: wilder; 0: always the most likely character.")
-@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample among the K likeliest.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample among the K likeliest characters.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
-              help="Sample within the smallest set holding probability P.")
+              help="Sample within the smallest set of characters holding probability P.")
 @click.option("--length", type=click.IntRange(min=1), default=500, show_default=True, help="Characters to generate.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Independent samples, separated by a blank line.")
 @click.option("--random-seed", type=int, default=None, help="Same seed, same text.")
-def sample(checkpoint, seed, temperature, top_k, top_p, length, random_seed):
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
+              help="Write the text to this file instead of standard output.")
+def sample(checkpoint, seed, temperature, top_k, top_p, length, num_samples, random_seed, output):
     """Generate text from CHECKPOINT (a .npz file, or a directory: best.npz, else latest.npz).
+
+    The text is written as it is generated.
 
     \b
     Example:
@@ -196,36 +209,47 @@ def sample(checkpoint, seed, temperature, top_k, top_p, length, random_seed):
     with user_errors():
         ckpt = load_checkpoint(checkpoint)
         try:
-            pieces = generate(ckpt.model, ckpt.vocab, seed, length, temperature, top_k, top_p, random_seed)
-            first = next(pieces)
+            ckpt.vocab.encode(seed)
         except KeyError as e:
             raise click.ClickException(f"--seed has characters the model has never seen: {e.args[0]}") from None
-    out = click.get_text_stream("stdout")
-    out.write(first)
-    for piece in pieces:
-        out.write(piece)
-        if piece == "\n":
-            out.flush()
-    out.write("\n")
-    out.flush()
+    rng = np.random.default_rng(random_seed)
+    interactive = output.isatty() if hasattr(output, "isatty") else False
+    for i in range(num_samples):
+        if i:
+            output.write("\n\n")
+        for piece in generate(ckpt.model, ckpt.vocab, seed, length, temperature, top_k, top_p, rng):
+            output.write(piece)
+            if interactive or piece == "\n":
+                output.flush()
+    output.write("\n")
+    output.flush()
 
 
 @main.command("eval", context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_command(checkpoint, file, as_json):
+@click.option("--per-line", is_flag=True, help="Also score each line: log-probability, bits per char, length.")
+@click.option("--reset-per-line", is_flag=True, help="With --per-line: read each line from a fresh state.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output (JSON Lines with --per-line, file total last).")
+def eval_command(checkpoint, file, per_line, reset_per_line, as_json):
     """Score FILE with CHECKPOINT: loss (nats/char), bits per char, perplexity.
+
+    The hidden state is carried through the whole file. Characters the model has never seen are
+    counted, reported and left out.
 
     \b
     Example:
       charrnn eval checkpoints held_out.txt --json
+      charrnn eval checkpoints sentences.txt --per-line --reset-per-line
     """
     with user_errors():
         ckpt = load_checkpoint(checkpoint)
-        result = evaluate_file(ckpt.model, ckpt.vocab, file)
+        if per_line or reset_per_line:
+            result = _print_lines(score_lines(ckpt.model, ckpt.vocab, file, reset_per_line), as_json)
+        else:
+            result = evaluate_file(ckpt.model, ckpt.vocab, file)
     if as_json:
-        click.echo(json.dumps(result.to_json()))
+        click.echo(json.dumps({"file": file, **result.to_json()}))
         return
     console = _console()
     console.print(f"{file}: {result.chars:,} characters scored")
@@ -235,6 +259,25 @@ def eval_command(checkpoint, file, as_json):
     if result.oov:
         listed = ", ".join(f"{k!r}×{v}" for k, v in sorted(result.oov.items(), key=lambda kv: -kv[1])[:10])
         console.print(f"left out {sum(result.oov.values()):,} characters outside the vocabulary: {listed}")
+
+
+def _print_lines(lines, as_json):
+    """Print per-line scores (a table, or JSON Lines); return the whole file's EvalResult."""
+    total = EvalResult(0.0, 0, {})
+    table = Table("line", "log-prob (nats)", "bits/char", "chars", "text")
+    for line in lines:
+        r = line.result
+        total = EvalResult(total.total_nll + r.total_nll, total.chars + r.chars,
+                           dict(Counter(total.oov) + Counter(r.oov)))
+        if as_json:
+            click.echo(json.dumps({"line": line.number, "logprob": -r.total_nll, "bpc": r.bpc if r.chars else None,
+                                   "chars": r.chars, "oov": r.oov, "text": line.text}))
+        else:
+            table.add_row(str(line.number), f"{-r.total_nll:.2f}", f"{r.bpc:.3f}" if r.chars else "-",
+                          str(r.chars), repr(line.text[:60]))
+    if not as_json:
+        _console().print(table)
+    return total
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
@@ -262,3 +305,25 @@ def info(checkpoint):
     table.add_row("val loss", f"{val:.4f}" if val is not None else "-")
     table.add_row("format version", str(meta["version"]))
     _console().print(table)
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default="loss.png", show_default=True)
+def plot(checkpoint_dir, output):
+    """Plot training and validation loss from CHECKPOINT_DIR/metrics.jsonl into a PNG.
+
+    Needs matplotlib: pip install 'charrnn[plot]'.
+
+    \b
+    Example:
+      charrnn plot checkpoints --output loss.png
+    """
+    from .plot import plot_metrics
+
+    with user_errors():
+        try:
+            plot_metrics(os.path.join(checkpoint_dir, "metrics.jsonl"), output)
+        except ImportError:
+            raise click.ClickException("plotting needs matplotlib: pip install 'charrnn[plot]'") from None
+    click.echo(f"wrote {output}")

@@ -52,6 +52,11 @@ class Vocab:
             raise KeyError(", ".join(repr(u) for u in unknown))
         return ids
 
+    def newline_id(self):
+        """The id of the newline character, or None if the vocabulary has none."""
+        idx = int(self.ids_of_codes(np.array([ord("\n")], np.uint32))[0])
+        return idx if idx >= 0 else None
+
     def symbol_text(self, code):
         return f"\\x{code:02x}" if self.bytes_mode else chr(code)
 

@@ -43,11 +43,17 @@ class EvalResult:
         }
 
 
-def chunk_nll(model, inputs, targets, state):
-    """Summed -log p(targets | inputs) for (T, B) arrays, and the state after them."""
+def chunk_nlls(model, inputs, targets, state):
+    """-log p(targets | inputs) per position, (T, B), for (T, B) arrays; and the state after them."""
     logits, state = model.forward(inputs, state)
     logp = log_softmax(logits)  # (T, B, V)
-    return -float(np.take_along_axis(logp, targets[..., None], axis=2).sum()), state
+    return -np.take_along_axis(logp, targets[..., None], axis=2)[..., 0], state
+
+
+def chunk_nll(model, inputs, targets, state):
+    """Summed -log p(targets | inputs) for (T, B) arrays, and the state after them."""
+    nlls, state = chunk_nlls(model, inputs, targets, state)
+    return float(nlls.sum()), state
 
 
 def streams_nll(model, ids, batch_size, seq_length):
@@ -78,11 +84,35 @@ def streams_nll(model, ids, batch_size, seq_length):
     return total, n
 
 
-def start_id(vocab):
-    """The id a text is read after, as if after a newline, or None if the vocabulary has none."""
-    code = ord("\n")
-    ids = vocab.ids_of_codes(np.array([code], np.uint32))
-    return int(ids[0]) if ids[0] >= 0 else None
+class _Scorer:
+    """Scores a text piece by piece with one hidden state carried through, as if after a newline."""
+
+    def __init__(self, model, vocab, seq_length=512):
+        self.model, self.vocab, self.seq_length = model, vocab, seq_length
+        self.reset()
+
+    def reset(self):
+        self.prev, self.state = self.vocab.newline_id(), None
+
+    def score(self, codes):
+        """Per-character nats (N,) for the in-vocabulary characters of ``codes``, and the OOV counts."""
+        ids = self.vocab.ids_of_codes(codes)
+        unknown = ids < 0
+        oov = Counter()
+        if unknown.any():
+            values, counts = np.unique(codes[unknown], return_counts=True)
+            oov.update({self.vocab.symbol_text(int(v)): int(c) for v, c in zip(values, counts)})
+            ids = ids[~unknown]
+        if self.prev is not None:
+            ids = np.concatenate([[self.prev], ids])
+        nlls = [np.zeros(0)]
+        for j in range(0, len(ids) - 1, self.seq_length):
+            window = ids[j : j + self.seq_length + 1, None].astype(np.intp)  # (t+1, 1)
+            chunk, self.state = chunk_nlls(self.model, window[:-1], window[1:], self.state)
+            nlls.append(chunk[:, 0])
+        if len(ids):
+            self.prev = int(ids[-1])
+        return np.concatenate(nlls), oov
 
 
 def evaluate_file(model, vocab, path, seq_length=512):
@@ -91,25 +121,50 @@ def evaluate_file(model, vocab, path, seq_length=512):
     Scoring starts as if after a newline (when the vocabulary has one). Characters outside the
     vocabulary are counted in ``oov`` and left out of the text the model reads.
     """
-    oov = Counter()
-    prev = start_id(vocab)
-    total, count, state = 0.0, 0, None
+    scorer = _Scorer(model, vocab, seq_length)
+    total, count, oov = 0.0, 0, Counter()
     for codes in read_codes(path, vocab.encoding, vocab.bytes_mode):
-        ids = vocab.ids_of_codes(codes)
-        unknown = ids < 0
-        if unknown.any():
-            values, counts = np.unique(codes[unknown], return_counts=True)
-            oov.update({vocab.symbol_text(int(v)): int(c) for v, c in zip(values, counts)})
-            ids = ids[~unknown]
-        if prev is not None:
-            ids = np.concatenate([[prev], ids])
-        if len(ids) < 2:
-            prev = int(ids[-1]) if len(ids) else prev
-            continue
-        for j in range(0, len(ids) - 1, seq_length):
-            window = ids[j : j + seq_length + 1, None].astype(np.intp)  # (t+1, 1)
-            nll, state = chunk_nll(model, window[:-1], window[1:], state)
-            total += nll
-            count += len(window) - 1
-        prev = int(ids[-1])
+        nlls, line_oov = scorer.score(codes)
+        total += float(nlls.sum())
+        count += len(nlls)
+        oov.update(line_oov)
     return EvalResult(total, count, dict(oov))
+
+
+@dataclass
+class LineScore:
+    number: int  # 1-based
+    text: str
+    result: EvalResult
+
+
+def score_lines(model, vocab, path, reset_per_line=False):
+    """Yield a LineScore for each line of the file (its newline included).
+
+    The hidden state is carried from line to line, so the lines' totals add up to the whole file's;
+    with ``reset_per_line`` each line is read as if it followed a newline, from a fresh state.
+    """
+    scorer = _Scorer(model, vocab)
+    decode = vocab.decoder()
+    for number, codes in enumerate(iter_lines(path, vocab), start=1):
+        if reset_per_line:
+            scorer.reset()
+        nlls, oov = scorer.score(codes)
+        ids = vocab.ids_of_codes(codes)
+        text = "".join(decode(int(i)) for i in ids[ids >= 0])
+        yield LineScore(number, text, EvalResult(float(nlls.sum()), len(nlls), dict(oov)))
+
+
+def iter_lines(path, vocab):
+    """The file's lines as code point (or byte) arrays, each with its newline."""
+    pending = []
+    for codes in read_codes(path, vocab.encoding, vocab.bytes_mode):
+        ends = np.flatnonzero(codes == ord("\n")) + 1
+        start = 0
+        for end in ends:
+            yield np.concatenate([*pending, codes[start:end]])
+            pending, start = [], end
+        if start < len(codes):
+            pending.append(codes[start:])
+    if pending:
+        yield np.concatenate(pending)

@@ -64,12 +64,11 @@ def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top
     """Yield the seed text, then ``length`` generated characters, one piece at a time.
 
     ``seed`` primes the hidden state (an empty seed starts as if after a newline); ``temperature``
-    0 picks the most likely character every time. Raises KeyError naming seed characters that are
+    0 picks the most likely character every time. ``random_seed`` is a seed or a numpy Generator. Raises KeyError naming seed characters that are
     not in the vocabulary.
     """
-    rng = np.random.default_rng(random_seed)
-    newline = vocab.ids_of_codes(np.array([ord("\n")], np.uint32))[0]
-    prime = vocab.encode(seed) if seed else np.array([newline if newline >= 0 else 0])
+    rng = random_seed if isinstance(random_seed, np.random.Generator) else np.random.default_rng(random_seed)
+    prime = vocab.encode(seed) if seed else np.array([vocab.newline_id() or 0])
     logits, state = model.forward(prime[:, None], model.initial_state(1))  # (T, 1, V)
     stepper = Stepper(model, state)
     decode = vocab.decoder()

@@ -236,6 +236,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
             "val_chars": len(val_ids),
             "chunks_per_epoch": batches.chunks_per_epoch,
             "seed": config.random_seed,
+            "max_time": config.max_time,
         },
     )
     start = time.perf_counter()
