@@ -8,6 +8,7 @@ each pass over the data. Checkpoints (``latest.npz`` at every evaluation, ``best
 validation loss) and ``metrics.jsonl`` go to ``checkpoint_dir``.
 """
 
+import codecs
 import json
 import math
 import os
@@ -73,6 +74,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be positive, not {value}")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {self.encoding!r}") from None
         if self.grad_clip < 0 or self.weight_decay < 0 or self.sample_length < 0:
             raise ValueError("grad-clip, weight-decay and sample-length cannot be negative")
 

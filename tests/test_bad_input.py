@@ -66,6 +66,7 @@ CASES = [
      "byte 400; use --bytes"),
     ("checkpoint dir is a file", lambda t, s, c: ["train", s, "--checkpoint-dir", write(t / "f", "x") + "/sub"],
      "cannot create the checkpoint directory"),
+    ("unknown encoding", lambda t, s, c: ["train", s, "--encoding", "klingon-8"], "unknown encoding 'klingon-8'"),
     ("negative hidden size", lambda t, s, c: ["train", s, "--hidden-size", "-3"], "hidden-size"),
     ("zero batch size", lambda t, s, c: ["train", s, "--batch-size", "0"], "batch-size"),
     ("val-frac of 1", lambda t, s, c: ["train", s, "--val-frac", "1"], "val-frac"),
