@@ -169,6 +169,7 @@ def run(
     checkpoints = [c for c in _parse_checkpoints(report_at) if c < max_time]
     results: list[dict] = []
     train_time = 0.0
+    train_cpu = 0.0
     steps = 0
     epoch = 0
     chunk = 0
@@ -183,6 +184,7 @@ def run(
         row = {
             "checkpoint": label,
             "train_seconds": round(train_time, 3),
+            "train_cpu_seconds": round(train_cpu, 3),
             "steps": steps,
             "epochs": round(epoch + chunk / chunks_per_epoch, 4),
             "chars": steps * batch * seq,
@@ -204,6 +206,7 @@ def run(
             chunk = 0
             state = None
         t0 = time.perf_counter()
+        c0 = time.process_time()
         pos = chunk * seq
         x = streams[:, pos : pos + seq]
         y = streams[:, pos + 1 : pos + seq + 1]
@@ -215,6 +218,7 @@ def run(
         opt.step()
         state = tuple(s.detach() for s in state)
         train_time += time.perf_counter() - t0
+        train_cpu += time.process_time() - c0
         loss_sum += loss.item()
         loss_n += 1
         steps += 1
@@ -260,6 +264,11 @@ def format_table(res: dict) -> str:
             f"{r['train_loss']:10.4f} {r['val_loss']:9.4f} {r['val_bpc']:8.3f}"
         )
     lines.append(f"training throughput: {res['train_chars_per_sec']:,.0f} chars/s")
+    if res["checkpoints"]:
+        last = res["checkpoints"][-1]
+        lines.append(f"process CPU time during training: {last['train_cpu_seconds']:.1f}s "
+                     f"for {last['train_seconds']:.1f}s wall "
+                     "(a low ratio on a shared machine hints at contention)")
     return "\n".join(lines)
 
 

@@ -5,12 +5,19 @@ A cell's pre-activation at step t is ``x_proj[t] + h[t-1] @ W_hh``. The layer co
 forces: one product with ``W_hh`` (all gates fused, H x G·H) and the elementwise gate math, written in
 place into buffers the layer preallocates.
 
-    step_forward(gates, prev, p, nxt, extra, scratch) -> cache
-        gates  (B, G·H)   holds x_proj on entry and the activated gates on return
+Logistic gates are computed as sigmoid(a) = (1 + tanh(a/2)) / 2, so one ``tanh`` call covers all of
+a step's gates. The halving is folded into the weights once per chunk, not into every step: the cell's
+``gate_scale`` multiplies the columns of W_xh, b and W_hh that the layer hands to the steps
+(``step_params``), so ``gates`` arrive as scale * pre-activation. Gradients are always with respect to
+the true (unscaled) pre-activation.
+
+    step_forward(gates, prev, sp, nxt, extra, scratch) -> cache
+        gates  (B, G·H)   holds scale * x_proj on entry and the activated gates on return
         prev   tuple of (B, H): the previous state, (h,) or (h, c)
+        sp     the layer's step_params(): scaled W_hh, W_hh transposed (contiguous), b_hn for GRU
         nxt    tuple of (B, H): receives the new state
-        extra  tuple of (B, H): per-step values the backward step needs (cell specific)
-    step_backward(dnxt, cache, p, d_hproj, scratch) -> dprev
+        extra  tuple of (B, w·H) for w in ``extra_widths``: per-step values the backward step needs
+    step_backward(dnxt, cache, sp, d_hproj, scratch) -> dprev
         dnxt     tuple of (B, H): gradient of the loss w.r.t. the new state (overwritten: an LSTM
                  returns dc_prev in the buffer that held dc)
         d_hproj  (B, G·H): receives the gradient w.r.t. ``h_prev @ W_hh``; the gradient w.r.t.
@@ -26,13 +33,27 @@ import numpy as np
 ACTIVATIONS = ("tanh", "relu", "sigmoid")
 
 
-def sigmoid_(x):
-    """Logistic function in place, via tanh so it is stable for any x."""
-    x *= 0.5
-    np.tanh(x, out=x)
-    x *= 0.5
-    x += 0.5
-    return x
+def tanh_to_sigmoid_(t):
+    """Given t = tanh(a/2) in place, leave sigmoid(a) = (1 + t) / 2 there."""
+    t *= 0.5
+    t += 0.5
+    return t
+
+
+def step_params(cell, p):
+    """What a layer's steps read: W_hh with the gate scale folded in, and W_hh^T laid out for backward."""
+    scale = cell.gate_scale(p["W_hh"].shape[0])
+    W_hh = p["W_hh"] if scale is None else p["W_hh"] * scale.astype(p["W_hh"].dtype)
+    sp = {"W_hh": W_hh, "W_hh_T": np.ascontiguousarray(p["W_hh"].T)}
+    if "b_hn" in p:
+        sp["b_hn"] = p["b_hn"]
+    if scale is not None:  # t -> (1 + t) / 2 on logistic gates, t on tanh gates; derivatives' factors
+        logistic = scale == 0.5
+        dtype = p["W_hh"].dtype
+        sp["affine_scale"] = np.where(logistic, 0.5, 1.0).astype(dtype)
+        sp["affine_shift"] = np.where(logistic, 0.5, 0.0).astype(dtype)
+        sp["deriv_scale"] = np.where(logistic, 0.25, 1.0).astype(dtype)
+    return sp
 
 
 class RNNCell:
@@ -40,7 +61,7 @@ class RNNCell:
 
     n_gates = 1
     state_names = ("h",)
-    n_extra = 0
+    extra_widths = ()
     separate_hproj_grad = False
 
     def __init__(self, activation="tanh"):
@@ -48,16 +69,19 @@ class RNNCell:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
         self.activation = activation
 
+    def gate_scale(self, H):
+        return np.full(H, 0.5) if self.activation == "sigmoid" else None
+
     def step_forward(self, gates, prev, p, nxt, extra, scratch):
         (h_prev,), (h,) = prev, nxt
         np.matmul(h_prev, p["W_hh"], out=scratch["hproj"])
         np.add(gates, scratch["hproj"], out=h)  # pre-activation
-        if self.activation == "tanh":
-            np.tanh(h, out=h)
-        elif self.activation == "relu":
+        if self.activation == "relu":
             np.maximum(h, 0, out=h)
         else:
-            sigmoid_(h)
+            np.tanh(h, out=h)
+            if self.activation == "sigmoid":
+                tanh_to_sigmoid_(h)
         return gates, h
 
     def step_backward(self, dnxt, cache, p, d_hproj, scratch):
@@ -75,25 +99,39 @@ class RNNCell:
             dpre *= h
             dpre *= dh
         dh_prev = scratch["dh_prev"]
-        np.matmul(dpre, p["W_hh"].T, out=dh_prev)
+        np.matmul(dpre, p["W_hh_T"], out=dh_prev)
         return (dh_prev,)
 
 
 class LSTMCell:
-    """LSTM cell, gates ordered [i, f, o, g]:  c = f*c_prev + i*g,  h = o*tanh(c)."""
+    """LSTM cell, gates ordered [i, f, o, g]:  c = f*c_prev + i*g,  h = o*tanh(c).
+
+    Forward also keeps each gate's local derivative, [i(1-i), f(1-f), o(1-o), 1-g^2], computed over
+    the whole contiguous (B, 4H) row at once, so backward needs one product with it instead of a
+    dozen passes over strided gate slices. ``extra`` is (tanh(c), derivatives); the derivatives
+    buffer may be None when no backward step follows (sampling).
+    """
 
     n_gates = 4
     state_names = ("h", "c")
-    n_extra = 1  # tanh(c)
+    extra_widths = (1, 4)  # tanh(c) (B, H); local gate derivatives (B, 4H)
     separate_hproj_grad = False
 
+    def gate_scale(self, H):
+        return np.concatenate([np.full(3 * H, 0.5), np.ones(H)])
+
     def step_forward(self, gates, prev, p, nxt, extra, scratch):
-        (h_prev, c_prev), (h, c), (tanh_c,) = prev, nxt, extra
+        (h_prev, c_prev), (h, c), (tanh_c, deriv) = prev, nxt, extra
         H = h.shape[1]
         np.matmul(h_prev, p["W_hh"], out=scratch["hproj"])
         gates += scratch["hproj"]
-        sigmoid_(gates[:, : 3 * H])
-        np.tanh(gates[:, 3 * H :], out=gates[:, 3 * H :])
+        np.tanh(gates, out=gates)  # t; sigmoid gates are (1 + t) / 2, see cells.py
+        if deriv is not None:  # sigmoid' = (1 - t^2) / 4 for the first 3H, tanh' = 1 - t^2 for g
+            np.multiply(gates, gates, out=deriv)
+            np.subtract(1, deriv, out=deriv)
+            deriv *= p["deriv_scale"]
+        gates *= p["affine_scale"]
+        gates += p["affine_shift"]
         i, f, o, g = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
         np.multiply(f, c_prev, out=c)
         tmp = scratch["tmp"]
@@ -101,44 +139,29 @@ class LSTMCell:
         c += tmp
         np.tanh(c, out=tanh_c)
         np.multiply(o, tanh_c, out=h)
-        return gates, c_prev, tanh_c
+        return gates, c_prev, tanh_c, deriv
 
     def step_backward(self, dnxt, cache, p, d_hproj, scratch):
-        gates, c_prev, tanh_c = cache  # gates is overwritten with d(pre-activation)
+        gates, c_prev, tanh_c, deriv = cache  # gates is overwritten with d(pre-activation)
         dh, dc = dnxt
         H = dh.shape[1]
         i, f, o, g = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
-        tmp, tmp2 = scratch["tmp"], scratch["tmp2"]
+        tmp, upstream = scratch["tmp"], scratch["upstream"]
         # dc += dh * o * (1 - tanh_c^2)
         np.multiply(tanh_c, tanh_c, out=tmp)
         np.subtract(1, tmp, out=tmp)
         tmp *= o
         tmp *= dh
         dc += tmp
-        # d(o pre) = dh * tanh_c * o * (1 - o)
-        np.subtract(1, o, out=tmp)
-        tmp *= tanh_c
-        tmp *= dh
-        o *= tmp
-        # d(g pre) = dc * i * (1 - g^2), kept in tmp2 until i is no longer needed
-        np.multiply(g, g, out=tmp2)
-        np.subtract(1, tmp2, out=tmp2)
-        tmp2 *= i
-        tmp2 *= dc
-        # d(i pre) = dc * g * i * (1 - i)
-        np.subtract(1, i, out=tmp)
-        tmp *= g
-        tmp *= dc
-        i *= tmp
-        g[...] = tmp2
-        # d(f pre) = dc * c_prev * f * (1 - f);  dc_prev = dc * f, written over dc
-        np.subtract(1, f, out=tmp)
-        tmp *= c_prev
-        tmp *= dc
-        dc *= f
-        f *= tmp
+        # d(pre) = [dc*g, dc*c_prev, dh*tanh_c, dc*i] * local derivatives
+        np.multiply(dc, g, out=upstream[:, :H])
+        np.multiply(dc, c_prev, out=upstream[:, H : 2 * H])
+        np.multiply(dh, tanh_c, out=upstream[:, 2 * H : 3 * H])
+        np.multiply(dc, i, out=upstream[:, 3 * H :])
+        dc *= f  # dc_prev, written over dc
+        np.multiply(upstream, deriv, out=gates)
         dh_prev = scratch["dh_prev"]
-        np.matmul(gates, p["W_hh"].T, out=dh_prev)
+        np.matmul(gates, p["W_hh_T"], out=dh_prev)
         return dh_prev, dc
 
 
@@ -151,8 +174,11 @@ class GRUCell:
 
     n_gates = 3
     state_names = ("h",)
-    n_extra = 1  # hn + b_hn
+    extra_widths = (1,)  # hn + b_hn
     separate_hproj_grad = True
+
+    def gate_scale(self, H):
+        return np.concatenate([np.full(2 * H, 0.5), np.ones(H)])
 
     def step_forward(self, gates, prev, p, nxt, extra, scratch):
         (h_prev,), (h,), (hn,) = prev, nxt, extra
@@ -160,7 +186,8 @@ class GRUCell:
         hproj = scratch["hproj"]
         np.matmul(h_prev, p["W_hh"], out=hproj)
         gates[:, : 2 * H] += hproj[:, : 2 * H]
-        sigmoid_(gates[:, : 2 * H])
+        np.tanh(gates[:, : 2 * H], out=gates[:, : 2 * H])
+        tanh_to_sigmoid_(gates[:, : 2 * H])
         r, z, n = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H :]
         np.add(hproj[:, 2 * H :], p["b_hn"], out=hn)
         tmp = scratch["tmp"]
@@ -203,7 +230,7 @@ class GRUCell:
         dn_h *= r
         r[...] = tmp
         dr_h[...] = tmp
-        dh_prev += np.matmul(d_hproj, p["W_hh"].T, out=scratch["dh_tmp"])
+        dh_prev += np.matmul(d_hproj, p["W_hh_T"], out=scratch["dh_tmp"])
         return (dh_prev,)
 
 
@@ -225,6 +252,7 @@ def scratch_buffers(cell, batch_size, hidden_size, dtype):
         "hproj": np.empty((batch_size, G), dtype),
         "tmp": np.empty((batch_size, H), dtype),
         "tmp2": np.empty((batch_size, H), dtype),
+        "upstream": np.empty((batch_size, G), dtype),
         "mask": np.empty((batch_size, H), bool),
         "dh_prev": np.empty((batch_size, H), dtype),
         "dh_tmp": np.empty((batch_size, H), dtype),

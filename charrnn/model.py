@@ -12,14 +12,11 @@ Parameters live in ``model.params``, a dict keyed by name: ``l{k}.W_xh`` (V or H
 ``W_xh`` is read by row (the one-hot input is a lookup, never a product).
 """
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from .blas import single_threaded_blas
-from .cells import make_cell, scratch_buffers
+from .cells import make_cell, scratch_buffers, step_params
 
 MODELS = ("rnn", "lstm", "gru")
 DTYPES = ("float32", "float64")
@@ -130,34 +127,25 @@ def log_softmax(logits):
 
 
 class _LayerBuffers:
-    """What one layer keeps for one (T, B) chunk: gate caches, state sequences, and per batch slice
-    (one slice per worker thread) the scratch the steps write into."""
+    """What one layer keeps for one (T, B) chunk: gate caches, state sequences, scratch."""
 
-    def __init__(self, cell, T, B, H, dtype, slices):
+    def __init__(self, cell, T, B, H, dtype):
         G = cell.n_gates * H
         self.gates = np.empty((T, B, G), dtype)  # x_proj -> activated gates -> d(x_proj)
         self.states = tuple(np.empty((T + 1, B, H), dtype) for _ in cell.state_names)
-        self.extra = tuple(np.empty((T, B, H), dtype) for _ in range(cell.n_extra))
+        self.extra = tuple(np.empty((T, B, w * H), dtype) for w in cell.extra_widths)
         self.d_hproj = np.empty((T, B, G), dtype) if cell.separate_hproj_grad else self.gates
-        self.slices = slices
-        self.scratch = [scratch_buffers(cell, s.stop - s.start, H, dtype) for s in slices]
-        self.d_state = [tuple(np.empty((s.stop - s.start, H), dtype) for _ in cell.state_names) for s in slices]
-        self.dh = [np.empty((s.stop - s.start, H), dtype) for s in slices]
-        self.caches = [None] * len(slices)  # per slice, one cache per timestep from step_forward
+        self.scratch = scratch_buffers(cell, B, H, dtype)
+        self.d_state = tuple(np.empty((B, H), dtype) for _ in cell.state_names)
+        self.dh = np.empty((B, H), dtype)
+        self.caches = []  # one cache per timestep, from step_forward
         self.output = None  # (T, B, H): what the next layer (or the output layer) reads
-
-
-def batch_slices(batch_size, workers):
-    """Split the batch into contiguous slices, one per worker (at least 4 streams each)."""
-    n = max(1, min(workers, batch_size // 4))
-    bounds = np.linspace(0, batch_size, n + 1).astype(int)
-    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 class CharRNN:
     """A stack of recurrent layers with a softmax output; see the module docstring for shapes."""
 
-    def __init__(self, config, params=None, rng=None, workers=None):
+    def __init__(self, config, params=None, rng=None):
         config.validate()
         self.config = config
         self.cell = make_cell(config.model, config.activation)
@@ -165,8 +153,6 @@ class CharRNN:
             params = init_params(config, rng if rng is not None else np.random.default_rng())
         self.params = params
         self._buffers = None  # (T, B) -> list of _LayerBuffers, reused across chunks
-        self.workers = workers or min(2, os.cpu_count() or 1)
-        self._pool = None
 
     @property
     def dtype(self):
@@ -213,15 +199,22 @@ class CharRNN:
         self._backward(inputs, d_top, masks, grads)
         return loss, grads, final_state
 
+    def step_weights(self, k):
+        """Layer k's weights as its steps read them: W_xh and b with the cell's gate scale folded in
+        (see cells.py), plus ``step_params``."""
+        p = self._layer_params(k)
+        scale = self.cell.gate_scale(self.config.hidden_size)
+        scale = np.ones(1, self.dtype) if scale is None else scale.astype(self.dtype)
+        return {"W_xh": p["W_xh"] * scale, "b": p["b"] * scale, **step_params(self.cell, p)}
+
     def _layer_params(self, k):
         prefix = f"l{k}."
         return {name[len(prefix) :]: value for name, value in self.params.items() if name.startswith(prefix)}
 
     def _layer_buffers(self, T, B):
         if self._buffers is None or self._buffers[0] != (T, B):
-            slices = batch_slices(B, self.workers)
             layers = [
-                _LayerBuffers(self.cell, T, B, self.config.hidden_size, self.dtype, slices)
+                _LayerBuffers(self.cell, T, B, self.config.hidden_size, self.dtype)
                 for _ in range(self.config.num_layers)
             ]
             self._buffers = ((T, B), layers)
@@ -235,16 +228,16 @@ class CharRNN:
         buffers = self._layer_buffers(T, B)
         x = None  # the layer's input, (T, B, H) for layers above the first
         for k, buf in enumerate(buffers):
-            p = self._layer_params(k)
+            sp = buf.step_params = self.step_weights(k)
             G = buf.gates.shape[2]
-            if k == 0:
-                np.take(p["W_xh"], ids, axis=0, out=buf.gates)  # (T, B, G): the one-hot input as a lookup
+            if k == 0:  # the one-hot input as a lookup, bias included: (T, B, G)
+                np.take(sp["W_xh"] + sp["b"], ids, axis=0, out=buf.gates, mode="clip")
             else:
-                np.matmul(x.reshape(T * B, -1), p["W_xh"], out=buf.gates.reshape(T * B, G))
-            buf.gates += p["b"]
+                np.matmul(x.reshape(T * B, -1), sp["W_xh"], out=buf.gates.reshape(T * B, G))
+                buf.gates += sp["b"]
             for seq, s in zip(buf.states, state):
                 seq[0] = s[k]
-            self._each_slice(buf, self._steps_forward, p)
+            self._steps_forward(buf, sp)
             x = buf.states[0][1:]  # (T, B, H)
             if masks is not None:
                 x = x * masks[k]
@@ -263,7 +256,7 @@ class CharRNN:
             G = buf.gates.shape[2]
             if masks is not None:
                 dx = dx * masks[k]
-            self._each_slice(buf, self._steps_backward, p, dx)
+            self._steps_backward(buf, buf.step_params, dx)
             d_xproj = buf.gates.reshape(T * B, G)  # (T·B, G)
             h_prev = buf.states[0][:T].reshape(T * B, H)  # (T·B, H)
             grads[f"l{k}.W_hh"] = h_prev.T @ buf.d_hproj.reshape(T * B, G)
@@ -276,46 +269,27 @@ class CharRNN:
                 grads[f"l{k}.W_xh"] = buffers[k - 1].output.reshape(T * B, H).T @ d_xproj
                 dx = (d_xproj @ p["W_xh"].T).reshape(T, B, H)
 
-    def _each_slice(self, buf, steps, *args):
-        """Run ``steps(buf, i, *args)`` for every batch slice i, the slices on parallel threads.
-
-        The per-step products are small, so BLAS runs single-threaded inside each thread; numpy
-        releases the GIL in products and ufuncs, so the threads use both cores.
-        """
-        with single_threaded_blas():
-            if len(buf.slices) == 1:
-                steps(buf, 0, *args)
-                return
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self.workers - 1)
-            futures = [self._pool.submit(steps, buf, i, *args) for i in range(1, len(buf.slices))]
-            steps(buf, 0, *args)
-            for future in futures:
-                future.result()
-
-    def _steps_forward(self, buf, i, p):
-        """The recurrence over all timesteps for batch slice i of one layer."""
-        b = buf.slices[i]
-        states, extra, gates, scratch = buf.states, buf.extra, buf.gates, buf.scratch[i]
-        buf.caches[i] = [
+    def _steps_forward(self, buf, p):
+        """The recurrence over all timesteps of one layer: the only per-step work in the forward pass."""
+        states, extra, gates, scratch = buf.states, buf.extra, buf.gates, buf.scratch
+        buf.caches = [
             self.cell.step_forward(
-                gates[t, b],
-                tuple(seq[t, b] for seq in states),
+                gates[t],
+                tuple(seq[t] for seq in states),
                 p,
-                tuple(seq[t + 1, b] for seq in states),
-                tuple(e[t, b] for e in extra),
+                tuple(seq[t + 1] for seq in states),
+                tuple(e[t] for e in extra),
                 scratch,
             )
             for t in range(gates.shape[0])
         ]
 
-    def _steps_backward(self, buf, i, p, dx):
-        """Backpropagation through time for batch slice i of one layer; dx (T, B, H) comes from above."""
-        b = buf.slices[i]
-        caches, d_hproj, scratch, dh = buf.caches[i], buf.d_hproj, buf.scratch[i], buf.dh[i]
-        for d in buf.d_state[i]:
+    def _steps_backward(self, buf, p, dx):
+        """Backpropagation through time in one layer; dx (T, B, H) is the gradient from above."""
+        caches, d_hproj, scratch, dh = buf.caches, buf.d_hproj, buf.scratch, buf.dh
+        for d in buf.d_state:
             d.fill(0)
-        d_later = buf.d_state[i]  # gradient w.r.t. the state after step t: none beyond the chunk
+        d_later = buf.d_state  # gradient w.r.t. the state after step t: none beyond the chunk
         for t in reversed(range(len(caches))):
-            np.add(dx[t, b], d_later[0], out=dh)
-            d_later = self.cell.step_backward((dh, *d_later[1:]), caches[t], p, d_hproj[t, b], scratch)
+            np.add(dx[t], d_later[0], out=dh)
+            d_later = self.cell.step_backward((dh, *d_later[1:]), caches[t], p, d_hproj[t], scratch)

@@ -19,11 +19,13 @@ class Stepper:
         self.model = model
         cfg, cell = model.config, model.cell
         H, G, dtype = cfg.hidden_size, cell.n_gates * cfg.hidden_size, model.dtype
-        self.layer_params = [model._layer_params(k) for k in range(cfg.num_layers)]
+        self.layer_params = [model.step_weights(k) for k in range(cfg.num_layers)]
         self.gates = [np.empty((1, G), dtype) for _ in range(cfg.num_layers)]
         self.current = [tuple(np.array(s[k], dtype) for s in state) for k in range(cfg.num_layers)]
         self.spare = [tuple(np.empty((1, H), dtype) for _ in cell.state_names) for _ in range(cfg.num_layers)]
-        self.extra = [tuple(np.empty((1, H), dtype) for _ in range(cell.n_extra)) for _ in range(cfg.num_layers)]
+        # no backward follows: an LSTM's (B, 4H) gate derivatives are not kept
+        extra = tuple(np.empty((1, H), dtype) if w == 1 else None for w in cell.extra_widths)
+        self.extra = [extra] * cfg.num_layers
         self.scratch = [scratch_buffers(cell, 1, H, dtype) for _ in range(cfg.num_layers)]
         self.logits = np.empty((1, cfg.vocab_size), dtype)
 

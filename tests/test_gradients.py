@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from charrnn.cells import make_cell, scratch_buffers
+from charrnn.cells import make_cell, scratch_buffers, step_params
 from charrnn.model import CharRNN, ModelConfig
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "sigmoid"), ("lstm", "tanh"), ("gru", "tanh")]
@@ -45,11 +45,15 @@ def test_cell_step_gradients(model, activation):
     prev = tuple(rng.normal(0, 1, (B, H)) for _ in cell.state_names)
     weights = tuple(rng.normal(0, 1, (B, H)) for _ in cell.state_names)  # loss = sum(w * next state)
 
+    sp = step_params(cell, p)
+    scale = cell.gate_scale(H)
+    scale = 1.0 if scale is None else scale
+
     def run():
-        gates = x_proj.copy()
+        gates = x_proj * scale  # as the layer hands them over (see cells.py)
         nxt = tuple(np.empty((B, H)) for _ in cell.state_names)
-        extra = tuple(np.empty((B, H)) for _ in range(cell.n_extra))
-        cache = cell.step_forward(gates, prev, p, nxt, extra, scratch_buffers(cell, B, H, np.float64))
+        extra = tuple(np.empty((B, w * H)) for w in cell.extra_widths)
+        cache = cell.step_forward(gates, prev, sp, nxt, extra, scratch_buffers(cell, B, H, np.float64))
         return nxt, cache
 
     def loss():
@@ -59,7 +63,7 @@ def test_cell_step_gradients(model, activation):
     nxt, cache = run()
     d_hproj = np.empty((B, G))
     dprev = cell.step_backward(
-        tuple(w.copy() for w in weights), cache, p, d_hproj, scratch_buffers(cell, B, H, np.float64)
+        tuple(w.copy() for w in weights), cache, sp, d_hproj, scratch_buffers(cell, B, H, np.float64)
     )
     d_xproj = cache[0]  # the gates buffer now holds d(x_proj)
     assert rel_error(d_xproj, numerical_grad(loss, x_proj)) < 1e-6
