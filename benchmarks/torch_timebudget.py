@@ -34,7 +34,7 @@ import os
 import sys
 import time
 
-DEFAULT_CORPUS = "/work/shared/data/tinyshakespeare.txt"
+DEFAULT_CORPUS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tinyshakespeare.txt"))
 
 
 def torch_available() -> bool:

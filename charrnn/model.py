@@ -140,6 +140,17 @@ class _LayerBuffers:
         self.dh = np.empty((B, H), dtype)
         self.caches = []  # one cache per timestep, from step_forward
         self.output = None  # (T, B, H): what the next layer (or the output layer) reads
+        # each step's views (gates, prev, next, extra), made once: these buffers serve every chunk
+        self.step_views = [
+            (
+                self.gates[t],
+                tuple(seq[t] for seq in self.states),
+                tuple(seq[t + 1] for seq in self.states),
+                tuple(e[t] for e in self.extra),
+            )
+            for t in range(T)
+        ]
+        self.d_hproj_views = list(self.d_hproj)
 
 
 class CharRNN:
@@ -160,6 +171,17 @@ class CharRNN:
 
     def num_params(self):
         return sum(p.size for p in self.params.values())
+
+    def activation_bytes(self):
+        """Bytes held for the last (T, B) chunk's forward and backward (the layers' caches)."""
+        if self._buffers is None:
+            return 0
+        arrays = []
+        for buf in self._buffers[1]:
+            arrays += [buf.gates, *buf.states, *buf.extra]
+            if buf.d_hproj is not buf.gates:
+                arrays.append(buf.d_hproj)
+        return sum(a.nbytes for a in arrays)
 
     def initial_state(self, batch_size):
         """Zeros: a tuple of (num_layers, B, H) arrays."""
@@ -271,25 +293,15 @@ class CharRNN:
 
     def _steps_forward(self, buf, p):
         """The recurrence over all timesteps of one layer: the only per-step work in the forward pass."""
-        states, extra, gates, scratch = buf.states, buf.extra, buf.gates, buf.scratch
-        buf.caches = [
-            self.cell.step_forward(
-                gates[t],
-                tuple(seq[t] for seq in states),
-                p,
-                tuple(seq[t + 1] for seq in states),
-                tuple(e[t] for e in extra),
-                scratch,
-            )
-            for t in range(gates.shape[0])
-        ]
+        step, scratch = self.cell.step_forward, buf.scratch
+        buf.caches = [step(gates, prev, p, nxt, extra, scratch) for gates, prev, nxt, extra in buf.step_views]
 
     def _steps_backward(self, buf, p, dx):
         """Backpropagation through time in one layer; dx (T, B, H) is the gradient from above."""
-        caches, d_hproj, scratch, dh = buf.caches, buf.d_hproj, buf.scratch, buf.dh
+        step, caches, d_hproj, scratch, dh = self.cell.step_backward, buf.caches, buf.d_hproj_views, buf.scratch, buf.dh
         for d in buf.d_state:
             d.fill(0)
         d_later = buf.d_state  # gradient w.r.t. the state after step t: none beyond the chunk
         for t in reversed(range(len(caches))):
             np.add(dx[t], d_later[0], out=dh)
-            d_later = self.cell.step_backward((dh, *d_later[1:]), caches[t], p, d_hproj[t], scratch)
+            d_later = step((dh, *d_later[1:]), caches[t], p, d_hproj[t], scratch)

@@ -20,6 +20,7 @@ class Optimizer:
         self.weight_decay = weight_decay
         self.state = {f"{slot}.{name}": np.zeros_like(p) for slot in self.slots for name, p in params.items()}
         self.state["steps"] = np.zeros((), np.int64)
+        self._scratch = {name: np.empty_like(p) for name, p in params.items()}  # per-update temporaries
 
     def step(self, params, grads):
         """Clip each gradient to [-grad_clip, grad_clip], then update every parameter in place."""
@@ -27,10 +28,11 @@ class Optimizer:
         for name, p in params.items():
             g = grads[name]
             if self.grad_clip:
-                np.clip(g, -self.grad_clip, self.grad_clip, out=g)
+                np.minimum(g, self.grad_clip, out=g)
+                np.maximum(g, -self.grad_clip, out=g)
             if self.weight_decay:
                 p *= 1.0 - self.learning_rate * self.weight_decay
-            self._update(name, p, g)
+            self._update(name, p, g, self._scratch[name])
 
     def load_state(self, state):
         """Take a saved state (as from ``self.state``); raise ValueError if it does not fit."""
@@ -43,8 +45,9 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    def _update(self, name, p, g):
-        p -= self.learning_rate * g
+    def _update(self, name, p, g, tmp):
+        np.multiply(g, self.learning_rate, out=tmp)
+        p -= tmp
 
 
 class Adagrad(Optimizer):
@@ -53,10 +56,15 @@ class Adagrad(Optimizer):
     slots = ("sum_sq",)
     eps = 1e-8
 
-    def _update(self, name, p, g):
+    def _update(self, name, p, g, tmp):
         sum_sq = self.state[f"sum_sq.{name}"]
-        sum_sq += g * g
-        p -= self.learning_rate * g / np.sqrt(sum_sq + self.eps)
+        np.multiply(g, g, out=tmp)
+        sum_sq += tmp
+        np.add(sum_sq, self.eps, out=tmp)
+        np.sqrt(tmp, out=tmp)
+        np.divide(g, tmp, out=tmp)
+        tmp *= self.learning_rate
+        p -= tmp
 
 
 class RMSprop(Optimizer):
@@ -64,26 +72,39 @@ class RMSprop(Optimizer):
     decay = 0.95
     eps = 1e-8
 
-    def _update(self, name, p, g):
+    def _update(self, name, p, g, tmp):
         mean_sq = self.state[f"mean_sq.{name}"]
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - self.decay
         mean_sq *= self.decay
-        mean_sq += (1 - self.decay) * g * g
-        p -= self.learning_rate * g / (np.sqrt(mean_sq) + self.eps)
+        mean_sq += tmp
+        np.sqrt(mean_sq, out=tmp)
+        tmp += self.eps
+        np.divide(g, tmp, out=tmp)
+        tmp *= self.learning_rate
+        p -= tmp
 
 
 class Adam(Optimizer):
     slots = ("m", "v")
     beta1, beta2, eps = 0.9, 0.99, 1e-8
 
-    def _update(self, name, p, g):
+    def _update(self, name, p, g, tmp):
         m, v = self.state[f"m.{name}"], self.state[f"v.{name}"]
         t = int(self.state["steps"])
         m *= self.beta1
-        m += (1 - self.beta1) * g
+        np.multiply(g, 1 - self.beta1, out=tmp)
+        m += tmp
         v *= self.beta2
-        v += (1 - self.beta2) * g * g
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - self.beta2
+        v += tmp
         step_size = self.learning_rate * np.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
-        p -= step_size * m / (np.sqrt(v) + self.eps)
+        np.sqrt(v, out=tmp)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= step_size
+        p -= tmp
 
 
 _CLASSES = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}

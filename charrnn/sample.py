@@ -28,23 +28,24 @@ class Stepper:
         self.extra = [extra] * cfg.num_layers
         self.scratch = [scratch_buffers(cell, 1, H, dtype) for _ in range(cfg.num_layers)]
         self.logits = np.empty((1, cfg.vocab_size), dtype)
+        self.input_table = self.layer_params[0]["W_xh"] + self.layer_params[0]["b"]  # (V, G): lookup with bias
+        self.W_hy, self.b_y = model.params["W_hy"], model.params["b_y"]
 
     def step(self, idx):
         """Feed character id ``idx``; return the logits (V,) for the next character."""
-        cell = self.model.cell
-        x = None
+        step_forward, x = self.model.cell.step_forward, None
         for k, p in enumerate(self.layer_params):
             gates = self.gates[k]
             if k == 0:
-                np.add(p["W_xh"][idx], p["b"], out=gates[0])
+                gates[0] = self.input_table[idx]
             else:
                 np.matmul(x, p["W_xh"], out=gates)
                 gates += p["b"]
-            cell.step_forward(gates, self.current[k], p, self.spare[k], self.extra[k], self.scratch[k])
+            step_forward(gates, self.current[k], p, self.spare[k], self.extra[k], self.scratch[k])
             self.current[k], self.spare[k] = self.spare[k], self.current[k]
             x = self.current[k][0]
-        np.matmul(x, self.model.params["W_hy"], out=self.logits)
-        self.logits += self.model.params["b_y"]
+        np.matmul(x, self.W_hy, out=self.logits)
+        self.logits += self.b_y
         return self.logits[0]
 
 
@@ -78,15 +79,20 @@ def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top
         yield seed if isinstance(seed, str) else seed.decode(vocab.encoding, errors="replace")
     next_logits = logits[-1, 0]
     noise_block = 1024
+    filtered = top_k is not None or top_p is not None
+    z = np.empty(len(vocab))  # float64 scores: logits / temperature + Gumbel noise
     for t in range(length):
         if temperature == 0:
-            idx = int(np.argmax(next_logits))
+            idx = int(next_logits.argmax())
         else:
             if t % noise_block == 0:
                 gumbel = rng.gumbel(size=(noise_block, len(vocab)))  # Gumbel-max: argmax(z + g) ~ softmax(z)
-            z = filter_logits(next_logits, temperature, top_k, top_p)
+            if filtered:
+                z[...] = filter_logits(next_logits, temperature, top_k, top_p)
+            else:
+                np.multiply(next_logits, 1.0 / temperature, out=z)
             z += gumbel[t % noise_block]
-            idx = int(np.argmax(z))
+            idx = int(z.argmax())
         yield decode(idx)
         if t + 1 < length:
             next_logits = stepper.step(idx)

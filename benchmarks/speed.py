@@ -1,0 +1,215 @@
+"""Training and sampling speed: charrnn against a PyTorch CPU script of the same model, side by side.
+
+    python benchmarks/speed.py                      # the full table, about 10 minutes on 2 cores
+    python benchmarks/speed.py --only train --repeat 2 --seconds 4
+
+Every figure is measured in a fresh subprocess (so peak RSS is that run's own), charrnn and its peer
+alternating, and each is the best of ``--repeat`` runs: the machine is shared and noisy, and the best
+run is the least disturbed one. Ratios are charrnn / peer from the same run of this script.
+
+The children run without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which some machines here set to
+force an old OpenBLAS kernel (the env notes say to unset both for benchmarks); PyTorch does not use
+OpenBLAS, so this only gives numpy the kernel it would pick on a user's machine.
+
+The peer (benchmarks/peers.py) feeds one-hot vectors into nn.LSTM / nn.GRU / nn.RNN(input_size=V),
+as char-rnn does, with Adam and value clipping; charrnn runs the same model, batch, length and
+optimizer. Without torch installed, the peers are skipped with a message.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+TRAIN_CONFIGS = [  # (cell, hidden, layers, batch, seq)
+    ("lstm", 128, 2, 50, 50),
+    ("gru", 128, 2, 50, 50),
+    ("rnn", 128, 2, 50, 50),
+    ("lstm", 512, 2, 64, 100),
+    ("gru", 512, 2, 64, 100),
+    ("rnn", 512, 2, 64, 100),
+]
+SAMPLE_CONFIGS = [(128, 2), (512, 2)]
+VOCAB = 65
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def charrnn_train(cell, hidden, layers, batch, seq, seconds, optimizer="adam", dtype="float32"):
+    """chars/s of charrnn's training step (forward, backward, clipped update) on tinyshakespeare ids."""
+    import numpy as np
+
+    from charrnn.data import StreamBatches
+    from charrnn.model import CharRNN, ModelConfig
+    from charrnn.optim import make_optimizer
+    from peers import _token_ids
+
+    baseline = peak_rss_mb()
+    ids, _ = _token_ids(VOCAB, 2_000_000 if batch > 1 else 200_000)
+    config = ModelConfig(VOCAB, cell, hidden, layers, dtype=dtype)
+    model = CharRNN(config, rng=np.random.default_rng(0))
+    lr = {"adam": 2e-3, "adagrad": 0.1}[optimizer]
+    opt = make_optimizer(optimizer, model.params, lr, grad_clip=5.0)
+    batches = StreamBatches(ids, batch, seq)
+    state, chunk, steps = None, 0, 0
+
+    def step():
+        nonlocal state, chunk
+        inputs, targets = batches.chunk(chunk % batches.chunks_per_epoch)
+        _, grads, state = model.loss_and_grads(inputs, targets, state)
+        opt.step(model.params, grads)
+        chunk += 1
+
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        steps += 1
+    elapsed = time.perf_counter() - start
+    params = sum(p.nbytes for p in model.params.values())
+    opt_state = sum(v.nbytes for v in opt.state.values())
+    return {
+        "chars_per_sec": steps * batch * seq / elapsed,
+        "peak_rss_mb": peak_rss_mb(),
+        "python_numpy_rss_mb": baseline,
+        "params_mb": params / 2**20,
+        "optimizer_mb": opt_state / 2**20,
+        "activations_mb": model.activation_bytes() / 2**20,
+    }
+
+
+def charrnn_sample(hidden, layers, seconds):
+    """chars/s of charrnn's generate() at batch 1, temperature 1."""
+    import numpy as np
+
+    from charrnn.data import Vocab
+    from charrnn.model import CharRNN, ModelConfig
+    from charrnn.sample import generate
+
+    vocab = Vocab(tuple(sorted(["\n", *(chr(32 + i) for i in range(VOCAB - 1))])))
+    model = CharRNN(ModelConfig(VOCAB, "lstm", hidden, layers), rng=np.random.default_rng(0))
+    length = 2000
+    for _ in generate(model, vocab, length=200, random_seed=0):
+        pass
+    total, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in generate(model, vocab, length=length, random_seed=total):
+            pass
+        total += length
+    return {"chars_per_sec": total / (time.perf_counter() - start), "peak_rss_mb": peak_rss_mb()}
+
+
+def worker(args):
+    kind, rest = args[0], args[1:]
+    seconds = float(rest[-1])
+    if kind == "charrnn-train":
+        cell, h, l, b, t = rest[0], *map(int, rest[1:5])
+        return charrnn_train(cell, h, l, b, t, seconds)
+    if kind == "charrnn-seed":
+        return charrnn_train("rnn", 100, 1, 1, 25, seconds, optimizer="adagrad", dtype="float64")
+    if kind == "charrnn-sample":
+        return charrnn_sample(int(rest[0]), int(rest[1]), seconds)
+    import peers
+
+    if kind == "torch-train":
+        cell, h, l, b, t = rest[0], *map(int, rest[1:5])
+        return {"chars_per_sec": peers.torch_train_chars_per_sec(cell, h, l, b, t, seconds=seconds),
+                "peak_rss_mb": peak_rss_mb()}
+    if kind == "torch-sample":
+        h, l, mode = int(rest[0]), int(rest[1]), rest[2]
+        return {"chars_per_sec": peers.torch_sample_chars_per_sec(h, l, mode=mode, seconds=seconds),
+                "peak_rss_mb": peak_rss_mb()}
+    if kind == "numpy-seed":
+        return {"chars_per_sec": peers.numpy_seed_chars_per_sec(100, 25, seconds=seconds),
+                "peak_rss_mb": peak_rss_mb()}
+    raise SystemExit(f"unknown worker {kind}")
+
+
+def measure(kind, *args, seconds):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    out = subprocess.run([sys.executable, __file__, "--worker", kind, *map(str, args), str(seconds)],
+                         capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def best_of(repeat, kinds, seconds):
+    """Alternate the measurements in ``kinds`` (name -> (kind, args)) ``repeat`` times; keep each best."""
+    best = {}
+    for _ in range(repeat):
+        for name, (kind, args) in kinds.items():
+            result = measure(kind, *args, seconds=seconds)
+            if name not in best or result["chars_per_sec"] > best[name]["chars_per_sec"]:
+                best[name] = result
+    return best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=6.0, help="timed seconds per measurement")
+    ap.add_argument("--repeat", type=int, default=3, help="best of this many runs of each figure")
+    ap.add_argument("--only", choices=["train", "sample", "seed"], action="append")
+    ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    args = ap.parse_args(argv)
+    import peers
+
+    have_torch = peers.torch_available()
+    if not have_torch:
+        print("torch is not installed: PyTorch peers skipped (pip install torch==2.13.0)")
+    only = set(args.only or ["train", "sample", "seed"])
+    rows = []
+
+    def row(what, config, ours, peer, peer_name):
+        ratio = ours["chars_per_sec"] / peer["chars_per_sec"] if peer else None
+        r = {"what": what, "config": config, "charrnn": ours["chars_per_sec"],
+             "peer": peer["chars_per_sec"] if peer else None, "peer_name": peer_name, "ratio": ratio,
+             "charrnn_peak_rss_mb": ours["peak_rss_mb"], "peer_peak_rss_mb": peer["peak_rss_mb"] if peer else None}
+        for key in ("params_mb", "optimizer_mb", "activations_mb", "python_numpy_rss_mb"):
+            if key in ours:
+                r[key] = ours[key]
+        rows.append(r)
+        peer_text = f"{r['peer']:>10,.0f}" if peer else f"{'-':>10}"
+        ratio_text = f"{ratio:5.2f}x" if ratio else "    -"
+        print(f"{what:<7}{config:<28}{r['charrnn']:>10,.0f}{peer_text}  {ratio_text}  "
+              f"{r['charrnn_peak_rss_mb']:>7.0f} MB  {peer_name}", flush=True)
+
+    print(f"{'':<7}{'config':<28}{'charrnn':>10}{'peer':>10}  ratio  charrnn RSS  peer")
+    if "train" in only:
+        for cell, h, l, b, t in TRAIN_CONFIGS:
+            kinds = {"ours": ("charrnn-train", (cell, h, l, b, t))}
+            if have_torch:
+                kinds["peer"] = ("torch-train", (cell, h, l, b, t))
+            best = best_of(args.repeat, kinds, args.seconds)
+            row("train", f"{cell} H={h} L={l} B={b} T={t}", best["ours"], best.get("peer"),
+                f"torch nn.{cell.upper()}, one-hot, Adam")
+    if "seed" in only:
+        best = best_of(args.repeat, {"ours": ("charrnn-seed", ()), "peer": ("numpy-seed", ())}, args.seconds)
+        row("train", "seed: rnn H=100 T=25 B=1", best["ours"], best["peer"], "plain numpy min-char-rnn style, f64")
+    if "sample" in only:
+        for h, l in SAMPLE_CONFIGS:
+            kinds = {"ours": ("charrnn-sample", (h, l))}
+            if have_torch:
+                kinds["lstm"] = ("torch-sample", (h, l, "lstm"))
+                kinds["lstmcell"] = ("torch-sample", (h, l, "lstmcell"))
+            best = best_of(args.repeat, kinds, args.seconds)
+            peer_name = max(("lstm", "lstmcell"), key=lambda k: best[k]["chars_per_sec"]) if have_torch else None
+            row("sample", f"lstm H={h} L={l} B=1", best["ours"], best.get(peer_name),
+                f"torch nn.{'LSTMCell' if peer_name == 'lstmcell' else 'LSTM'} loop (the faster)" if peer_name else "-")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        print(json.dumps(worker(sys.argv[2:])))
+    else:
+        main()
