@@ -20,6 +20,8 @@ from .evaluate import EvalResult, evaluate_file, score_lines
 from .model import DTYPES, MODELS, ModelConfig
 from .cells import ACTIVATIONS
 from .optim import OPTIMIZERS
+from .presets import PRESETS, preset_options
+from .schedule import SCHEDULES
 from .sample import generate
 from .train import TrainConfig, TrainingError, Reporter, train as train_model
 
@@ -111,30 +113,43 @@ def _explicit(ctx, name):
     return ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
 
 
+def _preset_default(name):
+    return f"[default: {PRESETS['default'][name]}, or the preset's]"
+
+
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("corpus", type=click.Path(exists=True, dir_okay=False, readable=True))
-@click.option("--model", type=click.Choice(MODELS), default="lstm", show_default=True, help="Recurrent cell.")
-@click.option("--hidden-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--num-layers", type=click.IntRange(min=1), default=2, show_default=True, help="Stacked layers.")
-@click.option("--activation", type=click.Choice(ACTIVATIONS), default="tanh", show_default=True, help="For --model rnn.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Dropout on each layer's output.")
-@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Streams B.")
-@click.option("--seq-length", type=click.IntRange(min=1), default=64, show_default=True, help="BPTT length T.")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adagrad", show_default=True)
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Default: tuned per optimizer and model.")
-@click.option("--grad-clip", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="Clip each gradient element to [-C, C]; 0 disables.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
+              help="A bundle of the options below (see README); options you give win.")
+@click.option("--model", type=click.Choice(MODELS), help=f"Recurrent cell. {_preset_default('model')}")
+@click.option("--hidden-size", type=click.IntRange(min=1), help=_preset_default("hidden_size"))
+@click.option("--num-layers", type=click.IntRange(min=1), help=f"Stacked layers. {_preset_default('num_layers')}")
+@click.option("--activation", type=click.Choice(ACTIVATIONS), help="For --model rnn. [default: tanh]")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
+              help=f"Dropout on each layer's output. {_preset_default('dropout')}")
+@click.option("--dtype", type=click.Choice(DTYPES), help=_preset_default("dtype"))
+@click.option("--batch-size", type=click.IntRange(min=1), help=f"Streams B. {_preset_default('batch_size')}")
+@click.option("--seq-length", type=click.IntRange(min=1), help=f"BPTT length T. {_preset_default('seq_length')}")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), help=_preset_default("optimizer"))
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True),
+              help="[default: the preset's; with another --optimizer, tuned for it and the model]")
+@click.option("--lr-schedule", type=click.Choice(SCHEDULES), help=_preset_default("lr_schedule"))
+@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True),
+              help=f"Per-epoch factor of the exponential schedule. {_preset_default('lr_decay')}")
+@click.option("--lr-decay-after", type=click.IntRange(min=0),
+              help=f"Epochs before the exponential decay starts. {_preset_default('lr_decay_after')}")
+@click.option("--grad-clip", type=click.FloatRange(min=0),
+              help=f"Clip each gradient element to [-C, C]; 0 disables. {_preset_default('grad_clip')}")
+@click.option("--weight-decay", type=click.FloatRange(min=0), help=_preset_default("weight_decay"))
 @click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               help="Tail of the corpus held out for validation.")
-@click.option("--eval-every", type=click.IntRange(min=1), default=200, show_default=True, help="Steps.")
+@click.option("--eval-every", type=click.IntRange(min=1), help=f"Steps. {_preset_default('eval_every')}")
+@click.option("--patience", type=click.IntRange(min=1), default=None,
+              help="Stop after this many evaluations without a new best.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in all.")
 @click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
-              help="Stop after this many seconds of this run.")
+@click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
+              help=f"Stop after this many seconds of this run. {_preset_default('max_time')}")
 @click.option("--random-seed", type=int, default=None, help="Make the run reproducible.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default="checkpoints", show_default=True)
 @click.option("--sample-length", type=click.IntRange(min=0), default=200, show_default=True,
@@ -145,7 +160,7 @@ def _explicit(ctx, name):
               help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
-def train(ctx, corpus, model, hidden_size, num_layers, activation, dropout, dtype, resume, quiet, **options):
+def train(ctx, corpus, preset, resume, quiet, **options):
     """Train a character model on CORPUS, a text file.
 
     Writes latest.npz, best.npz and metrics.jsonl to --checkpoint-dir.
@@ -153,17 +168,24 @@ def train(ctx, corpus, model, hidden_size, num_layers, activation, dropout, dtyp
     \b
     Example:
       charrnn train data/shakespeare.txt --max-time 300
+      charrnn train input.txt --preset min-char-rnn
     """
-    model_config = ModelConfig(0, model, hidden_size, num_layers, activation, dropout, dtype)
-    config = TrainConfig(**options)
     reporter = ConsoleReporter(quiet)
+    model_fields = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
+    train_fields = {f.name for f in fields(TrainConfig)}
     with user_errors():
         if resume is not None:
-            resume = resume or os.path.join(config.checkpoint_dir, "latest.npz")
+            resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
             saved = load_checkpoint(resume).meta.get("train", {})
-            given = {f.name: getattr(config, f.name) for f in fields(TrainConfig) if _explicit(ctx, f.name)}
-            kept = {k: v for k, v in saved.items() if k in {f.name for f in fields(TrainConfig)}}
-            config = replace(config, **{**kept, **given})
+            given = {k: v for k, v in options.items() if k in train_fields and _explicit(ctx, k)}
+            config = TrainConfig(**{**{k: v for k, v in saved.items() if k in train_fields}, **given})
+            model_config = None
+        else:
+            values = preset_options(preset, options)
+            if options["learning_rate"] is None and "optimizer" in {k for k, v in options.items() if v is not None}:
+                values["learning_rate"] = None  # another optimizer: its own tuned rate
+            model_config = ModelConfig(0, **{k: values[k] for k in model_fields})
+            config = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
         result = train_model(corpus, model_config, config, resume=resume, reporter=reporter)
     if not quiet:
         _print_summary(result)

@@ -24,9 +24,10 @@ from .evaluate import streams_nll
 from .model import CharRNN, ModelConfig
 from .optim import OPTIMIZERS, make_optimizer
 from .sample import generate
+from .schedule import SCHEDULES, budget_progress, halving_decision, learning_rate
 
 DEFAULT_LEARNING_RATES = {
-    "adam": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3},
+    "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 5e-3},
     "rmsprop": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3},
     "adagrad": {"rnn": 0.1, "lstm": 0.1, "gru": 0.1},
     "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0},
@@ -40,10 +41,16 @@ class TrainingError(Exception):
 
 @dataclass
 class TrainConfig:
+    """Training options; the defaults are the project's recipe (README: "Choosing the defaults")."""
+
     batch_size: int = 32
-    seq_length: int = 64
-    optimizer: str = "adagrad"
-    learning_rate: float | None = None  # None: DEFAULT_LEARNING_RATES for the optimizer and model
+    seq_length: int = 100
+    optimizer: str = "adam"
+    learning_rate: float | None = 5e-3  # None: DEFAULT_LEARNING_RATES for the optimizer and model
+    lr_schedule: str = "cosine"
+    lr_decay: float = 0.97  # for the exponential schedule
+    lr_decay_after: int = 10  # epochs
+    patience: int | None = None  # stop after this many evaluations without a new best
     grad_clip: float = 5.0
     weight_decay: float = 0.0
     val_frac: float = 0.1
@@ -68,6 +75,12 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"learning-rate must be positive, not {self.learning_rate}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr-schedule must be one of {', '.join(SCHEDULES)}, not {self.lr_schedule!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr-decay must be in (0, 1], not {self.lr_decay}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be at least 1, not {self.patience}")
         if not 0 <= self.val_frac < 1:
             raise ValueError(f"val-frac must be in [0, 1), not {self.val_frac}")
         for name in ("max_steps", "max_epochs", "max_time"):
@@ -123,6 +136,9 @@ class _Position:
     chunk: int = 0  # chunks done in the current epoch
     best_val_loss: float | None = None
     last_val_loss: float | None = None
+    evals_since_best: int = 0
+    lr_scale: float = 1.0  # halvings by the non-finite guard and the halving schedule
+    halving: bool = False  # the halving schedule has started halving
     rng_state: dict = field(default_factory=dict)
 
 
@@ -183,7 +199,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
                     f"trained with {saved[name]}"
                 )
         model = ckpt.model
-        pos = _Position(**{k: ckpt.meta[k] for k in asdict(_Position())})
+        pos = _Position(**{k: ckpt.meta[k] for k in asdict(_Position()) if k in ckpt.meta})
         rng.bit_generator.state = pos.rng_state
         state = ckpt.hidden_state or None
     else:
@@ -192,16 +208,17 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
             model = CharRNN(model_config, rng=rng)
         except ValueError as e:
             raise TrainingError(str(e)) from None
+        # start the output layer at the unigram distribution: the first steps need not learn it
+        model.params["b_y"][...] = np.log(corpus.counts / corpus.counts.sum())
         pos = _Position()
         state = None
-    lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][model.config.model]
-    optimizer = make_optimizer(config.optimizer, model.params, lr, config.grad_clip, config.weight_decay)
+    base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][model.config.model]
+    optimizer = make_optimizer(config.optimizer, model.params, base_lr, config.grad_clip, config.weight_decay)
     if ckpt:
         try:
             optimizer.load_state(ckpt.optimizer_state)
         except ValueError as e:
             raise CheckpointError(f"{resume}: cannot resume with optimizer {config.optimizer} ({e})") from None
-        optimizer.learning_rate = ckpt.meta.get("learning_rate", lr)
 
     batches = StreamBatches(train_ids, config.batch_size, config.seq_length)
     chars_per_step = config.batch_size * config.seq_length
@@ -210,7 +227,6 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
     def checkpoint(name, hidden):
         meta = {
             "train": asdict(config),
-            "learning_rate": optimizer.learning_rate,
             "corpus": os.path.abspath(corpus_path),
             **asdict(replace(pos, rng_state=rng.bit_generator.state)),
         }
@@ -220,16 +236,30 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
         )
 
     def evaluate_and_save(hidden):
+        """Validate, checkpoint, preview; return a reason to stop (halving rule, patience) or None."""
+        stop = None
         if len(val_ids) > 1:
             nll, n = streams_nll(model, val_ids, config.batch_size, 256)
-            pos.last_val_loss = nll / n
+            previous, pos.last_val_loss = pos.last_val_loss, nll / n
             if pos.best_val_loss is None or pos.last_val_loss < pos.best_val_loss:
-                pos.best_val_loss = pos.last_val_loss
+                pos.best_val_loss, pos.evals_since_best = pos.last_val_loss, 0
                 checkpoint("best.npz", hidden)
+            else:
+                pos.evals_since_best += 1
+                if config.patience and pos.evals_since_best >= config.patience:
+                    stop = "patience"
+            if config.lr_schedule == "halving":
+                halve, converged = halving_decision(previous, pos.last_val_loss, pos.halving)
+                pos.halving = pos.halving or halve
+                if halve:
+                    pos.lr_scale /= 2
+                if converged:
+                    stop = "converged"
         checkpoint("latest.npz", hidden)
         if config.sample_length:
             preview = generate(model, vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)
             reporter.sample("".join(preview))
+        return stop
 
     total_steps = _total_steps(config, batches.chunks_per_epoch)
     reporter.start(
@@ -255,6 +285,9 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
             if pos.chunk == batches.chunks_per_epoch:
                 pos.epoch, pos.chunk, state = pos.epoch + 1, 0, None
             inputs, targets = batches.chunk(pos.chunk)
+            epoch_now = pos.epoch + pos.chunk / batches.chunks_per_epoch
+            progress = budget_progress(config, pos.step, epoch_now, time.perf_counter() - start)
+            optimizer.learning_rate = learning_rate(config, base_lr, pos.lr_scale, progress, epoch_now)
             loss, grads, new_state = model.loss_and_grads(inputs, targets, state, dropout_rng=rng)
             if not (math.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values())):
                 bad_steps += 1
@@ -267,11 +300,11 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
                         f"loss or gradient was not finite {bad_steps} times in a row, down to learning rate "
                         f"{optimizer.learning_rate:.3g}; stopped, with the last good model in latest.npz"
                     )
-                optimizer.learning_rate /= 2
+                pos.lr_scale /= 2
                 state = None
                 reporter.message(
                     f"warning: non-finite loss at step {pos.step}; kept the last good parameters and "
-                    f"halved the learning rate to {optimizer.learning_rate:.3g}"
+                    f"halved the learning rate to {optimizer.learning_rate / 2:.3g}"
                 )
                 continue
             bad_steps = 0
@@ -295,7 +328,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
                     "learning_rate": optimizer.learning_rate,
                 }
                 if evaluating:
-                    evaluate_and_save(state)
+                    stop_reason = evaluate_and_save(state) or stop_reason
                     snapshot = {k: v.copy() for k, v in model.params.items()}
                     if pos.last_val_loss is not None:
                         record["val_loss"] = pos.last_val_loss

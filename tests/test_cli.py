@@ -68,7 +68,7 @@ def test_installed_console_script(tmp_path, small_text):
 def test_resume_is_bit_identical(tmp_path, small_text):
     """2N steps in one run equal N steps, then N more after --resume."""
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    opts = [*TINY, "--dropout", "0.1", "--optimizer", "adam"]
+    opts = [*TINY, "--dropout", "0.1", "--optimizer", "adam", "--lr-schedule", "constant"]
     assert run(["train", small_text, "--checkpoint-dir", one, "--max-steps", "30", *opts]).exit_code == 0
     assert run(["train", small_text, "--checkpoint-dir", two, "--max-steps", "15", *opts]).exit_code == 0
     resumed = run(["train", small_text, "--checkpoint-dir", two, "--max-steps", "30", "--resume"])
@@ -96,3 +96,25 @@ def test_help_for_every_command():
     for command in ([], ["train"], ["sample"], ["eval"], ["info"]):
         result = run([*command, "-h"])
         assert result.exit_code == 0 and "Example" in result.output
+
+
+def test_preset_sets_options_and_explicit_flags_win(tmp_path, small_text):
+    ck = str(tmp_path / "ck")
+    result = run(["train", small_text, "--preset", "min-char-rnn", "--hidden-size", "24", "--checkpoint-dir", ck,
+                  "--max-steps", "3", "--sample-length", "0"])
+    assert result.exit_code == 0, result.output
+    meta = load_checkpoint(ck).meta
+    assert meta["model"]["model"] == "rnn" and meta["model"]["hidden_size"] == 24  # the flag beats the preset
+    assert meta["train"]["batch_size"] == 1 and meta["train"]["seq_length"] == 25
+    assert meta["train"]["optimizer"] == "adagrad" and meta["train"]["learning_rate"] == 0.1
+
+
+def test_halving_schedule_halves_then_stops(tmp_path, small_text):
+    """Mikolov's rule: a too-small improvement starts halving; the next one stops training."""
+    ck = str(tmp_path / "ck")
+    result = run(["train", small_text, "--checkpoint-dir", ck, "--lr-schedule", "halving", "--learning-rate", "1e-7",
+                  "--max-steps", "200", *TINY[:-2], "--eval-every", "5", "--sample-length", "0"])
+    assert result.exit_code == 0, result.output
+    assert "converged" in result.output
+    rates = [json.loads(line)["learning_rate"] for line in open(os.path.join(ck, "metrics.jsonl"))]
+    assert rates[0] == pytest.approx(1e-7) and rates[-1] == pytest.approx(0.5e-7)

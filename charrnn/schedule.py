@@ -1,0 +1,48 @@
+"""Learning-rate schedules.
+
+    constant     the base rate throughout
+    cosine       from the base rate down to 0 along a half cosine over the run's budget: its steps or
+                 epochs if --max-steps / --max-epochs is set, else its --max-time
+    exponential  char-rnn's rule: multiply by ``decay`` after every epoch past ``decay_after``
+    halving      Mikolov's RNNLM rule: once an evaluation improves validation loss by less than
+                 ``MIN_IMPROVEMENT`` (relative), halve the rate at every evaluation; when an evaluation
+                 after that improves by less again, stop
+
+The non-finite-loss guard and the halving rule multiply a persistent ``scale`` (kept in checkpoints).
+"""
+
+import math
+
+SCHEDULES = ("constant", "cosine", "exponential", "halving")
+MIN_IMPROVEMENT = 0.003
+
+
+def budget_progress(config, step, epoch, elapsed):
+    """How far through its budget a run is, in [0, 1]: by steps or epochs if limited, else by time."""
+    fractions = []
+    if config.max_steps:
+        fractions.append(step / config.max_steps)
+    if config.max_epochs:
+        fractions.append(epoch / config.max_epochs)
+    if not fractions and config.max_time:
+        fractions.append(elapsed / config.max_time)
+    return min(1.0, max(fractions, default=0.0))
+
+
+def learning_rate(config, base, scale, progress, epoch):
+    """The rate for the next step."""
+    if config.lr_schedule == "cosine":
+        return base * scale * 0.5 * (1 + math.cos(math.pi * progress))
+    if config.lr_schedule == "exponential":
+        return base * scale * config.lr_decay ** max(0, math.floor(epoch) - config.lr_decay_after)
+    return base * scale
+
+
+def halving_decision(previous_val, val, halving):
+    """Mikolov's rule after an evaluation: returns (halve now, stop now)."""
+    if previous_val is None or val is None:
+        return False, False
+    improved_enough = val < previous_val * (1 - MIN_IMPROVEMENT)
+    if improved_enough:
+        return halving, False
+    return (not halving), halving
