@@ -27,14 +27,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-TRAIN_CONFIGS = [  # (cell, hidden, layers, batch, seq)
-    ("lstm", 128, 2, 50, 50),
-    ("gru", 128, 2, 50, 50),
-    ("rnn", 128, 2, 50, 50),
-    ("lstm", 512, 2, 64, 100),
-    ("gru", 512, 2, 64, 100),
-    ("rnn", 512, 2, 64, 100),
-]
+from peers import TRAIN_CONFIGS  # noqa: E402  (cell, hidden, layers, batch, seq): the same configurations
+
 SAMPLE_CONFIGS = [(128, 2), (512, 2)]
 VOCAB = 65
 

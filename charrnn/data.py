@@ -154,6 +154,7 @@ def load_corpus(path, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None)
         raise CorpusError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CorpusError(f"{path}: is a directory, not a text file")
+    os.makedirs(cache_dir, exist_ok=True)
     stat = os.stat(path)
     key = {
         "path": os.path.abspath(path),

@@ -208,8 +208,10 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
             model = CharRNN(model_config, rng=rng)
         except ValueError as e:
             raise TrainingError(str(e)) from None
-        # start the output layer at the unigram distribution: the first steps need not learn it
-        model.params["b_y"][...] = np.log(corpus.counts / corpus.counts.sum())
+        # start the output layer at the training text's unigram distribution (add-one smoothed), so
+        # the first steps need not learn it
+        counts = np.bincount(train_ids, minlength=len(vocab)) + 1.0
+        model.params["b_y"][...] = np.log(counts / counts.sum())
         pos = _Position()
         state = None
     base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][model.config.model]

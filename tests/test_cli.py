@@ -93,7 +93,7 @@ def test_resume_refuses_other_vocabulary(tmp_path, small_text):
 
 
 def test_help_for_every_command():
-    for command in ([], ["train"], ["sample"], ["eval"], ["info"]):
+    for command in ([], ["train"], ["sample"], ["eval"], ["info"], ["plot"]):
         result = run([*command, "-h"])
         assert result.exit_code == 0 and "Example" in result.output
 
