@@ -512,13 +512,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_all(seconds=args.seconds, threads=args.threads,
                    include_torch=False if args.no_torch else None, repeat=args.repeat)
     if args.json:
-        payload = json.dumps({"info": info, "results": rows}, indent=2)
-        if args.json == "-":
-            print(payload)
-        else:
-            with open(args.json, "w", encoding="utf-8") as fh:
-                fh.write(payload + "\n")
+        write_json({"info": info, "results": rows}, args.json)
     return 0
+
+
+def write_json(obj, dest):
+    """Write ``obj`` as indented JSON to the file ``dest``, or to stdout for '-'."""
+    payload = json.dumps(obj, indent=2)
+    if dest == "-":
+        print(payload)
+    else:
+        with open(dest, "w", encoding="utf-8") as fh:
+            fh.write(payload + "\n")
 
 
 if __name__ == "__main__":

@@ -27,22 +27,15 @@ lazily, so importing this module never needs torch.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import math
 import os
 import sys
 import time
 
-DEFAULT_CORPUS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tinyshakespeare.txt"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import torch_available, write_json  # noqa: E402,F401  (torch_available: part of this module's API)
 
-
-def torch_available() -> bool:
-    """True when PyTorch can be imported (without importing it)."""
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except (ImportError, ValueError):
-        return False
+from peers import DEFAULT_CORPUS  # noqa: E402
 
 
 def _parse_checkpoints(spec: str | list | tuple | None) -> list[float]:
@@ -298,12 +291,7 @@ def main(argv: list[str] | None = None) -> int:
               log=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_table(res))
     if args.json:
-        payload = json.dumps(res, indent=2)
-        if args.json == "-":
-            print(payload)
-        else:
-            with open(args.json, "w", encoding="utf-8") as fh:
-                fh.write(payload + "\n")
+        write_json(res, args.json)
     return 0
 
 
