@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .data import Vocab
-from .model import CharRNN, ModelConfig, param_shapes
+from .model import CharRNN, ModelConfig
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 1
@@ -106,7 +106,6 @@ def load_checkpoint(path):
         vocab = Vocab.from_json(meta["vocab"])
         params = {k[len("param/") :]: v for k, v in arrays.items() if k.startswith("param/")}
         model = CharRNN(config, params=params)
-        _check_params(model)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: inconsistent checkpoint ({e})") from None
     if len(vocab) != config.vocab_size:
@@ -116,12 +115,3 @@ def load_checkpoint(path):
     hidden_state = tuple(arrays[f"state/{i}"] for i in range(n_states))
     return Checkpoint(model, vocab, meta, optimizer_state, hidden_state)
 
-
-def _check_params(model):
-    shapes = param_shapes(model.config)
-    if set(shapes) != set(model.params):
-        raise ValueError("parameter names do not match the model config")
-    for name, shape in shapes.items():
-        value = model.params[name]
-        if value.shape != shape or value.dtype != model.dtype:
-            raise ValueError(f"parameter {name} is {value.dtype}{value.shape}, expected {model.dtype}{shape}")

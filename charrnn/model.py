@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cells import make_cell, scratch_buffers, step_params
+from .packed import Packed
 
 MODELS = ("rnn", "lstm", "gru")
 DTYPES = ("float32", "float64")
@@ -88,39 +89,51 @@ def param_shapes(config):
     return shapes
 
 
+def check_params(params, shapes, dtype):
+    """Raise ValueError unless ``params`` has exactly the names, shapes and dtype of ``shapes``."""
+    if set(shapes) != set(params):
+        raise ValueError("parameter names do not match the model config")
+    for name, shape in shapes.items():
+        value = params[name]
+        if value.shape != shape or value.dtype != dtype:
+            raise ValueError(f"parameter {name} is {value.dtype}{value.shape}, expected {np.dtype(dtype)}{shape}")
+
+
 def _orthogonal(n, rng):
     q, r = np.linalg.qr(rng.normal(size=(n, n)))
     return q * np.sign(np.diag(r))
 
 
-def scatter_rows(ids, values, num_rows):
-    """Sum rows of ``values`` (N, D) into a (num_rows, D) array at row ``ids`` (N,).
+def scatter_rows(ids, values, out):
+    """Write into ``out`` (num_rows, D) the sums of the rows of ``values`` (N, D) by row id ``ids`` (N,).
 
-    For a few distinct ids a product with their (U, N) indicator matrix is fastest; for many,
-    ``np.add.at`` costs less than that product.
+    For a vocabulary of up to 256 symbols, one product with the (num_rows, N) one-hot matrix is
+    fastest; for a larger one (CJK, thousands of symbols) that product would cost more than
+    ``np.add.at``.
     """
-    present, inverse = np.unique(ids, return_inverse=True)
-    out = np.zeros((num_rows, values.shape[1]), values.dtype)
-    if len(present) <= 128:
-        indicator = np.zeros((len(present), len(ids)), values.dtype)
-        indicator[inverse, np.arange(len(ids))] = 1
-        out[present] = indicator @ values
+    if out.shape[0] <= 256:
+        indicator = np.zeros((out.shape[0], len(ids)), values.dtype)  # (V, N)
+        indicator[ids, np.arange(len(ids))] = 1
+        np.matmul(indicator, values, out=out)
     else:
+        out.fill(0)
         np.add.at(out, ids, values)
-    return out
 
 
 def softmax_cross_entropy(logits, targets):
-    """Mean cross-entropy (nats) of (N, V) logits against (N,) targets, and its gradient."""
+    """Mean cross-entropy (nats) of (N, V) logits against (N,) targets, and its gradient.
+
+    The logits array is overwritten: it becomes the gradient.
+    """
     N = logits.shape[0]
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    total = probs.sum(axis=1, keepdims=True)
     rows = np.arange(N)
-    loss = float(np.mean(np.log(total[:, 0]) - shifted[rows, targets]))
-    probs /= total
-    probs[rows, targets] -= 1
-    probs /= N
+    logits -= logits.max(axis=1, keepdims=True)
+    target_logits = logits[rows, targets]  # (N,)
+    probs = np.exp(logits, out=logits)
+    total = np.add.reduce(probs, axis=1, keepdims=True)  # (N, 1)
+    loss = float((np.log(total).sum() - target_logits.sum()) / N)
+    probs *= 1.0 / (total * N)  # softmax / N: the gradient of the mean
+    probs[rows, targets] -= 1.0 / N
     return loss, probs
 
 
@@ -161,12 +174,16 @@ class CharRNN:
     """A stack of recurrent layers with a softmax output; see the module docstring for shapes."""
 
     def __init__(self, config, params=None, rng=None):
+        """``params``: a dict of arrays named as ``param_shapes(config)`` (copied), or None for a fresh
+        initialisation drawn from ``rng``. Raises ValueError if they do not fit the config."""
         config.validate()
         self.config = config
         self.cell = make_cell(config.model, config.activation)
+        self.shapes = param_shapes(config)
         if params is None:
             params = init_params(config, rng if rng is not None else np.random.default_rng())
-        self.params = params
+        check_params(params, self.shapes, config.dtype)
+        self.params = Packed(self.shapes, config.dtype, params)  # views into self.params.flat
         self._buffers = None  # (T, B) -> list of _LayerBuffers, reused across chunks
 
     @property
@@ -174,7 +191,7 @@ class CharRNN:
         return np.dtype(self.config.dtype)
 
     def num_params(self):
-        return sum(p.size for p in self.params.values())
+        return self.params.flat.size
 
     def activation_bytes(self):
         """Bytes held for the last (T, B) chunk's forward and backward (the layers' caches)."""
@@ -203,8 +220,8 @@ class CharRNN:
     def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None):
         """Mean cross-entropy of predicting ``targets`` from ``inputs`` (both (T, B)), by truncated BPTT.
 
-        Returns (loss, grads, final_state); grads is a dict keyed like ``params``. No gradient flows
-        into the initial state. ``dropout_rng`` (a numpy Generator) switches dropout on.
+        Returns (loss, grads, final_state); grads is a ``Packed`` dict keyed like ``params``. No
+        gradient flows into the initial state. ``dropout_rng`` (a numpy Generator) switches dropout on.
         """
         inputs, targets = np.asarray(inputs), np.asarray(targets)
         T, B = inputs.shape
@@ -220,7 +237,9 @@ class CharRNN:
         top2d = top.reshape(T * B, H)  # (T·B, H)
         logits = top2d @ self.params["W_hy"] + self.params["b_y"]
         loss, dlogits = softmax_cross_entropy(logits, targets.reshape(-1))
-        grads = {"W_hy": top2d.T @ dlogits, "b_y": dlogits.sum(axis=0)}
+        grads = Packed(self.shapes, self.dtype)
+        np.matmul(top2d.T, dlogits, out=grads["W_hy"])
+        np.add.reduce(dlogits, axis=0, out=grads["b_y"])
         d_top = (dlogits @ self.params["W_hy"].T).reshape(T, B, H)
         self._backward(inputs, d_top, masks, grads)
         return loss, grads, final_state
@@ -230,8 +249,10 @@ class CharRNN:
         (see cells.py), plus ``step_params``."""
         p = self._layer_params(k)
         scale = self.cell.gate_scale(self.config.hidden_size)
-        scale = np.ones(1, self.dtype) if scale is None else scale.astype(self.dtype)
-        return {"W_xh": p["W_xh"] * scale, "b": p["b"] * scale, **step_params(self.cell, p)}
+        if scale is not None:
+            scale = scale.astype(self.dtype)
+            p = dict(p, W_xh=p["W_xh"] * scale, b=p["b"] * scale)
+        return {"W_xh": p["W_xh"], "b": p["b"], **step_params(self.cell, p)}
 
     def _layer_params(self, k):
         prefix = f"l{k}."
@@ -285,14 +306,14 @@ class CharRNN:
             self._steps_backward(buf, buf.step_params, dx)
             d_xproj = buf.gates.reshape(T * B, G)  # (T·B, G)
             h_prev = buf.states[0][:T].reshape(T * B, H)  # (T·B, H)
-            grads[f"l{k}.W_hh"] = h_prev.T @ buf.d_hproj.reshape(T * B, G)
-            grads[f"l{k}.b"] = d_xproj.sum(axis=0)
+            np.matmul(h_prev.T, buf.d_hproj.reshape(T * B, G), out=grads[f"l{k}.W_hh"])
+            np.add.reduce(d_xproj, axis=0, out=grads[f"l{k}.b"])
             if "b_hn" in p:
-                grads[f"l{k}.b_hn"] = buf.d_hproj[:, :, 2 * H :].sum(axis=(0, 1))
+                np.add.reduce(buf.d_hproj.reshape(T * B, G)[:, 2 * H :], axis=0, out=grads[f"l{k}.b_hn"])
             if k == 0:
-                grads["l0.W_xh"] = scatter_rows(ids.reshape(-1), d_xproj, self.config.vocab_size)
+                scatter_rows(ids.reshape(-1), d_xproj, out=grads["l0.W_xh"])
             else:
-                grads[f"l{k}.W_xh"] = buffers[k - 1].output.reshape(T * B, H).T @ d_xproj
+                np.matmul(buffers[k - 1].output.reshape(T * B, H).T, d_xproj, out=grads[f"l{k}.W_xh"])
                 dx = (d_xproj @ p["W_xh"].T).reshape(T, B, H)
 
     def _steps_forward(self, buf, p):

@@ -1,12 +1,16 @@
-"""Optimizers over dicts of parameters, with elementwise gradient clipping applied in the update.
+"""Optimizers over packed parameters, with elementwise gradient clipping applied in the update.
 
     opt = make_optimizer("adam", model.params, learning_rate=2e-3, grad_clip=5.0)
     opt.step(model.params, grads)        # updates params in place; clips grads in place first
 
-Each optimizer's state is a dict of arrays keyed "<slot>.<param name>", saved inside checkpoints.
+Parameters, gradients and every optimizer slot are ``Packed`` with one layout (see packed.py), so an
+update is a few passes over one vector. ``state`` names the slots' arrays "<slot>.<param name>", plus
+"steps": what a checkpoint saves.
 """
 
 import numpy as np
+
+from .packed import Packed
 
 OPTIMIZERS = ("adagrad", "sgd", "rmsprop", "adam")
 
@@ -15,37 +19,48 @@ class Optimizer:
     slots = ()
 
     def __init__(self, params, learning_rate, grad_clip=5.0, weight_decay=0.0):
+        """``params``: the model's ``Packed`` parameters (the slots take their layout)."""
         self.learning_rate = learning_rate
         self.grad_clip = grad_clip
         self.weight_decay = weight_decay
-        self.state = {f"{slot}.{name}": np.zeros_like(p) for slot in self.slots for name, p in params.items()}
-        self.state["steps"] = np.zeros((), np.int64)
-        self._scratch = {name: np.empty_like(p) for name, p in params.items()}  # per-update temporaries
+        self.slot = {name: Packed(params.shapes(), params.flat.dtype) for name in self.slots}
+        self.steps = 0
+        self._tmp = np.empty_like(params.flat)  # (N,): per-update temporary
 
-    def step(self, params, grads):
-        """Clip each gradient to [-grad_clip, grad_clip], then update every parameter in place."""
-        self.state["steps"] += 1
-        for name, p in params.items():
-            g = grads[name]
-            if self.grad_clip:
-                np.minimum(g, self.grad_clip, out=g)
-                np.maximum(g, -self.grad_clip, out=g)
-            if self.weight_decay:
-                p *= 1.0 - self.learning_rate * self.weight_decay
-            self._update(name, p, g, self._scratch[name])
+    @property
+    def state(self):
+        """The slots' arrays (views, keyed "<slot>.<param name>") and the step count."""
+        state = {f"{slot}.{name}": value for slot, packed in self.slot.items() for name, value in packed.items()}
+        state["steps"] = np.array(self.steps, np.int64)
+        return state
 
     def load_state(self, state):
         """Take a saved state (as from ``self.state``); raise ValueError if it does not fit."""
-        if set(state) != set(self.state):
+        current = self.state
+        if set(state) != set(current):
             raise ValueError("optimizer state does not match the model's parameters")
         for key, value in state.items():
-            if value.shape != self.state[key].shape:
-                raise ValueError(f"optimizer state {key} has shape {value.shape}, expected {self.state[key].shape}")
-            self.state[key] = np.array(value, dtype=self.state[key].dtype)
+            if value.shape != current[key].shape:
+                raise ValueError(f"optimizer state {key} has shape {value.shape}, expected {current[key].shape}")
+        for key, value in state.items():
+            if key == "steps":
+                self.steps = int(value)
+            else:
+                current[key][...] = value
+
+    def step(self, params, grads):
+        """Clip every gradient element to [-grad_clip, grad_clip], then update all parameters in place."""
+        self.steps += 1
+        p, g = params.flat, grads.flat  # (N,)
+        if self.grad_clip:
+            np.clip(g, -self.grad_clip, self.grad_clip, out=g)
+        if self.weight_decay:
+            p *= 1.0 - self.learning_rate * self.weight_decay
+        self._update(p, g, self._tmp)
 
 
 class SGD(Optimizer):
-    def _update(self, name, p, g, tmp):
+    def _update(self, p, g, tmp):
         np.multiply(g, self.learning_rate, out=tmp)
         p -= tmp
 
@@ -56,8 +71,8 @@ class Adagrad(Optimizer):
     slots = ("sum_sq",)
     eps = 1e-8
 
-    def _update(self, name, p, g, tmp):
-        sum_sq = self.state[f"sum_sq.{name}"]
+    def _update(self, p, g, tmp):
+        sum_sq = self.slot["sum_sq"].flat
         np.multiply(g, g, out=tmp)
         sum_sq += tmp
         np.add(sum_sq, self.eps, out=tmp)
@@ -72,8 +87,8 @@ class RMSprop(Optimizer):
     decay = 0.95
     eps = 1e-8
 
-    def _update(self, name, p, g, tmp):
-        mean_sq = self.state[f"mean_sq.{name}"]
+    def _update(self, p, g, tmp):
+        mean_sq = self.slot["mean_sq"].flat
         np.multiply(g, g, out=tmp)
         tmp *= 1 - self.decay
         mean_sq *= self.decay
@@ -89,9 +104,8 @@ class Adam(Optimizer):
     slots = ("m", "v")
     beta1, beta2, eps = 0.9, 0.99, 1e-8
 
-    def _update(self, name, p, g, tmp):
-        m, v = self.state[f"m.{name}"], self.state[f"v.{name}"]
-        t = int(self.state["steps"])
+    def _update(self, p, g, tmp):
+        m, v, t = self.slot["m"].flat, self.slot["v"].flat, self.steps
         m *= self.beta1
         np.multiply(g, 1 - self.beta1, out=tmp)
         m += tmp
@@ -111,6 +125,7 @@ _CLASSES = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}
 
 
 def make_optimizer(name, params, learning_rate, grad_clip=5.0, weight_decay=0.0):
+    """An optimizer for ``params`` (a ``Packed`` dict, as ``model.params``)."""
     if name not in _CLASSES:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
     return _CLASSES[name](params, learning_rate, grad_clip, weight_decay)

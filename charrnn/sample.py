@@ -89,9 +89,12 @@ def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top
                 gumbel = rng.gumbel(size=(noise_block, len(vocab)))  # Gumbel-max: argmax(z + g) ~ softmax(z)
             if filtered:
                 z[...] = filter_logits(next_logits, temperature, top_k, top_p)
+                z += gumbel[t % noise_block]
+            elif temperature == 1:
+                np.add(next_logits, gumbel[t % noise_block], out=z)
             else:
                 np.multiply(next_logits, 1.0 / temperature, out=z)
-            z += gumbel[t % noise_block]
+                z += gumbel[t % noise_block]
             idx = int(z.argmax())
         yield decode(idx)
         if t + 1 < length:

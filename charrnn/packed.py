@@ -1,0 +1,32 @@
+"""Named arrays stored as views into one contiguous vector.
+
+    params = Packed({"W": (3, 4), "b": (4,)}, np.float32)
+    params["W"][...] = 1.0          # writes into params.flat
+    params.flat                      # (16,): every parameter, one after another
+
+Parameters, gradients and optimizer slots are all ``Packed`` with the same layout, so clipping and an
+optimizer update are a few passes over ``flat`` rather than a few per parameter, which is most of an
+update's cost for a small model. Assign into the views (``p[name][...] = v``); replacing a dict entry
+would cut it loose from ``flat``.
+"""
+
+import math
+
+import numpy as np
+
+
+class Packed(dict):
+    """A dict of named arrays, each a view into the contiguous vector ``self.flat``."""
+
+    def __init__(self, shapes, dtype, values=None):
+        sizes = [math.prod(shape) for shape in shapes.values()]
+        self.flat = np.zeros(sum(sizes), dtype)  # (N,)
+        offset = 0
+        for (name, shape), size in zip(shapes.items(), sizes):
+            self[name] = self.flat[offset : offset + size].reshape(shape)
+            offset += size
+        for name, value in (values or {}).items():
+            self[name][...] = value
+
+    def shapes(self):
+        return {name: value.shape for name, value in self.items()}
