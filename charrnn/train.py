@@ -281,7 +281,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
     last_log_time, last_log_step, loss_sum, loss_count = start, pos.step, 0.0, 0
     bad_steps = 0
     stop_reason = None
-    snapshot = {k: v.copy() for k, v in model.params.items()}
+    good = _snapshot(model, optimizer, pos.step)  # parameters and optimizer state at the last evaluation
     with _SignalCatcher() as signals, open(metrics_path, "a") as metrics:
         while stop_reason is None:
             if pos.chunk == batches.chunks_per_epoch:
@@ -291,22 +291,22 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
             progress = budget_progress(config, pos.step, epoch_now, time.perf_counter() - start)
             optimizer.learning_rate = learning_rate(config, base_lr, pos.lr_scale, progress, epoch_now)
             loss, grads, new_state = model.loss_and_grads(inputs, targets, state, dropout_rng=rng)
-            if not (math.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values())):
+            if not (math.isfinite(loss) and np.isfinite(grads.flat).all()):
+                # never apply it: go back to the last evaluated parameters with half the learning rate
                 bad_steps += 1
-                if not all(np.isfinite(p).all() for p in model.params.values()):
-                    for name, value in snapshot.items():
-                        model.params[name][...] = value
+                model.params.flat[...] = good["params"]
+                optimizer.load_state(good["optimizer"])
                 if bad_steps > MAX_BAD_STEPS:
                     checkpoint("latest.npz", None)
                     raise TrainingError(
                         f"loss or gradient was not finite {bad_steps} times in a row, down to learning rate "
-                        f"{optimizer.learning_rate:.3g}; stopped, with the last good model in latest.npz"
+                        f"{optimizer.learning_rate:.3g}; stopped, with the model of step {good['step']} in latest.npz"
                     )
                 pos.lr_scale /= 2
                 state = None
                 reporter.message(
-                    f"warning: non-finite loss at step {pos.step}; kept the last good parameters and "
-                    f"halved the learning rate to {optimizer.learning_rate / 2:.3g}"
+                    f"warning: non-finite loss at step {pos.step}; restored the parameters of step {good['step']} "
+                    f"and halved the learning rate to {optimizer.learning_rate / 2:.3g}"
                 )
                 continue
             bad_steps = 0
@@ -331,7 +331,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
                 }
                 if evaluating:
                     stop_reason = evaluate_and_save(state) or stop_reason
-                    snapshot = {k: v.copy() for k, v in model.params.items()}
+                    if pos.last_val_loss is None or math.isfinite(pos.last_val_loss):
+                        good = _snapshot(model, optimizer, pos.step)
                     if pos.last_val_loss is not None:
                         record["val_loss"] = pos.last_val_loss
                 metrics.write(json.dumps(record) + "\n")
@@ -351,6 +352,14 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
         checkpoint_dir=config.checkpoint_dir,
         interrupted_by=signals.signum,
     )
+
+
+def _snapshot(model, optimizer, step):
+    return {
+        "params": model.params.flat.copy(),
+        "optimizer": {k: v.copy() for k, v in optimizer.state.items()},
+        "step": step,
+    }
 
 
 def _prepare_dir(path):
