@@ -16,7 +16,8 @@ the true (unscaled) pre-activation.
         prev   tuple of (B, H): the previous state, (h,) or (h, c)
         sp     the layer's step_params(): scaled W_hh, W_hh transposed (contiguous), b_hn for GRU
         nxt    tuple of (B, H): receives the new state
-        extra  tuple of (B, w·H) for w in ``extra_widths``: per-step values the backward step needs
+        extra  tuple of (B, w·H) for w in ``extra_widths``: per-step values the backward step needs;
+               those marked in ``backward_only`` are None when no backward step follows
     step_backward(dnxt, cache, sp, d_hproj, scratch) -> dprev
         dnxt     tuple of (B, H): gradient of the loss w.r.t. the new state (overwritten: an LSTM
                  returns dc_prev in the buffer that held dc)
@@ -47,12 +48,11 @@ def step_params(cell, p):
     sp = {"W_hh": W_hh, "W_hh_T": np.ascontiguousarray(p["W_hh"].T)}
     if "b_hn" in p:
         sp["b_hn"] = p["b_hn"]
-    if scale is not None:  # t -> (1 + t) / 2 on logistic gates, t on tanh gates; derivatives' factors
+    if scale is not None:  # t -> (1 + t) / 2 on logistic gates, t on tanh gates
         logistic = scale == 0.5
         dtype = p["W_hh"].dtype
         sp["affine_scale"] = np.where(logistic, 0.5, 1.0).astype(dtype)
         sp["affine_shift"] = np.where(logistic, 0.5, 0.0).astype(dtype)
-        sp["deriv_scale"] = np.where(logistic, 0.25, 1.0).astype(dtype)
     return sp
 
 
@@ -62,6 +62,7 @@ class RNNCell:
     n_gates = 1
     state_names = ("h",)
     extra_widths = ()
+    backward_only = ()
     separate_hproj_grad = False
 
     def __init__(self, activation="tanh"):
@@ -109,12 +110,13 @@ class LSTMCell:
     Forward also keeps each gate's local derivative, [i(1-i), f(1-f), o(1-o), 1-g^2], computed over
     the whole contiguous (B, 4H) row at once, so backward needs one product with it instead of a
     dozen passes over strided gate slices. ``extra`` is (tanh(c), derivatives); the derivatives
-    buffer may be None when no backward step follows (sampling).
+    buffer is None when no backward step follows (evaluation, sampling).
     """
 
     n_gates = 4
     state_names = ("h", "c")
     extra_widths = (1, 4)  # tanh(c) (B, H); local gate derivatives (B, 4H)
+    backward_only = (False, True)
     separate_hproj_grad = False
 
     def gate_scale(self, H):
@@ -126,12 +128,12 @@ class LSTMCell:
         np.matmul(h_prev, p["W_hh"], out=scratch["hproj"])
         gates += scratch["hproj"]
         np.tanh(gates, out=gates)  # t; sigmoid gates are (1 + t) / 2, see cells.py
-        if deriv is not None:  # sigmoid' = (1 - t^2) / 4 for the first 3H, tanh' = 1 - t^2 for g
-            np.multiply(gates, gates, out=deriv)
-            np.subtract(1, deriv, out=deriv)
-            deriv *= p["deriv_scale"]
         gates *= p["affine_scale"]
         gates += p["affine_shift"]
+        if deriv is not None:  # sigmoid' = s - s^2 for i, f, o; tanh' = 1 - g^2
+            np.multiply(gates, gates, out=deriv)
+            np.subtract(gates[:, : 3 * H], deriv[:, : 3 * H], out=deriv[:, : 3 * H])
+            np.subtract(1, deriv[:, 3 * H :], out=deriv[:, 3 * H :])
         i, f, o, g = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
         np.multiply(f, c_prev, out=c)
         tmp = scratch["tmp"]
@@ -175,6 +177,7 @@ class GRUCell:
     n_gates = 3
     state_names = ("h",)
     extra_widths = (1,)  # hn + b_hn
+    backward_only = (False,)
     separate_hproj_grad = True
 
     def gate_scale(self, H):
@@ -205,31 +208,27 @@ class GRUCell:
         (dh,) = dnxt
         H = dh.shape[1]
         r, z, n = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H :]
-        tmp, dh_prev = scratch["tmp"], scratch["dh_prev"]
+        tmp, one_minus_z, dh_prev = scratch["tmp"], scratch["tmp2"], scratch["dh_prev"]
         dr_h, dz_h, dn_h = d_hproj[:, :H], d_hproj[:, H : 2 * H], d_hproj[:, 2 * H :]
+        np.subtract(1, z, out=one_minus_z)
         # d(z pre) = dh * (h_prev - n) * z * (1 - z)
         np.subtract(h_prev, n, out=dz_h)
         dz_h *= dh
-        np.subtract(1, z, out=tmp)
-        tmp *= z
+        np.multiply(z, one_minus_z, out=tmp)
         dz_h *= tmp
-        # d(n pre) = dh * (1 - z) * (1 - n^2)
-        np.subtract(1, z, out=tmp)
-        tmp *= dh
         np.multiply(dh, z, out=dh_prev)  # the direct path h_prev -> h
-        z[...] = dz_h
-        np.multiply(n, n, out=dn_h)
-        np.subtract(1, dn_h, out=dn_h)
-        dn_h *= tmp
-        n[...] = dn_h
+        # d(n pre) = dh * (1 - z) * (1 - n^2), written over n
+        one_minus_z *= dh
+        np.multiply(n, n, out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        np.multiply(tmp, one_minus_z, out=n)
         # d(r pre) = d(n pre) * hn * r * (1 - r);  d(hn) = d(n pre) * r
         np.subtract(1, r, out=tmp)
         tmp *= r
         tmp *= hn
-        tmp *= dn_h
-        dn_h *= r
-        r[...] = tmp
-        dr_h[...] = tmp
+        np.multiply(tmp, n, out=dr_h)
+        np.multiply(n, r, out=dn_h)
+        gates[:, : 2 * H] = d_hproj[:, : 2 * H]  # r and z: d(x_proj) = d(h_proj)
         dh_prev += np.matmul(d_hproj, p["W_hh_T"], out=scratch["dh_tmp"])
         return (dh_prev,)
 
