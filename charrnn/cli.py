@@ -270,6 +270,9 @@ def eval_command(checkpoint, file, per_line, reset_per_line, as_json):
             result = _print_lines(score_lines(ckpt.model, ckpt.vocab, file, reset_per_line), as_json)
         else:
             result = evaluate_file(ckpt.model, ckpt.vocab, file)
+    if result.chars == 0:
+        reason = f"all {sum(result.oov.values()):,} of its characters are outside the vocabulary" if result.oov else "it is empty"
+        raise click.ClickException(f"{file}: nothing to score: {reason}")
     if as_json:
         click.echo(json.dumps({"file": file, **result.to_json()}))
         return

@@ -33,6 +33,7 @@ DEFAULT_LEARNING_RATES = {
     "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0},
 }
 MAX_BAD_STEPS = 5
+LARGE_VALIDATION = 5_000_000  # characters: beyond this, suggest a smaller --val-frac
 
 
 class TrainingError(Exception):
@@ -185,6 +186,12 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
     )
     vocab = corpus.vocab
     train_ids, val_ids = corpus.split(config.val_frac)
+    if len(val_ids) > LARGE_VALIDATION:
+        suggestion = f"{LARGE_VALIDATION / 5 / len(corpus.ids):.1g}"
+        reporter.message(
+            f"note: every evaluation reads the whole validation tail ({len(val_ids):,} characters); for a corpus "
+            f"this large, --val-frac {suggestion} keeps evaluations short"
+        )
     config = _fit_chunk_to_corpus(config, len(train_ids), reporter)
     if config.random_seed is None:
         config = replace(config, random_seed=int(np.random.SeedSequence().entropy % 2**32))
@@ -209,8 +216,9 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
         except ValueError as e:
             raise TrainingError(str(e)) from None
         # start the output layer at the training text's unigram distribution (add-one smoothed), so
-        # the first steps need not learn it
-        counts = np.bincount(train_ids, minlength=len(vocab)) + 1.0
+        # the first steps need not learn it; the counts come from the vocabulary pass less the
+        # validation tail's, so the memory-mapped training ids are not all read here
+        counts = corpus.counts - np.bincount(val_ids, minlength=len(vocab)) + 1.0
         model.params["b_y"][...] = np.log(counts / counts.sum())
         pos = _Position()
         state = None
