@@ -16,8 +16,7 @@ the true (unscaled) pre-activation.
         prev   tuple of (B, H): the previous state, (h,) or (h, c)
         sp     the layer's step_params(): scaled W_hh, W_hh transposed (contiguous), b_hn for GRU
         nxt    tuple of (B, H): receives the new state
-        extra  tuple of (B, w·H) for w in ``extra_widths``: per-step values the backward step needs;
-               those marked in ``backward_only`` are None when no backward step follows
+        extra  tuple of (B, w·H) for w in ``extra_widths``: per-step values the backward step needs
     step_backward(dnxt, cache, sp, d_hproj, scratch) -> dprev
         dnxt     tuple of (B, H): gradient of the loss w.r.t. the new state (overwritten: an LSTM
                  returns dc_prev in the buffer that held dc)
@@ -62,7 +61,6 @@ class RNNCell:
     n_gates = 1
     state_names = ("h",)
     extra_widths = ()
-    backward_only = ()
     separate_hproj_grad = False
 
     def __init__(self, activation="tanh"):
@@ -107,33 +105,27 @@ class RNNCell:
 class LSTMCell:
     """LSTM cell, gates ordered [i, f, o, g]:  c = f*c_prev + i*g,  h = o*tanh(c).
 
-    Forward also keeps each gate's local derivative, [i(1-i), f(1-f), o(1-o), 1-g^2], computed over
-    the whole contiguous (B, 4H) row at once, so backward needs one product with it instead of a
-    dozen passes over strided gate slices. ``extra`` is (tanh(c), derivatives); the derivatives
-    buffer is None when no backward step follows (evaluation, sampling).
+    Backward forms every gate's local derivative, [i(1-i), f(1-f), o(1-o), 1-g^2], over the whole
+    contiguous (B, 4H) row at once, so one product with it gives d(pre-activation) instead of a dozen
+    passes over strided gate slices; forward keeps only tanh(c) besides the gates.
     """
 
     n_gates = 4
     state_names = ("h", "c")
-    extra_widths = (1, 4)  # tanh(c) (B, H); local gate derivatives (B, 4H)
-    backward_only = (False, True)
+    extra_widths = (1,)  # tanh(c)
     separate_hproj_grad = False
 
     def gate_scale(self, H):
         return np.concatenate([np.full(3 * H, 0.5), np.ones(H)])
 
     def step_forward(self, gates, prev, p, nxt, extra, scratch):
-        (h_prev, c_prev), (h, c), (tanh_c, deriv) = prev, nxt, extra
+        (h_prev, c_prev), (h, c), (tanh_c,) = prev, nxt, extra
         H = h.shape[1]
         np.matmul(h_prev, p["W_hh"], out=scratch["hproj"])
         gates += scratch["hproj"]
         np.tanh(gates, out=gates)  # t; sigmoid gates are (1 + t) / 2, see cells.py
         gates *= p["affine_scale"]
         gates += p["affine_shift"]
-        if deriv is not None:  # sigmoid' = s - s^2 for i, f, o; tanh' = 1 - g^2
-            np.multiply(gates, gates, out=deriv)
-            np.subtract(gates[:, : 3 * H], deriv[:, : 3 * H], out=deriv[:, : 3 * H])
-            np.subtract(1, deriv[:, 3 * H :], out=deriv[:, 3 * H :])
         i, f, o, g = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
         np.multiply(f, c_prev, out=c)
         tmp = scratch["tmp"]
@@ -141,26 +133,29 @@ class LSTMCell:
         c += tmp
         np.tanh(c, out=tanh_c)
         np.multiply(o, tanh_c, out=h)
-        return gates, c_prev, tanh_c, deriv
+        return gates, c_prev, tanh_c
 
     def step_backward(self, dnxt, cache, p, d_hproj, scratch):
-        gates, c_prev, tanh_c, deriv = cache  # gates is overwritten with d(pre-activation)
+        gates, c_prev, tanh_c = cache  # gates is overwritten with d(pre-activation)
         dh, dc = dnxt
         H = dh.shape[1]
         i, f, o, g = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
-        tmp, upstream = scratch["tmp"], scratch["upstream"]
+        tmp, upstream, deriv = scratch["tmp"], scratch["upstream"], scratch["deriv"]
         # dc += dh * o * (1 - tanh_c^2)
         np.multiply(tanh_c, tanh_c, out=tmp)
         np.subtract(1, tmp, out=tmp)
         tmp *= o
         tmp *= dh
         dc += tmp
-        # d(pre) = [dc*g, dc*c_prev, dh*tanh_c, dc*i] * local derivatives
+        # d(pre) = [dc*g, dc*c_prev, dh*tanh_c, dc*i] * [s - s^2 for i, f, o; 1 - g^2 for g]
         np.multiply(dc, g, out=upstream[:, :H])
         np.multiply(dc, c_prev, out=upstream[:, H : 2 * H])
         np.multiply(dh, tanh_c, out=upstream[:, 2 * H : 3 * H])
         np.multiply(dc, i, out=upstream[:, 3 * H :])
         dc *= f  # dc_prev, written over dc
+        np.multiply(gates, gates, out=deriv)
+        np.subtract(gates[:, : 3 * H], deriv[:, : 3 * H], out=deriv[:, : 3 * H])
+        np.subtract(1, deriv[:, 3 * H :], out=deriv[:, 3 * H :])
         np.multiply(upstream, deriv, out=gates)
         dh_prev = scratch["dh_prev"]
         np.matmul(gates, p["W_hh_T"], out=dh_prev)
@@ -177,7 +172,6 @@ class GRUCell:
     n_gates = 3
     state_names = ("h",)
     extra_widths = (1,)  # hn + b_hn
-    backward_only = (False,)
     separate_hproj_grad = True
 
     def gate_scale(self, H):
@@ -252,6 +246,7 @@ def scratch_buffers(cell, batch_size, hidden_size, dtype):
         "tmp": np.empty((batch_size, H), dtype),
         "tmp2": np.empty((batch_size, H), dtype),
         "upstream": np.empty((batch_size, G), dtype),
+        "deriv": np.empty((batch_size, G), dtype),
         "mask": np.empty((batch_size, H), bool),
         "dh_prev": np.empty((batch_size, H), dtype),
         "dh_tmp": np.empty((batch_size, H), dtype),

@@ -167,11 +167,6 @@ class _LayerBuffers:
             )
             for t in range(T)
         ]
-        # without a backward pass to follow, the cell skips what only backward reads
-        self.inference_views = [
-            (gates, prev, nxt, tuple(None if skip else e for e, skip in zip(extra, cell.backward_only)))
-            for gates, prev, nxt, extra in self.step_views
-        ]
         self.d_hproj_views = list(self.d_hproj)
 
 
@@ -218,7 +213,7 @@ class CharRNN:
         """Run over ``ids`` (T, B) from ``state``; return logits (T, B, V) and the final state."""
         ids = np.asarray(ids)
         T, B = ids.shape
-        top, state = self._forward(ids, state, masks=None, for_backward=False)
+        top, state = self._forward(ids, state, masks=None)
         logits = top.reshape(T * B, -1) @ self.params["W_hy"] + self.params["b_y"]
         return logits.reshape(T, B, -1), state
 
@@ -238,7 +233,7 @@ class CharRNN:
                 (dropout_rng.random((T, B, H), dtype=np.float32) < keep).astype(self.dtype) / keep
                 for _ in range(self.config.num_layers)
             ]
-        top, final_state = self._forward(inputs, state, masks, for_backward=True)
+        top, final_state = self._forward(inputs, state, masks)
         top2d = top.reshape(T * B, H)  # (T·B, H)
         logits = top2d @ self.params["W_hy"] + self.params["b_y"]
         loss, dlogits = softmax_cross_entropy(logits, targets.reshape(-1))
@@ -272,7 +267,7 @@ class CharRNN:
             self._buffers = ((T, B), layers)
         return self._buffers[1]
 
-    def _forward(self, ids, state, masks, for_backward):
+    def _forward(self, ids, state, masks):
         """Fill the layer buffers for ``ids`` (T, B); return the top layer's output (T, B, H) and state."""
         T, B = ids.shape
         if state is None:
@@ -289,7 +284,7 @@ class CharRNN:
                 buf.gates += sp["b"]
             for seq, s in zip(buf.states, state):
                 seq[0] = s[k]
-            self._steps_forward(buf, sp, buf.step_views if for_backward else buf.inference_views)
+            self._steps_forward(buf, sp)
             x = buf.states[0][1:]  # (T, B, H)
             if masks is not None:
                 x = x * masks[k]
@@ -321,10 +316,10 @@ class CharRNN:
                 np.matmul(buffers[k - 1].output.reshape(T * B, H).T, d_xproj, out=grads[f"l{k}.W_xh"])
                 dx = (d_xproj @ p["W_xh"].T).reshape(T, B, H)
 
-    def _steps_forward(self, buf, p, views):
+    def _steps_forward(self, buf, p):
         """The recurrence over all timesteps of one layer: the only per-step work in the forward pass."""
         step, scratch = self.cell.step_forward, buf.scratch
-        buf.caches = [step(gates, prev, p, nxt, extra, scratch) for gates, prev, nxt, extra in views]
+        buf.caches = [step(gates, prev, p, nxt, extra, scratch) for gates, prev, nxt, extra in buf.step_views]
 
     def _steps_backward(self, buf, p, dx):
         """Backpropagation through time in one layer; dx (T, B, H) is the gradient from above."""

@@ -23,8 +23,7 @@ class Stepper:
         self.gates = [np.empty((1, G), dtype) for _ in range(cfg.num_layers)]
         self.current = [tuple(np.array(s[k], dtype) for s in state) for k in range(cfg.num_layers)]
         self.spare = [tuple(np.empty((1, H), dtype) for _ in cell.state_names) for _ in range(cfg.num_layers)]
-        # no backward follows: what only backward reads (an LSTM's gate derivatives) is not kept
-        extra = tuple(None if skip else np.empty((1, w * H), dtype) for w, skip in zip(cell.extra_widths, cell.backward_only))
+        extra = tuple(np.empty((1, w * H), dtype) for w in cell.extra_widths)
         self.extra = [extra] * cfg.num_layers
         self.scratch = [scratch_buffers(cell, 1, H, dtype) for _ in range(cfg.num_layers)]
         self.logits = np.empty((1, cfg.vocab_size), dtype)
