@@ -32,11 +32,11 @@ def child_env():
     return {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
 
 
-def run_charrnn(max_time, extra, eval_every):
+def run_charrnn(max_time, extra, eval_every, seed):
     with tempfile.TemporaryDirectory() as ck:
         cmd = [sys.executable, "-m", "charrnn", "train", CORPUS, "--checkpoint-dir", ck, "--max-time",
-               str(max_time), "--val-frac", "0.1", "--random-seed", "0", "--sample-length", "0", "-q",
-               "--eval-every", str(eval_every), *extra]
+               str(max_time), "--val-frac", "0.1", "--random-seed", str(seed), "--sample-length", "0", "-q",
+               *(["--eval-every", str(eval_every)] if eval_every else []), *extra]
         subprocess.run(cmd, check=True, env=child_env())
         with open(os.path.join(ck, "metrics.jsonl")) as f:
             records = [json.loads(line) for line in f]
@@ -67,7 +67,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--max-time", type=float, default=300)
     ap.add_argument("--report-at", default=None, help="seconds, comma-separated (default: 60,120,...,max)")
-    ap.add_argument("--eval-every", type=int, default=100, help="charrnn steps between validations")
+    ap.add_argument("--eval-every", type=int, default=None,
+                    help="charrnn steps between validations (default: the recipe's, as a user gets it)")
+    ap.add_argument("--random-seed", type=int, default=0)
     ap.add_argument("--no-peers", action="store_true", help="skip the PyTorch anchors")
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("extra", nargs="*", help="options for charrnn train (after --)")
@@ -77,7 +79,7 @@ def main():
     marks = [float(m) for m in args.report_at.split(",")] if args.report_at else sorted(
         {m for m in (60, 120, 300, 900, 1800) if m < args.max_time} | {args.max_time})
     rows = []
-    curve, last = run_charrnn(args.max_time, args.extra, args.eval_every)
+    curve, last = run_charrnn(args.max_time, args.extra, args.eval_every, args.random_seed)
     name = "charrnn " + (" ".join(args.extra) or "default recipe")
     rows.append({"run": name, "curve": curve, "at": at_times(curve, marks), "best": min(v for _, v, _ in curve),
                  "steps": last["step"]})

@@ -36,7 +36,8 @@ def make_corpus(path, megabytes):
 
 def run_train(corpus, checkpoint_dir):
     cmd = [sys.executable, "-m", "charrnn", "train", corpus, "--checkpoint-dir", checkpoint_dir, "--max-steps", "20",
-           "--eval-every", "20", "--val-frac", "0.001", "--sample-length", "0", "-q", "--random-seed", "0"]
+           "--eval-every", "20", "--val-frac", "0.001", "--sample-length", "0", "-q", "--random-seed", "0",
+           "--overwrite"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd)
     _, status, usage = os.wait4(proc.pid, 0)

@@ -158,9 +158,10 @@ def _preset_default(name):
 @click.option("--bytes", "bytes_mode", is_flag=True, help="Every byte a symbol: trains on any file.")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",
               help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
+@click.option("--overwrite", is_flag=True, help="Start afresh even if --checkpoint-dir holds a model (it is replaced).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
-def train(ctx, corpus, preset, resume, quiet, **options):
+def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
     """Train a character model on CORPUS, a text file.
 
     Writes latest.npz, best.npz and metrics.jsonl to --checkpoint-dir.
@@ -182,11 +183,12 @@ def train(ctx, corpus, preset, resume, quiet, **options):
             model_config = None
         else:
             values = preset_options(preset, options)
-            if options["learning_rate"] is None and "optimizer" in {k for k, v in options.items() if v is not None}:
-                values["learning_rate"] = None  # another optimizer: its own tuned rate
+            bundle = preset_options(preset, {})
+            if options["learning_rate"] is None and any(values[k] != bundle[k] for k in ("optimizer", "model")):
+                values["learning_rate"] = None  # another optimizer or cell than the preset's: its own tuned rate
             model_config = ModelConfig(0, **{k: values[k] for k in model_fields})
             config = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
-        result = train_model(corpus, model_config, config, resume=resume, reporter=reporter)
+        result = train_model(corpus, model_config, config, resume=resume, reporter=reporter, overwrite=overwrite)
     if not quiet:
         _print_summary(result)
     if result.interrupted_by is not None:

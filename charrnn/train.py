@@ -166,16 +166,19 @@ class _SignalCatcher:
             signal.signal(sig, handler)
 
 
-def train(corpus_path, model_config, config, resume=None, reporter=None):
+def train(corpus_path, model_config, config, resume=None, reporter=None, overwrite=False):
     """Train a model on ``corpus_path``; return a TrainResult. See the module docstring.
 
     ``model_config.vocab_size`` is taken from the corpus. With ``resume`` (a checkpoint file or
     directory) the model, optimizer state, data position, hidden state and RNG continue exactly.
+    A fresh run refuses a checkpoint directory that already holds a model unless ``overwrite``.
     Raises TrainingError (or CorpusError / CheckpointError) with a one-line reason.
     """
     reporter = reporter or Reporter()
     config.validate()
     _prepare_dir(config.checkpoint_dir)
+    if resume is None:
+        _clear_previous_model(config.checkpoint_dir, overwrite)
     ckpt = load_checkpoint(resume) if resume is not None else None
     corpus = load_corpus(
         corpus_path,
@@ -290,7 +293,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None):
     bad_steps = 0
     stop_reason = None
     good = _snapshot(model, optimizer, pos.step)  # parameters and optimizer state at the last evaluation
-    with _SignalCatcher() as signals, open(metrics_path, "a") as metrics:
+    with _SignalCatcher() as signals, open(metrics_path, "a" if ckpt else "w") as metrics:
         while stop_reason is None:
             if pos.chunk == batches.chunks_per_epoch:
                 pos.epoch, pos.chunk, state = pos.epoch + 1, 0, None
@@ -377,6 +380,19 @@ def _prepare_dir(path):
         raise TrainingError(f"{path}: cannot create the checkpoint directory ({e.strerror})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise TrainingError(f"{path}: the checkpoint directory is not writable")
+
+
+def _clear_previous_model(directory, overwrite):
+    """A fresh run never mixes with an earlier one: refuse its directory, or with ``overwrite`` clear it."""
+    for name in ("latest.npz", "best.npz"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            if not overwrite:
+                raise TrainingError(
+                    f"{directory} already holds a trained model ({name}); use --resume to continue it, "
+                    "--overwrite to start afresh in its place, or another --checkpoint-dir"
+                )
+            os.unlink(path)
 
 
 def _fit_chunk_to_corpus(config, n_train, reporter):

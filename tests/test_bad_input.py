@@ -73,6 +73,7 @@ CASES = [
     ("unknown model", lambda t, s, c: ["train", s, "--model", "transformer"], "--model"),
     ("resume without checkpoint", lambda t, s, c: ["train", s, "--checkpoint-dir", str(t / "new"), "--resume"],
      "no such file"),
+    ("train over a trained model", lambda t, s, c: ["train", s, "--checkpoint-dir", str(c)], "already holds a trained"),
     ("negative temperature", lambda t, s, c: ["sample", str(c), "--temperature", "-1"], "temperature"),
     ("zero length", lambda t, s, c: ["sample", str(c), "--length", "0"], "length"),
     ("seed outside vocabulary", lambda t, s, c: ["sample", str(c), "--seed", "Romeo ☃"], "'☃'"),
@@ -89,7 +90,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,args,message", CASES, ids=[c[0] for c in CASES])
-def test_user_error(tmp_path, small_text, trained, name, args, message):
+def test_user_error(tmp_path, small_text, trained, name, args, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --checkpoint-dir is relative
     (tmp_path / "emptydir").mkdir()
     before = {p: (trained / p).read_bytes() for p in os.listdir(trained)}
     result = CliRunner().invoke(main, args(tmp_path, small_text, trained))

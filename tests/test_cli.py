@@ -118,3 +118,17 @@ def test_halving_schedule_halves_then_stops(tmp_path, small_text):
     assert "converged" in result.output
     rates = [json.loads(line)["learning_rate"] for line in open(os.path.join(ck, "metrics.jsonl"))]
     assert rates[0] == pytest.approx(1e-7) and rates[-1] == pytest.approx(0.5e-7)
+
+
+def test_a_fresh_run_never_mixes_with_an_earlier_one(tmp_path, small_text):
+    ck = str(tmp_path / "ck")
+    assert run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "20", *TINY]).exit_code == 0
+    again = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", ck, "--max-steps", "20", *TINY])
+    assert again.exit_code == 1 and "--overwrite" in again.stderr
+    assert load_checkpoint(ck).meta["step"] == 20  # untouched
+    fresh = run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "10", "--overwrite", *TINY])
+    assert fresh.exit_code == 0, fresh.output
+    assert load_checkpoint(os.path.join(ck, "latest.npz")).meta["step"] == 10
+    assert not os.path.exists(os.path.join(ck, "best.npz")) or load_checkpoint(os.path.join(ck, "best.npz")).meta["step"] <= 10
+    steps = [json.loads(line)["step"] for line in open(os.path.join(ck, "metrics.jsonl"))]
+    assert steps == sorted(steps) and steps[-1] == 10  # the earlier run's records are gone
