@@ -434,7 +434,7 @@ TRAIN_CONFIGS = [
     ("lstm", 512, 2, 64, 100),
     ("gru", 512, 2, 64, 100),
     ("rnn", 512, 2, 64, 100),
-    ("gru", 512, 1, 32, 100),  # charrnn's default recipe
+    ("gru", 512, 2, 32, 100),  # charrnn's default recipe
 ]
 SAMPLE_CONFIGS = [
     # (hidden, layers, mode)

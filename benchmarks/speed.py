@@ -81,6 +81,26 @@ def charrnn_train(cell, hidden, layers, batch, seq, seconds, optimizer="adam", d
     }
 
 
+def products_floor(hidden, layers, seconds):
+    """chars/s if sampling did nothing but the matrix-vector products one character needs, in float32:
+    each layer's h @ W_hh (H x 4H), each upper layer's x @ W_xh, and the output layer. What no
+    sampler on numpy's BLAS can beat."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    mats = [rng.standard_normal((hidden, 4 * hidden)).astype(np.float32) for _ in range(2 * layers - 1)]
+    mats.append(rng.standard_normal((hidden, VOCAB)).astype(np.float32))
+    x = rng.standard_normal((1, hidden)).astype(np.float32)
+    outs = [np.empty((1, m.shape[1]), np.float32) for m in mats]
+    total, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(100):
+            for m, out in zip(mats, outs):
+                np.matmul(x, m, out=out)
+        total += 100
+    return {"chars_per_sec": total / (time.perf_counter() - start), "peak_rss_mb": peak_rss_mb()}
+
+
 def charrnn_sample(hidden, layers, seconds):
     """chars/s of charrnn's generate() at batch 1, temperature 1."""
     import numpy as np
@@ -112,6 +132,8 @@ def worker(args):
         return charrnn_train("rnn", 100, 1, 1, 25, seconds, optimizer="adagrad", dtype=rest[0])
     if kind == "charrnn-sample":
         return charrnn_sample(int(rest[0]), int(rest[1]), seconds)
+    if kind == "products-floor":
+        return products_floor(int(rest[0]), int(rest[1]), seconds)
     import peers
 
     if kind == "torch-train":
@@ -146,12 +168,24 @@ def best_of(repeat, kinds, seconds):
     return best
 
 
+def markdown_table(rows):
+    lines = ["| what | configuration | charrnn chars/s | peer chars/s | ratio | peak RSS charrnn / peer | peer |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        peer = f"{r['peer']:,.0f}" if r["peer"] else "–"
+        ratio = f"**{r['ratio']:.2f}×**" if r["ratio"] else "–"
+        rss = f"{r['charrnn_peak_rss_mb']:.0f} / {r['peer_peak_rss_mb']:.0f} MB" if r["peer_peak_rss_mb"] else "–"
+        lines.append(f"| {r['what']} | {r['config']} | {r['charrnn']:,.0f} | {peer} | {ratio} | {rss} | {r['peer_name']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=6.0, help="timed seconds per measurement")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs of each figure")
     ap.add_argument("--only", choices=["train", "sample", "seed"], action="append")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    ap.add_argument("--markdown", action="store_true", help="also print the table in Markdown (as in the README)")
     args = ap.parse_args(argv)
     import peers
 
@@ -192,7 +226,7 @@ def main(argv=None):
         row("train", "seed, float64 both", best["f64"], best["peer"], peer_name)
     if "sample" in only:
         for h, l in SAMPLE_CONFIGS:
-            kinds = {"ours": ("charrnn-sample", (h, l))}
+            kinds = {"ours": ("charrnn-sample", (h, l)), "floor": ("products-floor", (h, l))}
             if have_torch:
                 kinds["lstm"] = ("torch-sample", (h, l, "lstm"))
                 kinds["lstmcell"] = ("torch-sample", (h, l, "lstmcell"))
@@ -200,6 +234,10 @@ def main(argv=None):
             peer_name = max(("lstm", "lstmcell"), key=lambda k: best[k]["chars_per_sec"]) if have_torch else None
             row("sample", f"lstm H={h} L={l} B=1", best["ours"], best.get(peer_name),
                 f"torch nn.{'LSTMCell' if peer_name == 'lstmcell' else 'LSTM'} loop (the faster)" if peer_name else "-")
+            row("bound", f"lstm H={h} L={l}: products alone", best["floor"], best.get(peer_name),
+                "numpy's matrix-vector products of one character, nothing else")
+    if args.markdown:
+        print(markdown_table(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -82,10 +82,14 @@ def text_to_codes(text, bytes_mode):
     return np.frombuffer(text.encode("utf-32-le"), np.uint32)
 
 
-def read_codes(path, encoding="utf-8", bytes_mode=False, chunk_bytes=CHUNK_BYTES):
+TRAINING_HINT = "use --bytes to train on raw bytes, or --encoding to name its encoding"
+
+
+def read_codes(path, encoding="utf-8", bytes_mode=False, chunk_bytes=CHUNK_BYTES, hint=TRAINING_HINT):
     """Yield the file's code points (or bytes) as uint32 arrays, a chunk at a time.
 
-    A UTF-8 byte-order mark is not part of the text; line endings are kept as they are.
+    A UTF-8 byte-order mark is not part of the text; line endings are kept as they are. Text that
+    does not decode raises CorpusError naming the byte offset, followed by ``hint``.
     """
     if bytes_mode:
         with open(path, "rb") as f:
@@ -102,10 +106,7 @@ def read_codes(path, encoding="utf-8", bytes_mode=False, chunk_bytes=CHUNK_BYTES
             try:
                 text = decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as e:
-                raise CorpusError(
-                    f"{path}: not valid {encoding} at byte {offset - pending + e.start}; "
-                    "use --bytes to train on raw bytes, or --encoding to name its encoding"
-                ) from None
+                raise CorpusError(f"{path}: not valid {encoding} at byte {offset - pending + e.start}; {hint}") from None
             if text:
                 yield np.frombuffer(text.encode("utf-32-le"), np.uint32)
             if not chunk:

@@ -123,7 +123,7 @@ def evaluate_file(model, vocab, path, seq_length=512):
     """
     scorer = _Scorer(model, vocab, seq_length)
     total, count, oov = 0.0, 0, Counter()
-    for codes in read_codes(path, vocab.encoding, vocab.bytes_mode):
+    for codes in read_codes(path, vocab.encoding, vocab.bytes_mode, hint=_decode_hint(vocab)):
         nlls, line_oov = scorer.score(codes)
         total += float(nlls.sum())
         count += len(nlls)
@@ -158,7 +158,7 @@ def score_lines(model, vocab, path, reset_per_line=False):
 def iter_lines(path, vocab):
     """The file's lines as code point (or byte) arrays, each with its newline."""
     pending = []
-    for codes in read_codes(path, vocab.encoding, vocab.bytes_mode):
+    for codes in read_codes(path, vocab.encoding, vocab.bytes_mode, hint=_decode_hint(vocab)):
         ends = np.flatnonzero(codes == ord("\n")) + 1
         start = 0
         for end in ends:
@@ -168,3 +168,7 @@ def iter_lines(path, vocab):
             pending.append(codes[start:])
     if pending:
         yield np.concatenate(pending)
+
+
+def _decode_hint(vocab):
+    return f"this model reads {vocab.encoding} text (a model trained with --bytes reads any file)"

@@ -30,9 +30,9 @@ class ModelConfig:
     vocab_size: int
     model: str = "gru"
     hidden_size: int = 512
-    num_layers: int = 1
+    num_layers: int = 2
     activation: str = "tanh"
-    dropout: float = 0.0
+    dropout: float = 0.2
     dtype: str = "float32"
 
     def validate(self):

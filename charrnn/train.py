@@ -27,7 +27,7 @@ from .sample import generate
 from .schedule import SCHEDULES, budget_progress, halving_decision, learning_rate
 
 DEFAULT_LEARNING_RATES = {
-    "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 5e-3},
+    "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3},
     "rmsprop": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3},
     "adagrad": {"rnn": 0.1, "lstm": 0.1, "gru": 0.1},
     "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0},
@@ -47,7 +47,7 @@ class TrainConfig:
     batch_size: int = 32
     seq_length: int = 100
     optimizer: str = "adam"
-    learning_rate: float | None = 5e-3  # None: DEFAULT_LEARNING_RATES for the optimizer and model
+    learning_rate: float | None = 3e-3  # None: DEFAULT_LEARNING_RATES for the optimizer and model
     lr_schedule: str = "cosine"
     lr_decay: float = 0.97  # for the exponential schedule
     lr_decay_after: int = 10  # epochs

@@ -86,6 +86,11 @@ CASES = [
     ("foreign npz", lambda t, s, c: ["sample", corrupt_checkpoint(t, c, "foreign")], "not a charrnn checkpoint"),
     ("pickled arrays", lambda t, s, c: ["sample", corrupt_checkpoint(t, c, "pickled")], "pickled"),
     ("eval missing file", lambda t, s, c: ["eval", str(c), str(t / "nope.txt")], "does not exist"),
+    ("eval empty file", lambda t, s, c: ["eval", str(c), write(t / "none.txt", "")], "nothing to score"),
+    ("eval only unknown characters", lambda t, s, c: ["eval", str(c), write(t / "cjk.txt", "汉字汉字")],
+     "all 4 of its characters are outside the vocabulary"),
+    ("eval invalid utf-8", lambda t, s, c: ["eval", str(c), write(t / "bad.txt", b"ab\xffcd", "wb")],
+     "not valid utf-8 at byte 2; this model reads utf-8 text"),
 ]
 
 

@@ -76,12 +76,14 @@ def test_sigkill_at_any_moment_leaves_a_loadable_latest_checkpoint(tmp_path, sma
            "0.01", "-q", "--random-seed", "0"]
     rng = np.random.default_rng(0)
     steps = []
+    metrics = ck / "metrics.jsonl"
     for attempt in range(4):
+        records = metrics.read_text().count("\n") if attempt else 0
         proc = subprocess.Popen(cmd + (["--resume"] if attempt else []))
-        deadline = time.time() + 60
-        while not (ck / "latest.npz").exists() and time.time() < deadline:
+        deadline = time.time() + 60  # wait for this run's first checkpoint, then kill it at a random moment
+        while (not metrics.exists() or metrics.read_text().count("\n") <= records) and time.time() < deadline:
             time.sleep(0.02)
-        time.sleep(float(rng.uniform(0.05, 0.6)))
+        time.sleep(float(rng.uniform(0.0, 0.4)))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         steps.append(load_checkpoint(str(ck / "latest.npz")).meta["step"])

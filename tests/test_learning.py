@@ -18,11 +18,12 @@ def test_unigram_entropy_is_what_the_bound_assumes(tinyshakespeare, tmp_path):
 
 
 def test_small_lstm_learns_tinyshakespeare(tinyshakespeare, tmp_path):
-    """300 steps of a 128-unit LSTM (Adagrad, the default): measured 2.07 nats/char; bound 2.5."""
+    """300 steps of a 128-unit LSTM (Adam 3e-3, cosine): measured 2.04 nats/char (seed 0); bound 2.5."""
     result = train(
         tinyshakespeare,
-        ModelConfig(0, "lstm", hidden_size=128, num_layers=1),
+        ModelConfig(0, "lstm", hidden_size=128, num_layers=1, dropout=0.0),
         TrainConfig(batch_size=32, seq_length=64, max_steps=300, eval_every=150, sample_length=0,
+                    optimizer="adam", learning_rate=3e-3, lr_schedule="cosine",
                     checkpoint_dir=str(tmp_path), random_seed=0, max_time=None),
     )
     assert result.step == 300
