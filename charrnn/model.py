@@ -144,14 +144,16 @@ def log_softmax(logits):
 
 
 class _LayerBuffers:
-    """What one layer keeps for one (T, B) chunk: gate caches, state sequences, scratch."""
+    """What one layer keeps for chunks of up to ``capacity`` timesteps at batch B: gate caches,
+    state sequences, scratch. A chunk of T <= capacity steps uses the first T of each."""
 
-    def __init__(self, cell, T, B, H, dtype):
+    def __init__(self, cell, capacity, B, H, dtype, d_hproj=None):
         G = cell.n_gates * H
-        self.gates = np.empty((T, B, G), dtype)  # x_proj -> activated gates -> d(x_proj)
-        self.states = tuple(np.empty((T + 1, B, H), dtype) for _ in cell.state_names)
-        self.extra = tuple(np.empty((T, B, w * H), dtype) for w in cell.extra_widths)
-        self.d_hproj = np.empty((T, B, G), dtype) if cell.separate_hproj_grad else self.gates
+        self.capacity = capacity
+        self.gates = np.empty((capacity, B, G), dtype)  # x_proj -> activated gates -> d(x_proj)
+        self.states = tuple(np.empty((capacity + 1, B, H), dtype) for _ in cell.state_names)
+        self.extra = tuple(np.empty((capacity, B, w * H), dtype) for w in cell.extra_widths)
+        self.d_hproj = self.gates if d_hproj is None else d_hproj  # (capacity, B, G); shared by the layers
         self.scratch = scratch_buffers(cell, B, H, dtype)
         self.d_state = tuple(np.empty((B, H), dtype) for _ in cell.state_names)
         self.dh = np.empty((B, H), dtype)
@@ -165,7 +167,7 @@ class _LayerBuffers:
                 tuple(seq[t + 1] for seq in self.states),
                 tuple(e[t] for e in self.extra),
             )
-            for t in range(T)
+            for t in range(capacity)
         ]
         self.d_hproj_views = list(self.d_hproj)
 
@@ -184,7 +186,7 @@ class CharRNN:
             params = init_params(config, rng if rng is not None else np.random.default_rng())
         check_params(params, self.shapes, config.dtype)
         self.params = Packed(self.shapes, config.dtype, params)  # views into self.params.flat
-        self._buffers = None  # (T, B) -> list of _LayerBuffers, reused across chunks
+        self._buffers = {}  # B -> list of _LayerBuffers (one per layer), reused across chunks
 
     @property
     def dtype(self):
@@ -194,15 +196,13 @@ class CharRNN:
         return self.params.flat.size
 
     def activation_bytes(self):
-        """Bytes held for the last (T, B) chunk's forward and backward (the layers' caches)."""
-        if self._buffers is None:
-            return 0
-        arrays = []
-        for buf in self._buffers[1]:
-            arrays += [buf.gates, *buf.states, *buf.extra]
-            if buf.d_hproj is not buf.gates:
-                arrays.append(buf.d_hproj)
-        return sum(a.nbytes for a in arrays)
+        """Bytes held for forward and backward passes (the layers' caches, for every batch size seen)."""
+        arrays = {}
+        for layers in self._buffers.values():
+            for buf in layers:
+                for a in (buf.gates, *buf.states, *buf.extra, buf.d_hproj):
+                    arrays[id(a)] = a
+        return sum(a.nbytes for a in arrays.values())
 
     def initial_state(self, batch_size):
         """Zeros: a tuple of (num_layers, B, H) arrays."""
@@ -259,13 +259,15 @@ class CharRNN:
         return {name[len(prefix) :]: value for name, value in self.params.items() if name.startswith(prefix)}
 
     def _layer_buffers(self, T, B):
-        if self._buffers is None or self._buffers[0] != (T, B):
-            layers = [
-                _LayerBuffers(self.cell, T, B, self.config.hidden_size, self.dtype)
-                for _ in range(self.config.num_layers)
-            ]
-            self._buffers = ((T, B), layers)
-        return self._buffers[1]
+        """The layers' buffers for batch B, holding at least T timesteps."""
+        layers = self._buffers.get(B)
+        if layers is None or layers[0].capacity < T:
+            H, G = self.config.hidden_size, self.cell.n_gates * self.config.hidden_size
+            # backward goes one layer at a time, so the layers can share one d(h_proj) buffer
+            d_hproj = np.empty((T, B, G), self.dtype) if self.cell.separate_hproj_grad else None
+            layers = [_LayerBuffers(self.cell, T, B, H, self.dtype, d_hproj) for _ in range(self.config.num_layers)]
+            self._buffers[B] = layers
+        return layers
 
     def _forward(self, ids, state, masks):
         """Fill the layer buffers for ``ids`` (T, B); return the top layer's output (T, B, H) and state."""
@@ -276,16 +278,17 @@ class CharRNN:
         x = None  # the layer's input, (T, B, H) for layers above the first
         for k, buf in enumerate(buffers):
             sp = buf.step_params = self.step_weights(k)
-            G = buf.gates.shape[2]
-            if k == 0:  # the one-hot input as a lookup, bias included: (T, B, G)
-                np.take(sp["W_xh"] + sp["b"], ids, axis=0, out=buf.gates, mode="clip")
+            gates = buf.gates[:T]  # (T, B, G)
+            G = gates.shape[2]
+            if k == 0:  # the one-hot input as a lookup, bias included
+                np.take(sp["W_xh"] + sp["b"], ids, axis=0, out=gates, mode="clip")
             else:
-                np.matmul(x.reshape(T * B, -1), sp["W_xh"], out=buf.gates.reshape(T * B, G))
-                buf.gates += sp["b"]
+                np.matmul(x.reshape(T * B, -1), sp["W_xh"], out=gates.reshape(T * B, G))
+                gates += sp["b"]
             for seq, s in zip(buf.states, state):
                 seq[0] = s[k]
-            self._steps_forward(buf, sp)
-            x = buf.states[0][1:]  # (T, B, H)
+            self._steps_forward(buf, sp, T)
+            x = buf.states[0][1 : T + 1]  # (T, B, H)
             if masks is not None:
                 x = x * masks[k]
             buf.output = x
@@ -304,22 +307,23 @@ class CharRNN:
             if masks is not None:
                 dx = dx * masks[k]
             self._steps_backward(buf, buf.step_params, dx)
-            d_xproj = buf.gates.reshape(T * B, G)  # (T·B, G)
+            d_xproj = buf.gates[:T].reshape(T * B, G)  # (T·B, G)
+            d_hproj = buf.d_hproj[:T].reshape(T * B, G)  # (T·B, G)
             h_prev = buf.states[0][:T].reshape(T * B, H)  # (T·B, H)
-            np.matmul(h_prev.T, buf.d_hproj.reshape(T * B, G), out=grads[f"l{k}.W_hh"])
+            np.matmul(h_prev.T, d_hproj, out=grads[f"l{k}.W_hh"])
             np.add.reduce(d_xproj, axis=0, out=grads[f"l{k}.b"])
             if "b_hn" in p:
-                np.add.reduce(buf.d_hproj.reshape(T * B, G)[:, 2 * H :], axis=0, out=grads[f"l{k}.b_hn"])
+                np.add.reduce(d_hproj[:, 2 * H :], axis=0, out=grads[f"l{k}.b_hn"])
             if k == 0:
                 scatter_rows(ids.reshape(-1), d_xproj, out=grads["l0.W_xh"])
             else:
                 np.matmul(buffers[k - 1].output.reshape(T * B, H).T, d_xproj, out=grads[f"l{k}.W_xh"])
                 dx = (d_xproj @ p["W_xh"].T).reshape(T, B, H)
 
-    def _steps_forward(self, buf, p):
-        """The recurrence over all timesteps of one layer: the only per-step work in the forward pass."""
+    def _steps_forward(self, buf, p, T):
+        """The recurrence over T timesteps of one layer: the only per-step work in the forward pass."""
         step, scratch = self.cell.step_forward, buf.scratch
-        buf.caches = [step(gates, prev, p, nxt, extra, scratch) for gates, prev, nxt, extra in buf.step_views]
+        buf.caches = [step(gates, prev, p, nxt, extra, scratch) for gates, prev, nxt, extra in buf.step_views[:T]]
 
     def _steps_backward(self, buf, p, dx):
         """Backpropagation through time in one layer; dx (T, B, H) is the gradient from above."""

@@ -25,6 +25,7 @@ PRESETS = {
         "hidden_size": 100,
         "num_layers": 1,
         "activation": "tanh",
+        "dropout": 0.0,
         "batch_size": 1,
         "seq_length": 25,
         "optimizer": "adagrad",

@@ -29,7 +29,7 @@ from .schedule import SCHEDULES, budget_progress, halving_decision, learning_rat
 DEFAULT_LEARNING_RATES = {
     "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3},
     "rmsprop": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3},
-    "adagrad": {"rnn": 0.1, "lstm": 0.1, "gru": 0.1},
+    "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03},  # README: "Choosing the defaults"
     "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0},
 }
 MAX_BAD_STEPS = 5
@@ -252,7 +252,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         """Validate, checkpoint, preview; return a reason to stop (halving rule, patience) or None."""
         stop = None
         if len(val_ids) > 1:
-            nll, n = streams_nll(model, val_ids, config.batch_size, 256)
+            nll, n = streams_nll(model, val_ids, config.batch_size, config.seq_length)  # reuses the training buffers
             previous, pos.last_val_loss = pos.last_val_loss, nll / n
             if pos.best_val_loss is None or pos.last_val_loss < pos.best_val_loss:
                 pos.best_val_loss, pos.evals_since_best = pos.last_val_loss, 0

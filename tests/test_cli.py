@@ -105,6 +105,7 @@ def test_preset_sets_options_and_explicit_flags_win(tmp_path, small_text):
     assert result.exit_code == 0, result.output
     meta = load_checkpoint(ck).meta
     assert meta["model"]["model"] == "rnn" and meta["model"]["hidden_size"] == 24  # the flag beats the preset
+    assert meta["model"]["num_layers"] == 1 and meta["model"]["dropout"] == 0.0  # not the default recipe's
     assert meta["train"]["batch_size"] == 1 and meta["train"]["seq_length"] == 25
     assert meta["train"]["optimizer"] == "adagrad" and meta["train"]["learning_rate"] == 0.1
 

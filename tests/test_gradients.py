@@ -130,3 +130,15 @@ def test_forward_matches_loss_and_state_carry():
     for a, b in zip(state, state_whole):
         np.testing.assert_allclose(a, b, atol=1e-12)
     assert state_whole[0].shape == (2, 3, 6) and len(state_whole) == 2
+
+
+def test_shorter_chunks_reuse_the_buffers_exactly():
+    """A chunk shorter than an earlier one runs in a prefix of its buffers: same loss and gradients."""
+    config = ModelConfig(vocab_size=7, model="gru", hidden_size=6, num_layers=2, dtype="float64")
+    used, fresh = CharRNN(config, rng=np.random.default_rng(4)), CharRNN(config, rng=np.random.default_rng(4))
+    rng = np.random.default_rng(6)
+    used.loss_and_grads(rng.integers(0, 7, (12, 3)), rng.integers(0, 7, (12, 3)))
+    inputs, targets = rng.integers(0, 7, (5, 3)), rng.integers(0, 7, (5, 3))
+    a, b = used.loss_and_grads(inputs, targets), fresh.loss_and_grads(inputs, targets)
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[1].flat, b[1].flat)
