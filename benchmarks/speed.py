@@ -37,48 +37,75 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def process_peak_rss_mb(pid):
+    """A process's peak resident memory (Linux: VmHWM in /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def charrnn_train(cell, hidden, layers, batch, seq, seconds, optimizer="adam", dtype="float32"):
-    """chars/s of charrnn's training step (forward, backward, clipped update) on tinyshakespeare ids."""
+    """chars/s of charrnn's training step (forward, backward, clipped update) on tinyshakespeare ids,
+    computed as ``charrnn train`` does: on its default number of worker processes."""
     import numpy as np
 
     from charrnn.data import StreamBatches
     from charrnn.model import CharRNN, ModelConfig
     from charrnn.optim import make_optimizer
+    from charrnn.parallel import default_workers, make_engine
     from peers import _token_ids
 
     baseline = peak_rss_mb()
     ids, _ = _token_ids(VOCAB, 2_000_000 if batch > 1 else 200_000)
-    config = ModelConfig(VOCAB, cell, hidden, layers, dtype=dtype)
+    config = ModelConfig(VOCAB, cell, hidden, layers, dtype=dtype, dropout=0.0)
     model = CharRNN(config, rng=np.random.default_rng(0))
     lr = {"adam": 2e-3, "adagrad": 0.1}[optimizer]
-    opt = make_optimizer(optimizer, model.params, lr, grad_clip=5.0)
     batches = StreamBatches(ids, batch, seq)
     state, chunk, steps = None, 0, 0
+    with make_engine(model, batch, seq, default_workers(batch)) as engine:
+        opt = make_optimizer(optimizer, model.params, lr, grad_clip=5.0)
 
-    def step():
-        nonlocal state, chunk
-        inputs, targets = batches.chunk(chunk % batches.chunks_per_epoch)
-        _, grads, state = model.loss_and_grads(inputs, targets, state)
-        opt.step(model.params, grads)
-        chunk += 1
+        def step():
+            nonlocal state, chunk
+            inputs, targets = batches.chunk(chunk % batches.chunks_per_epoch)
+            _, grads, state = engine.loss_and_grads(inputs, targets, state)
+            opt.step(model.params, grads)
+            chunk += 1
 
-    for _ in range(2):
-        step()
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        step()
-        steps += 1
-    elapsed = time.perf_counter() - start
+        for _ in range(2):
+            step()
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            step()
+            steps += 1
+        elapsed = time.perf_counter() - start
+        worker_pids = [proc.pid for proc in getattr(engine, "procs", [])]
+        workers_rss = sum(process_peak_rss_mb(pid) for pid in worker_pids)
+    peak_rss = peak_rss_mb() + workers_rss
     params = sum(p.nbytes for p in model.params.values())
     opt_state = sum(v.nbytes for v in opt.state.values())
     return {
         "chars_per_sec": steps * batch * seq / elapsed,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss,
+        "workers": max(1, len(worker_pids)),
         "python_numpy_rss_mb": baseline,
         "params_mb": params / 2**20,
         "optimizer_mb": opt_state / 2**20,
-        "activations_mb": model.activation_bytes() / 2**20,
+        "activations_mb": _activation_bytes(config, batch, seq) / 2**20,
     }
+
+
+def _activation_bytes(config, batch, seq):
+    """What the layers keep for one (T, B) chunk, summed over the workers (buffers are allocated, not touched)."""
+    import numpy as np
+
+    from charrnn.model import CharRNN
+
+    model = CharRNN(config, rng=np.random.default_rng(0))
+    model._layer_buffers(seq, batch)
+    return model.activation_bytes()
 
 
 def products_floor(hidden, layers, seconds):

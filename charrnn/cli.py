@@ -68,7 +68,8 @@ class ConsoleReporter(Reporter):
         self.write(
             f"training {info['params']:,} parameters on {info['train_chars']:,} characters "
             f"(vocabulary {info['vocab']}, {info['chunks_per_epoch']:,} steps per epoch, "
-            f"validation {info['val_chars']:,}, random seed {info['seed']})"
+            f"validation {info['val_chars']:,}, random seed {info['seed']}"
+            + (f", {info['workers']} worker processes)" if info.get("workers", 1) > 1 else ")")
         )
         if self.interactive and not self.quiet:
             # the bar follows whichever limit is set: steps, else seconds (so its ETA is right)
@@ -159,6 +160,9 @@ def _preset_default(name):
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",
               help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
 @click.option("--overwrite", is_flag=True, help="Start afresh even if --checkpoint-dir holds a model (it is replaced).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes that compute each step, a share of the streams each. [default: one per CPU, "
+              "at least 8 streams each]")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
 def train(ctx, corpus, preset, resume, overwrite, quiet, **options):

@@ -56,11 +56,12 @@ def chunk_nll(model, inputs, targets, state):
     return float(nlls.sum()), state
 
 
-def streams_nll(model, ids, batch_size, seq_length):
+def streams_nll(model, ids, batch_size, seq_length, engine=None):
     """Summed -log p over ids[1:] given what precedes each, in B contiguous streams, state carried.
 
     The streams cover ids[0 : B·L + 1]; the remainder continues the last stream, so every
-    character after the first is scored once. Returns (total nats, characters scored).
+    character after the first is scored once. ``engine`` (parallel.py) scores the B streams on its
+    workers. Returns (total nats, characters scored).
     """
     n = len(ids) - 1
     if n <= 0:
@@ -72,7 +73,10 @@ def streams_nll(model, ids, batch_size, seq_length):
     for j in range(0, L, seq_length):
         t = min(seq_length, L - j)
         window = np.asarray(ids[starts[:, None] + j + np.arange(t + 1)], dtype=np.intp).T  # (t+1, B)
-        nll, state = chunk_nll(model, window[:-1], window[1:], state)
+        if engine is None:
+            nll, state = chunk_nll(model, window[:-1], window[1:], state)
+        else:
+            nll, state = engine.chunk_nll(window[:-1], window[1:], state)
         total += nll
     tail = np.asarray(ids[B * L :], dtype=np.intp)
     if len(tail) > 1:

@@ -217,11 +217,12 @@ class CharRNN:
         logits = top.reshape(T * B, -1) @ self.params["W_hy"] + self.params["b_y"]
         return logits.reshape(T, B, -1), state
 
-    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None):
+    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, out=None):
         """Mean cross-entropy of predicting ``targets`` from ``inputs`` (both (T, B)), by truncated BPTT.
 
-        Returns (loss, grads, final_state); grads is a ``Packed`` dict keyed like ``params``. No
-        gradient flows into the initial state. ``dropout_rng`` (a numpy Generator) switches dropout on.
+        Returns (loss, grads, final_state); grads is a ``Packed`` dict keyed like ``params`` (``out``,
+        if given: every element is overwritten). No gradient flows into the initial state.
+        ``dropout_rng`` (a numpy Generator) switches dropout on.
         """
         inputs, targets = np.asarray(inputs), np.asarray(targets)
         T, B = inputs.shape
@@ -237,7 +238,7 @@ class CharRNN:
         top2d = top.reshape(T * B, H)  # (T·B, H)
         logits = top2d @ self.params["W_hy"] + self.params["b_y"]
         loss, dlogits = softmax_cross_entropy(logits, targets.reshape(-1))
-        grads = Packed(self.shapes, self.dtype)
+        grads = Packed(self.shapes, self.dtype) if out is None else out
         np.matmul(top2d.T, dlogits, out=grads["W_hy"])
         np.add.reduce(dlogits, axis=0, out=grads["b_y"])
         d_top = (dlogits @ self.params["W_hy"].T).reshape(T, B, H)

@@ -18,9 +18,15 @@ import numpy as np
 class Packed(dict):
     """A dict of named arrays, each a view into the contiguous vector ``self.flat``."""
 
-    def __init__(self, shapes, dtype, values=None):
+    def __init__(self, shapes, dtype, values=None, flat=None):
+        """``flat``: an existing (N,) vector of ``dtype`` to lay the arrays over (shared memory, say);
+        by default a new one of zeros."""
         sizes = [math.prod(shape) for shape in shapes.values()]
-        self.flat = np.zeros(sum(sizes), dtype)  # (N,)
+        if flat is None:
+            flat = np.zeros(sum(sizes), dtype)
+        elif flat.shape != (sum(sizes),) or flat.dtype != np.dtype(dtype):
+            raise ValueError(f"flat vector is {flat.dtype}{flat.shape}, expected {np.dtype(dtype)}({sum(sizes)},)")
+        self.flat = flat  # (N,)
         offset = 0
         for (name, shape), size in zip(shapes.items(), sizes):
             self[name] = self.flat[offset : offset + size].reshape(shape)

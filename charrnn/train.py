@@ -23,6 +23,7 @@ from .data import CorpusError, StreamBatches, load_corpus
 from .evaluate import streams_nll
 from .model import CharRNN, ModelConfig
 from .optim import OPTIMIZERS, make_optimizer
+from .parallel import WorkerError, default_workers, make_engine
 from .sample import generate
 from .schedule import SCHEDULES, budget_progress, halving_decision, learning_rate
 
@@ -65,10 +66,13 @@ class TrainConfig:
     sample_length: int = 200
     encoding: str = "utf-8"
     bytes_mode: bool = False
+    workers: int | None = None  # processes computing each step (parallel.py); None: one per CPU, as the batch allows
 
     def validate(self):
         positive = {"batch_size": self.batch_size, "seq_length": self.seq_length, "eval_every": self.eval_every}
         positive["log_every"] = self.log_every
+        if self.workers is not None:
+            positive["workers"] = self.workers
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {value}")
@@ -252,7 +256,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         """Validate, checkpoint, preview; return a reason to stop (halving rule, patience) or None."""
         stop = None
         if len(val_ids) > 1:
-            nll, n = streams_nll(model, val_ids, config.batch_size, config.seq_length)  # reuses the training buffers
+            nll, n = streams_nll(model, val_ids, config.batch_size, config.seq_length, engine)
             previous, pos.last_val_loss = pos.last_val_loss, nll / n
             if pos.best_val_loss is None or pos.last_val_loss < pos.best_val_loss:
                 pos.best_val_loss, pos.evals_since_best = pos.last_val_loss, 0
@@ -275,6 +279,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         return stop
 
     total_steps = _total_steps(config, batches.chunks_per_epoch)
+    engine = _start_engine(model, config, reporter)
     reporter.start(
         total_steps,
         {
@@ -285,6 +290,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
             "chunks_per_epoch": batches.chunks_per_epoch,
             "seed": config.random_seed,
             "max_time": config.max_time,
+            "workers": engine.workers,
         },
     )
     start = time.perf_counter()
@@ -293,63 +299,67 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     bad_steps = 0
     stop_reason = None
     good = _snapshot(model, optimizer, pos.step)  # parameters and optimizer state at the last evaluation
-    with _SignalCatcher() as signals, open(metrics_path, "a" if ckpt else "w") as metrics:
-        while stop_reason is None:
-            if pos.chunk == batches.chunks_per_epoch:
-                pos.epoch, pos.chunk, state = pos.epoch + 1, 0, None
-            inputs, targets = batches.chunk(pos.chunk)
-            epoch_now = pos.epoch + pos.chunk / batches.chunks_per_epoch
-            progress = budget_progress(config, pos.step, epoch_now, time.perf_counter() - start)
-            optimizer.learning_rate = learning_rate(config, base_lr, pos.lr_scale, progress, epoch_now)
-            loss, grads, new_state = model.loss_and_grads(inputs, targets, state, dropout_rng=rng)
-            if not (math.isfinite(loss) and np.isfinite(grads.flat).all()):
-                # never apply it: go back to the last evaluated parameters with half the learning rate
-                bad_steps += 1
-                model.params.flat[...] = good["params"]
-                optimizer.load_state(good["optimizer"])
-                if bad_steps > MAX_BAD_STEPS:
-                    checkpoint("latest.npz", None)
-                    raise TrainingError(
-                        f"loss or gradient was not finite {bad_steps} times in a row, down to learning rate "
-                        f"{optimizer.learning_rate:.3g}; stopped, with the model of step {good['step']} in latest.npz"
+    with engine, _SignalCatcher() as signals, open(metrics_path, "a" if ckpt else "w") as metrics:
+        try:
+            while stop_reason is None:
+                if pos.chunk == batches.chunks_per_epoch:
+                    pos.epoch, pos.chunk, state = pos.epoch + 1, 0, None
+                inputs, targets = batches.chunk(pos.chunk)
+                epoch_now = pos.epoch + pos.chunk / batches.chunks_per_epoch
+                progress = budget_progress(config, pos.step, epoch_now, time.perf_counter() - start)
+                optimizer.learning_rate = learning_rate(config, base_lr, pos.lr_scale, progress, epoch_now)
+                loss, grads, new_state = engine.loss_and_grads(inputs, targets, state, dropout_rng=rng)
+                if not (math.isfinite(loss) and np.isfinite(grads.flat).all()):
+                    # never apply it: go back to the last evaluated parameters with half the learning rate
+                    bad_steps += 1
+                    model.params.flat[...] = good["params"]
+                    optimizer.load_state(good["optimizer"])
+                    if bad_steps > MAX_BAD_STEPS:
+                        checkpoint("latest.npz", None)
+                        raise TrainingError(
+                            f"loss or gradient was not finite {bad_steps} times in a row, down to learning rate "
+                            f"{optimizer.learning_rate:.3g}; stopped, with the model of step {good['step']} in latest.npz"
+                        )
+                    pos.lr_scale /= 2
+                    state = None
+                    reporter.message(
+                        f"warning: non-finite loss at step {pos.step}; restored the parameters of step {good['step']} "
+                        f"and halved the learning rate to {optimizer.learning_rate / 2:.3g}"
                     )
-                pos.lr_scale /= 2
-                state = None
-                reporter.message(
-                    f"warning: non-finite loss at step {pos.step}; restored the parameters of step {good['step']} "
-                    f"and halved the learning rate to {optimizer.learning_rate / 2:.3g}"
-                )
-                continue
-            bad_steps = 0
-            optimizer.step(model.params, grads)
-            state = new_state
-            pos.step += 1
-            pos.chunk += 1
-            loss_sum += loss
-            loss_count += 1
-            elapsed = time.perf_counter() - start
-            stop_reason = _stop_reason(config, pos, batches.chunks_per_epoch, elapsed, signals.signum)
-            evaluating = pos.step % config.eval_every == 0 or stop_reason is not None
-            if pos.step % config.log_every == 0 or evaluating:
-                now = time.perf_counter()
-                record = {
-                    "step": pos.step,
-                    "epoch": round(pos.epoch + pos.chunk / batches.chunks_per_epoch, 4),
-                    "train_loss": loss_sum / loss_count,
-                    "chars_per_sec": (pos.step - last_log_step) * chars_per_step / max(now - last_log_time, 1e-9),
-                    "elapsed": round(elapsed, 3),
-                    "learning_rate": optimizer.learning_rate,
-                }
-                if evaluating:
-                    stop_reason = evaluate_and_save(state) or stop_reason
-                    if pos.last_val_loss is None or math.isfinite(pos.last_val_loss):
-                        good = _snapshot(model, optimizer, pos.step)
-                    if pos.last_val_loss is not None:
-                        record["val_loss"] = pos.last_val_loss
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-                reporter.step(pos.step, record)
-                last_log_time, last_log_step, loss_sum, loss_count = time.perf_counter(), pos.step, 0.0, 0
+                    continue
+                bad_steps = 0
+                optimizer.step(model.params, grads)
+                state = new_state
+                pos.step += 1
+                pos.chunk += 1
+                loss_sum += loss
+                loss_count += 1
+                elapsed = time.perf_counter() - start
+                stop_reason = _stop_reason(config, pos, batches.chunks_per_epoch, elapsed, signals.signum)
+                evaluating = pos.step % config.eval_every == 0 or stop_reason is not None
+                if pos.step % config.log_every == 0 or evaluating:
+                    now = time.perf_counter()
+                    record = {
+                        "step": pos.step,
+                        "epoch": round(pos.epoch + pos.chunk / batches.chunks_per_epoch, 4),
+                        "train_loss": loss_sum / loss_count,
+                        "chars_per_sec": (pos.step - last_log_step) * chars_per_step / max(now - last_log_time, 1e-9),
+                        "elapsed": round(elapsed, 3),
+                        "learning_rate": optimizer.learning_rate,
+                    }
+                    if evaluating:
+                        stop_reason = evaluate_and_save(state) or stop_reason
+                        if pos.last_val_loss is None or math.isfinite(pos.last_val_loss):
+                            good = _snapshot(model, optimizer, pos.step)
+                        if pos.last_val_loss is not None:
+                            record["val_loss"] = pos.last_val_loss
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                    reporter.step(pos.step, record)
+                    last_log_time, last_log_step, loss_sum, loss_count = time.perf_counter(), pos.step, 0.0, 0
+        except WorkerError as e:  # the parameters here are those of the last completed step: keep them
+            checkpoint("latest.npz", state)
+            raise TrainingError(f"{e}; the model of step {pos.step} is saved in latest.npz") from None
     reporter.close()
     elapsed = time.perf_counter() - start
     return TrainResult(
@@ -363,6 +373,18 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         checkpoint_dir=config.checkpoint_dir,
         interrupted_by=signals.signum,
     )
+
+
+def _start_engine(model, config, reporter):
+    """Worker processes for the steps (parallel.py) as ``--workers`` asks, or as the CPUs and batch allow."""
+    workers = config.workers or default_workers(config.batch_size)
+    try:
+        return make_engine(model, config.batch_size, config.seq_length, workers)
+    except WorkerError as e:
+        if config.workers:
+            raise TrainingError(str(e)) from None
+        reporter.message(f"note: training in one process ({e})")
+        return make_engine(model, config.batch_size, config.seq_length, 1)
 
 
 def _snapshot(model, optimizer, step):

@@ -65,10 +65,11 @@ def test_installed_console_script(tmp_path, small_text):
     assert ev.returncode == 0 and json.loads(ev.stdout)["chars"] > 0
 
 
-def test_resume_is_bit_identical(tmp_path, small_text):
-    """2N steps in one run equal N steps, then N more after --resume."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_resume_is_bit_identical(tmp_path, small_text, workers):
+    """2N steps in one run equal N steps, then N more after --resume (in one process, or on two workers)."""
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    opts = [*TINY, "--dropout", "0.1", "--optimizer", "adam", "--lr-schedule", "constant"]
+    opts = [*TINY, "--dropout", "0.1", "--optimizer", "adam", "--lr-schedule", "constant", "--workers", workers]
     assert run(["train", small_text, "--checkpoint-dir", one, "--max-steps", "30", *opts]).exit_code == 0
     assert run(["train", small_text, "--checkpoint-dir", two, "--max-steps", "15", *opts]).exit_code == 0
     resumed = run(["train", small_text, "--checkpoint-dir", two, "--max-steps", "30", "--resume"])

@@ -1,0 +1,334 @@
+"""Training steps on several cores: the batch's streams split across worker processes.
+
+    with make_engine(model, batch_size=32, seq_length=100, workers=2) as engine:
+        loss, grads, state = engine.loss_and_grads(inputs, targets, state, dropout_rng=rng)
+        nll, state = engine.chunk_nll(inputs, targets, state)
+
+Why processes: BLAS runs a large product on every core, but numpy's elementwise ufuncs run on one,
+and threads would hand the GIL over at each of a timestep's few-microsecond calls, which costs more
+than the second core gives (README, "Where the time goes"). The B streams are independent through
+the whole recurrence, so each worker runs forward and backward over its own streams with
+single-threaded BLAS, and nothing passes between workers until the step ends: data parallelism.
+
+Shared memory: one file, unlinked as soon as it is made and mapped by every process, holds the
+parameters (the model's ``params`` are moved into it, so the main process's optimizer update is what
+the workers read next), the chunk's ids, the state carried in and out, and one gradient buffer per
+worker. Per step the main process sends each worker a few numbers over a pipe; each worker writes
+its share of the gradient (its mean gradient times its share of the streams) and replies with its
+loss; the main process adds the shares.
+
+Workers run in a session of their own, so a Ctrl-C reaches only the main process (which finishes its
+step and saves), and they exit when their pipe closes, so they never outlive it. Dropout masks come
+from a seed the main process draws per step: the same random seed and the same number of workers
+give the same run.
+"""
+
+import math
+import mmap
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from .evaluate import chunk_nll
+from .model import CharRNN, ModelConfig, param_shapes
+from .packed import Packed
+
+MIN_STREAMS_PER_WORKER = 8
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class WorkerError(RuntimeError):
+    """A worker process could not start or failed; the message is one line."""
+
+
+def available_cpus():
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(batch_size, cpus=None):
+    """One worker per CPU, each with at least ``MIN_STREAMS_PER_WORKER`` streams; 1 where the shared
+    memory this needs is not available (Windows)."""
+    if os.name != "posix":
+        return 1
+    cpus = available_cpus() if cpus is None else cpus
+    return max(1, min(cpus, batch_size // MIN_STREAMS_PER_WORKER))
+
+
+def make_engine(model, batch_size, seq_length, workers):
+    """What a training run computes steps with: ``WorkerPool`` for 2 or more workers, else ``InProcess``."""
+    workers = min(workers, batch_size)
+    if workers <= 1:
+        return InProcess(model)
+    return WorkerPool(model, batch_size, seq_length, workers)
+
+
+class InProcess:
+    """The engine interface over the model itself, in this process."""
+
+    workers = 1
+
+    def __init__(self, model):
+        self.model = model
+
+    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None):
+        return self.model.loss_and_grads(inputs, targets, state, dropout_rng)
+
+    def chunk_nll(self, inputs, targets, state=None):
+        return chunk_nll(self.model, inputs, targets, state)
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _layout(n_params, dtype, workers, batch_size, seq_length, state_shape):
+    """Where each shared array lives: name -> (byte offset, shape, dtype string); and the total size."""
+    regions = {"params": ((n_params,), dtype)}
+    regions.update({f"grads{i}": ((n_params,), dtype) for i in range(workers)})
+    regions["inputs"] = regions["targets"] = ((seq_length, batch_size), np.int32)
+    regions["state_in"] = regions["state_out"] = (state_shape, dtype)  # (S, L, B, H)
+    layout, offset = {}, 0
+    for name, (shape, dt) in regions.items():
+        dt = np.dtype(dt)
+        layout[name] = (offset, shape, dt.str)
+        offset += -(-math.prod(shape) * dt.itemsize // 64) * 64  # 64-byte aligned
+    return layout, offset
+
+
+def _views(buffer, layout):
+    return {name: np.ndarray(shape, dt, buffer=buffer, offset=off) for name, (off, shape, dt) in layout.items()}
+
+
+def _shared_file(size):
+    """An unlinked file of ``size`` bytes with its space reserved (RAM-backed where /dev/shm exists)."""
+    for directory in ("/dev/shm", None):
+        if directory and not os.path.isdir(directory):
+            continue
+        fd, path = tempfile.mkstemp(prefix="charrnn-", dir=directory)
+        os.unlink(path)
+        try:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, size)  # fail here, not with SIGBUS when a page is first touched
+            else:
+                os.ftruncate(fd, size)
+            return fd
+        except OSError:
+            os.close(fd)
+    raise WorkerError(f"no room for {size / 2**20:.0f} MB of shared memory for the worker processes")
+
+
+class WorkerPool:
+    """Runs training steps and scoring on ``workers`` processes, each over a slice of the streams.
+
+    Moves ``model.params`` into shared memory. ``loss_and_grads`` returns a ``Packed`` gradient that
+    the next call overwrites.
+    """
+
+    def __init__(self, model, batch_size, seq_length, workers):
+        self.model, self.workers = model, workers
+        self.max_batch, self.max_length = batch_size, seq_length
+        cfg = model.config
+        state_shape = (len(model.cell.state_names), cfg.num_layers, batch_size, cfg.hidden_size)
+        self.layout, size = _layout(model.num_params(), model.dtype, workers, batch_size, seq_length, state_shape)
+        fd = _shared_file(size)
+        self.procs, self.send, self.recv, self.errors = [], [], [], []
+        try:
+            self.shared = _views(mmap.mmap(fd, size), self.layout)
+            model.params = Packed(model.shapes, model.dtype, values=model.params, flat=self.shared["params"])
+            self.grads = [Packed(model.shapes, model.dtype, flat=self.shared[f"grads{i}"]) for i in range(workers)]
+            blas_threads = max(1, available_cpus() // workers)
+            for i in range(workers):
+                self._start(i, fd, size, blas_threads)
+            self._collect(workers)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            os.close(fd)
+
+    def _start(self, index, fd, size, blas_threads):
+        cmd_read, cmd_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        env = {**os.environ, **{name: str(blas_threads) for name in BLAS_THREAD_VARIABLES}}
+        code = f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); from charrnn.parallel import serve; serve()"
+        errors = tempfile.TemporaryFile()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code, str(fd), str(cmd_read), str(reply_write)],
+                pass_fds=(fd, cmd_read, reply_write),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                start_new_session=True,
+            )
+        except OSError as e:
+            errors.close()
+            raise WorkerError(f"cannot start a worker process ({e.strerror or e})") from None
+        finally:
+            os.close(cmd_read)
+            os.close(reply_write)
+        self.procs.append(proc)
+        self.errors.append(errors)
+        self.send.append(Connection(cmd_write, readable=False))
+        self.recv.append(Connection(reply_read, writable=False))
+        self.send[-1].send({"config": asdict(self.model.config), "layout": self.layout, "size": size, "index": index})
+
+    def _gather(self, messages):
+        """Send message i to worker i; return their answers in order. Raises WorkerError."""
+        for conn, message in zip(self.send, messages):
+            try:
+                conn.send(message)
+            except OSError:
+                pass  # the reply side tells what happened
+        return self._collect(len(messages))
+
+    def _collect(self, n):
+        """The answers of workers 0..n-1, in order. Raises WorkerError."""
+        results = []
+        for i, conn in enumerate(self.recv[:n]):
+            try:
+                kind, value = conn.recv()
+            except (EOFError, OSError):
+                raise WorkerError(self._death_note(i)) from None
+            if kind == "error":
+                raise WorkerError(f"worker process {i} failed: {value}")
+            results.append(value)
+        return results
+
+    def _death_note(self, i):
+        proc = self.procs[i]
+        try:
+            status = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            status = None
+        self.errors[i].seek(0)
+        lines = [line.strip() for line in self.errors[i].read().decode(errors="replace").splitlines() if line.strip()]
+        how = "stopped answering" if status is None else f"exited with status {status}"
+        if status is not None and status < 0:
+            how = f"was killed by signal {-status}" + (" (out of memory?)" if status == -9 else "")
+        return f"worker process {i} {how}" + (f": {lines[-1]}" if lines else "")
+
+    def _put(self, inputs, targets, state):
+        T, B = inputs.shape
+        if T > self.max_length or B > self.max_batch:
+            raise ValueError(f"chunk {T}x{B} is larger than the workers' {self.max_length}x{self.max_batch}")
+        self.shared["inputs"][:T, :B] = inputs
+        self.shared["targets"][:T, :B] = targets
+        if state is not None:
+            for i, s in enumerate(state):
+                self.shared["state_in"][i, :, :B] = s
+        bounds = np.linspace(0, B, min(self.workers, B) + 1).astype(int)
+        return T, B, [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def _state_out(self, B):
+        return tuple(s[:, :B].copy() for s in self.shared["state_out"])
+
+    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None):
+        """As ``CharRNN.loss_and_grads``, the streams split across the workers."""
+        T, B, parts = self._put(inputs, targets, state)
+        seed = None
+        if dropout_rng is not None and self.model.config.dropout > 0:
+            seed = int(dropout_rng.integers(2**63))
+        shares = [(hi - lo) / B for lo, hi in parts]
+        losses = self._gather(
+            [("step", T, lo, hi, state is not None, seed, share) for (lo, hi), share in zip(parts, shares)]
+        )
+        total = self.grads[0]
+        for g in self.grads[1 : len(parts)]:
+            total.flat += g.flat
+        return sum(loss * share for loss, share in zip(losses, shares)), total, self._state_out(B)
+
+    def chunk_nll(self, inputs, targets, state=None):
+        """As ``evaluate.chunk_nll``: summed -log p of ``targets``, and the state after them."""
+        T, B, parts = self._put(inputs, targets, state)
+        nlls = self._gather([("nll", T, lo, hi, state is not None) for lo, hi in parts])
+        return sum(nlls), self._state_out(B)
+
+    def close(self):
+        """Stop the workers (the model keeps its parameters, in this process's mapping)."""
+        for conn in self.send:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+            conn.close()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for conn in self.recv:
+            conn.close()
+        for errors in self.errors:
+            errors.close()
+        self.send, self.recv, self.procs, self.errors = [], [], [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def serve():
+    """A worker process's main loop (``sys.argv``: shared file, command pipe and reply pipe fds)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    shm_fd, cmd_fd, reply_fd = map(int, sys.argv[1:4])
+    commands, replies = Connection(cmd_fd, writable=False), Connection(reply_fd, readable=False)
+    try:
+        init = commands.recv()
+    except EOFError:
+        return
+    shared = _views(mmap.mmap(shm_fd, init["size"]), init["layout"])
+    os.close(shm_fd)
+    config, index = ModelConfig(**init["config"]), init["index"]
+    model = CharRNN(config, params=Packed(param_shapes(config), config.dtype, flat=shared["params"]))
+    model.params = Packed(model.shapes, model.dtype, flat=shared["params"])  # read the shared values each step
+    grads = Packed(model.shapes, model.dtype, flat=shared[f"grads{index}"])
+    replies.send(("ok", "ready"))
+    while True:
+        try:
+            message = commands.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        try:
+            replies.send(("ok", _run(model, shared, grads, index, *message)))
+        except Exception as e:  # reported to the main process, which raises WorkerError
+            replies.send(("error", f"{type(e).__name__}: {e}"))
+
+
+def _run(model, shared, grads, index, kind, T, lo, hi, has_state, *rest):
+    inputs, targets = shared["inputs"][:T, lo:hi], shared["targets"][:T, lo:hi]
+    state = tuple(s[:, lo:hi] for s in shared["state_in"]) if has_state else None
+    if kind == "step":
+        seed, share = rest
+        rng = np.random.default_rng([seed, index]) if seed is not None else None
+        result, _, final = model.loss_and_grads(inputs, targets, state, rng, out=grads)
+        if share != 1:
+            grads.flat *= share
+    else:
+        result, final = chunk_nll(model, inputs, targets, state)
+    for i, s in enumerate(final):
+        shared["state_out"][i, :, lo:hi] = s
+    return result

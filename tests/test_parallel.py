@@ -1,0 +1,131 @@
+"""Steps split across worker processes give what one process gives, and fail cleanly."""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from charrnn import CharRNN, ModelConfig, TrainConfig, load_checkpoint, train
+from charrnn.evaluate import chunk_nll
+from charrnn.parallel import WorkerError, WorkerPool, default_workers
+from charrnn.train import TrainingError
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes need POSIX shared memory")
+
+
+def twin_models(model_type, dropout=0.0):
+    config = ModelConfig(11, model_type, 16, 2, dropout=dropout, dtype="float64")
+    model = CharRNN(config, rng=np.random.default_rng(0))
+    return model, CharRNN(config, params=dict(model.params))
+
+
+@pytest.mark.parametrize("model_type", ["lstm", "gru", "rnn"])
+def test_worker_pool_matches_one_process(model_type):
+    """Loss, gradients, final state and scores equal the in-process ones, with an uneven split of 5
+    streams, a carried state, and after the main process has updated the shared parameters."""
+    model, reference = twin_models(model_type)
+    rng = np.random.default_rng(1)
+    inputs, targets = rng.integers(0, 11, (9, 5)), rng.integers(0, 11, (9, 5))
+    state = tuple(rng.normal(size=(2, 5, 16)) for _ in model.cell.state_names)
+    with WorkerPool(model, batch_size=5, seq_length=9, workers=2) as pool:
+        for _ in range(2):
+            loss, grads, final = pool.loss_and_grads(inputs, targets, state)
+            want_loss, want_grads, want_final = reference.loss_and_grads(inputs, targets, state)
+            assert loss == pytest.approx(want_loss, abs=1e-12)
+            np.testing.assert_allclose(grads.flat, want_grads.flat, atol=1e-12)
+            for a, b in zip(final, want_final):
+                np.testing.assert_allclose(a, b, atol=1e-12)
+            model.params.flat -= 0.1 * grads.flat  # the workers must see this update
+            reference.params.flat -= 0.1 * want_grads.flat
+        nll, after = pool.chunk_nll(inputs[:4, :3], targets[:4, :3])
+        want_nll, want_after = chunk_nll(reference, inputs[:4, :3], targets[:4, :3], None)
+        assert nll == pytest.approx(want_nll, abs=1e-10)
+        np.testing.assert_allclose(after[0], want_after[0], atol=1e-12)
+
+
+def test_dropout_in_workers_is_reproducible():
+    def run(seed):
+        model, _ = twin_models("lstm", dropout=0.3)
+        rng = np.random.default_rng(4)
+        inputs, targets = rng.integers(0, 11, (6, 8)), rng.integers(0, 11, (6, 8))
+        with WorkerPool(model, 8, 6, 2) as pool:
+            dropout_rng = None if seed is None else np.random.default_rng(seed)
+            loss, grads, _ = pool.loss_and_grads(inputs, targets, dropout_rng=dropout_rng)
+            return loss, grads.flat.copy()
+
+    (a, ga), (b, gb), (c, _) = run(7), run(7), run(None)
+    assert a == b and np.array_equal(ga, gb)
+    assert a != c
+
+
+def test_a_dead_worker_is_a_one_line_error():
+    model, _ = twin_models("gru")
+    ids = np.zeros((4, 4), int)
+    with WorkerPool(model, 4, 4, 2) as pool:
+        pool.procs[1].kill()
+        pool.procs[1].wait()
+        with pytest.raises(WorkerError, match="worker process 1 was killed by signal 9"):
+            pool.loss_and_grads(ids, ids)
+
+
+def test_training_keeps_its_model_when_a_worker_dies(tmp_path, small_text, monkeypatch):
+    calls = [0]
+    real = WorkerPool.loss_and_grads
+
+    def dying(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 8:
+            self.procs[0].kill()
+            self.procs[0].wait()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(WorkerPool, "loss_and_grads", dying)
+    config = TrainConfig(batch_size=8, seq_length=8, eval_every=5, sample_length=0, max_steps=20, max_time=None,
+                         random_seed=0, workers=2, checkpoint_dir=str(tmp_path / "ck"))
+    with pytest.raises(TrainingError, match=r"worker process 0 was killed .*model of step 7 is saved in latest.npz"):
+        train(small_text, ModelConfig(0, "gru", 16, 1), config)
+    assert load_checkpoint(str(tmp_path / "ck" / "latest.npz")).meta["step"] == 7
+
+
+def test_workers_do_not_outlive_the_main_process():
+    """Killed without a chance to clean up, the main process leaves no worker behind."""
+    code = (
+        "import os, sys, numpy as np\n"
+        "from charrnn import CharRNN, ModelConfig\n"
+        "from charrnn.parallel import WorkerPool\n"
+        "pool = WorkerPool(CharRNN(ModelConfig(5, 'rnn', 4, 1)), 4, 4, 2)\n"
+        "print(*[p.pid for p in pool.procs], flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid):
+    """Running (a zombie, waiting to be reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        if os.path.isdir("/proc"):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_default_workers_follow_cpus_and_batch():
+    assert default_workers(32, cpus=2) == 2
+    assert default_workers(50, cpus=8) == 6  # at least 8 streams each
+    assert default_workers(8, cpus=2) == 1
+    assert default_workers(1, cpus=4) == 1
