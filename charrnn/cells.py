@@ -11,18 +11,25 @@ a step's gates. The halving is folded into the weights once per chunk, not into 
 (``step_params``), so ``gates`` arrive as scale * pre-activation. Gradients are always with respect to
 the true (unscaled) pre-activation.
 
-    step_forward(gates, prev, sp, nxt, extra, scratch) -> cache
-        gates  (B, G·H)   holds scale * x_proj on entry and the activated gates on return
-        prev   tuple of (B, H): the previous state, (h,) or (h, c)
-        sp     the layer's step_params(): scaled W_hh, W_hh transposed (contiguous), b_hn for GRU
-        nxt    tuple of (B, H): receives the new state
-        extra  tuple of (B, w·H) for w in ``extra_widths``: per-step values the backward step needs
-    step_backward(dnxt, cache, sp, d_hproj, scratch) -> dprev
+    cache = step_views(gates, prev, nxt, extra, d_hproj)   made once per buffer and timestep
+        gates    (B, G·H)  holds scale * x_proj on entry to the step, the activated gates after it,
+                           and the gradient w.r.t. x_proj after the backward step
+        prev     tuple of (B, H): the previous state, (h,) or (h, c)
+        nxt      tuple of (B, H): receives the new state
+        extra    tuple of (B, w·H) for w in ``extra_widths``: per-step values the backward step needs
+        d_hproj  (B, G·H): receives the gradient w.r.t. ``h_prev @ W_hh`` (for LSTM and RNN, the
+                 gates array itself: the two gradients are one)
+        cache    those arrays and the views of them (gate slices) the steps use
+    step_forward(cache, sp, scratch)
+        sp       the layer's step_params(): scaled W_hh, W_hh transposed (contiguous), b_hn for GRU
+    step_backward(dnxt, cache, sp, scratch) -> dprev
         dnxt     tuple of (B, H): gradient of the loss w.r.t. the new state (overwritten: an LSTM
                  returns dc_prev in the buffer that held dc)
-        d_hproj  (B, G·H): receives the gradient w.r.t. ``h_prev @ W_hh``; the gradient w.r.t.
-                 ``x_proj`` is written over ``gates`` (for LSTM and RNN the two are one array)
         dprev    tuple of (B, H): gradient w.r.t. the previous state
+
+The views are made once, with the buffers, and every ufunc writes to a positional ``out``: at a
+small batch a step's elementwise calls take a microsecond or two each, so slicing and keyword
+parsing would otherwise be a third of their cost.
 
 The weight gradients are not formed per step: the layer gets them as one product over all
 timesteps from ``gates`` (now d_x_proj) and ``d_hproj``.
@@ -30,13 +37,15 @@ timesteps from ``gates`` (now d_x_proj) and ``d_hproj``.
 
 import numpy as np
 
+from numpy import add, greater, matmul, maximum, multiply, subtract, tanh
+
 ACTIVATIONS = ("tanh", "relu", "sigmoid")
 
 
 def tanh_to_sigmoid_(t):
     """Given t = tanh(a/2) in place, leave sigmoid(a) = (1 + t) / 2 there."""
-    t *= 0.5
-    t += 0.5
+    multiply(t, 0.5, t)
+    add(t, 0.5, t)
     return t
 
 
@@ -71,34 +80,36 @@ class RNNCell:
     def gate_scale(self, H):
         return np.full(H, 0.5) if self.activation == "sigmoid" else None
 
-    def step_forward(self, gates, prev, p, nxt, extra, scratch):
-        (h_prev,), (h,) = prev, nxt
-        np.matmul(h_prev, p["W_hh"], out=scratch["hproj"])
-        np.add(gates, scratch["hproj"], out=h)  # pre-activation
+    def step_views(self, gates, prev, nxt, extra, d_hproj):
+        return gates, prev[0], nxt[0]
+
+    def step_forward(self, cache, p, scratch):
+        pre, h_prev, h = cache
+        matmul(h_prev, p["W_hh"], scratch["hproj"])
+        add(pre, scratch["hproj"], h)
         if self.activation == "relu":
-            np.maximum(h, 0, out=h)
+            maximum(h, 0, out=h)
         else:
-            np.tanh(h, out=h)
+            tanh(h, h)
             if self.activation == "sigmoid":
                 tanh_to_sigmoid_(h)
-        return gates, h
 
-    def step_backward(self, dnxt, cache, p, d_hproj, scratch):
-        dpre, h = cache  # dpre: the gates buffer, overwritten with d(pre-activation)
+    def step_backward(self, dnxt, cache, p, scratch):
+        dpre, _, h = cache  # dpre: the pre-activation buffer, overwritten with its gradient
         (dh,) = dnxt
         if self.activation == "tanh":
-            np.multiply(h, h, out=dpre)
-            np.subtract(1, dpre, out=dpre)
-            dpre *= dh
+            multiply(h, h, dpre)
+            subtract(1, dpre, dpre)
+            multiply(dpre, dh, dpre)
         elif self.activation == "relu":
-            np.greater(h, 0, out=scratch["mask"])
-            np.multiply(dh, scratch["mask"], out=dpre)
+            greater(h, 0, scratch["mask"])
+            multiply(dh, scratch["mask"], dpre)
         else:
-            np.subtract(1, h, out=dpre)
-            dpre *= h
-            dpre *= dh
+            subtract(1, h, dpre)
+            multiply(dpre, h, dpre)
+            multiply(dpre, dh, dpre)
         dh_prev = scratch["dh_prev"]
-        np.matmul(dpre, p["W_hh_T"], out=dh_prev)
+        matmul(dpre, p["W_hh_T"], dh_prev)
         return (dh_prev,)
 
 
@@ -118,47 +129,49 @@ class LSTMCell:
     def gate_scale(self, H):
         return np.concatenate([np.full(3 * H, 0.5), np.ones(H)])
 
-    def step_forward(self, gates, prev, p, nxt, extra, scratch):
-        (h_prev, c_prev), (h, c), (tanh_c,) = prev, nxt, extra
-        H = h.shape[1]
-        np.matmul(h_prev, p["W_hh"], out=scratch["hproj"])
-        gates += scratch["hproj"]
-        np.tanh(gates, out=gates)  # t; sigmoid gates are (1 + t) / 2, see cells.py
-        gates *= p["affine_scale"]
-        gates += p["affine_shift"]
-        i, f, o, g = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
-        np.multiply(f, c_prev, out=c)
-        tmp = scratch["tmp"]
-        np.multiply(i, g, out=tmp)
-        c += tmp
-        np.tanh(c, out=tanh_c)
-        np.multiply(o, tanh_c, out=h)
-        return gates, c_prev, tanh_c
+    def step_views(self, gates, prev, nxt, extra, d_hproj):
+        H = gates.shape[1] // 4
+        i, f, o, g = (gates[:, k * H : (k + 1) * H] for k in range(4))
+        return (gates, gates[:, : 3 * H], i, f, o, g, *prev, *nxt, *extra)
 
-    def step_backward(self, dnxt, cache, p, d_hproj, scratch):
-        gates, c_prev, tanh_c = cache  # gates is overwritten with d(pre-activation)
+    def step_forward(self, cache, p, scratch):
+        gates, _, i, f, o, g, h_prev, c_prev, h, c, tanh_c = cache
+        hproj, tmp = scratch["hproj"], scratch["tmp"]
+        matmul(h_prev, p["W_hh"], hproj)
+        add(gates, hproj, gates)
+        tanh(gates, gates)  # t; sigmoid gates are (1 + t) / 2, see cells.py
+        multiply(gates, p["affine_scale"], gates)
+        add(gates, p["affine_shift"], gates)
+        multiply(f, c_prev, c)
+        multiply(i, g, tmp)
+        add(c, tmp, c)
+        tanh(c, tanh_c)
+        multiply(o, tanh_c, h)
+
+    def step_backward(self, dnxt, cache, p, scratch):
+        gates, sigmoids, i, f, o, g, _, c_prev, _, _, tanh_c = cache  # gates becomes d(pre-activation)
         dh, dc = dnxt
-        H = dh.shape[1]
-        i, f, o, g = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
         tmp, upstream, deriv = scratch["tmp"], scratch["upstream"], scratch["deriv"]
+        up_i, up_f, up_o, up_g = scratch["upstream_gates"]
+        deriv_sigmoids, deriv_g = scratch["deriv_parts"]
         # dc += dh * o * (1 - tanh_c^2)
-        np.multiply(tanh_c, tanh_c, out=tmp)
-        np.subtract(1, tmp, out=tmp)
-        tmp *= o
-        tmp *= dh
-        dc += tmp
+        multiply(tanh_c, tanh_c, tmp)
+        subtract(1, tmp, tmp)
+        multiply(tmp, o, tmp)
+        multiply(tmp, dh, tmp)
+        add(dc, tmp, dc)
         # d(pre) = [dc*g, dc*c_prev, dh*tanh_c, dc*i] * [s - s^2 for i, f, o; 1 - g^2 for g]
-        np.multiply(dc, g, out=upstream[:, :H])
-        np.multiply(dc, c_prev, out=upstream[:, H : 2 * H])
-        np.multiply(dh, tanh_c, out=upstream[:, 2 * H : 3 * H])
-        np.multiply(dc, i, out=upstream[:, 3 * H :])
-        dc *= f  # dc_prev, written over dc
-        np.multiply(gates, gates, out=deriv)
-        np.subtract(gates[:, : 3 * H], deriv[:, : 3 * H], out=deriv[:, : 3 * H])
-        np.subtract(1, deriv[:, 3 * H :], out=deriv[:, 3 * H :])
-        np.multiply(upstream, deriv, out=gates)
+        multiply(dc, g, up_i)
+        multiply(dc, c_prev, up_f)
+        multiply(dh, tanh_c, up_o)
+        multiply(dc, i, up_g)
+        multiply(dc, f, dc)  # dc_prev, written over dc
+        multiply(gates, gates, deriv)
+        subtract(sigmoids, deriv_sigmoids, deriv_sigmoids)
+        subtract(1, deriv_g, deriv_g)
+        multiply(upstream, deriv, gates)
         dh_prev = scratch["dh_prev"]
-        np.matmul(gates, p["W_hh_T"], out=dh_prev)
+        matmul(gates, p["W_hh_T"], dh_prev)
         return dh_prev, dc
 
 
@@ -177,53 +190,54 @@ class GRUCell:
     def gate_scale(self, H):
         return np.concatenate([np.full(2 * H, 0.5), np.ones(H)])
 
-    def step_forward(self, gates, prev, p, nxt, extra, scratch):
-        (h_prev,), (h,), (hn,) = prev, nxt, extra
-        H = h.shape[1]
-        hproj = scratch["hproj"]
-        np.matmul(h_prev, p["W_hh"], out=hproj)
-        gates[:, : 2 * H] += hproj[:, : 2 * H]
-        np.tanh(gates[:, : 2 * H], out=gates[:, : 2 * H])
-        tanh_to_sigmoid_(gates[:, : 2 * H])
-        r, z, n = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H :]
-        np.add(hproj[:, 2 * H :], p["b_hn"], out=hn)
-        tmp = scratch["tmp"]
-        np.multiply(r, hn, out=tmp)
-        n += tmp
-        np.tanh(n, out=n)
-        # h = n + z * (h_prev - n)
-        np.subtract(h_prev, n, out=h)
-        h *= z
-        h += n
-        return gates, h_prev, hn
+    def step_views(self, gates, prev, nxt, extra, d_hproj):
+        H = gates.shape[1] // 3
+        r, z, n = (gates[:, k * H : (k + 1) * H] for k in range(3))
+        dr_h, dz_h, dn_h = (d_hproj[:, k * H : (k + 1) * H] for k in range(3))
+        return (gates, gates[:, : 2 * H], r, z, n, prev[0], nxt[0], extra[0], d_hproj, d_hproj[:, : 2 * H],
+                dr_h, dz_h, dn_h)
 
-    def step_backward(self, dnxt, cache, p, d_hproj, scratch):
-        gates, h_prev, hn = cache  # gates is overwritten with d(x_proj)
+    def step_forward(self, cache, p, scratch):
+        _, rz, r, z, n, h_prev, h, hn = cache[:8]
+        hproj, tmp = scratch["hproj"], scratch["tmp"]
+        hproj_rz, hproj_n = scratch["hproj_parts"]
+        matmul(h_prev, p["W_hh"], hproj)
+        add(rz, hproj_rz, rz)
+        tanh(rz, rz)
+        tanh_to_sigmoid_(rz)
+        add(hproj_n, p["b_hn"], hn)
+        multiply(r, hn, tmp)
+        add(n, tmp, n)
+        tanh(n, n)
+        # h = n + z * (h_prev - n)
+        subtract(h_prev, n, h)
+        multiply(h, z, h)
+        add(h, n, h)
+
+    def step_backward(self, dnxt, cache, p, scratch):
+        gates, rz, r, z, n, h_prev, _, hn, d_hproj, d_hproj_rz, dr_h, dz_h, dn_h = cache  # gates -> d(x_proj)
         (dh,) = dnxt
-        H = dh.shape[1]
-        r, z, n = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H :]
         tmp, one_minus_z, dh_prev = scratch["tmp"], scratch["tmp2"], scratch["dh_prev"]
-        dr_h, dz_h, dn_h = d_hproj[:, :H], d_hproj[:, H : 2 * H], d_hproj[:, 2 * H :]
-        np.subtract(1, z, out=one_minus_z)
+        subtract(1, z, one_minus_z)
         # d(z pre) = dh * (h_prev - n) * z * (1 - z)
-        np.subtract(h_prev, n, out=dz_h)
-        dz_h *= dh
-        np.multiply(z, one_minus_z, out=tmp)
-        dz_h *= tmp
-        np.multiply(dh, z, out=dh_prev)  # the direct path h_prev -> h
+        subtract(h_prev, n, dz_h)
+        multiply(dz_h, dh, dz_h)
+        multiply(z, one_minus_z, tmp)
+        multiply(dz_h, tmp, dz_h)
+        multiply(dh, z, dh_prev)  # the direct path h_prev -> h
         # d(n pre) = dh * (1 - z) * (1 - n^2), written over n
-        one_minus_z *= dh
-        np.multiply(n, n, out=tmp)
-        np.subtract(1, tmp, out=tmp)
-        np.multiply(tmp, one_minus_z, out=n)
+        multiply(one_minus_z, dh, one_minus_z)
+        multiply(n, n, tmp)
+        subtract(1, tmp, tmp)
+        multiply(tmp, one_minus_z, n)
         # d(r pre) = d(n pre) * hn * r * (1 - r);  d(hn) = d(n pre) * r
-        np.subtract(1, r, out=tmp)
-        tmp *= r
-        tmp *= hn
-        np.multiply(tmp, n, out=dr_h)
-        np.multiply(n, r, out=dn_h)
-        gates[:, : 2 * H] = d_hproj[:, : 2 * H]  # r and z: d(x_proj) = d(h_proj)
-        dh_prev += np.matmul(d_hproj, p["W_hh_T"], out=scratch["dh_tmp"])
+        subtract(1, r, tmp)
+        multiply(tmp, r, tmp)
+        multiply(tmp, hn, tmp)
+        multiply(tmp, n, dr_h)
+        multiply(n, r, dn_h)
+        np.copyto(rz, d_hproj_rz)  # r and z: d(x_proj) = d(h_proj)
+        add(dh_prev, matmul(d_hproj, p["W_hh_T"], scratch["dh_tmp"]), dh_prev)
         return (dh_prev,)
 
 
@@ -241,7 +255,7 @@ def make_cell(model, activation="tanh"):
 def scratch_buffers(cell, batch_size, hidden_size, dtype):
     """Per-layer temporaries a cell's steps write into, so no step allocates."""
     H, G = hidden_size, cell.n_gates * hidden_size
-    return {
+    scratch = {
         "hproj": np.empty((batch_size, G), dtype),
         "tmp": np.empty((batch_size, H), dtype),
         "tmp2": np.empty((batch_size, H), dtype),
@@ -251,3 +265,8 @@ def scratch_buffers(cell, batch_size, hidden_size, dtype):
         "dh_prev": np.empty((batch_size, H), dtype),
         "dh_tmp": np.empty((batch_size, H), dtype),
     }
+    scratch["upstream_gates"] = tuple(scratch["upstream"][:, k * H : (k + 1) * H] for k in range(cell.n_gates))
+    split = G - H  # the logistic gates, then the last one (tanh for LSTM, n for GRU)
+    scratch["deriv_parts"] = (scratch["deriv"][:, :split], scratch["deriv"][:, split:])
+    scratch["hproj_parts"] = (scratch["hproj"][:, :split], scratch["hproj"][:, split:])
+    return scratch

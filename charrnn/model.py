@@ -157,19 +157,18 @@ class _LayerBuffers:
         self.scratch = scratch_buffers(cell, B, H, dtype)
         self.d_state = tuple(np.empty((B, H), dtype) for _ in cell.state_names)
         self.dh = np.empty((B, H), dtype)
-        self.caches = []  # one cache per timestep, from step_forward
         self.output = None  # (T, B, H): what the next layer (or the output layer) reads
-        # each step's views (gates, prev, next, extra), made once: these buffers serve every chunk
-        self.step_views = [
-            (
+        # each step's arrays and the views of them its cell reads, made once: these buffers serve every chunk
+        self.caches = [
+            cell.step_views(
                 self.gates[t],
                 tuple(seq[t] for seq in self.states),
                 tuple(seq[t + 1] for seq in self.states),
                 tuple(e[t] for e in self.extra),
+                self.d_hproj[t],
             )
             for t in range(capacity)
         ]
-        self.d_hproj_views = list(self.d_hproj)
 
 
 class CharRNN:
@@ -324,14 +323,15 @@ class CharRNN:
     def _steps_forward(self, buf, p, T):
         """The recurrence over T timesteps of one layer: the only per-step work in the forward pass."""
         step, scratch = self.cell.step_forward, buf.scratch
-        buf.caches = [step(gates, prev, p, nxt, extra, scratch) for gates, prev, nxt, extra in buf.step_views[:T]]
+        for cache in buf.caches[:T]:
+            step(cache, p, scratch)
 
     def _steps_backward(self, buf, p, dx):
         """Backpropagation through time in one layer; dx (T, B, H) is the gradient from above."""
-        step, caches, d_hproj, scratch, dh = self.cell.step_backward, buf.caches, buf.d_hproj_views, buf.scratch, buf.dh
+        step, caches, scratch, dh = self.cell.step_backward, buf.caches, buf.scratch, buf.dh
         for d in buf.d_state:
             d.fill(0)
         d_later = buf.d_state  # gradient w.r.t. the state after step t: none beyond the chunk
-        for t in reversed(range(len(caches))):
-            np.add(dx[t], d_later[0], out=dh)
-            d_later = step((dh, *d_later[1:]), caches[t], p, d_hproj[t], scratch)
+        for t in reversed(range(len(dx))):
+            np.add(dx[t], d_later[0], dh)
+            d_later = step((dh, *d_later[1:]), caches[t], p, scratch)

@@ -21,10 +21,16 @@ class Stepper:
         H, G, dtype = cfg.hidden_size, cell.n_gates * cfg.hidden_size, model.dtype
         self.layer_params = [model.step_weights(k) for k in range(cfg.num_layers)]
         self.gates = [np.empty((1, G), dtype) for _ in range(cfg.num_layers)]
-        self.current = [tuple(np.array(s[k], dtype) for s in state) for k in range(cfg.num_layers)]
-        self.spare = [tuple(np.empty((1, H), dtype) for _ in cell.state_names) for _ in range(cfg.num_layers)]
+        states = [[tuple(np.array(s[k], dtype) for s in state), tuple(np.empty((1, H), dtype) for _ in cell.state_names)]
+                  for k in range(cfg.num_layers)]  # per layer: two state buffers, read and written in turn
         extra = tuple(np.empty((1, w * H), dtype) for w in cell.extra_widths)
-        self.extra = [extra] * cfg.num_layers
+        # per layer, the step's arrays in both directions (a -> b, b -> a), views made once
+        self.caches = [
+            [cell.step_views(self.gates[k], a, b, extra, self.gates[k]) for a, b in (pair, pair[::-1])]
+            for k, pair in enumerate(states)
+        ]
+        self.outputs = [[pair[1][0], pair[0][0]] for pair in states]  # the h each direction writes
+        self.parity = 0
         self.scratch = [scratch_buffers(cell, 1, H, dtype) for _ in range(cfg.num_layers)]
         self.logits = np.empty((1, cfg.vocab_size), dtype)
         self.input_table = self.layer_params[0]["W_xh"] + self.layer_params[0]["b"]  # (V, G): lookup with bias
@@ -32,19 +38,19 @@ class Stepper:
 
     def step(self, idx):
         """Feed character id ``idx``; return the logits (V,) for the next character."""
-        step_forward, x = self.model.cell.step_forward, None
+        step_forward, x, parity = self.model.cell.step_forward, None, self.parity
         for k, p in enumerate(self.layer_params):
             gates = self.gates[k]
             if k == 0:
                 gates[0] = self.input_table[idx]
             else:
-                np.matmul(x, p["W_xh"], out=gates)
-                gates += p["b"]
-            step_forward(gates, self.current[k], p, self.spare[k], self.extra[k], self.scratch[k])
-            self.current[k], self.spare[k] = self.spare[k], self.current[k]
-            x = self.current[k][0]
-        np.matmul(x, self.W_hy, out=self.logits)
-        self.logits += self.b_y
+                np.matmul(x, p["W_xh"], gates)
+                np.add(gates, p["b"], gates)
+            step_forward(self.caches[k][parity], p, self.scratch[k])
+            x = self.outputs[k][parity]
+        self.parity = 1 - parity
+        np.matmul(x, self.W_hy, self.logits)
+        np.add(self.logits, self.b_y, self.logits)
         return self.logits[0]
 
 

@@ -53,7 +53,9 @@ def test_cell_step_gradients(model, activation):
         gates = x_proj * scale  # as the layer hands them over (see cells.py)
         nxt = tuple(np.empty((B, H)) for _ in cell.state_names)
         extra = tuple(np.empty((B, w * H)) for w in cell.extra_widths)
-        cache = cell.step_forward(gates, prev, sp, nxt, extra, scratch_buffers(cell, B, H, np.float64))
+        d_hproj = np.empty((B, G)) if cell.separate_hproj_grad else gates
+        cache = cell.step_views(gates, prev, nxt, extra, d_hproj)
+        cell.step_forward(cache, sp, scratch_buffers(cell, B, H, np.float64))
         return nxt, cache
 
     def loss():
@@ -61,10 +63,7 @@ def test_cell_step_gradients(model, activation):
         return sum(float(np.sum(w * s)) for w, s in zip(weights, nxt))
 
     nxt, cache = run()
-    d_hproj = np.empty((B, G))
-    dprev = cell.step_backward(
-        tuple(w.copy() for w in weights), cache, sp, d_hproj, scratch_buffers(cell, B, H, np.float64)
-    )
+    dprev = cell.step_backward(tuple(w.copy() for w in weights), cache, sp, scratch_buffers(cell, B, H, np.float64))
     d_xproj = cache[0]  # the gates buffer now holds d(x_proj)
     assert rel_error(d_xproj, numerical_grad(loss, x_proj)) < 1e-6
     for analytic, state in zip(dprev, prev):
