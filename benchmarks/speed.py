@@ -5,7 +5,10 @@
 
 Every figure is measured in a fresh subprocess (so peak RSS is that run's own), charrnn and its peer
 alternating, and each is the best of ``--repeat`` runs: the machine is shared and noisy, and the best
-run is the least disturbed one. Ratios are charrnn / peer from the same run of this script.
+run is the least disturbed one. Ratios are charrnn / peer from the same run of this script. charrnn
+trains as ``charrnn train`` does, on its default worker processes; its peak RSS is the sum of its
+processes' peaks (the shared parameters count once per process), and ``--json`` also records their
+proportional set size at the end of the run (shared pages counted once).
 
 The children run without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which some machines here set to
 force an old OpenBLAS kernel (the env notes say to unset both for benchmarks); PyTorch does not use
@@ -37,13 +40,26 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def process_peak_rss_mb(pid):
-    """A process's peak resident memory (Linux: VmHWM in /proc/PID/status)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+def _proc_field_mb(path, field):
+    """A "Field:  N kB" line of a /proc file, in MB (0 where /proc is not there)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return 0.0
+
+
+def process_peak_rss_mb(pid):
+    """A process's peak resident memory (VmHWM): shared pages count in every process that maps them."""
+    return _proc_field_mb(f"/proc/{pid}/status", "VmHWM")
+
+
+def process_pss_mb(pid):
+    """A process's proportional set size now: its own pages plus its share of pages it shares."""
+    return _proc_field_mb(f"/proc/{pid}/smaps_rollup", "Pss")
 
 
 def charrnn_train(cell, hidden, layers, batch, seq, seconds, optimizer="adam", dtype="float32"):
@@ -83,12 +99,14 @@ def charrnn_train(cell, hidden, layers, batch, seq, seconds, optimizer="adam", d
         elapsed = time.perf_counter() - start
         worker_pids = [proc.pid for proc in getattr(engine, "procs", [])]
         workers_rss = sum(process_peak_rss_mb(pid) for pid in worker_pids)
+        pss = sum(process_pss_mb(pid) for pid in [os.getpid(), *worker_pids])
     peak_rss = peak_rss_mb() + workers_rss
     params = sum(p.nbytes for p in model.params.values())
     opt_state = sum(v.nbytes for v in opt.state.values())
     return {
         "chars_per_sec": steps * batch * seq / elapsed,
-        "peak_rss_mb": peak_rss,
+        "peak_rss_mb": peak_rss,  # summed over the processes
+        "pss_mb": pss,  # all processes' memory at the end of the run, shared pages counted once
         "workers": max(1, len(worker_pids)),
         "python_numpy_rss_mb": baseline,
         "params_mb": params / 2**20,
@@ -227,7 +245,7 @@ def main(argv=None):
         r = {"what": what, "config": config, "charrnn": ours["chars_per_sec"],
              "peer": peer["chars_per_sec"] if peer else None, "peer_name": peer_name, "ratio": ratio,
              "charrnn_peak_rss_mb": ours["peak_rss_mb"], "peer_peak_rss_mb": peer["peak_rss_mb"] if peer else None}
-        for key in ("params_mb", "optimizer_mb", "activations_mb", "python_numpy_rss_mb"):
+        for key in ("params_mb", "optimizer_mb", "activations_mb", "python_numpy_rss_mb", "pss_mb", "workers"):
             if key in ours:
                 r[key] = ours[key]
         rows.append(r)
