@@ -128,6 +128,8 @@ def _preset_default(name):
 @click.option("--activation", type=click.Choice(ACTIVATIONS), help="For --model rnn. [default: tanh]")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
               help=f"Dropout on each layer's output. {_preset_default('dropout')}")
+@click.option("--weight-drop", type=click.FloatRange(0, 1, max_open=True),
+              help=f"Fraction of recurrent weights dropped per step (DropConnect). {_preset_default('weight_drop')}")
 @click.option("--dtype", type=click.Choice(DTYPES), help=_preset_default("dtype"))
 @click.option("--batch-size", type=click.IntRange(min=1), help=f"Streams B. {_preset_default('batch_size')}")
 @click.option("--seq-length", type=click.IntRange(min=1), help=f"BPTT length T. {_preset_default('seq_length')}")

@@ -33,6 +33,7 @@ class ModelConfig:
     num_layers: int = 2
     activation: str = "tanh"
     dropout: float = 0.2
+    weight_drop: float = 0.0  # DropConnect on W_hh: the fraction of recurrent weights dropped per training step
     dtype: str = "float32"
 
     def validate(self):
@@ -45,6 +46,8 @@ class ModelConfig:
             raise ValueError("hidden size and number of layers must be positive")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        if not 0 <= self.weight_drop < 1:
+            raise ValueError(f"weight-drop must be in [0, 1), not {self.weight_drop}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         make_cell(self.model, self.activation)
@@ -216,24 +219,31 @@ class CharRNN:
         logits = top.reshape(T * B, -1) @ self.params["W_hy"] + self.params["b_y"]
         return logits.reshape(T, B, -1), state
 
-    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, out=None):
+    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, out=None, weight_drop_rng=None):
         """Mean cross-entropy of predicting ``targets`` from ``inputs`` (both (T, B)), by truncated BPTT.
 
         Returns (loss, grads, final_state); grads is a ``Packed`` dict keyed like ``params`` (``out``,
         if given: every element is overwritten). No gradient flows into the initial state.
-        ``dropout_rng`` (a numpy Generator) switches dropout on.
+        ``dropout_rng`` (a numpy Generator) switches dropout and weight drop on; the weight-drop masks
+        come from ``weight_drop_rng`` if given (processes that share a step must share those masks).
         """
         inputs, targets = np.asarray(inputs), np.asarray(targets)
         T, B = inputs.shape
         H = self.config.hidden_size
-        keep = 1.0 - self.config.dropout
-        masks = None
+        masks = weight_masks = None
+        if dropout_rng is not None and self.config.weight_drop > 0:
+            rng, keep = weight_drop_rng or dropout_rng, 1.0 - self.config.weight_drop
+            weight_masks = [
+                (rng.random(self.shapes[f"l{k}.W_hh"], dtype=np.float32) < keep).astype(self.dtype) / keep
+                for k in range(self.config.num_layers)
+            ]  # (H, G·H) each
         if dropout_rng is not None and self.config.dropout > 0:
+            keep = 1.0 - self.config.dropout
             masks = [
                 (dropout_rng.random((T, B, H), dtype=np.float32) < keep).astype(self.dtype) / keep
                 for _ in range(self.config.num_layers)
             ]
-        top, final_state = self._forward(inputs, state, masks)
+        top, final_state = self._forward(inputs, state, masks, weight_masks)
         top2d = top.reshape(T * B, H)  # (T·B, H)
         logits = top2d @ self.params["W_hy"] + self.params["b_y"]
         loss, dlogits = softmax_cross_entropy(logits, targets.reshape(-1))
@@ -241,13 +251,15 @@ class CharRNN:
         np.matmul(top2d.T, dlogits, out=grads["W_hy"])
         np.add.reduce(dlogits, axis=0, out=grads["b_y"])
         d_top = (dlogits @ self.params["W_hy"].T).reshape(T, B, H)
-        self._backward(inputs, d_top, masks, grads)
+        self._backward(inputs, d_top, masks, grads, weight_masks)
         return loss, grads, final_state
 
-    def step_weights(self, k):
+    def step_weights(self, k, weight_mask=None):
         """Layer k's weights as its steps read them: W_xh and b with the cell's gate scale folded in
-        (see cells.py), plus ``step_params``."""
+        (see cells.py), plus ``step_params``; W_hh times ``weight_mask`` (weight drop) if given."""
         p = self._layer_params(k)
+        if weight_mask is not None:
+            p = dict(p, W_hh=p["W_hh"] * weight_mask)
         scale = self.cell.gate_scale(self.config.hidden_size)
         if scale is not None:
             scale = scale.astype(self.dtype)
@@ -269,7 +281,7 @@ class CharRNN:
             self._buffers[B] = layers
         return layers
 
-    def _forward(self, ids, state, masks):
+    def _forward(self, ids, state, masks, weight_masks=None):
         """Fill the layer buffers for ``ids`` (T, B); return the top layer's output (T, B, H) and state."""
         T, B = ids.shape
         if state is None:
@@ -277,7 +289,7 @@ class CharRNN:
         buffers = self._layer_buffers(T, B)
         x = None  # the layer's input, (T, B, H) for layers above the first
         for k, buf in enumerate(buffers):
-            sp = buf.step_params = self.step_weights(k)
+            sp = buf.step_params = self.step_weights(k, None if weight_masks is None else weight_masks[k])
             gates = buf.gates[:T]  # (T, B, G)
             G = gates.shape[2]
             if k == 0:  # the one-hot input as a lookup, bias included
@@ -295,7 +307,7 @@ class CharRNN:
         final_state = tuple(np.stack([buf.states[i][T] for buf in buffers]) for i in range(len(state)))
         return x, final_state
 
-    def _backward(self, ids, d_top, masks, grads):
+    def _backward(self, ids, d_top, masks, grads, weight_masks=None):
         """Backpropagate d_top (T, B, H) through the layers filled by ``_forward``, into ``grads``."""
         T, B = ids.shape
         H = self.config.hidden_size
@@ -311,6 +323,8 @@ class CharRNN:
             d_hproj = buf.d_hproj[:T].reshape(T * B, G)  # (T·B, G)
             h_prev = buf.states[0][:T].reshape(T * B, H)  # (T·B, H)
             np.matmul(h_prev.T, d_hproj, out=grads[f"l{k}.W_hh"])
+            if weight_masks is not None:
+                grads[f"l{k}.W_hh"] *= weight_masks[k]
             np.add.reduce(d_xproj, axis=0, out=grads[f"l{k}.b"])
             if "b_hn" in p:
                 np.add.reduce(d_hproj[:, 2 * H :], axis=0, out=grads[f"l{k}.b_hn"])

@@ -19,7 +19,8 @@ loss; the main process adds the shares.
 
 Workers run in a session of their own, so a Ctrl-C reaches only the main process (which finishes its
 step and saves), and they exit when their pipe closes, so they never outlive it. Dropout masks come
-from a seed the main process draws per step: the same random seed and the same number of workers
+from a seed the main process draws per step and the worker's index (weight-drop masks from the seed
+alone: every worker drops the same weights): the same random seed and the same number of workers
 give the same run.
 """
 
@@ -243,7 +244,7 @@ class WorkerPool:
         """As ``CharRNN.loss_and_grads``, the streams split across the workers."""
         T, B, parts = self._put(inputs, targets, state)
         seed = None
-        if dropout_rng is not None and self.model.config.dropout > 0:
+        if dropout_rng is not None and (self.model.config.dropout > 0 or self.model.config.weight_drop > 0):
             seed = int(dropout_rng.integers(2**63))
         shares = [(hi - lo) / B for lo, hi in parts]
         losses = self._gather(
@@ -324,7 +325,8 @@ def _run(model, shared, grads, index, kind, T, lo, hi, has_state, *rest):
     if kind == "step":
         seed, share = rest
         rng = np.random.default_rng([seed, index]) if seed is not None else None
-        result, _, final = model.loss_and_grads(inputs, targets, state, rng, out=grads)
+        shared_rng = np.random.default_rng([seed]) if seed is not None else None  # the same weight-drop masks in all
+        result, _, final = model.loss_and_grads(inputs, targets, state, rng, out=grads, weight_drop_rng=shared_rng)
         if share != 1:
             grads.flat *= share
     else:

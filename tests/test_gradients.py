@@ -100,10 +100,12 @@ def test_network_loss_gradients(model, activation, num_layers):
         assert err < 1e-6, (name, err)
 
 
-def test_dropout_gradients_with_fixed_masks():
-    """With dropout on, the gradient is that of the loss under the same masks."""
+@pytest.mark.parametrize("model", ["lstm", "gru"])
+def test_dropout_gradients_with_fixed_masks(model):
+    """With dropout and weight drop on, the gradient is that of the loss under the same masks."""
     V, H, T, B = 5, 4, 3, 2
-    config = ModelConfig(vocab_size=V, model="lstm", hidden_size=H, num_layers=2, dropout=0.3, dtype="float64")
+    config = ModelConfig(vocab_size=V, model=model, hidden_size=H, num_layers=2, dropout=0.3, weight_drop=0.4,
+                         dtype="float64")
     net = CharRNN(config, rng=np.random.default_rng(2))
     rng = np.random.default_rng(3)
     inputs, targets = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
@@ -112,8 +114,9 @@ def test_dropout_gradients_with_fixed_masks():
         return net.loss_and_grads(inputs, targets, dropout_rng=np.random.default_rng(7))[0]
 
     _, grads, _ = net.loss_and_grads(inputs, targets, dropout_rng=np.random.default_rng(7))
-    for name in ("l0.W_hh", "l1.W_xh", "W_hy"):
+    for name in ("l0.W_hh", "l1.W_hh", "l1.W_xh", "W_hy"):
         assert rel_error(grads[name], numerical_grad(loss, net.params[name])) < 1e-6
+    assert (grads["l0.W_hh"] == 0).any()  # dropped weights get no gradient
     assert loss() != net.loss_and_grads(inputs, targets)[0]  # the masks do change the loss
 
 

@@ -61,6 +61,24 @@ def test_dropout_in_workers_is_reproducible():
     assert a != c
 
 
+def test_workers_drop_the_same_recurrent_weights():
+    """Weight drop is one mask per step for the whole batch: the workers' summed gradient equals one
+    process's under the mask drawn from the step's seed."""
+    config = ModelConfig(11, "gru", 16, 2, dropout=0.0, weight_drop=0.3, dtype="float64")
+    model = CharRNN(config, rng=np.random.default_rng(0))
+    reference = CharRNN(config, params=dict(model.params))
+    rng = np.random.default_rng(5)
+    inputs, targets = rng.integers(0, 11, (6, 8)), rng.integers(0, 11, (6, 8))
+    seed = int(np.random.default_rng(9).integers(2**63))
+    want_loss, want_grads, _ = reference.loss_and_grads(
+        inputs, targets, dropout_rng=np.random.default_rng(0), weight_drop_rng=np.random.default_rng([seed]))
+    with WorkerPool(model, 8, 6, 2) as pool:
+        loss, grads, _ = pool.loss_and_grads(inputs, targets, dropout_rng=np.random.default_rng(9))
+    assert loss == pytest.approx(want_loss, abs=1e-12)
+    np.testing.assert_allclose(grads.flat, want_grads.flat, atol=1e-12)
+    assert loss != pytest.approx(reference.loss_and_grads(inputs, targets)[0], abs=1e-6)
+
+
 def test_a_dead_worker_is_a_one_line_error():
     model, _ = twin_models("gru")
     ids = np.zeros((4, 4), int)
