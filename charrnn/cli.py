@@ -162,6 +162,9 @@ def _preset_default(name):
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",
               help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
 @click.option("--overwrite", is_flag=True, help="Start afresh even if --checkpoint-dir holds a model (it is replaced).")
+@click.option("--late-dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Raise dropout linearly from --dropout to this rate between --late-dropout-epochs.")
+@click.option("--late-dropout-epochs", type=(float, float), default=(4.0, 16.0), show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes that compute each step, a share of the streams each. [default: one per CPU, "
               "at least 8 streams each]")

@@ -219,13 +219,15 @@ class CharRNN:
         logits = top.reshape(T * B, -1) @ self.params["W_hy"] + self.params["b_y"]
         return logits.reshape(T, B, -1), state
 
-    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, out=None, weight_drop_rng=None):
+    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, out=None, weight_drop_rng=None,
+                       dropout=None):
         """Mean cross-entropy of predicting ``targets`` from ``inputs`` (both (T, B)), by truncated BPTT.
 
         Returns (loss, grads, final_state); grads is a ``Packed`` dict keyed like ``params`` (``out``,
         if given: every element is overwritten). No gradient flows into the initial state.
         ``dropout_rng`` (a numpy Generator) switches dropout and weight drop on; the weight-drop masks
         come from ``weight_drop_rng`` if given (processes that share a step must share those masks).
+        ``dropout`` overrides the config's rate for this step (a schedule's).
         """
         inputs, targets = np.asarray(inputs), np.asarray(targets)
         T, B = inputs.shape
@@ -237,8 +239,9 @@ class CharRNN:
                 (rng.random(self.shapes[f"l{k}.W_hh"], dtype=np.float32) < keep).astype(self.dtype) / keep
                 for k in range(self.config.num_layers)
             ]  # (H, G·H) each
-        if dropout_rng is not None and self.config.dropout > 0:
-            keep = 1.0 - self.config.dropout
+        dropout = self.config.dropout if dropout is None else dropout
+        if dropout_rng is not None and dropout > 0:
+            keep = 1.0 - dropout
             masks = [
                 (dropout_rng.random((T, B, H), dtype=np.float32) < keep).astype(self.dtype) / keep
                 for _ in range(self.config.num_layers)

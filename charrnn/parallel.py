@@ -81,8 +81,8 @@ class InProcess:
     def __init__(self, model):
         self.model = model
 
-    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None):
-        return self.model.loss_and_grads(inputs, targets, state, dropout_rng)
+    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, dropout=None):
+        return self.model.loss_and_grads(inputs, targets, state, dropout_rng, dropout=dropout)
 
     def chunk_nll(self, inputs, targets, state=None):
         return chunk_nll(self.model, inputs, targets, state)
@@ -240,15 +240,17 @@ class WorkerPool:
     def _state_out(self, B):
         return tuple(s[:, :B].copy() for s in self.shared["state_out"])
 
-    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None):
+    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, dropout=None):
         """As ``CharRNN.loss_and_grads``, the streams split across the workers."""
         T, B, parts = self._put(inputs, targets, state)
+        cfg = self.model.config
+        dropout = cfg.dropout if dropout is None else dropout
         seed = None
-        if dropout_rng is not None and (self.model.config.dropout > 0 or self.model.config.weight_drop > 0):
+        if dropout_rng is not None and (dropout > 0 or cfg.weight_drop > 0):
             seed = int(dropout_rng.integers(2**63))
         shares = [(hi - lo) / B for lo, hi in parts]
         losses = self._gather(
-            [("step", T, lo, hi, state is not None, seed, share) for (lo, hi), share in zip(parts, shares)]
+            [("step", T, lo, hi, state is not None, seed, share, dropout) for (lo, hi), share in zip(parts, shares)]
         )
         total = self.grads[0]
         for g in self.grads[1 : len(parts)]:
@@ -323,10 +325,11 @@ def _run(model, shared, grads, index, kind, T, lo, hi, has_state, *rest):
     inputs, targets = shared["inputs"][:T, lo:hi], shared["targets"][:T, lo:hi]
     state = tuple(s[:, lo:hi] for s in shared["state_in"]) if has_state else None
     if kind == "step":
-        seed, share = rest
+        seed, share, dropout = rest
         rng = np.random.default_rng([seed, index]) if seed is not None else None
         shared_rng = np.random.default_rng([seed]) if seed is not None else None  # the same weight-drop masks in all
-        result, _, final = model.loss_and_grads(inputs, targets, state, rng, out=grads, weight_drop_rng=shared_rng)
+        result, _, final = model.loss_and_grads(inputs, targets, state, rng, out=grads, weight_drop_rng=shared_rng,
+                                                dropout=dropout)
         if share != 1:
             grads.flat *= share
     else:

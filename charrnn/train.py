@@ -66,6 +66,8 @@ class TrainConfig:
     sample_length: int = 200
     encoding: str = "utf-8"
     bytes_mode: bool = False
+    late_dropout: float | None = None  # dropout rises from the model's rate to this one over late_dropout_epochs
+    late_dropout_epochs: tuple = (4.0, 16.0)
     workers: int | None = None  # processes computing each step (parallel.py); None: one per CPU, as the batch allows
 
     def validate(self):
@@ -308,7 +310,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                 epoch_now = pos.epoch + pos.chunk / batches.chunks_per_epoch
                 progress = budget_progress(config, pos.step, epoch_now, time.perf_counter() - start)
                 optimizer.learning_rate = learning_rate(config, base_lr, pos.lr_scale, progress, epoch_now)
-                loss, grads, new_state = engine.loss_and_grads(inputs, targets, state, dropout_rng=rng)
+                dropout = _dropout_rate(config, model.config.dropout, epoch_now)
+                loss, grads, new_state = engine.loss_and_grads(inputs, targets, state, dropout_rng=rng, dropout=dropout)
                 if not (math.isfinite(loss) and np.isfinite(grads.flat).all()):
                     # never apply it: go back to the last evaluated parameters with half the learning rate
                     bad_steps += 1
@@ -346,6 +349,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                         "chars_per_sec": (pos.step - last_log_step) * chars_per_step / max(now - last_log_time, 1e-9),
                         "elapsed": round(elapsed, 3),
                         "learning_rate": optimizer.learning_rate,
+                        "dropout": dropout,
                     }
                     if evaluating:
                         stop_reason = evaluate_and_save(state) or stop_reason
@@ -373,6 +377,15 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         checkpoint_dir=config.checkpoint_dir,
         interrupted_by=signals.signum,
     )
+
+
+def _dropout_rate(config, base, epoch):
+    """The model's dropout, or with ``late_dropout`` a linear rise to it between the two epochs given."""
+    if config.late_dropout is None:
+        return base
+    start, end = config.late_dropout_epochs
+    progress = min(1.0, max(0.0, (epoch - start) / max(end - start, 1e-9)))
+    return base + (config.late_dropout - base) * progress
 
 
 def _start_engine(model, config, reporter):

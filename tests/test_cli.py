@@ -134,3 +134,16 @@ def test_a_fresh_run_never_mixes_with_an_earlier_one(tmp_path, small_text):
     assert not os.path.exists(os.path.join(ck, "best.npz")) or load_checkpoint(os.path.join(ck, "best.npz")).meta["step"] <= 10
     steps = [json.loads(line)["step"] for line in open(os.path.join(ck, "metrics.jsonl"))]
     assert steps == sorted(steps) and steps[-1] == 10  # the earlier run's records are gone
+
+
+def test_late_dropout_rises_between_its_epochs(tmp_path, small_text):
+    ck = str(tmp_path / "ck")
+    result = run(["train", small_text, "--checkpoint-dir", ck, "--max-epochs", "3", "--dropout", "0.1",
+                  "--late-dropout", "0.5", "--late-dropout-epochs", "1", "2", *TINY[:-4], "--sample-length", "0"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in open(os.path.join(ck, "metrics.jsonl"))]
+    rates = [(r["epoch"], r["dropout"]) for r in records]
+    assert all(d == pytest.approx(0.1) for e, d in rates if e <= 1.0)
+    assert all(d == pytest.approx(0.5) for e, d in rates if e >= 2.05)
+    middle = [d for e, d in rates if 1.1 < e < 1.9]
+    assert middle and middle == sorted(middle) and 0.1 < middle[0] < middle[-1] < 0.5

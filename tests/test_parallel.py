@@ -59,6 +59,11 @@ def test_dropout_in_workers_is_reproducible():
     (a, ga), (b, gb), (c, _) = run(7), run(7), run(None)
     assert a == b and np.array_equal(ga, gb)
     assert a != c
+    model, reference = twin_models("lstm", dropout=0.3)  # a schedule's rate overrides the config's, in the workers
+    ids = np.random.default_rng(4).integers(0, 11, (6, 8))
+    with WorkerPool(model, 8, 6, 2) as pool:
+        loss, _, _ = pool.loss_and_grads(ids, ids, dropout_rng=np.random.default_rng(7), dropout=0.0)
+    assert loss == pytest.approx(reference.loss_and_grads(ids, ids)[0], abs=1e-12)
 
 
 def test_workers_drop_the_same_recurrent_weights():
