@@ -162,9 +162,11 @@ def _preset_default(name):
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",
               help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
 @click.option("--overwrite", is_flag=True, help="Start afresh even if --checkpoint-dir holds a model (it is replaced).")
-@click.option("--late-dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Raise dropout linearly from --dropout to this rate between --late-dropout-epochs.")
-@click.option("--late-dropout-epochs", type=(float, float), default=(4.0, 16.0), show_default=True)
+@click.option("--late-dropout", type=click.FloatRange(0, 1, max_open=True),
+              help="Raise dropout linearly from --dropout to this rate between --late-dropout-epochs. "
+              f"{_preset_default('late_dropout')}")
+@click.option("--late-dropout-epochs", type=(click.FloatRange(min=0), click.FloatRange(min=0)), metavar="A B",
+              help=f"Epochs where the rise starts and ends. {_preset_default('late_dropout_epochs')}")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes that compute each step, a share of the streams each. [default: one per CPU, "
               "at least 8 streams each]")
@@ -195,6 +197,8 @@ def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
             bundle = preset_options(preset, {})
             if options["learning_rate"] is None and any(values[k] != bundle[k] for k in ("optimizer", "model")):
                 values["learning_rate"] = None  # another optimizer or cell than the preset's: its own tuned rate
+            if options["dropout"] is not None and options["late_dropout"] is None:
+                values["late_dropout"] = None  # a dropout asked for is kept, not raised later
             model_config = ModelConfig(0, **{k: values[k] for k in model_fields})
             config = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
         result = train_model(corpus, model_config, config, resume=resume, reporter=reporter, overwrite=overwrite)

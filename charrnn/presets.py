@@ -11,8 +11,9 @@ from .model import ModelConfig
 from .train import TrainConfig
 
 _RECIPE_FIELDS = (
-    "model", "hidden_size", "num_layers", "activation", "dropout", "weight_drop", "dtype", "batch_size", "seq_length",
-    "optimizer", "learning_rate", "lr_schedule", "lr_decay", "lr_decay_after", "grad_clip", "weight_decay", "eval_every", "max_time",
+    "model", "hidden_size", "num_layers", "activation", "dropout", "late_dropout", "late_dropout_epochs", "weight_drop",
+    "dtype", "batch_size", "seq_length", "optimizer", "learning_rate", "lr_schedule", "lr_decay", "lr_decay_after",
+    "grad_clip", "weight_decay", "eval_every", "max_time",
 )
 _DEFAULTS = {**asdict(ModelConfig(vocab_size=0)), **asdict(TrainConfig())}
 
@@ -26,6 +27,7 @@ PRESETS = {
         "num_layers": 1,
         "activation": "tanh",
         "dropout": 0.0,
+        "late_dropout": None,
         "weight_drop": 0.0,
         "batch_size": 1,
         "seq_length": 25,
@@ -49,6 +51,7 @@ PRESETS = {
         "lr_decay_after": 10,
         "grad_clip": 5.0,
         "dropout": 0.0,
+        "late_dropout": None,
         "weight_drop": 0.0,
         "eval_every": 1000,
     },

@@ -66,7 +66,7 @@ class TrainConfig:
     sample_length: int = 200
     encoding: str = "utf-8"
     bytes_mode: bool = False
-    late_dropout: float | None = None  # dropout rises from the model's rate to this one over late_dropout_epochs
+    late_dropout: float | None = 0.45  # dropout rises from the model's rate to this one over late_dropout_epochs
     late_dropout_epochs: tuple = (4.0, 16.0)
     workers: int | None = None  # processes computing each step (parallel.py); None: one per CPU, as the batch allows
 
@@ -98,6 +98,10 @@ class TrainConfig:
             codecs.lookup(self.encoding)
         except LookupError:
             raise ValueError(f"unknown encoding {self.encoding!r}") from None
+        if self.late_dropout is not None and not 0 <= self.late_dropout < 1:
+            raise ValueError(f"late-dropout must be in [0, 1), not {self.late_dropout}")
+        if len(self.late_dropout_epochs) != 2 or not 0 <= self.late_dropout_epochs[0] <= self.late_dropout_epochs[1]:
+            raise ValueError(f"late-dropout-epochs must be two epochs A <= B, not {self.late_dropout_epochs}")
         if self.grad_clip < 0 or self.weight_decay < 0 or self.sample_length < 0:
             raise ValueError("grad-clip, weight-decay and sample-length cannot be negative")
 
@@ -380,8 +384,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
 
 
 def _dropout_rate(config, base, epoch):
-    """The model's dropout, or with ``late_dropout`` a linear rise to it between the two epochs given."""
-    if config.late_dropout is None:
+    """The model's dropout, rising linearly to ``late_dropout`` (if higher) between the two epochs given."""
+    if config.late_dropout is None or config.late_dropout <= base:
         return base
     start, end = config.late_dropout_epochs
     progress = min(1.0, max(0.0, (epoch - start) / max(end - start, 1e-9)))

@@ -109,6 +109,7 @@ def test_preset_sets_options_and_explicit_flags_win(tmp_path, small_text):
     assert meta["model"]["num_layers"] == 1 and meta["model"]["dropout"] == 0.0  # not the default recipe's
     assert meta["train"]["batch_size"] == 1 and meta["train"]["seq_length"] == 25
     assert meta["train"]["optimizer"] == "adagrad" and meta["train"]["learning_rate"] == 0.1
+    assert meta["train"]["late_dropout"] is None
 
 
 def test_halving_schedule_halves_then_stops(tmp_path, small_text):
@@ -147,3 +148,9 @@ def test_late_dropout_rises_between_its_epochs(tmp_path, small_text):
     assert all(d == pytest.approx(0.5) for e, d in rates if e >= 2.05)
     middle = [d for e, d in rates if 1.1 < e < 1.9]
     assert middle and middle == sorted(middle) and 0.1 < middle[0] < middle[-1] < 0.5
+    # a --dropout given without --late-dropout is kept as it is: the default recipe's rise is off
+    kept = str(tmp_path / "kept")
+    result = run(["train", small_text, "--checkpoint-dir", kept, "--max-epochs", "1.5", "--dropout", "0.3",
+                  "--late-dropout-epochs", "0", "1", *TINY[:-4], "--sample-length", "0"])
+    assert result.exit_code == 0, result.output
+    assert {json.loads(line)["dropout"] for line in open(os.path.join(kept, "metrics.jsonl"))} == {0.3}
