@@ -84,12 +84,8 @@ class RNNCell:
         return gates, prev[0], nxt[0]
 
     def step_forward(self, cache, p, scratch):
-        matmul(cache[1], p["W_hh"], scratch["hproj"])  # h_prev @ W_hh
-        self.activate(cache, p, scratch)
-
-    def activate(self, cache, p, scratch):
-        """The step's elementwise part, given h_prev @ W_hh in scratch["hproj"]."""
-        pre, _, h = cache
+        pre, h_prev, h = cache
+        matmul(h_prev, p["W_hh"], scratch["hproj"])
         add(pre, scratch["hproj"], h)
         if self.activation == "relu":
             maximum(h, 0, out=h)
@@ -139,13 +135,9 @@ class LSTMCell:
         return (gates, gates[:, : 3 * H], i, f, o, g, *prev, *nxt, *extra)
 
     def step_forward(self, cache, p, scratch):
-        matmul(cache[6], p["W_hh"], scratch["hproj"])  # h_prev @ W_hh
-        self.activate(cache, p, scratch)
-
-    def activate(self, cache, p, scratch):
-        """The step's elementwise part, given h_prev @ W_hh in scratch["hproj"]."""
-        gates, _, i, f, o, g, _, c_prev, h, c, tanh_c = cache
+        gates, _, i, f, o, g, h_prev, c_prev, h, c, tanh_c = cache
         hproj, tmp = scratch["hproj"], scratch["tmp"]
+        matmul(h_prev, p["W_hh"], hproj)
         add(gates, hproj, gates)
         tanh(gates, gates)  # t; sigmoid gates are (1 + t) / 2, see cells.py
         multiply(gates, p["affine_scale"], gates)
@@ -206,14 +198,10 @@ class GRUCell:
                 dr_h, dz_h, dn_h)
 
     def step_forward(self, cache, p, scratch):
-        matmul(cache[5], p["W_hh"], scratch["hproj"])  # h_prev @ W_hh
-        self.activate(cache, p, scratch)
-
-    def activate(self, cache, p, scratch):
-        """The step's elementwise part, given h_prev @ W_hh in scratch["hproj"]."""
         _, rz, r, z, n, h_prev, h, hn = cache[:8]
-        tmp = scratch["tmp"]
+        hproj, tmp = scratch["hproj"], scratch["tmp"]
         hproj_rz, hproj_n = scratch["hproj_parts"]
+        matmul(h_prev, p["W_hh"], hproj)
         add(rz, hproj_rz, rz)
         tanh(rz, rz)
         tanh_to_sigmoid_(rz)

@@ -12,28 +12,14 @@ import numpy as np
 from .cells import scratch_buffers
 
 
-TRANSPOSED_PRODUCTS_FROM = 256  # hidden size from which W^T @ h beats h @ W at batch 1 (numpy's OpenBLAS, 2 cores)
-
-
 class Stepper:
-    """Runs a model one character at a time (batch 1) from a given state.
-
-    At batch 1 every product is a matrix-vector product that reads the whole weight matrix; from
-    ``TRANSPOSED_PRODUCTS_FROM`` units on it runs as W^T @ h over weights kept transposed (about a
-    fifth faster at 512: 30 against 38 microseconds for 512 x 2048), below it as h @ W.
-    """
+    """Runs a model one character at a time (batch 1) from a given state."""
 
     def __init__(self, model, state):
         self.model = model
         cfg, cell = model.config, model.cell
         H, G, dtype = cfg.hidden_size, cell.n_gates * cfg.hidden_size, model.dtype
         self.layer_params = [model.step_weights(k) for k in range(cfg.num_layers)]
-        self.transposed = H >= TRANSPOSED_PRODUCTS_FROM
-        # the products' matrices (W_xh, W_hh) per layer, gate scale folded in: (H, G), or (G, H) transposed
-        self.matrices = [
-            tuple(np.ascontiguousarray(p[name].T) if self.transposed else p[name] for name in ("W_xh", "W_hh"))
-            for p in self.layer_params
-        ]
         self.gates = [np.empty((1, G), dtype) for _ in range(cfg.num_layers)]
         states = [[tuple(np.array(s[k], dtype) for s in state), tuple(np.empty((1, H), dtype) for _ in cell.state_names)]
                   for k in range(cfg.num_layers)]  # per layer: two state buffers, read and written in turn
@@ -43,8 +29,7 @@ class Stepper:
             [cell.step_views(self.gates[k], a, b, extra, self.gates[k]) for a, b in (pair, pair[::-1])]
             for k, pair in enumerate(states)
         ]
-        self.inputs = [[pair[0][0][0], pair[1][0][0]] for pair in states]  # h_prev (H,) each direction reads
-        self.outputs = [[pair[1][0][0], pair[0][0][0]] for pair in states]  # the h (H,) each direction writes
+        self.outputs = [[pair[1][0], pair[0][0]] for pair in states]  # the h each direction writes
         self.parity = 0
         self.scratch = [scratch_buffers(cell, 1, H, dtype) for _ in range(cfg.num_layers)]
         self.logits = np.empty((1, cfg.vocab_size), dtype)
@@ -53,28 +38,20 @@ class Stepper:
 
     def step(self, idx):
         """Feed character id ``idx``; return the logits (V,) for the next character."""
-        activate, product, x, parity = self.model.cell.activate, self._product, None, self.parity
+        step_forward, x, parity = self.model.cell.step_forward, None, self.parity
         for k, p in enumerate(self.layer_params):
-            gates, (W_xh, W_hh) = self.gates[k][0], self.matrices[k]  # gates (G,)
+            gates = self.gates[k]
             if k == 0:
-                gates[...] = self.input_table[idx]
+                gates[0] = self.input_table[idx]
             else:
-                product(x, W_xh, gates)
+                np.matmul(x, p["W_xh"], gates)
                 np.add(gates, p["b"], gates)
-            product(self.inputs[k][parity], W_hh, self.scratch[k]["hproj"][0])
-            activate(self.caches[k][parity], p, self.scratch[k])
+            step_forward(self.caches[k][parity], p, self.scratch[k])
             x = self.outputs[k][parity]
         self.parity = 1 - parity
-        np.matmul(x, self.W_hy, self.logits[0])
+        np.matmul(x, self.W_hy, self.logits)
         np.add(self.logits, self.b_y, self.logits)
         return self.logits[0]
-
-    def _product(self, vector, matrix, out):
-        """out (G,) = vector (H,) @ W, with W kept as (H, G) or transposed as (G, H)."""
-        if self.transposed:
-            np.matmul(matrix, vector, out)
-        else:
-            np.matmul(vector, matrix, out)
 
 
 def filter_logits(logits, temperature, top_k=None, top_p=None):

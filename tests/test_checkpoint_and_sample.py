@@ -53,7 +53,7 @@ def test_directory_resolves_best_then_latest(tmp_path):
 
 @pytest.mark.parametrize("model,hidden", [("gru", 16), ("lstm", 16), ("rnn", 16), ("gru", 256), ("lstm", 256)])
 def test_stepper_matches_batched_forward(model, hidden):
-    """One character at a time (with h @ W, or W^T @ h from 256 units) gives the batched forward's logits."""
+    """One character at a time gives the batched forward's logits."""
     config = ModelConfig(vocab_size=len(VOCAB), model=model, hidden_size=hidden, num_layers=2, dtype="float64")
     net = CharRNN(config, rng=np.random.default_rng(0))
     ids = np.random.default_rng(2).integers(0, len(VOCAB), 12)
