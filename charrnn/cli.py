@@ -144,6 +144,9 @@ def _preset_default(name):
 @click.option("--grad-clip", type=click.FloatRange(min=0),
               help=f"Clip each gradient element to [-C, C]; 0 disables. {_preset_default('grad_clip')}")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help=_preset_default("weight_decay"))
+@click.option("--average", type=click.IntRange(min=0), metavar="STEPS",
+              help="Validate, save and sample a running average of the weights over about STEPS steps; 0: off. "
+              f"{_preset_default('average')}")
 @click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               help="Tail of the corpus held out for validation.")
 @click.option("--eval-every", type=click.IntRange(min=1), help=f"Steps. {_preset_default('eval_every')}")

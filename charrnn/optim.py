@@ -121,6 +121,27 @@ class Adam(Optimizer):
         p -= tmp
 
 
+class WeightAverage:
+    """A running average of the parameters, taken after every update (Polyak averaging).
+
+    The plain mean of the iterates so far for the first ``horizon`` steps, then an exponential moving
+    average over about ``horizon`` steps: the weight of step t is max(1/horizon, 1/t). Validation,
+    ``best.npz`` and samples read the average; training goes on from the parameters themselves.
+    """
+
+    def __init__(self, params, horizon):
+        self.horizon = horizon
+        self.params = Packed(params.shapes(), params.flat.dtype, params)  # the average, same layout
+        self._tmp = np.empty_like(params.flat)  # (N,)
+
+    def update(self, params, steps):
+        """Fold in ``params`` after update number ``steps`` (counting from 1)."""
+        average = self.params.flat
+        np.subtract(params.flat, average, out=self._tmp)
+        self._tmp *= max(1.0 / self.horizon, 1.0 / max(steps, 1))
+        average += self._tmp
+
+
 _CLASSES = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}
 
 

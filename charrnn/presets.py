@@ -13,7 +13,7 @@ from .train import TrainConfig
 _RECIPE_FIELDS = (
     "model", "hidden_size", "num_layers", "activation", "dropout", "late_dropout", "late_dropout_epochs", "weight_drop",
     "dtype", "batch_size", "seq_length", "optimizer", "learning_rate", "lr_schedule", "lr_decay", "lr_decay_after",
-    "grad_clip", "weight_decay", "eval_every", "max_time",
+    "grad_clip", "weight_decay", "average", "eval_every", "max_time",
 )
 _DEFAULTS = {**asdict(ModelConfig(vocab_size=0)), **asdict(TrainConfig())}
 
@@ -28,6 +28,7 @@ PRESETS = {
         "activation": "tanh",
         "dropout": 0.0,
         "late_dropout": None,
+        "average": 0,
         "weight_drop": 0.0,
         "batch_size": 1,
         "seq_length": 25,
@@ -52,6 +53,7 @@ PRESETS = {
         "grad_clip": 5.0,
         "dropout": 0.0,
         "late_dropout": None,
+        "average": 0,
         "weight_drop": 0.0,
         "eval_every": 1000,
     },

@@ -5,10 +5,13 @@
 Each step takes the next T characters of every stream, runs forward and backward over them, updates
 the parameters and carries the final state into the next chunk; the state is reset at the start of
 each pass over the data. Checkpoints (``latest.npz`` at every evaluation, ``best.npz`` at the lowest
-validation loss) and ``metrics.jsonl`` go to ``checkpoint_dir``.
+validation loss) and ``metrics.jsonl`` go to ``checkpoint_dir``. With ``average`` (steps) a running
+average of the weights is what validation reads and the checkpoints hold as the model; the weights
+training goes on from are saved beside it, as optimizer state named "iterate.<param>".
 """
 
 import codecs
+import contextlib
 import json
 import math
 import os
@@ -21,8 +24,8 @@ import numpy as np
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .data import CorpusError, StreamBatches, load_corpus
 from .evaluate import streams_nll
-from .model import CharRNN, ModelConfig
-from .optim import OPTIMIZERS, make_optimizer
+from .model import CharRNN, ModelConfig, check_params
+from .optim import OPTIMIZERS, WeightAverage, make_optimizer
 from .parallel import WorkerError, default_workers, make_engine
 from .sample import generate
 from .schedule import SCHEDULES, budget_progress, halving_decision, learning_rate
@@ -68,10 +71,13 @@ class TrainConfig:
     bytes_mode: bool = False
     late_dropout: float | None = 0.45  # dropout rises from the model's rate to this one over late_dropout_epochs
     late_dropout_epochs: tuple = (4.0, 16.0)
+    average: int = 0  # steps: validate, save and sample a running average of the weights over about this many; 0: off
     workers: int | None = None  # processes computing each step (parallel.py); None: one per CPU, as the batch allows
 
     def validate(self):
         positive = {"batch_size": self.batch_size, "seq_length": self.seq_length, "eval_every": self.eval_every}
+        if self.average:
+            positive["average"] = self.average
         positive["log_every"] = self.log_every
         if self.workers is not None:
             positive["workers"] = self.workers
@@ -218,7 +224,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                     f"cannot resume with {name.replace('_', '-')} {getattr(config, name)}: the checkpoint was "
                     f"trained with {saved[name]}"
                 )
-        model = ckpt.model
+        model, saved_average = _take_iterate(ckpt, resume)
         pos = _Position(**{k: ckpt.meta[k] for k in asdict(_Position()) if k in ckpt.meta})
         rng.bit_generator.state = pos.rng_state
         state = ckpt.hidden_state or None
@@ -235,8 +241,12 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         model.params["b_y"][...] = np.log(counts / counts.sum())
         pos = _Position()
         state = None
+        saved_average = None
     base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][model.config.model]
     optimizer = make_optimizer(config.optimizer, model.params, base_lr, config.grad_clip, config.weight_decay)
+    average = WeightAverage(model.params, config.average) if config.average else None
+    if average is not None and saved_average is not None:
+        average.params.flat[...] = saved_average
     if ckpt:
         try:
             optimizer.load_state(ckpt.optimizer_state)
@@ -254,16 +264,23 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
             **asdict(replace(pos, rng_state=rng.bit_generator.state)),
         }
         hidden = tuple(hidden) if hidden is not None else ()
-        save_checkpoint(
-            os.path.join(config.checkpoint_dir, name), Checkpoint(model, vocab, meta, optimizer.state, hidden)
-        )
+        saved, optimizer_state = model, optimizer.state
+        if average is not None:  # the average is the model; the weights training goes on from ride along
+            saved = CharRNN(model.config, params=average.params)
+            optimizer_state.update({f"{ITERATE}{k}": v for k, v in model.params.items()})
+        save_checkpoint(os.path.join(config.checkpoint_dir, name), Checkpoint(saved, vocab, meta, optimizer_state, hidden))
 
     def evaluate_and_save(hidden):
         """Validate, checkpoint, preview; return a reason to stop (halving rule, patience) or None."""
-        stop = None
-        if len(val_ids) > 1:
-            nll, n = streams_nll(model, val_ids, config.batch_size, config.seq_length, engine)
-            previous, pos.last_val_loss = pos.last_val_loss, nll / n
+        stop, val_loss, preview = None, None, None
+        with _average_in_place(model.params, average):
+            if len(val_ids) > 1:
+                nll, n = streams_nll(model, val_ids, config.batch_size, config.seq_length, engine)
+                val_loss = nll / n
+            if config.sample_length:
+                preview = generate(model, vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)
+        if val_loss is not None:
+            previous, pos.last_val_loss = pos.last_val_loss, val_loss
             if pos.best_val_loss is None or pos.last_val_loss < pos.best_val_loss:
                 pos.best_val_loss, pos.evals_since_best = pos.last_val_loss, 0
                 checkpoint("best.npz", hidden)
@@ -279,8 +296,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                 if converged:
                     stop = "converged"
         checkpoint("latest.npz", hidden)
-        if config.sample_length:
-            preview = generate(model, vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)
+        if preview is not None:
             reporter.sample("".join(preview))
         return stop
 
@@ -336,6 +352,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                     continue
                 bad_steps = 0
                 optimizer.step(model.params, grads)
+                if average is not None:
+                    average.update(model.params, optimizer.steps)
                 state = new_state
                 pos.step += 1
                 pos.chunk += 1
@@ -390,6 +408,40 @@ def _dropout_rate(config, base, epoch):
     start, end = config.late_dropout_epochs
     progress = min(1.0, max(0.0, (epoch - start) / max(end - start, 1e-9)))
     return base + (config.late_dropout - base) * progress
+
+
+ITERATE = "iterate."  # checkpoint optimizer-state prefix: the weights training goes on from, when averaging
+
+
+def _take_iterate(ckpt, path):
+    """The checkpoint's model set to the weights training goes on from, and the saved average's values
+    (the checkpoint's own parameters) if it was trained with --average, else None."""
+    model = ckpt.model
+    iterate = {k[len(ITERATE) :]: ckpt.optimizer_state.pop(k) for k in list(ckpt.optimizer_state) if k.startswith(ITERATE)}
+    if not iterate:
+        return model, None
+    saved_average = model.params.flat.copy()
+    try:
+        check_params(iterate, model.shapes, model.dtype)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: inconsistent checkpoint ({e})") from None
+    for name, value in iterate.items():
+        model.params[name][...] = value
+    return model, saved_average
+
+
+@contextlib.contextmanager
+def _average_in_place(params, average):
+    """Within the block ``params`` hold the running average (the workers read them there), then their own values."""
+    if average is None:
+        yield
+        return
+    own = params.flat.copy()
+    params.flat[...] = average.params.flat
+    try:
+        yield
+    finally:
+        params.flat[...] = own
 
 
 def _start_engine(model, config, reporter):

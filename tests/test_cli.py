@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import main
+from charrnn.data import load_corpus
+from charrnn.evaluate import streams_nll
 
 TINY = ["--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-length", "16",
         "--eval-every", "20", "--sample-length", "40", "--random-seed", "3"]
@@ -65,11 +67,12 @@ def test_installed_console_script(tmp_path, small_text):
     assert ev.returncode == 0 and json.loads(ev.stdout)["chars"] > 0
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_resume_is_bit_identical(tmp_path, small_text, workers):
-    """2N steps in one run equal N steps, then N more after --resume (in one process, or on two workers)."""
+@pytest.mark.parametrize("workers,extra", [("1", []), ("2", []), ("2", ["--average", "7"])])
+def test_resume_is_bit_identical(tmp_path, small_text, workers, extra):
+    """2N steps in one run equal N steps, then N more after --resume (in one process, or on two workers;
+    with a running average of the weights, the average and the weights training goes on from)."""
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    opts = [*TINY, "--dropout", "0.1", "--optimizer", "adam", "--lr-schedule", "constant", "--workers", workers]
+    opts = [*TINY, "--dropout", "0.1", "--optimizer", "adam", "--lr-schedule", "constant", "--workers", workers, *extra]
     assert run(["train", small_text, "--checkpoint-dir", one, "--max-steps", "30", *opts]).exit_code == 0
     assert run(["train", small_text, "--checkpoint-dir", two, "--max-steps", "15", *opts]).exit_code == 0
     resumed = run(["train", small_text, "--checkpoint-dir", two, "--max-steps", "30", "--resume"])
@@ -81,6 +84,7 @@ def test_resume_is_bit_identical(tmp_path, small_text, workers):
         np.testing.assert_array_equal(a.model.params[name], b.model.params[name])
     for key in a.optimizer_state:
         np.testing.assert_array_equal(a.optimizer_state[key], b.optimizer_state[key])
+    assert any(key.startswith("iterate.") for key in a.optimizer_state) == bool(extra)
 
 
 def test_resume_refuses_other_vocabulary(tmp_path, small_text):
@@ -154,3 +158,26 @@ def test_late_dropout_rises_between_its_epochs(tmp_path, small_text):
                   "--late-dropout-epochs", "0", "1", *TINY[:-4], "--sample-length", "0"])
     assert result.exit_code == 0, result.output
     assert {json.loads(line)["dropout"] for line in open(os.path.join(kept, "metrics.jsonl"))} == {0.3}
+
+
+def test_average_is_what_validation_and_checkpoints_hold(tmp_path, small_text):
+    """With --average, best.npz holds the averaged weights that gave the best validation loss (the
+    training weights ride along), and resuming without averaging goes on from the training weights."""
+    ck = str(tmp_path / "ck")
+    opts = [*TINY, "--lr-schedule", "constant", "--workers", "1"]
+    assert run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "60", "--average", "20", *opts]).exit_code == 0
+    best = load_checkpoint(os.path.join(ck, "best.npz"))
+    corpus = load_corpus(small_text, ck)
+    _, val_ids = corpus.split(0.1)
+    nll, n = streams_nll(best.model, val_ids, 8, 16)
+    assert nll / n == pytest.approx(best.meta["best_val_loss"], rel=1e-6)
+    iterate = {k[len("iterate."):]: v for k, v in best.optimizer_state.items() if k.startswith("iterate.")}
+    assert set(iterate) == set(best.model.params)
+    assert not np.allclose(iterate["l0.W_hh"], best.model.params["l0.W_hh"])
+    latest = load_checkpoint(os.path.join(ck, "latest.npz"))
+    assert run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "61", "--average", "0", "--resume"]).exit_code == 0
+    went_on = load_checkpoint(os.path.join(ck, "latest.npz"))
+    assert not any(k.startswith("iterate.") for k in went_on.optimizer_state)
+    went = went_on.model.params["l0.W_hh"]
+    from_iterate = np.linalg.norm(went - latest.optimizer_state["iterate.l0.W_hh"])
+    assert 0 < from_iterate < np.linalg.norm(went - latest.model.params["l0.W_hh"]) / 3  # one step from the weights

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from charrnn.optim import make_optimizer
+from charrnn.optim import WeightAverage, make_optimizer
 from charrnn.packed import Packed
 
 
@@ -65,3 +65,19 @@ def test_state_round_trip_continues_identically():
     np.testing.assert_array_equal(one.flat, two.flat)
     with pytest.raises(ValueError, match="does not match"):
         make_optimizer("rmsprop", two, 0.01).load_state(first.state)
+
+
+def test_weight_average_is_the_mean_then_an_exponential_average():
+    """Weight 1/t for the first ``horizon`` updates (the plain mean), then 1/horizon."""
+    rng = np.random.default_rng(2)
+    iterates = [rng.normal(size=5) for _ in range(7)]
+    params = Packed({"w": (5,)}, np.float64, {"w": rng.normal(size=5)})
+    average = WeightAverage(params, horizon=3)
+    for t, value in enumerate(iterates, start=1):
+        params["w"][...] = value
+        average.update(params, t)
+    expected = np.mean(iterates[:3], axis=0)
+    for value in iterates[3:]:
+        expected = expected + (value - expected) / 3
+    np.testing.assert_allclose(average.params["w"], expected, rtol=1e-12)
+    assert average.params.flat is not params.flat
