@@ -32,8 +32,9 @@ def child_env():
     return {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
 
 
-def run_charrnn(max_time, extra, eval_every, seed):
-    with tempfile.TemporaryDirectory() as ck:
+def run_charrnn(max_time, extra, eval_every, seed, keep=None):
+    with tempfile.TemporaryDirectory() as tmp:
+        ck = keep or tmp
         cmd = [sys.executable, "-m", "charrnn", "train", CORPUS, "--checkpoint-dir", ck, "--max-time",
                str(max_time), "--val-frac", "0.1", "--random-seed", str(seed), "--sample-length", "0", "-q",
                *(["--eval-every", str(eval_every)] if eval_every else []), *extra]
@@ -72,6 +73,7 @@ def main():
     ap.add_argument("--random-seed", type=int, default=0)
     ap.add_argument("--no-peers", action="store_true", help="skip the PyTorch anchors")
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--keep", metavar="DIR", help="charrnn's checkpoint directory, kept (default: a temporary one)")
     ap.add_argument("extra", nargs="*", help="options for charrnn train (after --)")
     args = ap.parse_args()
     if not os.path.exists(CORPUS):
@@ -79,7 +81,7 @@ def main():
     marks = [float(m) for m in args.report_at.split(",")] if args.report_at else sorted(
         {m for m in (60, 120, 300, 900, 1800) if m < args.max_time} | {args.max_time})
     rows = []
-    curve, last = run_charrnn(args.max_time, args.extra, args.eval_every, args.random_seed)
+    curve, last = run_charrnn(args.max_time, args.extra, args.eval_every, args.random_seed, args.keep)
     name = "charrnn " + (" ".join(args.extra) or "default recipe")
     rows.append({"run": name, "curve": curve, "at": at_times(curve, marks), "best": min(v for _, v, _ in curve),
                  "steps": last["step"]})
