@@ -342,6 +342,8 @@ def info(checkpoint):
     preview = "".join(ckpt.vocab.symbol_text(s) if ckpt.vocab.bytes_mode else s for s in ckpt.vocab.symbols)
     table.add_row("vocabulary", f"{len(ckpt.vocab)} symbols: {preview[:80]!r}")
     table.add_row("parameters", f"{ckpt.model.num_params():,}")
+    average = meta.get("train", {}).get("average")
+    table.add_row("weights", f"running average over {average} steps (--average)" if average else "as trained")
     table.add_row("step", str(meta.get("step")))
     table.add_row("epoch", str(meta.get("epoch")))
     val = meta.get("last_val_loss")

@@ -57,7 +57,7 @@ class TrainConfig:
     lr_decay_after: int = 10  # epochs
     patience: int | None = None  # stop after this many evaluations without a new best
     grad_clip: float = 5.0
-    weight_decay: float = 0.0
+    weight_decay: float = 0.1  # decoupled (AdamW's): each step multiplies the weights by 1 - rate * weight_decay
     val_frac: float = 0.1
     eval_every: int = 200
     log_every: int = 10

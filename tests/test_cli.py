@@ -175,6 +175,7 @@ def test_average_is_what_validation_and_checkpoints_hold(tmp_path, small_text):
     assert set(iterate) == set(best.model.params)
     assert not np.allclose(iterate["l0.W_hh"], best.model.params["l0.W_hh"])
     latest = load_checkpoint(os.path.join(ck, "latest.npz"))
+    assert "running average over 20 steps" in run(["info", ck]).output
     assert run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "61", "--average", "0", "--resume"]).exit_code == 0
     went_on = load_checkpoint(os.path.join(ck, "latest.npz"))
     assert not any(k.startswith("iterate.") for k in went_on.optimizer_state)
