@@ -129,9 +129,14 @@ class WeightAverage:
     ``best.npz`` and samples read the average; training goes on from the parameters themselves.
     """
 
-    def __init__(self, params, horizon):
+    def __init__(self, params, horizon, start=None):
+        """Start from a copy of ``params``, or from ``start``: an (N,) vector laid out as ``params.flat``
+        (a saved average), which is taken over, not copied."""
         self.horizon = horizon
-        self.params = Packed(params.shapes(), params.flat.dtype, params)  # the average, same layout
+        if start is None:
+            self.params = Packed(params.shapes(), params.flat.dtype, params)  # the average, same layout
+        else:
+            self.params = Packed(params.shapes(), params.flat.dtype, flat=start)
         self._tmp = np.empty_like(params.flat)  # (N,)
 
     def update(self, params, steps):

@@ -244,9 +244,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         saved_average = None
     base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][model.config.model]
     optimizer = make_optimizer(config.optimizer, model.params, base_lr, config.grad_clip, config.weight_decay)
-    average = WeightAverage(model.params, config.average) if config.average else None
-    if average is not None and saved_average is not None:
-        average.params.flat[...] = saved_average
+    average = WeightAverage(model.params, config.average, start=saved_average) if config.average else None
     if ckpt:
         try:
             optimizer.load_state(ckpt.optimizer_state)
