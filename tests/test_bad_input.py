@@ -41,7 +41,7 @@ def corrupt_checkpoint(tmp_path, trained, kind):
         path.write_bytes(b"PK\x03\x04" + os.urandom(2000))
     elif kind == "text":
         path.write_text("hello, I am not a checkpoint\n")
-    elif kind in ("future", "foreign", "pickled"):
+    elif kind in ("future", "foreign", "pickled", "iterate"):
         with np.load(trained / "latest.npz") as npz:
             arrays = dict(npz)
         meta = json.loads(str(arrays["meta"]))
@@ -52,6 +52,9 @@ def corrupt_checkpoint(tmp_path, trained, kind):
         arrays["meta"] = np.array(json.dumps(meta))
         if kind == "pickled":
             arrays["param/W_hy"] = np.array([{"evil": 1}], dtype=object)
+        if kind == "iterate":  # --average's training weights, one of the wrong shape
+            arrays.update({"opt/iterate." + k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
+            arrays["opt/iterate.W_hy"] = arrays["opt/iterate.W_hy"][:, :-1]
         np.savez(path, **arrays)
     return str(path)
 
@@ -85,6 +88,8 @@ CASES = [
     ("future checkpoint", lambda t, s, c: ["sample", corrupt_checkpoint(t, c, "future")], "newer than this charrnn"),
     ("foreign npz", lambda t, s, c: ["sample", corrupt_checkpoint(t, c, "foreign")], "not a charrnn checkpoint"),
     ("pickled arrays", lambda t, s, c: ["sample", corrupt_checkpoint(t, c, "pickled")], "pickled"),
+    ("resume with broken averaging state", lambda t, s, c: ["train", s, "--checkpoint-dir", str(t / "r"), "--resume",
+     corrupt_checkpoint(t, c, "iterate")], "inconsistent checkpoint (parameter W_hy is float32(16, "),
     ("eval missing file", lambda t, s, c: ["eval", str(c), str(t / "nope.txt")], "does not exist"),
     ("eval empty file", lambda t, s, c: ["eval", str(c), write(t / "none.txt", "")], "nothing to score"),
     ("eval only unknown characters", lambda t, s, c: ["eval", str(c), write(t / "cjk.txt", "汉字汉字")],
