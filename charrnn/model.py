@@ -257,9 +257,10 @@ class CharRNN:
         self._backward(inputs, d_top, masks, grads, weight_masks)
         return loss, grads, final_state
 
-    def step_weights(self, k, weight_mask=None):
-        """Layer k's weights as its steps read them: W_xh and b with the cell's gate scale folded in
-        (see cells.py), plus ``step_params``; W_hh times ``weight_mask`` (weight drop) if given."""
+    def step_weights(self, k, batch_size, weight_mask=None):
+        """Layer k's weights as its steps read them at ``batch_size``: W_xh and b with the cell's gate
+        scale folded in (see cells.py), plus ``step_params``; W_hh times ``weight_mask`` (weight drop)
+        if given."""
         p = self._layer_params(k)
         if weight_mask is not None:
             p = dict(p, W_hh=p["W_hh"] * weight_mask)
@@ -267,7 +268,7 @@ class CharRNN:
         if scale is not None:
             scale = scale.astype(self.dtype)
             p = dict(p, W_xh=p["W_xh"] * scale, b=p["b"] * scale)
-        return {"W_xh": p["W_xh"], "b": p["b"], **step_params(self.cell, p)}
+        return {"W_xh": p["W_xh"], "b": p["b"], **step_params(self.cell, p, batch_size)}
 
     def _layer_params(self, k):
         prefix = f"l{k}."
@@ -292,7 +293,7 @@ class CharRNN:
         buffers = self._layer_buffers(T, B)
         x = None  # the layer's input, (T, B, H) for layers above the first
         for k, buf in enumerate(buffers):
-            sp = buf.step_params = self.step_weights(k, None if weight_masks is None else weight_masks[k])
+            sp = buf.step_params = self.step_weights(k, B, None if weight_masks is None else weight_masks[k])
             gates = buf.gates[:T]  # (T, B, G)
             G = gates.shape[2]
             if k == 0:  # the one-hot input as a lookup, bias included

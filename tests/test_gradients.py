@@ -45,7 +45,7 @@ def test_cell_step_gradients(model, activation):
     prev = tuple(rng.normal(0, 1, (B, H)) for _ in cell.state_names)
     weights = tuple(rng.normal(0, 1, (B, H)) for _ in cell.state_names)  # loss = sum(w * next state)
 
-    sp = step_params(cell, p)
+    sp = step_params(cell, p, B)
     scale = cell.gate_scale(H)
     scale = 1.0 if scale is None else scale
 
@@ -144,3 +144,19 @@ def test_shorter_chunks_reuse_the_buffers_exactly():
     a, b = used.loss_and_grads(inputs, targets), fresh.loss_and_grads(inputs, targets)
     assert a[0] == b[0]
     np.testing.assert_array_equal(a[1].flat, b[1].flat)
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
+def test_each_stream_of_a_batch_runs_as_if_alone(model):
+    """A batch's streams do not mix: the batched path (products per gate, an LSTM's gate-major steps)
+    gives every stream the logits and state of a batch-1 run (one product, the sampler's path)."""
+    config = ModelConfig(vocab_size=7, model=model, hidden_size=5, num_layers=2, dtype="float64")
+    net = CharRNN(config, rng=np.random.default_rng(7))
+    ids = np.random.default_rng(8).integers(0, 7, (6, 3))
+    start = tuple(np.random.default_rng(9).normal(0, 1, s.shape) for s in net.initial_state(3))
+    logits, state = net.forward(ids, start)
+    for b in range(3):
+        alone, alone_state = net.forward(ids[:, b : b + 1], tuple(s[:, b : b + 1] for s in start))
+        np.testing.assert_allclose(logits[:, b : b + 1], alone, rtol=1e-10, atol=1e-12)
+        for s, a in zip(state, alone_state):
+            np.testing.assert_allclose(s[:, b : b + 1], a, rtol=1e-10, atol=1e-12)
