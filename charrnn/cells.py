@@ -13,8 +13,8 @@ the true (unscaled) pre-activation.
 
     cache = step_views(gates, prev, nxt, extra, d_hproj)   made once per buffer and timestep
         gates    (B, G·H), contiguous: holds scale * x_proj on entry to the step, the activated
-                 gates after it (an LSTM keeps them gate-major, see below), and the gradient
-                 w.r.t. x_proj after the backward step
+                 gates after it (gate-major, see below), and the gradient w.r.t. x_proj after the
+                 backward step
         prev     tuple of (B, H): the previous state, (h,) or (h, c)
         nxt      tuple of (B, H): receives the new state
         extra    tuple of (B, w·H) for w in ``extra_widths``: per-step values the backward step needs
@@ -39,12 +39,12 @@ block contiguous: numpy does the G products in one call, and OpenBLAS runs them 
 (H, G·H) product (at B=25, H=128: 31 µs against 47 µs, one thread). At batch 1 (sampling) the one
 matrix-vector product is faster (OpenBLAS splits it over the cores), so it stays whole.
 
-An LSTM step's elementwise work runs gate-major: the gates of a step as (4, B, H), each gate one
-contiguous (B, H) block, since a ufunc over a strided (B, H) slice of a (B, 4H) row costs about three
-times one over a contiguous block. The per-gate products write ``hproj`` in that order; the add of
-x_proj reads the (B, 4H) slab by gate, and the activated gates go back into the same slab, now laid
-out (4, B, H). The backward step writes d(x_proj) into the slab as (B, 4H) again, the layout of the
-products over all timesteps.
+A step's elementwise work runs gate-major: the gates of a step as (G, B, H), each gate one
+contiguous (B, H) block, since a ufunc over a strided (B, H) slice of a (B, G·H) row costs about
+three times one over a contiguous block. The per-gate products write ``hproj`` in that order; the
+add of x_proj reads the (B, G·H) slab by gate, and the activated gates go back into the same slab,
+now laid out (G, B, H). The backward step writes d(x_proj) (and a GRU's d_hproj) as (B, G·H) again,
+the layout of the products over all timesteps.
 
 The weight gradients are not formed per step: the layer gets them as one product over all
 timesteps from ``gates`` (now d_x_proj) and ``d_hproj``.
@@ -99,7 +99,6 @@ class RNNCell:
     state_names = ("h",)
     extra_widths = ()
     separate_hproj_grad = False
-    gate_major = False
 
     def __init__(self, activation="tanh"):
         if activation not in ACTIVATIONS:
@@ -115,7 +114,7 @@ class RNNCell:
     def step_forward(self, cache, p, scratch):
         pre, h_prev, h = cache
         matmul(h_prev, p["W_hh_blocks"], scratch["hproj_blocks"])
-        add(pre, scratch["hproj"], h)
+        add(pre, scratch["hproj_parts"][1], h)
         if self.activation == "relu":
             maximum(h, 0, out=h)
         else:
@@ -154,7 +153,6 @@ class LSTMCell:
     state_names = ("h", "c")
     extra_widths = (1,)  # tanh(c)
     separate_hproj_grad = False
-    gate_major = True
 
     def gate_scale(self, H):
         return np.concatenate([np.full(3 * H, 0.5), np.ones(H)])
@@ -210,36 +208,39 @@ class GRUCell:
     """GRU cell, gates ordered [r, z, n], with the recurrent bias of n inside the reset gate:
 
     r = sig(xr + hr),  z = sig(xz + hz),  n = tanh(xn + r*(hn + b_hn)),  h = (1-z)*n + z*h_prev
-    where [hr, hz, hn] = h_prev @ W_hh (one fused product, as in cuDNN and PyTorch).
+    where [hr, hz, hn] = h_prev @ W_hh (one fused product, as in cuDNN and PyTorch). The step works
+    gate-major (see the module docstring); backward writes d(h_proj) into ``d_hproj`` as (B, 3H).
     """
 
     n_gates = 3
     state_names = ("h",)
     extra_widths = (1,)  # hn + b_hn
     separate_hproj_grad = True
-    gate_major = False
 
     def gate_scale(self, H):
         return np.concatenate([np.full(2 * H, 0.5), np.ones(H)])
 
     def step_views(self, gates, prev, nxt, extra, d_hproj):
-        H = gates.shape[1] // 3
-        r, z, n = (gates[:, k * H : (k + 1) * H] for k in range(3))
-        dr_h, dz_h, dn_h = (d_hproj[:, k * H : (k + 1) * H] for k in range(3))
-        return (gates, gates[:, : 2 * H], r, z, n, prev[0], nxt[0], extra[0], d_hproj, d_hproj[:, : 2 * H],
-                dr_h, dz_h, dn_h)
+        B, H = gates.shape[0], gates.shape[1] // 3
+        by_gate = gates.reshape(B, 3, H).transpose(1, 0, 2)  # (3, B, H): x_proj, then d(x_proj), by gate
+        d_by_gate = d_hproj.reshape(B, 3, H).transpose(1, 0, 2)  # (3, B, H): receives d(h_proj)
+        active = _gate_major(gates, 3)  # (3, B, H): the activated gates, contiguous
+        r, z, n = active
+        return (gates, by_gate[:2], by_gate[2], active[:2], r, z, n, prev[0], nxt[0], extra[0], d_hproj,
+                d_by_gate, d_by_gate[:2])
 
     def step_forward(self, cache, p, scratch):
-        _, rz, r, z, n, h_prev, h, hn = cache[:8]
-        hproj, tmp = scratch["hproj"], scratch["tmp"]
-        hproj_rz, hproj_n = scratch["hproj_parts"]
+        _, x_rz, x_n, rz, r, z, n, h_prev, h, hn = cache[:10]
+        pre_rz, pre_n = scratch["hproj_parts"]  # (2, B, H), (B, H)
+        xn = scratch["tmp2"]
         matmul(h_prev, p["W_hh_blocks"], scratch["hproj_blocks"])
-        add(rz, hproj_rz, rz)
-        tanh(rz, rz)
+        np.copyto(xn, x_n)  # out of the slab before the activated gates overwrite it
+        add(x_rz, pre_rz, pre_rz)
+        add(pre_n, p["b_hn"], hn)
+        tanh(pre_rz, rz)
         tanh_to_sigmoid_(rz)
-        add(hproj_n, p["b_hn"], hn)
-        multiply(r, hn, tmp)
-        add(n, tmp, n)
+        multiply(r, hn, n)
+        add(n, xn, n)
         tanh(n, n)
         # h = n + z * (h_prev - n)
         subtract(h_prev, n, h)
@@ -247,28 +248,31 @@ class GRUCell:
         add(h, n, h)
 
     def step_backward(self, dnxt, cache, p, scratch):
-        gates, rz, r, z, n, h_prev, _, hn, d_hproj, d_hproj_rz, dr_h, dz_h, dn_h = cache  # gates -> d(x_proj)
+        _, x_rz, x_n, _, r, z, n, h_prev, _, hn, d_hproj, d_by_gate, d_rz = cache  # x_rz, x_n receive d(x_proj)
         (dh,) = dnxt
-        tmp, one_minus_z, dh_prev = scratch["tmp"], scratch["tmp2"], scratch["dh_prev"]
+        tmp, one_minus_z, dn_pre, dh_prev = scratch["tmp"], scratch["tmp2"], scratch["tmp3"], scratch["dh_prev"]
+        dr_h, dz_h, dn_h = d_by_gate
         subtract(1, z, one_minus_z)
         # d(z pre) = dh * (h_prev - n) * z * (1 - z)
-        subtract(h_prev, n, dz_h)
-        multiply(dz_h, dh, dz_h)
+        subtract(h_prev, n, dh_prev)
+        multiply(dh_prev, dh, dh_prev)
         multiply(z, one_minus_z, tmp)
-        multiply(dz_h, tmp, dz_h)
+        multiply(dh_prev, tmp, dz_h)
         multiply(dh, z, dh_prev)  # the direct path h_prev -> h
-        # d(n pre) = dh * (1 - z) * (1 - n^2), written over n
+        # d(n pre) = dh * (1 - z) * (1 - n^2)
         multiply(one_minus_z, dh, one_minus_z)
         multiply(n, n, tmp)
         subtract(1, tmp, tmp)
-        multiply(tmp, one_minus_z, n)
+        multiply(tmp, one_minus_z, dn_pre)
         # d(r pre) = d(n pre) * hn * r * (1 - r);  d(hn) = d(n pre) * r
         subtract(1, r, tmp)
         multiply(tmp, r, tmp)
         multiply(tmp, hn, tmp)
-        multiply(tmp, n, dr_h)
-        multiply(n, r, dn_h)
-        np.copyto(rz, d_hproj_rz)  # r and z: d(x_proj) = d(h_proj)
+        multiply(tmp, dn_pre, dr_h)
+        multiply(dn_pre, r, dn_h)
+        # d(x_proj), into the slab as (B, 3H) now that the gates are read: r and z as d(h_proj), then n
+        np.copyto(x_rz, d_rz)
+        np.copyto(x_n, dn_pre)
         add(dh_prev, matmul(d_hproj, p["W_hh_T"], scratch["dh_tmp"]), dh_prev)
         return (dh_prev,)
 
@@ -288,16 +292,11 @@ def scratch_buffers(cell, batch_size, hidden_size, dtype):
     """Per-layer temporaries a cell's steps write into at ``batch_size``, so no step allocates."""
     B, H, G = batch_size, hidden_size, cell.n_gates * hidden_size
     n = product_blocks(cell, B)
-    scratch = {name: np.empty((B, H), dtype) for name in ("tmp", "tmp2", "dh_prev", "dh_tmp")}
+    scratch = {name: np.empty((B, H), dtype) for name in ("tmp", "tmp2", "tmp3", "dh_prev", "dh_tmp")}
     scratch["mask"] = np.empty((B, H), bool)
-    # hproj_blocks: where the forward step's n block products land, (n, B, G·H / n)
-    if cell.gate_major:
-        for name in ("hproj_gm", "upstream_gm", "deriv_gm"):  # (G, B, H)
-            scratch[name] = np.empty((cell.n_gates, B, H), dtype)
-        scratch["hproj_blocks"] = scratch["hproj_gm"].reshape(n, B, G // n)  # at batch 1 one block, same memory
-    else:
-        scratch["hproj"] = np.empty((B, G), dtype)
-        scratch["hproj_blocks"] = scratch["hproj"].reshape(B, n, G // n).transpose(1, 0, 2)
-        split = G - H  # GRU: r and z, then n
-        scratch["hproj_parts"] = (scratch["hproj"][:, :split], scratch["hproj"][:, split:])
+    for name in ("hproj_gm", "upstream_gm", "deriv_gm"):  # gate-major (G, B, H)
+        scratch[name] = np.empty((cell.n_gates, B, H), dtype)
+    hproj = scratch["hproj_gm"]
+    scratch["hproj_blocks"] = hproj.reshape(n, B, G // n)  # where the n block products land; at batch 1 one block
+    scratch["hproj_parts"] = (hproj[:-1], hproj[-1])  # the logistic gates, then the last (n for GRU; RNN: all)
     return scratch
