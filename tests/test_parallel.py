@@ -152,3 +152,16 @@ def test_default_workers_follow_cpus_and_batch():
     assert default_workers(50, cpus=8) == 6  # at least 8 streams each
     assert default_workers(8, cpus=2) == 1
     assert default_workers(1, cpus=4) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux's")
+def test_workers_get_a_cpu_each_when_there_are_enough():
+    """With a CPU for every worker, each worker is kept on its own; with fewer, they are left to roam."""
+    cpus = sorted(os.sched_getaffinity(0))
+    for workers in (2, len(cpus) + 1):
+        with WorkerPool(CharRNN(ModelConfig(5, "rnn", 4, 1)), 2 * workers, 4, workers) as pool:
+            placed = [os.sched_getaffinity(proc.pid) for proc in pool.procs]
+        if workers <= len(cpus):
+            assert placed == [{cpu} for cpu in cpus[:workers]]
+        else:
+            assert all(p == set(cpus) for p in placed)
