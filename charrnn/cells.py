@@ -72,11 +72,13 @@ def product_blocks(cell, batch_size):
 def step_params(cell, p, batch_size):
     """What a layer's steps read at ``batch_size``: W_hh with the gate scale folded in, as contiguous
     (H, G·H / n) column blocks (n = product_blocks), and W_hh^T laid out for backward."""
-    H, G = p["W_hh"].shape
+    W_hh = p["W_hh"]
+    H, G = W_hh.shape
     n = product_blocks(cell, batch_size)
     scale = cell.gate_scale(H)
-    W_hh = p["W_hh"] if scale is None else p["W_hh"] * scale.astype(p["W_hh"].dtype)
-    W_hh_blocks = np.ascontiguousarray(W_hh.reshape(H, n, G // n).transpose(1, 0, 2))  # (n, H, G/n)
+    scale = np.ones(G, W_hh.dtype) if scale is None else scale.astype(W_hh.dtype)
+    W_hh_blocks = np.empty((n, H, G // n), W_hh.dtype)
+    multiply(W_hh.reshape(H, n, G // n).transpose(1, 0, 2), scale.reshape(n, 1, G // n), W_hh_blocks)  # one pass
     sp = {"W_hh_blocks": W_hh_blocks, "W_hh_T": np.ascontiguousarray(p["W_hh"].T)}
     if "b_hn" in p:
         sp["b_hn"] = p["b_hn"]
