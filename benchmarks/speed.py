@@ -203,25 +203,39 @@ def measure(kind, *args, seconds):
 
 
 def best_of(repeat, kinds, seconds):
-    """Alternate the measurements in ``kinds`` (name -> (kind, args)) ``repeat`` times; keep each best."""
-    best = {}
+    """Alternate the measurements in ``kinds`` (name -> (kind, args)) ``repeat`` times (a round each).
+    Returns each name's best result and its chars/s in every round."""
+    best, rounds = {}, {name: [] for name in kinds}
     for _ in range(repeat):
         for name, (kind, args) in kinds.items():
             result = measure(kind, *args, seconds=seconds)
+            rounds[name].append(result["chars_per_sec"])
             if name not in best or result["chars_per_sec"] > best[name]["chars_per_sec"]:
                 best[name] = result
-    return best
+    return best, rounds
+
+
+def round_ratios(rounds, ours, peer):
+    """charrnn/peer within each round: the two ran minutes apart at most, so this shows the machine's noise."""
+    return [a / b for a, b in zip(rounds[ours], rounds[peer])] if peer in rounds else None
 
 
 def markdown_table(rows):
-    lines = ["| what | configuration | charrnn chars/s | peer chars/s | ratio | peak RSS charrnn / peer | peer |",
-             "|---|---|---:|---:|---:|---:|---|"]
+    lines = ["| what | configuration | charrnn chars/s | peer chars/s | ratio | ratio per round | "
+             "peak RSS charrnn / peer | peer |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         peer = f"{r['peer']:,.0f}" if r["peer"] else "–"
         ratio = f"**{r['ratio']:.2f}×**" if r["ratio"] else "–"
+        spread = _spread(r["round_ratios"]) or "–"
         rss = f"{r['charrnn_peak_rss_mb']:.0f} / {r['peer_peak_rss_mb']:.0f} MB" if r["peer_peak_rss_mb"] else "–"
-        lines.append(f"| {r['what']} | {r['config']} | {r['charrnn']:,.0f} | {peer} | {ratio} | {rss} | {r['peer_name']} |")
+        lines.append(f"| {r['what']} | {r['config']} | {r['charrnn']:,.0f} | {peer} | {ratio} | {spread} | {rss} "
+                     f"| {r['peer_name']} |")
     return "\n".join(lines)
+
+
+def _spread(ratios):
+    return f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else ""
 
 
 def main(argv=None):
@@ -229,6 +243,8 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=6.0, help="timed seconds per measurement")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs of each figure")
     ap.add_argument("--only", choices=["train", "sample", "seed"], action="append")
+    ap.add_argument("--match", metavar="TEXT", help="only the rows whose configuration contains TEXT, as "
+                    "'lstm H=128'")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     ap.add_argument("--markdown", action="store_true", help="also print the table in Markdown (as in the README)")
     args = ap.parse_args(argv)
@@ -240,10 +256,14 @@ def main(argv=None):
     only = set(args.only or ["train", "sample", "seed"])
     rows = []
 
-    def row(what, config, ours, peer, peer_name):
+    def wanted(config):
+        return args.match is None or args.match in config
+
+    def row(what, config, ours, peer, peer_name, ratios=None):
         ratio = ours["chars_per_sec"] / peer["chars_per_sec"] if peer else None
         r = {"what": what, "config": config, "charrnn": ours["chars_per_sec"],
              "peer": peer["chars_per_sec"] if peer else None, "peer_name": peer_name, "ratio": ratio,
+             "round_ratios": ratios,
              "charrnn_peak_rss_mb": ours["peak_rss_mb"], "peer_peak_rss_mb": peer["peak_rss_mb"] if peer else None}
         for key in ("params_mb", "optimizer_mb", "activations_mb", "python_numpy_rss_mb", "pss_mb", "workers"):
             if key in ours:
@@ -251,36 +271,45 @@ def main(argv=None):
         rows.append(r)
         peer_text = f"{r['peer']:>10,.0f}" if peer else f"{'-':>10}"
         ratio_text = f"{ratio:5.2f}x" if ratio else "    -"
-        print(f"{what:<7}{config:<28}{r['charrnn']:>10,.0f}{peer_text}  {ratio_text}  "
+        print(f"{what:<7}{config:<28}{r['charrnn']:>10,.0f}{peer_text}  {ratio_text}  {_spread(ratios):>9}  "
               f"{r['charrnn_peak_rss_mb']:>7.0f} MB  {peer_name}", flush=True)
 
-    print(f"{'':<7}{'config':<28}{'charrnn':>10}{'peer':>10}  ratio  charrnn RSS  peer")
+    print(f"{'':<7}{'config':<28}{'charrnn':>10}{'peer':>10}  ratio  per round  charrnn RSS  peer")
     if "train" in only:
         for cell, h, l, b, t in TRAIN_CONFIGS:
+            config = f"{cell} H={h} L={l} B={b} T={t}"
+            if not wanted(config):
+                continue
             kinds = {"ours": ("charrnn-train", (cell, h, l, b, t))}
             if have_torch:
                 kinds["peer"] = ("torch-train", (cell, h, l, b, t))
-            best = best_of(args.repeat, kinds, args.seconds)
-            row("train", f"{cell} H={h} L={l} B={b} T={t}", best["ours"], best.get("peer"),
-                f"torch nn.{cell.upper()}, one-hot, Adam")
-    if "seed" in only:
+            best, rounds = best_of(args.repeat, kinds, args.seconds)
+            row("train", config, best["ours"], best.get("peer"), f"torch nn.{cell.upper()}, one-hot, Adam",
+                round_ratios(rounds, "ours", "peer"))
+    if "seed" in only and wanted("seed"):
         kinds = {"f32": ("charrnn-seed", ("float32",)), "f64": ("charrnn-seed", ("float64",)), "peer": ("numpy-seed", ())}
-        best = best_of(args.repeat, kinds, args.seconds)
+        best, rounds = best_of(args.repeat, kinds, args.seconds)
         peer_name = "plain numpy min-char-rnn style, f64"
-        row("train", "seed: rnn H=100 T=25 B=1", best["f32"], best["peer"], peer_name + " (ours: preset, f32)")
-        row("train", "seed, float64 both", best["f64"], best["peer"], peer_name)
+        row("train", "seed: rnn H=100 T=25 B=1", best["f32"], best["peer"], peer_name + " (ours: preset, f32)",
+            round_ratios(rounds, "f32", "peer"))
+        row("train", "seed, float64 both", best["f64"], best["peer"], peer_name, round_ratios(rounds, "f64", "peer"))
     if "sample" in only:
         for h, l in SAMPLE_CONFIGS:
+            if not wanted(f"lstm H={h} L={l} B=1"):
+                continue
             kinds = {"ours": ("charrnn-sample", (h, l)), "floor": ("products-floor", (h, l))}
             if have_torch:
                 kinds["lstm"] = ("torch-sample", (h, l, "lstm"))
                 kinds["lstmcell"] = ("torch-sample", (h, l, "lstmcell"))
-            best = best_of(args.repeat, kinds, args.seconds)
+            best, rounds = best_of(args.repeat, kinds, args.seconds)
             peer_name = max(("lstm", "lstmcell"), key=lambda k: best[k]["chars_per_sec"]) if have_torch else None
+            if have_torch:  # per round, against that round's faster peer
+                rounds["peer"] = [max(a, b) for a, b in zip(rounds["lstm"], rounds["lstmcell"])]
             row("sample", f"lstm H={h} L={l} B=1", best["ours"], best.get(peer_name),
-                f"torch nn.{'LSTMCell' if peer_name == 'lstmcell' else 'LSTM'} loop (the faster)" if peer_name else "-")
+                f"torch nn.{'LSTMCell' if peer_name == 'lstmcell' else 'LSTM'} loop (the faster)" if peer_name else "-",
+                round_ratios(rounds, "ours", "peer"))
             row("bound", f"lstm H={h} L={l}: products alone", best["floor"], best.get(peer_name),
-                "numpy's matrix-vector products of one character, nothing else")
+                "numpy's matrix-vector products of one character, nothing else", round_ratios(rounds, "floor", "peer"))
     if args.markdown:
         print(markdown_table(rows))
     if args.json:
