@@ -215,7 +215,7 @@ class CharRNN:
         """Run over ``ids`` (T, B) from ``state``; return logits (T, B, V) and the final state."""
         ids = np.asarray(ids)
         T, B = ids.shape
-        top, state = self._forward(ids, state, masks=None)
+        top, state = self._forward(ids, state, masks=None, backward=False)
         logits = top.reshape(T * B, -1) @ self.params["W_hy"] + self.params["b_y"]
         return logits.reshape(T, B, -1), state
 
@@ -246,7 +246,7 @@ class CharRNN:
                 (dropout_rng.random((T, B, H), dtype=np.float32) < keep).astype(self.dtype) / keep
                 for _ in range(self.config.num_layers)
             ]
-        top, final_state = self._forward(inputs, state, masks, weight_masks)
+        top, final_state = self._forward(inputs, state, masks, weight_masks, backward=True)
         top2d = top.reshape(T * B, H)  # (T·B, H)
         logits = top2d @ self.params["W_hy"] + self.params["b_y"]
         loss, dlogits = softmax_cross_entropy(logits, targets.reshape(-1))
@@ -257,10 +257,10 @@ class CharRNN:
         self._backward(inputs, d_top, masks, grads, weight_masks)
         return loss, grads, final_state
 
-    def step_weights(self, k, batch_size, weight_mask=None):
+    def step_weights(self, k, batch_size, weight_mask=None, backward=True):
         """Layer k's weights as its steps read them at ``batch_size``: W_xh and b with the cell's gate
-        scale folded in (see cells.py), plus ``step_params``; W_hh times ``weight_mask`` (weight drop)
-        if given."""
+        scale folded in (see cells.py), plus ``step_params`` (with what backward reads if ``backward``);
+        W_hh times ``weight_mask`` (weight drop) if given."""
         p = self._layer_params(k)
         if weight_mask is not None:
             p = dict(p, W_hh=p["W_hh"] * weight_mask)
@@ -268,7 +268,7 @@ class CharRNN:
         if scale is not None:
             scale = scale.astype(self.dtype)
             p = dict(p, W_xh=p["W_xh"] * scale, b=p["b"] * scale)
-        return {"W_xh": p["W_xh"], "b": p["b"], **step_params(self.cell, p, batch_size)}
+        return {"W_xh": p["W_xh"], "b": p["b"], **step_params(self.cell, p, batch_size, backward)}
 
     def _layer_params(self, k):
         prefix = f"l{k}."
@@ -285,15 +285,17 @@ class CharRNN:
             self._buffers[B] = layers
         return layers
 
-    def _forward(self, ids, state, masks, weight_masks=None):
-        """Fill the layer buffers for ``ids`` (T, B); return the top layer's output (T, B, H) and state."""
+    def _forward(self, ids, state, masks, weight_masks=None, backward=True):
+        """Fill the layer buffers for ``ids`` (T, B); return the top layer's output (T, B, H) and state.
+        ``backward``: a backward pass will follow (the steps then get what it reads)."""
         T, B = ids.shape
         if state is None:
             state = self.initial_state(B)
         buffers = self._layer_buffers(T, B)
         x = None  # the layer's input, (T, B, H) for layers above the first
         for k, buf in enumerate(buffers):
-            sp = buf.step_params = self.step_weights(k, B, None if weight_masks is None else weight_masks[k])
+            mask = None if weight_masks is None else weight_masks[k]
+            sp = buf.step_params = self.step_weights(k, B, mask, backward)
             gates = buf.gates[:T]  # (T, B, G)
             G = gates.shape[2]
             if k == 0:  # the one-hot input as a lookup, bias included

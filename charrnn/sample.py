@@ -19,7 +19,7 @@ class Stepper:
         self.model = model
         cfg, cell = model.config, model.cell
         H, G, dtype = cfg.hidden_size, cell.n_gates * cfg.hidden_size, model.dtype
-        self.layer_params = [model.step_weights(k, 1) for k in range(cfg.num_layers)]
+        self.layer_params = [model.step_weights(k, 1, backward=False) for k in range(cfg.num_layers)]
         self.gates = [np.empty((1, G), dtype) for _ in range(cfg.num_layers)]
         states = [[tuple(np.array(s[k], dtype) for s in state), tuple(np.empty((1, H), dtype) for _ in cell.state_names)]
                   for k in range(cfg.num_layers)]  # per layer: two state buffers, read and written in turn
