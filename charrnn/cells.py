@@ -98,6 +98,12 @@ def step_params(cell, p, batch_size, backward=True):
     return sp
 
 
+def _column_blocks(a, n):
+    """The (B, W) array ``a`` as its n column blocks, (n, B, W/n): a strided view, written through."""
+    B, W = a.shape
+    return a.reshape(B, n, W // n).transpose(1, 0, 2)
+
+
 def _gate_major(slab, n):
     """The contiguous (B, n·H) array ``slab`` viewed as (n, B, H): the same memory, read gate by gate."""
     B, G = slab.shape
@@ -173,8 +179,7 @@ class LSTMCell:
         return np.concatenate([np.full(3 * H, 0.5), np.ones(H)])
 
     def step_views(self, gates, prev, nxt, extra, d_hproj):
-        B, H = gates.shape[0], gates.shape[1] // 4
-        by_gate = gates.reshape(B, 4, H).transpose(1, 0, 2)  # (4, B, H): x_proj, then d(x_proj), by gate
+        by_gate = _column_blocks(gates, 4)  # (4, B, H): x_proj, then d(x_proj), by gate
         active = _gate_major(gates, 4)  # (4, B, H): the activated gates, contiguous
         i, f, o, g = active
         return (gates, by_gate, active, active[:3], i, f, o, g, *prev, *nxt, *extra)
@@ -236,9 +241,8 @@ class GRUCell:
         return np.concatenate([np.full(2 * H, 0.5), np.ones(H)])
 
     def step_views(self, gates, prev, nxt, extra, d_hproj):
-        B, H = gates.shape[0], gates.shape[1] // 3
-        by_gate = gates.reshape(B, 3, H).transpose(1, 0, 2)  # (3, B, H): x_proj, then d(x_proj), by gate
-        d_by_gate = d_hproj.reshape(B, 3, H).transpose(1, 0, 2)  # (3, B, H): receives d(h_proj)
+        by_gate = _column_blocks(gates, 3)  # (3, B, H): x_proj, then d(x_proj), by gate
+        d_by_gate = _column_blocks(d_hproj, 3)  # (3, B, H): receives d(h_proj)
         active = _gate_major(gates, 3)  # (3, B, H): the activated gates, contiguous
         r, z, n = active
         return (gates, by_gate[:2], by_gate[2], active[:2], r, z, n, prev[0], nxt[0], extra[0], d_hproj,
@@ -311,7 +315,7 @@ def scratch_buffers(cell, batch_size, hidden_size, dtype):
     scratch = {name: np.empty((B, H), dtype) for name in ("tmp", "tmp2", "tmp3", "dh_prev", "dh_tmp")}
     k = backward_blocks(B, H)
     for name in ("dh_prev", "dh_tmp"):  # where the backward step's k block products land, (k, B, H/k)
-        scratch[name + "_blocks"] = scratch[name].reshape(B, k, H // k).transpose(1, 0, 2)
+        scratch[name + "_blocks"] = _column_blocks(scratch[name], k)
     scratch["mask"] = np.empty((B, H), bool)
     for name in ("hproj_gm", "upstream_gm", "deriv_gm"):  # gate-major (G, B, H)
         scratch[name] = np.empty((cell.n_gates, B, H), dtype)

@@ -148,7 +148,7 @@ def test_shorter_chunks_reuse_the_buffers_exactly():
 
 @pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
 def test_each_stream_of_a_batch_runs_as_if_alone(model):
-    """A batch's streams do not mix: the batched path (products per gate, an LSTM's gate-major steps)
+    """A batch's streams do not mix: the batched path (products in blocks, gate-major steps)
     gives every stream the logits and state of a batch-1 run (one product, the sampler's path)."""
     config = ModelConfig(vocab_size=7, model=model, hidden_size=5, num_layers=2, dtype="float64")
     net = CharRNN(config, rng=np.random.default_rng(7))
