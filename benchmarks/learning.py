@@ -45,10 +45,11 @@ def run_charrnn(max_time, extra, eval_every, seed, keep=None):
 
 
 def run_peer(max_time, hidden, layers, batch, seq, report_at):
+    report = ",".join(map(str, report_at))
     code = (
-        "import json, sys; sys.path.insert(0, %r); import torch_timebudget as tb; "
-        "print(json.dumps(tb.run(hidden=%d, layers=%d, batch=%d, seq=%d, max_time=%r, report_at=%r)))"
-        % (HERE, hidden, layers, batch, seq, float(max_time), ",".join(map(str, report_at)))
+        f"import json, sys; sys.path.insert(0, {HERE!r}); import torch_timebudget as tb; "
+        f"print(json.dumps(tb.run(hidden={hidden:d}, layers={layers:d}, batch={batch:d}, seq={seq:d}, "
+        f"max_time={float(max_time)!r}, report_at={report!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=child_env())
     result = json.loads(out.stdout.strip().splitlines()[-1])

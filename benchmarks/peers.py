@@ -36,7 +36,9 @@ import time
 
 import numpy as np
 
-DEFAULT_CORPUS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tinyshakespeare.txt"))
+DEFAULT_CORPUS = os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tinyshakespeare.txt")
+)
 CORPUS_ENV = "CHARRNN_CORPUS"
 
 # Target wall time for one measurement when no explicit step count is given.

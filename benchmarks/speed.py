@@ -66,12 +66,12 @@ def charrnn_train(cell, hidden, layers, batch, seq, seconds, optimizer="adam", d
     """chars/s of charrnn's training step (forward, backward, clipped update) on tinyshakespeare ids,
     computed as ``charrnn train`` does: on its default number of worker processes."""
     import numpy as np
+    from peers import _token_ids
 
     from charrnn.data import StreamBatches
     from charrnn.model import CharRNN, ModelConfig
     from charrnn.optim import make_optimizer
     from charrnn.parallel import default_workers, make_engine
-    from peers import _token_ids
 
     baseline = peak_rss_mb()
     ids, _ = _token_ids(VOCAB, 2_000_000 if batch > 1 else 200_000)
@@ -287,7 +287,11 @@ def main(argv=None):
             row("train", config, best["ours"], best.get("peer"), f"torch nn.{cell.upper()}, one-hot, Adam",
                 round_ratios(rounds, "ours", "peer"))
     if "seed" in only and wanted("seed"):
-        kinds = {"f32": ("charrnn-seed", ("float32",)), "f64": ("charrnn-seed", ("float64",)), "peer": ("numpy-seed", ())}
+        kinds = {
+            "f32": ("charrnn-seed", ("float32",)),
+            "f64": ("charrnn-seed", ("float64",)),
+            "peer": ("numpy-seed", ()),
+        }
         best, rounds = best_of(args.repeat, kinds, args.seconds)
         peer_name = "plain numpy min-char-rnn style, f64"
         row("train", "seed: rnn H=100 T=25 B=1", best["f32"], best["peer"], peer_name + " (ours: preset, f32)",

@@ -33,9 +33,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import torch_available, write_json  # noqa: E402,F401  (torch_available: part of this module's API)
-
-from peers import DEFAULT_CORPUS  # noqa: E402
+from peers import (  # noqa: E402,F401  (torch_available: part of this module's API)
+    DEFAULT_CORPUS,  # noqa: E402
+    torch_available,
+    write_json,
+)
 
 
 def _parse_checkpoints(spec: str | list | tuple | None) -> list[float]:

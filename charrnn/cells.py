@@ -54,7 +54,6 @@ timesteps from ``gates`` (now d_x_proj) and ``d_hproj``.
 """
 
 import numpy as np
-
 from numpy import add, greater, matmul, maximum, multiply, subtract, tanh
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid")

@@ -5,7 +5,7 @@ import json
 import os
 import sys
 from collections import Counter
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 
 import click
 import numpy as np
@@ -14,16 +14,17 @@ from rich.table import Table
 from tqdm import tqdm
 
 from . import __version__
+from .cells import ACTIVATIONS
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .data import CorpusError
 from .evaluate import EvalResult, evaluate_file, score_lines
 from .model import DTYPES, MODELS, ModelConfig
-from .cells import ACTIVATIONS
 from .optim import OPTIMIZERS
 from .presets import PRESETS, preset_options
-from .schedule import SCHEDULES
 from .sample import generate
-from .train import TrainConfig, TrainingError, Reporter, train as train_model
+from .schedule import SCHEDULES
+from .train import Reporter, TrainConfig, TrainingError
+from .train import train as train_model
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 USER_ERRORS = (CorpusError, CheckpointError, TrainingError, ValueError, OSError)
@@ -216,7 +217,8 @@ def _print_summary(result):
     table.add_row("stopped by", result.stop_reason)
     table.add_row("steps", f"{result.step:,} (epoch {result.epoch:.2f})")
     if result.best_val_loss is not None:
-        table.add_row("best val loss", f"{result.best_val_loss:.4f} nats/char ({result.best_val_loss / 0.6931471805599453:.3f} bits/char)")
+        bits = result.best_val_loss / 0.6931471805599453
+        table.add_row("best val loss", f"{result.best_val_loss:.4f} nats/char ({bits:.3f} bits/char)")
     table.add_row("time", f"{result.elapsed:.1f} s at {result.chars_per_sec:,.0f} chars/s")
     table.add_row("checkpoints", result.checkpoint_dir)
     _console().print(table)
@@ -289,7 +291,8 @@ def eval_command(checkpoint, file, per_line, reset_per_line, as_json):
         else:
             result = evaluate_file(ckpt.model, ckpt.vocab, file)
     if result.chars == 0:
-        reason = f"all {sum(result.oov.values()):,} of its characters are outside the vocabulary" if result.oov else "it is empty"
+        outside = f"all {sum(result.oov.values()):,} of its characters are outside the vocabulary"
+        reason = outside if result.oov else "it is empty"
         raise click.ClickException(f"{file}: nothing to score: {reason}")
     if as_json:
         click.echo(json.dumps({"file": file, **result.to_json()}))

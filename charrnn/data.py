@@ -106,7 +106,8 @@ def read_codes(path, encoding="utf-8", bytes_mode=False, chunk_bytes=CHUNK_BYTES
             try:
                 text = decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as e:
-                raise CorpusError(f"{path}: not valid {encoding} at byte {offset - pending + e.start}; {hint}") from None
+                at = offset - pending + e.start
+                raise CorpusError(f"{path}: not valid {encoding} at byte {at}; {hint}") from None
             if text:
                 yield np.frombuffer(text.encode("utf-32-le"), np.uint32)
             if not chunk:
@@ -176,7 +177,8 @@ def load_corpus(path, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None)
         _write_json_atomic(meta_path, {"key": key, "vocab": found.to_json(), "counts": counts.tolist()})
     if vocab is not None and found.symbols != vocab.symbols:
         extra = sorted(set(found.symbols) - set(vocab.symbols))
-        detail = f" (new: {', '.join(repr(found.symbol_text(s) if bytes_mode else s) for s in extra[:10])})" if extra else ""
+        shown = ", ".join(repr(found.symbol_text(s) if bytes_mode else s) for s in extra[:10])
+        detail = f" (new: {shown})" if extra else ""
         raise CorpusError(f"{path}: its vocabulary differs from the checkpoint's{detail}; cannot resume on it")
     ids = np.load(ids_path, mmap_mode="r")
     return Corpus(ids, found, counts)

@@ -21,8 +21,10 @@ class Stepper:
         H, G, dtype = cfg.hidden_size, cell.n_gates * cfg.hidden_size, model.dtype
         self.layer_params = [model.step_weights(k, 1, backward=False) for k in range(cfg.num_layers)]
         self.gates = [np.empty((1, G), dtype) for _ in range(cfg.num_layers)]
-        states = [[tuple(np.array(s[k], dtype) for s in state), tuple(np.empty((1, H), dtype) for _ in cell.state_names)]
-                  for k in range(cfg.num_layers)]  # per layer: two state buffers, read and written in turn
+        states = [
+            [tuple(np.array(s[k], dtype) for s in state), tuple(np.empty((1, H), dtype) for _ in cell.state_names)]
+            for k in range(cfg.num_layers)
+        ]  # per layer: two state buffers, read and written in turn
         extra = tuple(np.empty((1, w * H), dtype) for w in cell.extra_widths)
         # per layer, the step's arrays in both directions (a -> b, b -> a), views made once
         self.caches = [
@@ -72,8 +74,8 @@ def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top
     """Yield the seed text, then ``length`` generated characters, one piece at a time.
 
     ``seed`` primes the hidden state (an empty seed starts as if after a newline); ``temperature``
-    0 picks the most likely character every time. ``random_seed`` is a seed or a numpy Generator. Raises KeyError naming seed characters that are
-    not in the vocabulary.
+    0 picks the most likely character every time. ``random_seed`` is a seed or a numpy Generator.
+    Raises KeyError naming seed characters that are not in the vocabulary.
     """
     rng = random_seed if isinstance(random_seed, np.random.Generator) else np.random.default_rng(random_seed)
     prime = vocab.encode(seed) if seed else np.array([vocab.newline_id() or 0])

@@ -24,7 +24,7 @@ import numpy as np
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .data import CorpusError, StreamBatches, load_corpus
 from .evaluate import streams_nll
-from .model import CharRNN, ModelConfig, check_params
+from .model import CharRNN, check_params
 from .optim import OPTIMIZERS, WeightAverage, make_optimizer
 from .parallel import WorkerError, default_workers, make_engine
 from .sample import generate
@@ -266,7 +266,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         if average is not None:  # the average is the model; the weights training goes on from ride along
             saved = CharRNN(model.config, params=average.params)
             optimizer_state.update({f"{ITERATE}{k}": v for k, v in model.params.items()})
-        save_checkpoint(os.path.join(config.checkpoint_dir, name), Checkpoint(saved, vocab, meta, optimizer_state, hidden))
+        path = os.path.join(config.checkpoint_dir, name)
+        save_checkpoint(path, Checkpoint(saved, vocab, meta, optimizer_state, hidden))
 
     def evaluate_and_save(hidden):
         """Validate, checkpoint, preview; return a reason to stop (halving rule, patience) or None."""
@@ -339,7 +340,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                         checkpoint("latest.npz", None)
                         raise TrainingError(
                             f"loss or gradient was not finite {bad_steps} times in a row, down to learning rate "
-                            f"{optimizer.learning_rate:.3g}; stopped, with the model of step {good['step']} in latest.npz"
+                            f"{optimizer.learning_rate:.3g}; stopped, with the model of step "
+                            f"{good['step']} in latest.npz"
                         )
                     pos.lr_scale /= 2
                     state = None
@@ -415,7 +417,8 @@ def _take_iterate(ckpt, path):
     """The checkpoint's model set to the weights training goes on from, and the saved average's values
     (the checkpoint's own parameters) if it was trained with --average, else None."""
     model = ckpt.model
-    iterate = {k[len(ITERATE) :]: ckpt.optimizer_state.pop(k) for k in list(ckpt.optimizer_state) if k.startswith(ITERATE)}
+    names = [k for k in ckpt.optimizer_state if k.startswith(ITERATE)]
+    iterate = {k[len(ITERATE) :]: ckpt.optimizer_state.pop(k) for k in names}
     if not iterate:
         return model, None
     saved_average = model.params.flat.copy()

@@ -136,7 +136,8 @@ def test_a_fresh_run_never_mixes_with_an_earlier_one(tmp_path, small_text):
     fresh = run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "10", "--overwrite", *TINY])
     assert fresh.exit_code == 0, fresh.output
     assert load_checkpoint(os.path.join(ck, "latest.npz")).meta["step"] == 10
-    assert not os.path.exists(os.path.join(ck, "best.npz")) or load_checkpoint(os.path.join(ck, "best.npz")).meta["step"] <= 10
+    best = os.path.join(ck, "best.npz")
+    assert not os.path.exists(best) or load_checkpoint(best).meta["step"] <= 10
     steps = [json.loads(line)["step"] for line in open(os.path.join(ck, "metrics.jsonl"))]
     assert steps == sorted(steps) and steps[-1] == 10  # the earlier run's records are gone
 
@@ -165,7 +166,8 @@ def test_average_is_what_validation_and_checkpoints_hold(tmp_path, small_text):
     training weights ride along), and resuming without averaging goes on from the training weights."""
     ck = str(tmp_path / "ck")
     opts = [*TINY, "--lr-schedule", "constant", "--workers", "1"]
-    assert run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "60", "--average", "20", *opts]).exit_code == 0
+    args = ["train", small_text, "--checkpoint-dir", ck, "--max-steps", "60", "--average", "20", *opts]
+    assert run(args).exit_code == 0
     best = load_checkpoint(os.path.join(ck, "best.npz"))
     corpus = load_corpus(small_text, ck)
     _, val_ids = corpus.split(0.1)
@@ -176,7 +178,8 @@ def test_average_is_what_validation_and_checkpoints_hold(tmp_path, small_text):
     assert not np.allclose(iterate["l0.W_hh"], best.model.params["l0.W_hh"])
     latest = load_checkpoint(os.path.join(ck, "latest.npz"))
     assert "running average over 20 steps" in run(["info", ck]).output
-    assert run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "61", "--average", "0", "--resume"]).exit_code == 0
+    args = ["train", small_text, "--checkpoint-dir", ck, "--max-steps", "61", "--average", "0", "--resume"]
+    assert run(args).exit_code == 0
     went_on = load_checkpoint(os.path.join(ck, "latest.npz"))
     assert not any(k.startswith("iterate.") for k in went_on.optimizer_state)
     went = went_on.model.params["l0.W_hh"]

@@ -1,13 +1,12 @@
 """eval and sample as users rely on them: per-line figures, OOV reporting, greedy and top-k, plot, info."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from charrnn.checkpoint import Checkpoint, save_checkpoint
 from charrnn.cli import main
 from charrnn.data import Vocab
 from charrnn.model import CharRNN, ModelConfig
@@ -39,7 +38,8 @@ def test_per_line_figures_sum_to_the_whole_file(tmp_path, ckpt_path):
     assert sum(line["chars"] for line in per_line) == whole["chars"] == len(text.read_text())
     assert -sum(line["logprob"] for line in per_line) / whole["chars"] == pytest.approx(whole["loss"], rel=1e-6)
     assert total["loss"] == pytest.approx(whole["loss"], rel=1e-6)
-    reset = [json.loads(line) for line in invoke("eval", ckpt_path, str(text), "--reset-per-line", "--json").splitlines()]
+    out = invoke("eval", ckpt_path, str(text), "--reset-per-line", "--json")
+    reset = [json.loads(line) for line in out.splitlines()]
     assert reset[0]["logprob"] == pytest.approx(per_line[0]["logprob"])  # the first line starts fresh either way
     assert reset[1]["logprob"] != pytest.approx(per_line[1]["logprob"])
     table = invoke("eval", ckpt_path, str(text), "--per-line")
