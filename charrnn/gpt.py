@@ -111,6 +111,8 @@ def check_params(params, shapes, dtype):
 class CharGPT:
     """A stack of Pre-LN Transformer blocks over character and position embeddings; see the module docstring."""
 
+    min_streams_per_worker = 2  # a stream brings T positions of rows to every product: few make a worker's share
+
     def __init__(self, config, params=None, rng=None):
         """``params``: a dict of arrays named as ``param_shapes(config)`` (copied), or None for a fresh
         initialisation drawn from ``rng``. Raises ValueError if they do not fit the config."""
@@ -298,10 +300,9 @@ class KVSampler:
         self.scale = 1.0 / math.sqrt(self.hs)
 
     def prime(self, ids):
-        """Fill the cache from ``ids`` (n,), n >= 1 (its last P // 2 if n > P); the logits (V,) after them."""
+        """Fill the cache from ``ids`` (n,), n >= 1 (its last P if n > P); the logits (V,) after them."""
         ids = [int(i) for i in ids]
-        if len(ids) > self.P:
-            ids = ids[-max(1, self.P // 2) :]
+        ids = ids[-self.P :]
         x, caches = self.model._forward(np.asarray(ids)[None, :], masks=None)
         for k, (_, attn, _, _) in enumerate(caches["blocks"]):
             _, _, key, value = attn[:4]  # (1, nh, n, hs)

@@ -177,6 +177,9 @@ class _LayerBuffers:
 class CharRNN:
     """A stack of recurrent layers with a softmax output; see the module docstring for shapes."""
 
+    context_length = None  # the state carries everything read so far
+    min_streams_per_worker = 8  # parallel.py: fewer streams make per-step products too small to share
+
     def __init__(self, config, params=None, rng=None):
         """``params``: a dict of arrays named as ``param_shapes(config)`` (copied), or None for a fresh
         initialisation drawn from ``rng``. Raises ValueError if they do not fit the config."""
@@ -256,6 +259,13 @@ class CharRNN:
         d_top = (dlogits @ self.params["W_hy"].T).reshape(T, B, H)
         self._backward(inputs, d_top, masks, grads, weight_masks)
         return loss, grads, final_state
+
+    def start_sampling(self, prime):
+        """A ``Stepper`` (sample.py) after ``prime`` (n,) ids, and the logits (V,) for the character after them."""
+        from .sample import Stepper
+
+        logits, state = self.forward(np.asarray(prime)[:, None], self.initial_state(1))  # (n, 1, V)
+        return Stepper(self, state), logits[-1, 0]
 
     def step_weights(self, k, batch_size, weight_mask=None, backward=True):
         """Layer k's weights as its steps read them at ``batch_size``: W_xh and b with the cell's gate

@@ -3,8 +3,9 @@
     for piece in generate(model, vocab, seed="ROMEO:", length=500, temperature=0.8, random_seed=1):
         print(piece, end="")
 
-The seed primes the hidden state in one batched pass; then each character costs one step of every
-layer at batch 1, into preallocated buffers.
+The seed primes the model in one batched pass (``model.start_sampling``); then each character costs one
+step of every layer at batch 1: for the recurrent models a ``Stepper`` into preallocated buffers, for
+gpt one position per block against a key/value cache (gpt.py, ``KVSampler``).
 """
 
 import numpy as np
@@ -79,12 +80,10 @@ def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top
     """
     rng = random_seed if isinstance(random_seed, np.random.Generator) else np.random.default_rng(random_seed)
     prime = vocab.encode(seed) if seed else np.array([vocab.newline_id() or 0])
-    logits, state = model.forward(prime[:, None], model.initial_state(1))  # (T, 1, V)
-    stepper = Stepper(model, state)
+    stepper, next_logits = model.start_sampling(prime)
     decode = vocab.decoder()
     if seed:
         yield seed if isinstance(seed, str) else seed.decode(vocab.encoding, errors="replace")
-    next_logits = logits[-1, 0]
     noise_block = 1024
     filtered = top_k is not None or top_p is not None
     z = np.empty(len(vocab))  # float64 scores: logits / temperature + Gumbel noise

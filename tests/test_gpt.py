@@ -149,9 +149,19 @@ def test_model_gradients():
     inputs, targets = rng.integers(0, 7, (5, 3)), rng.integers(0, 7, (5, 3))  # (T, B)
     _, grads, state = model.loss_and_grads(inputs, targets)
     assert state == ()
-    for name, value in model.params.items():
-        numeric = numerical_grad(lambda: model.loss_and_grads(inputs, targets)[0], value)
-        assert rel_error(grads[name], numeric) < 1e-6, name
+    for name, value in model.params.items():  # every parameter, at up to 16 of its entries
+        flat = value.reshape(-1)
+        picks = rng.choice(flat.size, min(16, flat.size), replace=False)
+        numeric = np.zeros(len(picks))
+        for j, i in enumerate(picks):
+            old = flat[i]
+            flat[i] = old + 1e-6
+            plus = model.loss_and_grads(inputs, targets)[0]
+            flat[i] = old - 1e-6
+            minus = model.loss_and_grads(inputs, targets)[0]
+            flat[i] = old
+            numeric[j] = (plus - minus) / 2e-6
+        assert rel_error(grads[name].reshape(-1)[picks], numeric) < 1e-6, name
 
 
 def test_model_gradients_with_dropout():
@@ -255,3 +265,39 @@ def test_cached_sampling_matches_full_recompute():
         full = model.forward(np.array(window)[:, None])[0][-1, 0]
         np.testing.assert_allclose(logits, full, rtol=0, atol=1e-12)
     assert windows == {3, 4, 5, 6}  # it slid
+
+
+def test_window_nlls_follow_the_documented_contexts():
+    """Each character's score equals a forward over exactly the context the docstring promises."""
+    from charrnn.evaluate import window_nlls
+
+    model = tiny_model(context_length=6)  # P = 6, S = 3
+    ids = np.random.default_rng(14).integers(0, 7, 30)
+    nlls = window_nlls(model, ids, 1, batch_size=2)
+    for t in range(1, 30):
+        a = 0 if t <= 6 else ((t - 7) // 3 + 1) * 3
+        assert 4 <= t - a <= 6 or t <= 6
+        logits = model.forward(ids[a:t, None])[0][-1, 0]
+        expected = np.log(np.exp(logits).sum()) - logits[ids[t]]
+        assert nlls[t - 1] == pytest.approx(expected, rel=1e-10), t
+    # any split of the text gives the same numbers: pieces scored from their own offsets
+    pieces = [window_nlls(model, ids[max(0, s - 6) : e], s - max(0, s - 6), max(0, s - 6))
+              for s, e in ((1, 5), (5, 17), (17, 30))]
+    np.testing.assert_allclose(np.concatenate(pieces), nlls, rtol=1e-12)
+
+
+def test_workers_compute_the_in_process_step():
+    from charrnn.parallel import WorkerPool
+
+    model = tiny_model(dtype="float64")
+    rng = np.random.default_rng(15)
+    inputs, targets = rng.integers(0, 7, (6, 4)), rng.integers(0, 7, (6, 4))
+    loss, grads, _ = model.loss_and_grads(inputs, targets)
+    expected = grads.flat.copy()
+    with WorkerPool(model, batch_size=4, seq_length=6, workers=2) as pool:
+        pool_loss, pool_grads, state = pool.loss_and_grads(inputs, targets)
+        nll, _ = pool.chunk_nll(inputs, targets)
+    assert state == ()
+    assert pool_loss == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(pool_grads.flat, expected, rtol=1e-10, atol=1e-14)
+    assert nll == pytest.approx(loss * 24, rel=1e-12)
