@@ -115,9 +115,12 @@ def charrnn_train(setup, seconds):
     return {"chars_per_sec": steps * batch * context / elapsed, "peak_rss_mb": rss, "workers": engine.workers}
 
 
-def torch_train(setup, seconds):
+def torch_train(setup, seconds, threads=None):
     import gpt_peer
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     layers, heads, width, context, batch = SETUPS[setup]
     ids, vocab = _ids(65, 400_000)
@@ -166,9 +169,12 @@ def charrnn_sample(setup, seconds):
     return {"chars_per_sec": SAMPLE_LENGTH / best, "peak_rss_mb": _peak_rss_mb()}
 
 
-def torch_sample(setup, seconds, cached):
+def torch_sample(setup, seconds, cached, threads=None):
     import gpt_peer
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     layers, heads, width, context, _ = SETUPS[setup]
     torch.manual_seed(0)
@@ -186,9 +192,11 @@ def torch_sample(setup, seconds, cached):
 RUNNERS = {
     "charrnn-train": charrnn_train,
     "torch-train": torch_train,
+    "torch-train-1thread": lambda setup, seconds: torch_train(setup, seconds, threads=1),
     "charrnn-sample": charrnn_sample,
     "torch-sample-nocache": lambda setup, seconds: torch_sample(setup, seconds, cached=False),
     "torch-sample-kvcache": lambda setup, seconds: torch_sample(setup, seconds, cached=True),
+    "torch-sample-kvcache-1thread": lambda setup, seconds: torch_sample(setup, seconds, cached=True, threads=1),
 }
 
 
@@ -252,13 +260,14 @@ def main():
     if args.only in (None, "train"):
         print("\ntraining (best of rounds):\n" + header + "\n|---|---|---|---|---|---|---|---|")
         rows = []
-        results["train"] = table(rows, ["charrnn-train", "torch-train"], args.rounds, setups, args.seconds)
+        results["train"] = table(rows, ["charrnn-train", "torch-train", "torch-train-1thread"], args.rounds, setups,
+                                 args.seconds)
     if args.only in (None, "sample"):
         print(f"\nsampling {SAMPLE_LENGTH} characters at batch 1 (best of rounds):\n" + header
               + "\n|---|---|---|---|---|---|---|---|")
         rows = []
-        results["sample"] = table(rows, ["charrnn-sample", "torch-sample-nocache", "torch-sample-kvcache"],
-                                  args.rounds, setups, 2.0)
+        kinds = ["charrnn-sample", "torch-sample-nocache", "torch-sample-kvcache", "torch-sample-kvcache-1thread"]
+        results["sample"] = table(rows, kinds, args.rounds, setups, 2.0)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

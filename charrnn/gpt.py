@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import attention as L
+from .blas import blas_threads
 from .packed import Packed
 
 DTYPES = ("float32", "float64")
@@ -313,6 +314,10 @@ class KVSampler:
 
     def step(self, idx):
         """Feed character id ``idx``; return the logits (V,) for the next character."""
+        with blas_threads(1):  # products of one row: threads only wait for each other (blas.py)
+            return self._step(idx)
+
+    def _step(self, idx):
         if len(self.window) == self.P:  # slide: the last P // 2 characters, idx the newest, recomputed
             keep = max(1, self.P // 2)
             return self.prime([*self.window[len(self.window) - keep + 1 :], idx])
