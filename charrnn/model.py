@@ -25,7 +25,7 @@ DTYPES = ("float32", "float64")
 
 @dataclass
 class ModelConfig:
-    """The model's shape; the defaults are the project's recipe (README: "Choosing the defaults")."""
+    """The model's shape; the defaults are the project's recipe (docs/benchmarks.md, "Choosing the defaults")."""
 
     vocab_size: int
     model: str = "gru"

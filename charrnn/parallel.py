@@ -6,7 +6,7 @@
 
 Why processes: BLAS runs a large product on every core, but numpy's elementwise ufuncs run on one,
 and threads would hand the GIL over at each of a timestep's few-microsecond calls, which costs more
-than the second core gives (README, "Where the time goes"). The B streams are independent through
+than the second core gives (docs/benchmarks.md, "Where the time goes"). The B streams are independent through
 the whole recurrence, so each worker runs forward and backward over its own streams with
 single-threaded BLAS, and nothing passes between workers until the step ends: data parallelism.
 

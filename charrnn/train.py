@@ -33,7 +33,7 @@ from .schedule import SCHEDULES, budget_progress, halving_decision, learning_rat
 DEFAULT_LEARNING_RATES = {
     "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3},
     "rmsprop": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3},
-    "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03},  # README: "Choosing the defaults"
+    "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03},  # docs/benchmarks.md, "Choosing the defaults"
     "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0},
 }
 MAX_BAD_STEPS = 5
@@ -46,7 +46,7 @@ class TrainingError(Exception):
 
 @dataclass
 class TrainConfig:
-    """Training options; the defaults are the project's recipe (README: "Choosing the defaults")."""
+    """Training options; the defaults are the project's recipe (docs/benchmarks.md, "Choosing the defaults")."""
 
     batch_size: int = 32
     seq_length: int = 100
