@@ -18,7 +18,8 @@ from .cells import ACTIVATIONS
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .data import CorpusError
 from .evaluate import EvalResult, evaluate_file, score_lines
-from .model import DTYPES, MODELS
+from .model import DTYPES
+from .models import MODEL_KINDS
 from .optim import OPTIMIZERS
 from .presets import DEFAULTS, PRESETS, preset_configs, resume_config
 from .sample import generate
@@ -47,7 +48,7 @@ def _console(stderr=False):
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="charrnn")
 def main():
-    """Character-level language models (RNN, LSTM, GRU) in numpy: train, sample, eval.
+    """Character-level language models (RNN, LSTM, GRU, GPT) in numpy: train, sample, eval.
 
     \b
     Example:
@@ -123,9 +124,16 @@ def _preset_default(name):
 @click.argument("corpus", type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
               help="A bundle of the options below (see README); options you give win.")
-@click.option("--model", type=click.Choice(MODELS), help=f"Recurrent cell. {_preset_default('model')}")
-@click.option("--hidden-size", type=click.IntRange(min=1), help=_preset_default("hidden_size"))
-@click.option("--num-layers", type=click.IntRange(min=1), help=f"Stacked layers. {_preset_default('num_layers')}")
+@click.option("--model", type=click.Choice(MODEL_KINDS),
+              help="A recurrent cell, or gpt: a Transformer (alone, it trains the gpt recipe). "
+              f"{_preset_default('model')}")
+@click.option("--hidden-size", type=click.IntRange(min=1),
+              help=f"Units per layer; for gpt the embedding width. {_preset_default('hidden_size')}")
+@click.option("--num-layers", type=click.IntRange(min=1),
+              help=f"Stacked layers (gpt: blocks). {_preset_default('num_layers')}")
+@click.option("--num-heads", type=click.IntRange(min=1),
+              help="Attention heads, for --model gpt; must divide --hidden-size. "
+              f"[default: {PRESETS['gpt']['num_heads']}, or the preset's]")
 @click.option("--activation", type=click.Choice(ACTIVATIONS),
               help=f"For --model rnn. [default: {DEFAULTS['activation']}]")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
@@ -134,7 +142,8 @@ def _preset_default(name):
               help=f"Fraction of recurrent weights dropped per step (DropConnect). {_preset_default('weight_drop')}")
 @click.option("--dtype", type=click.Choice(DTYPES), help=_preset_default("dtype"))
 @click.option("--batch-size", type=click.IntRange(min=1), help=f"Streams B. {_preset_default('batch_size')}")
-@click.option("--seq-length", type=click.IntRange(min=1), help=f"BPTT length T. {_preset_default('seq_length')}")
+@click.option("--seq-length", type=click.IntRange(min=1),
+              help=f"BPTT length T; for gpt the context length. {_preset_default('seq_length')}")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), help=_preset_default("optimizer"))
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True),
               help="[default: the preset's; with another --optimizer, tuned for it and the model]")
@@ -192,7 +201,8 @@ def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
     with user_errors():
         if resume is not None:
             resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
-            model_config, config = None, resume_config(load_checkpoint(resume).meta.get("train", {}), **given)
+            meta = load_checkpoint(resume).meta
+            model_config, config = None, resume_config(meta.get("train", {}), meta.get("model"), **given)
         else:
             model_config, config = preset_configs(preset, **given)
         result = train_model(corpus, model_config, config, resume=resume, reporter=reporter, overwrite=overwrite)
@@ -266,7 +276,9 @@ def sample(checkpoint, seed, temperature, top_k, top_p, length, num_samples, ran
 def eval_command(checkpoint, file, per_line, reset_per_line, as_json):
     """Score FILE with CHECKPOINT: loss (nats/char), bits per char, perplexity.
 
-    The hidden state is carried through the whole file. Characters the model has never seen are
+    The hidden state is carried through the whole file (gpt: each character is predicted from
+    sliding windows of --seq-length characters, at least half a window of the text before it once the
+    text is that long; see README). Characters the model has never seen are
     counted, reported and left out.
 
     \b

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import attention as L
 from .blas import blas_threads
+from .model import check_params
 from .packed import Packed
 
 DTYPES = ("float32", "float64")
@@ -97,16 +98,6 @@ def init_params(config, rng):
             value = rng.normal(0.0, 0.02, shape)
         params[name] = value.astype(config.dtype)
     return params
-
-
-def check_params(params, shapes, dtype):
-    """Raise ValueError unless ``params`` has exactly the names, shapes and dtype of ``shapes``."""
-    if set(shapes) != set(params):
-        raise ValueError("parameter names do not match the model config")
-    for name, shape in shapes.items():
-        value = params[name]
-        if value.shape != shape or value.dtype != dtype:
-            raise ValueError(f"parameter {name} is {value.dtype}{value.shape}, expected {np.dtype(dtype)}{shape}")
 
 
 class CharGPT:

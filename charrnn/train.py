@@ -24,17 +24,18 @@ import numpy as np
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .data import CorpusError, StreamBatches, load_corpus
 from .evaluate import streams_nll
-from .model import CharRNN, check_params
+from .model import check_params
+from .models import LanguageModel, build_model
 from .optim import OPTIMIZERS, WeightAverage, make_optimizer
 from .parallel import WorkerError, default_workers, make_engine
 from .sample import generate
 from .schedule import SCHEDULES, budget_progress, halving_decision, learning_rate
 
-DEFAULT_LEARNING_RATES = {
-    "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3},
-    "rmsprop": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3},
-    "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03},  # docs/benchmarks.md, "Choosing the defaults"
-    "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0},
+DEFAULT_LEARNING_RATES = {  # gpt: adam's is the gpt recipe's; the others are not tuned (a tenth of the RNNs')
+    "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3, "gpt": 2e-3},
+    "rmsprop": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3, "gpt": 2e-4},
+    "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03, "gpt": 1e-3},  # docs/benchmarks.md, "Choosing the defaults"
+    "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0, "gpt": 0.1},
 }
 MAX_BAD_STEPS = 5
 LARGE_VALIDATION = 5_000_000  # characters: beyond this, suggest a smaller --val-frac
@@ -296,7 +297,7 @@ class _Run:
     vocab: object  # data.Vocab
     train_ids: np.ndarray
     val_ids: np.ndarray
-    model: CharRNN
+    model: LanguageModel  # CharRNN or CharGPT (models.py)
     optimizer: object  # optim.Optimizer
     average: WeightAverage | None
     base_lr: float
@@ -368,7 +369,7 @@ def _fresh_model(model_config, corpus, val_ids, rng):
     vocab = corpus.vocab
     model_config = replace(model_config, vocab_size=len(vocab))
     try:
-        model = CharRNN(model_config, rng=rng)
+        model = build_model(model_config, rng=rng)
     except ValueError as e:
         raise TrainingError(str(e)) from None
     # start the output layer at the training text's unigram distribution (add-one smoothed), so
@@ -389,7 +390,7 @@ def _save(run, name, hidden):
     hidden = tuple(hidden) if hidden is not None else ()
     model, optimizer_state = run.model, run.optimizer.state
     if run.average is not None:  # the average is the model; the weights training goes on from ride along
-        model = CharRNN(run.model.config, params=run.average.params)
+        model = build_model(run.model.config, params=run.average.params)
         optimizer_state.update({f"{ITERATE}{k}": v for k, v in run.model.params.items()})
     path = os.path.join(run.config.checkpoint_dir, name)
     save_checkpoint(path, Checkpoint(model, run.vocab, meta, optimizer_state, hidden))
@@ -512,7 +513,7 @@ def _average_in_place(params, average):
 
 def _start_engine(model, config, reporter):
     """Worker processes for the steps (parallel.py) as ``--workers`` asks, or as the CPUs and batch allow."""
-    workers = config.workers or default_workers(config.batch_size)
+    workers = config.workers or default_workers(config.batch_size, min_streams=model.min_streams_per_worker)
     try:
         return make_engine(model, config.batch_size, config.seq_length, workers)
     except WorkerError as e:
