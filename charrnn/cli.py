@@ -152,6 +152,8 @@ def _preset_default(name):
               help=f"Per-epoch factor of the exponential schedule. {_preset_default('lr_decay')}")
 @click.option("--lr-decay-after", type=click.IntRange(min=0),
               help=f"Epochs before the exponential decay starts. {_preset_default('lr_decay_after')}")
+@click.option("--warmup", type=click.IntRange(min=0), metavar="STEPS",
+              help=f"Linear learning-rate warm-up over the first STEPS steps. {_preset_default('warmup')}")
 @click.option("--grad-clip", type=click.FloatRange(min=0),
               help=f"Clip each gradient element to [-C, C]; 0 disables. {_preset_default('grad_clip')}")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help=_preset_default("weight_decay"))

@@ -20,7 +20,7 @@ from .train import TrainConfig
 _RECIPE_FIELDS = (
     "model", "hidden_size", "num_layers", "activation", "dropout", "late_dropout", "late_dropout_epochs", "weight_drop",
     "dtype", "batch_size", "seq_length", "optimizer", "learning_rate", "lr_schedule", "lr_decay", "lr_decay_after",
-    "grad_clip", "weight_decay", "average", "eval_every", "max_time",
+    "warmup", "grad_clip", "weight_decay", "average", "eval_every", "max_time",
 )
 # every option's default, by name (the recurrent model's where both configs have a field)
 DEFAULTS = {**asdict(GPTConfig(vocab_size=0)), **asdict(ModelConfig(vocab_size=0)), **asdict(TrainConfig())}
@@ -107,6 +107,7 @@ PRESETS = {
         "optimizer": "adam",
         "learning_rate": 1e-3,
         "lr_schedule": "cosine",
+        "warmup": 100,
         "grad_clip": 1.0,
         "weight_decay": 0.1,
         "max_steps": 2000,
@@ -127,6 +128,7 @@ PRESETS = {
         "optimizer": "adam",
         "learning_rate": 1e-3,
         "lr_schedule": "cosine",
+        "warmup": 100,
         "grad_clip": 1.0,
         "weight_decay": 0.1,
         "max_steps": 5000,

@@ -8,7 +8,9 @@
                  ``MIN_IMPROVEMENT`` (relative), halve the rate at every evaluation; when an evaluation
                  after that improves by less again, stop
 
-The non-finite-loss guard and the halving rule multiply a persistent ``scale`` (kept in checkpoints).
+Any schedule can start with a linear warm-up over ``config.warmup`` steps (the rate of step s, counting
+from 0, times (s + 1) / warmup), as Transformers are usually trained. The non-finite-loss guard and the
+halving rule multiply a persistent ``scale`` (kept in checkpoints).
 """
 
 import math
@@ -29,8 +31,10 @@ def budget_progress(config, step, epoch, elapsed):
     return min(1.0, max(fractions, default=0.0))
 
 
-def learning_rate(config, base, scale, progress, epoch):
-    """The rate for the next step."""
+def learning_rate(config, base, scale, progress, epoch, step=0):
+    """The rate for the next step, ``step`` counting from 0."""
+    if config.warmup and step < config.warmup:
+        scale = scale * (step + 1) / config.warmup
     if config.lr_schedule == "cosine":
         return base * scale * 0.5 * (1 + math.cos(math.pi * progress))
     if config.lr_schedule == "exponential":

@@ -56,6 +56,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     lr_decay: float = 0.97  # for the exponential schedule
     lr_decay_after: int = 10  # epochs
+    warmup: int = 0  # steps of linear learning-rate warm-up at the start of training (not again on resume)
     patience: int | None = None  # stop after this many evaluations without a new best
     grad_clip: float = 5.0
     weight_decay: float = 0.1  # decoupled (AdamW's): each step multiplies the weights by 1 - rate * weight_decay
@@ -80,6 +81,8 @@ class TrainConfig:
         if self.average:
             positive["average"] = self.average
         positive["log_every"] = self.log_every
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be at least 0, not {self.warmup}")
         if self.workers is not None:
             positive["workers"] = self.workers
         for name, value in positive.items():
@@ -227,7 +230,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                 # schedule: this step's learning rate and dropout
                 epoch_now = pos.epoch + pos.chunk / batches.chunks_per_epoch
                 progress = budget_progress(config, pos.step, epoch_now, time.perf_counter() - start)
-                optimizer.learning_rate = learning_rate(config, run.base_lr, pos.lr_scale, progress, epoch_now)
+                optimizer.learning_rate = learning_rate(config, run.base_lr, pos.lr_scale, progress, epoch_now,
+                                                        pos.step)
                 dropout = _dropout_rate(config, model.config.dropout, epoch_now)
                 # forward and backward, on the engine's processes
                 loss, grads, new_state = engine.loss_and_grads(inputs, targets, state, dropout_rng=run.rng,

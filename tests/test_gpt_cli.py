@@ -122,3 +122,13 @@ def test_python_api_trains_a_gpt(tmp_path, small_text):
     assert isinstance(config, TrainConfig)
     result = train(small_text, model_config, config, reporter=Reporter())
     assert result.step == 6 and result.best_val_loss is not None
+
+
+def test_warmup_raises_the_rate_linearly_then_follows_the_schedule(tmp_path, small_text):
+    model_config, config = preset_configs(model="gpt", hidden_size=16, num_heads=2, num_layers=1, seq_length=16,
+                                          batch_size=4, max_steps=8, eval_every=8, log_every=1, sample_length=0,
+                                          learning_rate=0.01, lr_schedule="constant", warmup=4,
+                                          checkpoint_dir=str(tmp_path / "ck"), random_seed=0)
+    train(small_text, model_config, config)
+    rates = [json.loads(line)["learning_rate"] for line in open(tmp_path / "ck" / "metrics.jsonl")]
+    assert rates == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01, 0.01, 0.01])
