@@ -61,11 +61,13 @@ def torch_window_nll(model, ids, context, batch=64):
     return total / (len(ids) - 1)
 
 
-def run_peer(layers, heads, width, context, batch, lr, dropout, max_time, marks, seed=0):
+def run_peer(layers, heads, width, context, batch, lr, dropout, max_time, marks, seed=0, threads=None):
     """Train the nanoGPT-style model for ``max_time`` seconds of training; [(seconds, val loss, steps)]."""
     import gpt_peer
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(seed)
     with open(CORPUS, encoding="utf-8") as f:
         text = f.read()
@@ -105,6 +107,9 @@ def main():
     ap.add_argument("--random-seed", type=int, default=0)
     ap.add_argument("--no-peer", action="store_true", help="skip the PyTorch model")
     ap.add_argument("--peer-lr", type=float, default=None, help="the peer's peak rate [default: charrnn's]")
+    ap.add_argument("--peer-threads", type=int, default=1,
+                    help="PyTorch threads for the peer; 0: its default [default: 1, the faster on the shared 2-core "
+                    "machine: benchmarks/gpt.py]")
     ap.add_argument("--keep", metavar="DIR", help="charrnn's checkpoint directory, kept")
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--peer-child", help=argparse.SUPPRESS)
@@ -135,11 +140,13 @@ def main():
         spec = {"layers": cfg.num_layers, "heads": cfg.num_heads, "width": cfg.hidden_size,
                 "context": cfg.context_length, "batch": train_cfg["batch_size"],
                 "lr": args.peer_lr or train_cfg["learning_rate"], "dropout": cfg.dropout,
-                "max_time": args.max_time, "marks": marks, "seed": args.random_seed}
+                "max_time": args.max_time, "marks": marks, "seed": args.random_seed,
+                "threads": args.peer_threads}
         out = subprocess.run([sys.executable, __file__, "--peer-child", json.dumps(spec)], check=True,
                              capture_output=True, text=True, env=child_env())
         curve = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append({"run": f"torch nanoGPT-style, same shape, lr {spec['lr']}", "curve": curve,
+        threads = args.peer_threads or "default"
+        rows.append({"run": f"torch nanoGPT-style, same shape, lr {spec['lr']}, {threads} threads", "curve": curve,
                      "steps": curve[-1][2]})
     print(f"{'run':<60}" + "".join(f"{int(m):>8}s" for m in marks) + f"{'best':>8}{'steps':>8}")
     for row in rows:
