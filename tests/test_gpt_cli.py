@@ -132,3 +132,33 @@ def test_warmup_raises_the_rate_linearly_then_follows_the_schedule(tmp_path, sma
     train(small_text, model_config, config)
     rates = [json.loads(line)["learning_rate"] for line in open(tmp_path / "ck" / "metrics.jsonl")]
     assert rates == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01, 0.01, 0.01])
+
+
+def test_non_finite_steps_are_never_applied(tmp_path, small_text, monkeypatch):
+    """The guard restores the last evaluated gpt model and halves the rate, as for the RNNs."""
+    real, calls = CharGPT.loss_and_grads, [0]
+
+    def loss_and_grads(self, *args, **kwargs):
+        calls[0] += 1
+        loss, grads, state = real(self, *args, **kwargs)
+        if calls[0] == 7:
+            grads.flat[5] = np.nan
+        return loss, grads, state
+
+    monkeypatch.setattr(CharGPT, "loss_and_grads", loss_and_grads)
+
+    class Messages(Reporter):
+        messages = []
+
+        def message(self, text):
+            self.messages.append(text)
+
+    model_config, config = preset_configs(model="gpt", hidden_size=16, num_heads=2, num_layers=1, seq_length=16,
+                                          batch_size=4, max_steps=10, eval_every=5, sample_length=0, workers=1,
+                                          learning_rate=0.01, lr_schedule="constant", warmup=0,
+                                          checkpoint_dir=str(tmp_path / "ck"), random_seed=0)
+    reporter = Messages()
+    result = train(small_text, model_config, config, reporter=reporter)
+    assert result.step == 10
+    assert any("restored the parameters of step 5" in m for m in reporter.messages)
+    assert np.isfinite(load_checkpoint(str(tmp_path / "ck")).model.params.flat).all()
