@@ -189,6 +189,48 @@ def torch_sample(setup, seconds, cached, threads=None):
     return {"chars_per_sec": SAMPLE_LENGTH / best, "peak_rss_mb": _peak_rss_mb(), "threads": torch.get_num_threads()}
 
 
+def where_time_goes(setup, steps=5):
+    """Per-layer-function time of one worker's share of a training step (half the batch, one process, one
+    BLAS thread as a worker runs), by wrapping the functions of charrnn/attention.py with timers."""
+    import collections
+
+    import numpy as np
+
+    from charrnn import attention
+    from charrnn.gpt import CharGPT, GPTConfig
+
+    spent = collections.Counter()
+
+    def timer(name, function):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            result = function(*args, **kwargs)
+            spent[name] += time.perf_counter() - start
+            return result
+
+        return timed
+
+    for name in ("layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward", "linear_forward",
+                 "linear_backward", "attention_forward", "attention_backward", "embedding_forward",
+                 "embedding_backward"):
+        setattr(attention, name, timer(name, getattr(attention, name)))
+    layers, heads, width, context, batch = SETUPS[setup]
+    model = CharGPT(GPTConfig(65, hidden_size=width, num_layers=layers, num_heads=heads, context_length=context),
+                    rng=np.random.default_rng(0))
+    ids = np.random.default_rng(1).integers(0, 65, (context + 1, batch // 2))
+    model.loss_and_grads(ids[:-1], ids[1:])
+    spent.clear()
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.loss_and_grads(ids[:-1], ids[1:])
+    total = (time.perf_counter() - start) / steps
+    print(f"{setup}, a worker's share (B={batch // 2}, T={context}): {total * 1e3:.0f} ms a step, "
+          f"{batch // 2 * context / total:,.0f} chars/s")
+    for name, seconds in spent.most_common():
+        print(f"  {name:<20} {seconds / steps * 1e3:7.1f} ms  {seconds / steps / total:5.1%}")
+    print("  (attention_* include their two linear layers; linear_* are the MLP's)")
+
+
 RUNNERS = {
     "charrnn-train": charrnn_train,
     "torch-train": torch_train,
@@ -237,11 +279,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10.0, help="per training measurement [default: 10]")
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--where", metavar="SETUP", help="per-layer time of a worker's share instead (run with "
+                    "OPENBLAS_NUM_THREADS=1)")
     ap.add_argument("--child", nargs=3, metavar=("KIND", "SETUP", "SECONDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         kind, setup, seconds = args.child
         print(json.dumps(RUNNERS[kind](setup, float(seconds))))
+        return
+    if args.where:
+        print(machine())
+        where_time_goes(args.where)
         return
     sys.path.insert(0, HERE)
     import peers
