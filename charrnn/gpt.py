@@ -343,8 +343,7 @@ class KVSampler:
 
 def _layernorm_row(x, g, b):
     """LayerNorm of one row x (C,)."""
-    xc = x - x.mean()
-    xc *= 1.0 / math.sqrt(float(xc @ xc) / len(xc) + L.LN_EPS)
-    xc *= g
+    xc = x - float(np.add.reduce(x)) / len(x)
+    xc *= g * (1.0 / math.sqrt(float(np.dot(xc, xc)) / len(xc) + L.LN_EPS))
     xc += b
     return xc
