@@ -77,7 +77,7 @@ PRESETS = {
     # --model gpt alone trains; the context length is --seq-length
     "gpt": {
         "model": "gpt",
-        "num_layers": 4,
+        "num_layers": 2,
         "num_heads": 4,
         "hidden_size": 128,
         "seq_length": 64,
@@ -86,7 +86,7 @@ PRESETS = {
         "late_dropout": None,
         "average": 0,
         "optimizer": "adam",
-        "learning_rate": 2e-3,
+        "learning_rate": 3e-3,
         "lr_schedule": "cosine",
         "warmup": 100,
         "grad_clip": 1.0,
