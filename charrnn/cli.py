@@ -16,6 +16,7 @@ from tqdm import tqdm
 from . import __version__
 from .cells import ACTIVATIONS
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from .classify_cli import classify
 from .data import CorpusError
 from .evaluate import EvalResult, evaluate_file, score_lines
 from .model import DTYPES, MODELS, ModelConfig
@@ -375,3 +376,6 @@ def plot(checkpoint_dir, output):
         except ImportError:
             raise click.ClickException("plotting needs matplotlib: pip install 'charrnn[plot]'") from None
     click.echo(f"wrote {output}")
+
+
+main.add_command(classify)
