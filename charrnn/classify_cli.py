@@ -226,7 +226,7 @@ def predict(checkpoint, file, k, prob, threshold, fmt):
         try:
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
         except UnicodeDecodeError:
-            raise click.ClickException(f"{file.name}: line {number}: not valid UTF-8") from None
+            raise click.ClickException(f"{getattr(file, 'name', '<stdin>')}: line {number}: not valid UTF-8") from None
         chunk.append(split_labels(line, fmt)[1])
         if interactive or len(chunk) >= 4096:
             _write_predictions(out, clf, chunk, k, prob, threshold)
