@@ -104,6 +104,8 @@ def _explicit(ctx, name):
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default="none", show_default=True,
               help="balanced: each label's examples weigh N / (labels x its count), for unbalanced labels.")
+@click.option("--char-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Replace this fraction of training characters by the unknown one (so unseen characters are learnt).")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Steps [default: once per epoch].")
 @click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
               help="Stop after this many evaluations without a new best validation accuracy.")

@@ -49,6 +49,7 @@ class ClassifyTrainConfig:
     grad_clip: float = 5.0
     weight_decay: float = 0.0
     class_weight: str = "none"  # "balanced": each label weighs N / (C * its count)
+    char_dropout: float = 0.0  # the fraction of training characters replaced by the unknown character, per step
     valid_frac: float = 0.1  # held out of the training file when no validation file is given
     eval_every: int | None = None  # steps between evaluations; None: once per epoch
     patience: int | None = 5  # evaluations without a new best before stopping; None: never
@@ -66,6 +67,8 @@ class ClassifyTrainConfig:
             raise ValueError(f"class-weight must be one of {', '.join(CLASS_WEIGHTS)}, not {self.class_weight!r}")
         if self.batch_size < 1 or not self.learning_rate > 0 or not 0 <= self.valid_frac < 1:
             raise ValueError("batch-size and learning-rate must be positive and valid-frac in [0, 1)")
+        if not 0 <= self.char_dropout < 1:
+            raise ValueError(f"char-dropout must be in [0, 1), not {self.char_dropout}")
         for name in ("eval_every", "patience", "max_epochs", "max_time"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -200,6 +203,8 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
             while pos.batch < len(order) and stop_reason is None:
                 # one step: a padded batch, forward and backward, an update
                 batch = pad_batch(train.encoded, order[pos.batch], len(vocab))
+                if config.char_dropout:  # padding holds the unknown id already: only real characters change
+                    batch.ids[rng.random(batch.ids.shape) < config.char_dropout] = len(vocab)
                 loss, grads = model.loss_and_grads(batch.ids, batch.lengths, train.targets[batch.rows],
                                                    train.weights[batch.rows], dropout_rng=rng)
                 if math.isfinite(loss) and np.isfinite(grads.flat).all():
