@@ -144,3 +144,27 @@ def test_forward_matches_pytorch_bidirectional(model):
     for pool, expected in (("max", np.where(valid, out, -np.inf).max(0)), ("mean", out.sum(0) / lengths[:, None])):
         clf.encoder.config.pool = pool
         np.testing.assert_allclose(clf.encoder.forward(ids, lengths), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_gradients_one_direction(pool):
+    """--no-bidirectional: the forward direction alone, D = H."""
+    rng = np.random.default_rng(7)
+    cfg = ClassifierConfig(vocab_size=5, num_classes=2, model="gru", hidden_size=3, num_layers=2, pool=pool,
+                           bidirectional=False, dtype="float64")
+    clf = Classifier(cfg, rng=rng)
+    ids, lengths = random_batch(rng, [4, 3, 1], 5)
+    targets = np.eye(2)[[0, 1, 0]]
+    assert clf.encoder.forward(ids, lengths).shape == (3, 3)
+    _, grads = clf.loss_and_grads(ids, lengths, targets)
+    for name, value in clf.params.items():
+        numeric = np.zeros_like(value)
+        for i in np.ndindex(value.shape):
+            old = value[i]
+            value[i] = old + 1e-6
+            plus = clf.loss_and_grads(ids, lengths, targets)[0]
+            value[i] = old - 1e-6
+            minus = clf.loss_and_grads(ids, lengths, targets)[0]
+            value[i] = old
+            numeric[i] = (plus - minus) / 2e-6
+        assert rel_error(grads[name], numeric) < 1e-6, name
