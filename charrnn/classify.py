@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cells import make_cell, step_params
+from .cells import make_cell, make_step_weights
 from .model import MODELS, _LayerBuffers, scatter_rows
 from .packed import Packed
 
@@ -159,15 +159,15 @@ class BiEncoder:
             outputs = []
             for d in cfg.directions:
                 run = dirs[k, d]
-                sp = run.step_params = self._step_weights(f"l{k}.{d}.", B, backward)
+                sp = run.step_weights = make_step_weights(self.cell, self._direction_params(k, d), B, backward=backward)
                 gates = run.gates[:T]  # (T, B, G)
                 if k == 0:
                     x_d = ids if d == "fwd" else ids.reshape(-1)[rev].reshape(T, B)
-                    np.take(sp["W_xh"] + sp["b"], x_d, axis=0, out=gates, mode="clip")
+                    np.take(sp.W_xh + sp.b, x_d, axis=0, out=gates, mode="clip")
                 else:
                     x_d = x if d == "fwd" else x.reshape(T * B, -1)[rev].reshape(T, B, -1)
-                    np.matmul(x_d.reshape(T * B, -1), sp["W_xh"], out=gates.reshape(T * B, -1))
-                    gates += sp["b"]
+                    np.matmul(x_d.reshape(T * B, -1), sp.W_xh, out=gates.reshape(T * B, -1))
+                    gates += sp.b
                 self._pass["inputs"][k, d] = x_d
                 for seq in run.states:
                     seq[0] = 0
@@ -205,7 +205,7 @@ class BiEncoder:
                 run, name = dirs[k, d], f"l{k}.{d}."
                 if (k, d) in p["masks"]:
                     dy[d] = dy[d] * p["masks"][k, d]
-                self._steps_backward(run, run.step_params, dy[d])
+                self._steps_backward(run, run.step_weights, dy[d])
                 G = run.gates.shape[2]
                 d_xproj = run.gates[:T].reshape(T * B, G)  # (T·B, G)
                 d_hproj = run.d_hproj[:T].reshape(T * B, G)  # (T·B, G)
@@ -250,14 +250,10 @@ class BiEncoder:
         np.put_along_axis(dy, at[None], d_pooled[None], axis=0)
         return dy
 
-    def _step_weights(self, prefix, B, backward):
-        """A direction's weights as its steps read them (the gate scale folded in; see cells.py)."""
-        p = {name[len(prefix) :]: value for name, value in self.params.items() if name.startswith(prefix)}
-        scale = self.cell.gate_scale(self.config.hidden_size)
-        if scale is not None:
-            scale = scale.astype(self.dtype)
-            p = dict(p, W_xh=p["W_xh"] * scale, b=p["b"] * scale)
-        return {"W_xh": p["W_xh"], "b": p["b"], **step_params(self.cell, p, B, backward)}
+    def _direction_params(self, k, d):
+        """Layer k's direction d's parameters without their prefix: W_xh, W_hh, b (and b_hn)."""
+        prefix = f"l{k}.{d}."
+        return {name[len(prefix) :]: value for name, value in self.params.items() if name.startswith(prefix)}
 
     def _directions(self, T, B):
         runs = self._buffers.get(B)
