@@ -50,7 +50,7 @@ class ClassifierConfig:
     bidirectional: bool = True
     pool: str = "last"
     activation: str = "tanh"
-    dropout: float = 0.0
+    dropout: float = 0.3
     dtype: str = "float32"
 
     @property

@@ -14,7 +14,7 @@ from .checkpoint import CheckpointError
 from .classify import POOLS, ClassifierConfig
 from .classify_data import FORMATS, LABEL_PREFIX, LabelledDataError, read_labelled, split_labels
 from .classify_eval import TextClassifier, evaluate_predictions, load_classifier
-from .classify_train import CLASS_WEIGHTS, ClassifyTrainConfig, train_classifier, train_config_from
+from .classify_train import CLASS_WEIGHTS, LR_SCHEDULES, ClassifyTrainConfig, train_classifier, train_config_from
 from .model import DTYPES, MODELS
 from .optim import OPTIMIZERS
 from .train import Reporter, TrainingError
@@ -94,12 +94,18 @@ def _explicit(ctx, name):
               help="last: the final states joined; mean, max: over the text's positions.")
 @click.option("--activation", type=click.Choice(ACTIVATIONS), default="tanh", show_default=True,
               help="For --model rnn.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True,
               help="Dropout on each layer's output.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True)
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="cosine", show_default=True,
+              help="cosine: down to 0 over the budget (--max-steps, --max-epochs, else --max-time).")
+@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=0.97, show_default=True,
+              help="Per-epoch factor of the exponential schedule.")
+@click.option("--lr-decay-after", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Epochs before the exponential decay starts.")
 @click.option("--grad-clip", type=click.FloatRange(min=0), default=5.0, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default="none", show_default=True,
@@ -109,6 +115,7 @@ def _explicit(ctx, name):
 @click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Steps [default: once per epoch].")
 @click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
               help="Stop after this many evaluations without a new best validation accuracy.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in all.")
 @click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
               help="Stop after this many seconds of this run.")

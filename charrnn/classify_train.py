@@ -33,9 +33,11 @@ from .classify_data import (
 )
 from .classify_eval import KIND, TextClassifier, evaluate_predictions, load_classifier
 from .optim import OPTIMIZERS, make_optimizer
+from .schedule import budget_progress, learning_rate
 from .train import Reporter, TrainingError, _clear_previous_model, _prepare_dir, _SignalCatcher
 
 CLASS_WEIGHTS = ("none", "balanced")
+LR_SCHEDULES = ("constant", "cosine", "exponential")  # schedule.py's, less halving (a language-model rule)
 
 
 @dataclass
@@ -46,6 +48,9 @@ class ClassifyTrainConfig:
     batch_size: int = 64
     optimizer: str = "adam"
     learning_rate: float = 3e-3
+    lr_schedule: str = "cosine"  # constant, cosine (to 0 over the budget) or exponential (schedule.py)
+    lr_decay: float = 0.97  # the exponential schedule's factor per epoch...
+    lr_decay_after: int = 10  # ...after this many epochs
     grad_clip: float = 5.0
     weight_decay: float = 0.0
     class_weight: str = "none"  # "balanced": each label weighs N / (C * its count)
@@ -53,6 +58,7 @@ class ClassifyTrainConfig:
     valid_frac: float = 0.1  # held out of the training file when no validation file is given
     eval_every: int | None = None  # steps between evaluations; None: once per epoch
     patience: int | None = 5  # evaluations without a new best before stopping; None: never
+    max_steps: int | None = None
     max_epochs: float | None = None
     max_time: float | None = 600.0
     random_seed: int | None = None
@@ -63,13 +69,15 @@ class ClassifyTrainConfig:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {self.format!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr-schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}")
         if self.class_weight not in CLASS_WEIGHTS:
             raise ValueError(f"class-weight must be one of {', '.join(CLASS_WEIGHTS)}, not {self.class_weight!r}")
         if self.batch_size < 1 or not self.learning_rate > 0 or not 0 <= self.valid_frac < 1:
             raise ValueError("batch-size and learning-rate must be positive and valid-frac in [0, 1)")
         if not 0 <= self.char_dropout < 1:
             raise ValueError(f"char-dropout must be in [0, 1), not {self.char_dropout}")
-        for name in ("eval_every", "patience", "max_epochs", "max_time"):
+        for name in ("eval_every", "patience", "max_steps", "max_epochs", "max_time"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be positive, not {value}")
@@ -201,7 +209,10 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
             order = length_buckets(train.encoded.lengths, config.batch_size,
                                    np.random.default_rng([config.random_seed, pos.epoch]))
             while pos.batch < len(order) and stop_reason is None:
-                # one step: a padded batch, forward and backward, an update
+                # one step: a padded batch, forward and backward, an update at the schedule's rate
+                epoch = pos.epoch + pos.batch / len(order)
+                progress = budget_progress(config, pos.step, epoch, time.perf_counter() - start)
+                optimizer.learning_rate = learning_rate(config, config.learning_rate, 1.0, progress, epoch)
                 batch = pad_batch(train.encoded, order[pos.batch], len(vocab))
                 if config.char_dropout:  # padding holds the unknown id already: only real characters change
                     batch.ids[rng.random(batch.ids.shape) < config.char_dropout] = len(vocab)
@@ -218,7 +229,7 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
                 # stop, evaluate, log
                 elapsed = time.perf_counter() - start
                 epoch = pos.epoch + pos.batch / len(order)
-                stop_reason = _stop_reason(config, epoch, elapsed, signals.signum)
+                stop_reason = _stop_reason(config, epoch, elapsed, signals.signum, pos.step)
                 end_of_epoch = pos.batch == 0
                 if stop_reason or (config.eval_every and pos.step % config.eval_every == 0) or (
                         not config.eval_every and end_of_epoch):
@@ -279,9 +290,11 @@ def _split(texts, line_labels, vocab, labels, weights_by_label):
     return _Split(encode_texts(texts, vocab), targets, weights, texts, line_labels)
 
 
-def _stop_reason(config, epoch, elapsed, signum):
+def _stop_reason(config, epoch, elapsed, signum, step):
     if signum is not None:
         return "interrupted"
+    if config.max_steps and step >= config.max_steps:
+        return "max-steps"
     if config.max_epochs and epoch >= config.max_epochs:
         return "max-epochs"
     if config.max_time and elapsed >= config.max_time:

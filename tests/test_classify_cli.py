@@ -31,8 +31,8 @@ def trained(tmp_path_factory):
     """A small classifier trained for 4 epochs on 2,000 lines of the training split (a few seconds)."""
     ckpt = tmp_path_factory.mktemp("clf")
     data = head(TRAIN, 2000, ckpt / "train.txt")
-    result = run("train", data, "--valid", VALID, "--hidden-size", "32", "--max-epochs", "4",
-                 "--random-seed", "1", "--checkpoint-dir", ckpt, "-q")
+    result = run("train", data, "--valid", VALID, "--hidden-size", "32", "--max-epochs", "4", "--dropout", "0",
+                 "--lr-schedule", "constant", "--random-seed", "1", "--checkpoint-dir", ckpt, "-q")
     assert result.exit_code == 0, result.output
     return str(ckpt)
 
@@ -90,7 +90,7 @@ def test_python_api_encoder_and_classifier(trained):
 def test_resume_continues_exactly(tmp_path):
     data = head(TRAIN, 400, tmp_path / "train.txt")
     once, twice = tmp_path / "once", tmp_path / "twice"
-    args = ["--valid-frac", "0.2", "--dropout", "0.1", *SMALL]
+    args = ["--valid-frac", "0.2", "--dropout", "0.1", "--lr-schedule", "constant", *SMALL]
     assert run("train", data, "--max-epochs", "2", "--checkpoint-dir", once, *args).exit_code == 0
     assert run("train", data, "--max-epochs", "1", "--checkpoint-dir", twice, *args).exit_code == 0
     result = run("train", data, "--max-epochs", "2", "--checkpoint-dir", twice, "--resume", "-q")
