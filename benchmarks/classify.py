@@ -268,7 +268,8 @@ def main():
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--texts", type=int, default=20000)
-    parser.add_argument("--options", default="", help="charrnn classify train options for accuracy")
+    parser.add_argument("--options", action="append", default=[],
+                        help="accuracy: charrnn classify train options of a charrnn row (repeatable; none: defaults)")
     parser.add_argument("--torch-dropout", type=float, default=0.0)
     parser.add_argument("--checkpoint", help="predict: also time `charrnn classify predict CHECKPOINT FILE` end to end")
     args = parser.parse_args()
@@ -297,8 +298,7 @@ def main():
         print("\n| model | charrnn texts/s | PyTorch texts/s | best/best | per-round ratios |\n|---|---|---|---|---|")
         print("\n".join(rows))
         return
-    options = args.options.split()
-    print(f"accuracy: {args.seconds:g} s of training each; charrnn options: {' '.join(options) or '(defaults)'}")
+    print(f"accuracy: {args.seconds:g} s of training each")
     rows = [("majority class", child("accuracy_majority", **common))]
     try:
         import fasttext  # noqa: F401
@@ -309,9 +309,11 @@ def main():
             rows.append((f"{name}, {result['seconds']:.1f} s", result))
     except ImportError:
         print("fastText is not installed (pip install fasttext-wheel): its rows are left out")
-    rows.append((f"charrnn classify, {args.seconds:g} s", child("accuracy_charrnn", seconds=args.seconds,
-                                                                  options=options, **common)))
-    rows.append((f"PyTorch BiLSTM script, {args.seconds:g} s",
+    for options in args.options or [""]:
+        result = child("accuracy_charrnn", seconds=args.seconds, options=options.split(), **common)
+        print(f"charrnn classify train {options or '(defaults)'}: checkpoint {result['checkpoint']}")
+        rows.append((f"charrnn classify {options or '(defaults)'}, {args.seconds:g} s", result))
+    rows.append((f"PyTorch BiLSTM script, H={args.hidden}, dropout {args.torch_dropout:g}, {args.seconds:g} s",
                  child("accuracy_torch", seconds=args.seconds, cell="lstm", dropout=args.torch_dropout, **common)))
     print("\n| model | test accuracy | test macro-F1 |\n|---|---|---|")
     for name, r in rows:
