@@ -1,6 +1,7 @@
 """``charrnn classify train|test|predict``: text classification in fastText's conventions, over the library."""
 
 import contextlib
+import io
 import json
 import os
 from dataclasses import fields
@@ -219,7 +220,7 @@ def _print_per_label(report):
 def predict(checkpoint, file, k, prob, threshold, fmt):
     """Print the K likeliest labels of each line of FILE (default: standard input), one line per line.
 
-    Lines are read as they come (labels they start with are ignored); an empty line gets an empty line.
+    Lines are answered as they arrive (labels they start with are ignored); an empty line gets an empty line.
 
     \b
     Example:
@@ -227,20 +228,39 @@ def predict(checkpoint, file, k, prob, threshold, fmt):
     """
     with _user_errors():
         clf = TextClassifier.load(checkpoint)
-    interactive = file.isatty() if hasattr(file, "isatty") else False
-    chunk, number = [], 0
-    out = click.get_text_stream("stdout")
-    for raw in file:
-        number += 1
-        try:
-            line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise click.ClickException(f"{getattr(file, 'name', '<stdin>')}: line {number}: not valid UTF-8") from None
-        chunk.append(split_labels(line, fmt)[1])
-        if interactive or len(chunk) >= 4096:
-            _write_predictions(out, clf, chunk, k, prob, threshold)
-            chunk = []
-    _write_predictions(out, clf, chunk, k, prob, threshold)
+    out, number = click.get_text_stream("stdout"), 0
+    for lines in _line_blocks(file):
+        texts = []
+        for raw in lines:
+            number += 1
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r")
+            except UnicodeDecodeError:
+                name = getattr(file, "name", "<stdin>")
+                raise click.ClickException(f"{name}: line {number}: not valid UTF-8") from None
+            texts.append(split_labels(line, fmt)[1])
+        _write_predictions(out, clf, texts, k, prob, threshold)
+
+
+def _line_blocks(file, block=4096):
+    """Lists of the input's lines (bytes, without their newline) as they arrive: each read takes what is
+    there at once (a pipe or terminal: what was written so far; a file: 64 KiB), so lines that trickle in
+    are answered as they come and a fast stream is batched. Streams without a descriptor: ``block`` lines."""
+    try:
+        fd = file.fileno()
+    except (OSError, io.UnsupportedOperation, AttributeError):
+        lines = file.read().split(b"\n")
+        lines = lines[:-1] if lines and lines[-1] == b"" else lines
+        for i in range(0, len(lines), block):
+            yield lines[i : i + block]
+        return
+    pending = b""
+    while data := os.read(fd, 1 << 16):
+        *lines, pending = (pending + data).split(b"\n")
+        if lines:
+            yield lines
+    if pending:
+        yield [pending]
 
 
 def _write_predictions(out, clf, texts, k, prob, threshold):

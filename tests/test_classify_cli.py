@@ -158,3 +158,21 @@ def test_unseen_test_labels_counted_and_reported(tmp_path, trained):
     path.write_text("__label__xx Qwerty\n", encoding="utf-8")
     result = run("test", trained, path)
     assert result.exit_code == 1 and "none of its labels are the model's (xx)" in result.output
+
+
+def test_predict_answers_each_line_as_it_arrives(trained):
+    """Through a real pipe: the answer to a line comes before the next line is written."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "classify", "predict", trained, "-"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        for name in ("Rossi", "Müller"):
+            proc.stdin.write(f"{name}\n".encode())
+            proc.stdin.flush()
+            assert proc.stdout.readline().decode().startswith("__label__")
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
