@@ -278,7 +278,7 @@ def main():
         spec = json.loads(args.spec)
         print(json.dumps(TASKS[spec.pop("task")](**spec)))
         return
-    print(machine())
+    print(machine(), flush=True)
     print(f"{args.threads} BLAS / torch threads; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
     common = {"threads": args.threads, "hidden": args.hidden}
     if args.what in ("speed", "predict"):

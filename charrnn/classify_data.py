@@ -14,6 +14,7 @@ Texts become ids through the charrnn ``Vocab``: a character outside it maps to o
 ``len(vocab)`` (unknown), which is also what padding holds.
 """
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ import numpy as np
 from .data import Vocab
 
 LABEL_PREFIX = "__label__"
+_LABEL_TOKEN = re.compile(r"__label__(\S*)\s*")
 FORMATS = ("fasttext", "tsv")
 
 
@@ -50,11 +52,10 @@ def split_labels(line, fmt="fasttext"):
     labels = []
     rest = line.lstrip()
     while rest.startswith(LABEL_PREFIX):
-        token, _, rest = rest.partition(" ")
-        name = token[len(LABEL_PREFIX) :].strip()
-        if name:
-            labels.append(name)
-        rest = rest.lstrip(" ")
+        token = _LABEL_TOKEN.match(rest)  # fastText splits tokens at spaces and tabs
+        if token.group(1):
+            labels.append(token.group(1))
+        rest = rest[token.end() :]
     return tuple(labels), rest
 
 
