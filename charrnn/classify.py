@@ -138,7 +138,7 @@ class BiEncoder:
         self.config = config
         self.cell = make_cell(config.model, config.activation)
         self.params = params
-        self._buffers = {}  # B -> {(k, d): _LayerBuffers}, reused while T fits
+        self._buffers = {}  # B -> {(k, d): _LayerBuffers}, reused while T fits; the two latest B
 
     def forward(self, ids, lengths, dropout_rng=None, dropout=None, backward=False):
         """Encode ``ids`` (T, B) of texts of ``lengths`` (B,), longest first: return (B, D).
@@ -256,14 +256,18 @@ class BiEncoder:
         return {name[len(prefix) :]: value for name, value in self.params.items() if name.startswith(prefix)}
 
     def _directions(self, T, B):
-        runs = self._buffers.get(B)
+        """The layers' buffers for batch B holding at least T steps; those of the two batch sizes used
+        last are kept (a run's full batches and its last), so memory follows the batches, not their history."""
+        runs = self._buffers.pop(B, None)
         if runs is None or next(iter(runs.values())).capacity < T:
             cfg = self.config
             d_hproj = np.empty((T, B, self.cell.n_gates * cfg.hidden_size), self.dtype)  # shared, as in CharRNN
             runs = {(k, d): _LayerBuffers(self.cell, T, B, cfg.hidden_size, self.dtype,
                                           d_hproj if self.cell.separate_hproj_grad else None)
                     for k in range(cfg.num_layers) for d in cfg.directions}
-            self._buffers[B] = runs
+        self._buffers[B] = runs  # the most recent last
+        while len(self._buffers) > 2:
+            del self._buffers[next(iter(self._buffers))]
         return runs
 
     def _steps_forward(self, buf, sp, active):

@@ -25,6 +25,7 @@ from .data import Vocab
 LABEL_PREFIX = "__label__"
 _LABEL_TOKEN = re.compile(r"__label__(\S*)\s*")
 FORMATS = ("fasttext", "tsv")
+MAX_BATCH_CHARS = 1 << 14  # a batch's texts x its longest text, at most (one text longer than this goes alone)
 
 
 class LabelledDataError(Exception):
@@ -189,15 +190,21 @@ def pad_batch(encoded, rows, pad_id):
     return Batch(ids, lengths, rows)
 
 
-def length_buckets(lengths, batch_size, rng=None):
+def length_buckets(lengths, batch_size, rng=None, max_chars=MAX_BATCH_CHARS):
     """Index arrays of batches of texts of similar length: sorted by length (ties in random order with
-    ``rng``), cut into ``batch_size``, the batches in random order with ``rng`` (else longest first)."""
+    ``rng``), cut into ``batch_size`` texts (fewer where B x the longest would pass ``max_chars``, so long
+    texts never cost batch_size x their length in memory), the batches in random order with ``rng``
+    (else longest first)."""
     lengths = np.asarray(lengths)
     if rng is None:
         order = np.argsort(-lengths, kind="stable")
     else:
         order = np.lexsort((rng.random(len(lengths)), -lengths))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, i = [], 0
+    while i < len(order):
+        size = min(batch_size, max(1, max_chars // max(1, int(lengths[order[i]]))))
+        batches.append(order[i : i + size])
+        i += size
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches

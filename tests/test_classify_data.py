@@ -77,3 +77,9 @@ def test_metrics_against_hand_counts():
     assert report["per_label"]["a"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1}
     assert report["per_label"]["b"]["recall"] == 0.5 and report["per_label"]["b"]["precision"] == 1.0
     assert report["confusion"]["counts"][1] == [1, 1, 0]  # gold b: predicted a once, b once (line 4)
+
+
+def test_long_texts_make_smaller_batches():
+    lengths = np.array([10_000, 9_000, 50, 40, 30, 20])
+    sizes = [len(b) for b in length_buckets(lengths, 4, max_chars=16_384)]
+    assert sizes == [1, 1, 4]  # 10,000 and 9,000 characters go alone; the short ones 4 at a time
