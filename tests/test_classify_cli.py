@@ -176,3 +176,11 @@ def test_predict_answers_each_line_as_it_arrives(trained):
         proc.stdin.close()
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+def test_a_very_long_line_goes_alone(trained):
+    """A 20,000-character line beside short ones: its own batch, the short ones' results unchanged."""
+    clf = TextClassifier.load(trained)
+    probs = clf.predict_proba(["Rossi" * 4000, "Rossi", "Müller"])
+    np.testing.assert_allclose(probs[1:], clf.predict_proba(["Rossi", "Müller"]), rtol=1e-4, atol=1e-6)
+    assert set(clf.model.encoder._buffers) == {1, 2}  # batch sizes whose buffers are kept: the last two
