@@ -184,3 +184,18 @@ def test_a_very_long_line_goes_alone(trained):
     probs = clf.predict_proba(["Rossi" * 4000, "Rossi", "Müller"])
     np.testing.assert_allclose(probs[1:], clf.predict_proba(["Rossi", "Müller"]), rtol=1e-4, atol=1e-6)
     assert set(clf.model.encoder._buffers) == {1, 2}  # batch sizes whose buffers are kept: the last two
+
+
+def test_resume_refuses_new_labels_and_language_models(tmp_path, trained):
+    path = tmp_path / "new.txt"
+    path.write_text("__label__de Müller\n__label__xx Qwerty\n", encoding="utf-8")
+    result = run("train", path, "--resume", os.path.join(trained, "latest.npz"), "--checkpoint-dir", trained)
+    assert result.exit_code == 1 and "labels the checkpoint does not have (xx)" in result.output
+    lm = tmp_path / "lm"
+    text = tmp_path / "text.txt"
+    text.write_text("hello world, a little text to learn from. " * 20, encoding="utf-8")
+    assert CliRunner().invoke(main, ["train", str(text), "--max-steps", "1", "--hidden-size", "8", "--num-layers",
+                                     "1", "--batch-size", "2", "--seq-length", "8", "--checkpoint-dir", str(lm),
+                                     "--workers", "1", "-q"]).exit_code == 0
+    result = run("test", lm, TEST)
+    assert result.exit_code == 1 and "not a classifier" in result.output
