@@ -21,6 +21,7 @@ from .optim import OPTIMIZERS
 from .train import Reporter, TrainingError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+MODEL_DEFAULTS, TRAIN_DEFAULTS = ClassifierConfig(0, 0), ClassifyTrainConfig()  # the options' defaults, defined once
 USER_ERRORS = (LabelledDataError, CheckpointError, TrainingError, ValueError, OSError)
 
 
@@ -80,48 +81,57 @@ def _explicit(ctx, name):
 
 @classify.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="fasttext", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=TRAIN_DEFAULTS.format, show_default=True,
               help="fasttext: __label__NAME tokens, then the text; tsv: LABEL<TAB>TEXT (labels comma-separated).")
 @click.option("--valid", "valid_path", type=click.Path(exists=True, dir_okay=False, readable=True),
               help="Validation file [default: hold out --valid-frac of FILE].")
-@click.option("--valid-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
-@click.option("--model", type=click.Choice(MODELS), default="lstm", show_default=True, help="Recurrent cell.")
-@click.option("--hidden-size", type=click.IntRange(min=1), default=128, show_default=True,
+@click.option("--valid-frac", type=click.FloatRange(0, 1, max_open=True), default=TRAIN_DEFAULTS.valid_frac,
+              show_default=True)
+@click.option("--model", type=click.Choice(MODELS), default=MODEL_DEFAULTS.model,
+              show_default=True, help="Recurrent cell.")
+@click.option("--hidden-size", type=click.IntRange(min=1), default=MODEL_DEFAULTS.hidden_size, show_default=True,
               help="Units per direction.")
-@click.option("--num-layers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--bidirectional/--no-bidirectional", default=True, show_default=True,
+@click.option("--num-layers", type=click.IntRange(min=1), default=MODEL_DEFAULTS.num_layers, show_default=True)
+@click.option("--bidirectional/--no-bidirectional", default=MODEL_DEFAULTS.bidirectional, show_default=True,
               help="Also read each text backwards.")
-@click.option("--pool", type=click.Choice(POOLS), default="last", show_default=True,
+@click.option("--pool", type=click.Choice(POOLS), default=MODEL_DEFAULTS.pool, show_default=True,
               help="last: the final states joined; mean, max: over the text's positions.")
-@click.option("--activation", type=click.Choice(ACTIVATIONS), default="tanh", show_default=True,
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default=MODEL_DEFAULTS.activation, show_default=True,
               help="For --model rnn.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True,
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=MODEL_DEFAULTS.dropout,
+              show_default=True,
               help="Dropout on each layer's output.")
-@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True)
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="cosine", show_default=True,
+@click.option("--dtype", type=click.Choice(DTYPES), default=MODEL_DEFAULTS.dtype, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN_DEFAULTS.batch_size, show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=TRAIN_DEFAULTS.optimizer, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS.learning_rate,
+              show_default=True)
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TRAIN_DEFAULTS.lr_schedule, show_default=True,
               help="cosine: down to 0 over the budget (--max-steps, --max-epochs, else --max-time).")
-@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=0.97, show_default=True,
+@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=TRAIN_DEFAULTS.lr_decay,
+              show_default=True,
               help="Per-epoch factor of the exponential schedule.")
-@click.option("--lr-decay-after", type=click.IntRange(min=0), default=10, show_default=True,
+@click.option("--lr-decay-after", type=click.IntRange(min=0), default=TRAIN_DEFAULTS.lr_decay_after, show_default=True,
               help="Epochs before the exponential decay starts.")
-@click.option("--grad-clip", type=click.FloatRange(min=0), default=5.0, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
-@click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default="none", show_default=True,
+@click.option("--grad-clip", type=click.FloatRange(min=0), default=TRAIN_DEFAULTS.grad_clip, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=TRAIN_DEFAULTS.weight_decay, show_default=True)
+@click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=TRAIN_DEFAULTS.class_weight,
+              show_default=True,
               help="balanced: each label's examples weigh N / (labels x its count), for unbalanced labels.")
-@click.option("--char-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+@click.option("--char-dropout", type=click.FloatRange(0, 1, max_open=True), default=TRAIN_DEFAULTS.char_dropout,
+              show_default=True,
               help="Replace this fraction of training characters by the unknown one (so unseen characters are learnt).")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Steps [default: once per epoch].")
-@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--patience", type=click.IntRange(min=1), default=TRAIN_DEFAULTS.patience, show_default=True,
               help="Stop after this many evaluations without a new best validation accuracy.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in all.")
 @click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+@click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS.max_time,
+              show_default=True,
               help="Stop after this many seconds of this run.")
 @click.option("--random-seed", type=int, default=None, help="Make the run reproducible.")
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default="checkpoints", show_default=True)
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=TRAIN_DEFAULTS.checkpoint_dir,
+              show_default=True)
 @click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",
               help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
 @click.option("--overwrite", is_flag=True, help="Start afresh even if --checkpoint-dir holds a model.")
