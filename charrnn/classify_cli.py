@@ -4,7 +4,7 @@ import contextlib
 import io
 import json
 import os
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import click
 from rich.console import Console
@@ -280,3 +280,26 @@ def _write_predictions(out, clf, texts, k, prob, threshold):
         out.write(" ".join(f"{LABEL_PREFIX}{name} {p:.5f}" if prob else f"{LABEL_PREFIX}{name}"
                            for name, p in pairs) + "\n")
     out.flush()
+
+
+@classify.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+def info(checkpoint):
+    """Describe a classifier CHECKPOINT: model, labels, vocabulary, training position.
+
+    \b
+    Example:
+      charrnn classify info checkpoints
+    """
+    with _user_errors():
+        clf, meta, _ = load_classifier(checkpoint)
+    table = Table(title=checkpoint, show_header=False)
+    for key, value in asdict(clf.model.config).items():
+        table.add_row(key, str(value))
+    table.add_row("labels", f"{len(clf.labels)}: {' '.join(clf.labels.names)[:200]}")
+    table.add_row("vocabulary", f"{len(clf.vocab)} characters (and one for the unknown)")
+    table.add_row("parameters", f"{clf.model.num_params():,}")
+    table.add_row("position", f"step {meta.get('step')}: epoch {meta.get('epoch')}, batch {meta.get('batch')}")
+    best = meta.get("best_accuracy")
+    table.add_row("best validation accuracy", f"{best:.4f}" if best is not None else "-")
+    Console(no_color="NO_COLOR" in os.environ or None, highlight=False).print(table)

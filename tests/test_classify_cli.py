@@ -108,6 +108,11 @@ def test_tsv_format(tmp_path):
     assert len(TextClassifier.load(str(tmp_path / "c")).labels) > 5
 
 
+def test_info_describes_a_classifier(trained):
+    result = run("info", trained)
+    assert result.exit_code == 0 and "hidden_size" in result.output and "14: ga " in result.output
+
+
 def test_sample_refuses_a_classifier_checkpoint(trained):
     result = CliRunner().invoke(main, ["sample", trained])
     assert result.exit_code == 1 and "classifier" in result.output
