@@ -61,7 +61,7 @@ def split_labels(line, fmt="fasttext"):
 
 
 def read_lines(path):
-    """The file's lines as text (UTF-8, a byte-order mark dropped, line ends stripped); raise
+    """The file's lines as text (UTF-8, a byte-order mark dropped, "\n" or "\r\n" stripped); raise
     LabelledDataError for a missing file, a directory or invalid UTF-8 (naming the line)."""
     try:
         with open(path, "rb") as f:
@@ -75,7 +75,7 @@ def read_lines(path):
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise LabelledDataError(f"{path}: line {line}: not valid UTF-8 (byte {e.start})") from None
-    return text.splitlines()
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]  # as fastText: \n ends a line
 
 
 def read_labelled(path, fmt="fasttext", require_labels=True):

@@ -28,9 +28,9 @@ def test_split_labels_fasttext_and_tsv():
 
 def test_read_labelled_skips_blank_lines_and_names_bad_ones(tmp_path):
     path = tmp_path / "x.txt"
-    path.write_bytes("\ufeff__label__a Anna\n\n__label__b Bo\r\n".encode())
+    path.write_bytes("\ufeff__label__a Anna\u2028Berta\n\n__label__b Bo\r\n".encode())
     data = read_labelled(str(path))
-    assert data.texts == ["Anna", "Bo"] and data.labels == [("a",), ("b",)] and data.line_numbers == [1, 3]
+    assert data.texts == ["Anna\u2028Berta", "Bo"] and data.labels == [("a",), ("b",)] and data.line_numbers == [1, 3]
     path.write_text("__label__a Anna\n__label__b\n", encoding="utf-8")
     with pytest.raises(LabelledDataError, match="line 2: a label but no text"):
         read_labelled(str(path))
