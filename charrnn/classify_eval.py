@@ -98,40 +98,37 @@ def evaluate_predictions(probs, line_labels, labels, k=1):
     """
     N, C = probs.shape
     index = labels.index()
-    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (N, k)
-    gold = [set(names) for names in line_labels]
-    right_at_k = sum(len(gold[i] & {labels.names[c] for c in top[i]}) for i in range(N))
-    n_gold = sum(len(g) for g in gold)
-    predicted = [labels.names[c] for c in top[:, 0]]
-    correct = [predicted[i] in gold[i] for i in range(N)]
-    unseen = sorted({name for g in gold for name in g if name not in index})
-    names = list(labels.names) + unseen
+    unseen = sorted({name for names in line_labels for name in names if name not in index})
+    names = list(labels.names) + unseen  # a class's id is its position here; unseen labels after the model's
+    position = {name: i for i, name in enumerate(names)}
+    pairs = [(i, position[name]) for i, line in enumerate(line_labels) for name in set(line)]
+    line_of, gold = (np.array(column, np.int64) for column in zip(*pairs)) if pairs else (np.zeros(0, np.int64),) * 2
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (N, k): class ids, likeliest first
+    right_at_k = int((top[line_of] == gold[:, None]).any(axis=1).sum())  # gold labels among the k predictions
+    predicted = top[:, 0]  # (N,)
+    hit = predicted[line_of] == gold  # (pairs,): the top prediction is this gold label
+    L = len(names)
+    support, n_pred = np.bincount(gold, minlength=L), np.bincount(predicted, minlength=L)
+    tp = np.bincount(gold[hit], minlength=L)
     per_label = {}
-    for name in names:
-        support = sum(name in g for g in gold)
-        n_pred = sum(p == name for p in predicted)
-        if not support and not n_pred:
-            continue
-        tp = sum(p == name and ok for p, ok in zip(predicted, correct))
-        precision = tp / n_pred if n_pred else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_label[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-    rows = [n for n in names if n in per_label]
-    confusion = np.zeros((len(rows), len(rows)), np.int64)
-    position = {n: i for i, n in enumerate(rows)}
-    for g, p in zip(gold, predicted):
-        for name in g:
-            confusion[position[name], position[p]] += 1
+    for c, name in enumerate(names):
+        if support[c] or n_pred[c]:
+            precision = tp[c] / n_pred[c] if n_pred[c] else 0.0
+            recall = tp[c] / support[c] if support[c] else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            per_label[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                               "support": int(support[c])}
+    shown = np.array([c for c, name in enumerate(names) if name in per_label])
+    confusion = np.bincount(gold * L + predicted[line_of], minlength=L * L).reshape(L, L)[np.ix_(shown, shown)]
     return {
         "n": N,
         "k": k,
-        "precision_at_k": right_at_k / (N * k),
-        "recall_at_k": right_at_k / max(n_gold, 1),
-        "accuracy": sum(correct) / N,
+        "precision_at_k": right_at_k / (N * top.shape[1]),
+        "recall_at_k": right_at_k / max(len(gold), 1),
+        "accuracy": float(np.bincount(line_of[hit], minlength=N).astype(bool).sum() / N),
         "macro_f1": float(np.mean([v["f1"] for v in per_label.values()])),
         "per_label": per_label,
-        "confusion": {"labels": rows, "counts": confusion.tolist()},
+        "confusion": {"labels": [names[c] for c in shown], "counts": confusion.tolist()},
         "unseen_labels": unseen,
-        "unseen_label_lines": sum(any(n not in index for n in g) for g in gold),
+        "unseen_label_lines": int(len(np.unique(line_of[gold >= C]))),
     }
