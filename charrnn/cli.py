@@ -18,6 +18,7 @@ from .cells import ACTIVATIONS
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .data import CorpusError
 from .evaluate import EvalResult, evaluate_file, score_lines
+from .export import ExportError, export_checkpoint, import_safetensors
 from .model import DTYPES, MODELS, ModelConfig
 from .optim import OPTIMIZERS
 from .presets import PRESETS, preset_options
@@ -27,7 +28,7 @@ from .train import Reporter, TrainConfig, TrainingError
 from .train import train as train_model
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-USER_ERRORS = (CorpusError, CheckpointError, TrainingError, ValueError, OSError)
+USER_ERRORS = (CorpusError, CheckpointError, TrainingError, ExportError, ValueError, OSError)
 
 
 @contextlib.contextmanager
@@ -375,3 +376,44 @@ def plot(checkpoint_dir, output):
         except ImportError:
             raise click.ClickException("plotting needs matplotlib: pip install 'charrnn[plot]'") from None
     click.echo(f"wrote {output}")
+
+
+@main.command("export", context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("output", type=click.Path(dir_okay=False, writable=True))
+def export_command(checkpoint, output):
+    """Write CHECKPOINT's model to OUTPUT (.safetensors) as a PyTorch state_dict.
+
+    Names and layout are those of nn.LSTM/nn.GRU/nn.RNN(input_size=V, hidden_size=H, num_layers=L)
+    as "rnn" and nn.Linear(H, V) as "decoder"; the model config and vocabulary ride in the metadata.
+
+    \b
+    Example:
+      charrnn export checkpoints/best.npz model.safetensors
+    """
+
+
+    with user_errors():
+        ckpt = export_checkpoint(checkpoint, output)
+    click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
+
+
+@main.command("import", context_settings=CONTEXT_SETTINGS)
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False, writable=True))
+def import_command(source, output):
+    """Write a charrnn checkpoint OUTPUT (.npz) from SOURCE, a .safetensors export.
+
+    SOURCE holds the state_dict `charrnn export` writes (a model trained in PyTorch, say), with
+    charrnn.model and charrnn.vocab in its metadata. The checkpoint samples, scores and trains on.
+
+    \b
+    Example:
+      charrnn import model.safetensors imported.npz
+      charrnn sample imported.npz --seed "ROMEO:"
+    """
+
+
+    with user_errors():
+        ckpt = import_safetensors(source, output)
+    click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
