@@ -21,14 +21,17 @@ from .evaluate import EvalResult, evaluate_file, score_lines
 from .export import ExportError, export_checkpoint, import_safetensors
 from .model import DTYPES, MODELS, ModelConfig
 from .optim import OPTIMIZERS
+from .parallel import WorkerError
 from .presets import PRESETS, preset_options
 from .sample import generate
 from .schedule import SCHEDULES
-from .train import Reporter, TrainConfig, TrainingError
+from .torch_engine import DEVICES, TorchEngineError
+from .train import ENGINES, Reporter, TrainConfig, TrainingError
 from .train import train as train_model
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-USER_ERRORS = (CorpusError, CheckpointError, TrainingError, ExportError, ValueError, OSError)
+USER_ERRORS = (CorpusError, CheckpointError, TrainingError, ExportError, TorchEngineError, WorkerError, ValueError,
+               OSError)
 
 
 @contextlib.contextmanager
@@ -175,6 +178,11 @@ def _preset_default(name):
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes that compute each step, a share of the streams each. [default: one per CPU, "
               "at least 8 streams each]")
+@click.option("--engine", type=click.Choice(ENGINES), default="numpy", show_default=True,
+              help="Who computes each step: charrnn's numpy code, or PyTorch (pip install 'charrnn[torch]'; "
+              "several processes under torchrun: see README).")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="With --engine torch: the CPU, or a CUDA GPU.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
 def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
@@ -187,6 +195,7 @@ def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
       charrnn train data/shakespeare.txt --max-time 300
       charrnn train input.txt --preset min-char-rnn
     """
+    quiet = quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, process 0 speaks for all
     reporter = ConsoleReporter(quiet)
     model_fields = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
     train_fields = {f.name for f in fields(TrainConfig)}

@@ -65,22 +65,36 @@ def reorder_gates(a, order):
     return blocks[..., list(order), :].reshape(a.shape)
 
 
-def to_torch_names(params, config):
-    """charrnn parameters (name -> array) as the PyTorch module's state_dict (name -> numpy array)."""
+class NumpyOps:
+    """How ``to_torch_names`` makes arrays; the torch engine passes torch's own, so autograd follows the table."""
+
+    concat = staticmethod(np.concatenate)
+
+    @staticmethod
+    def zeros(n, like):
+        return np.zeros(n, like.dtype)
+
+    @staticmethod
+    def transpose(a):
+        return np.ascontiguousarray(a.T)
+
+
+def to_torch_names(params, config, ops=NumpyOps):
+    """charrnn parameters (name -> array) as the PyTorch module's state_dict (name -> array), by ``torch_table``."""
     _check_exportable(config)
     order, H = TORCH_GATES[config.model], config.hidden_size
     out = {}
     for torch_name, name, rule in torch_table(config):
         value = params[name] if name is not None else None
         if rule == "weight":
-            value = np.ascontiguousarray(reorder_gates(value, order).T)
+            value = ops.transpose(reorder_gates(value, order))
         elif rule == "bias":
             value = reorder_gates(value, order)
         elif rule == "recurrent bias":
-            zeros = np.zeros(len(order) * H, config.dtype)
-            value = zeros if value is None else np.concatenate([zeros[: 2 * H], value])
+            zeros = ops.zeros(len(order) * H, like=params["b_y"])
+            value = zeros if value is None else ops.concat([zeros[: 2 * H], value])
         elif rule == "transpose":
-            value = np.ascontiguousarray(value.T)
+            value = ops.transpose(value)
         out[torch_name] = value
     return out
 

@@ -36,6 +36,8 @@ DEFAULT_LEARNING_RATES = {
     "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03},  # README: "Choosing the defaults"
     "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0},
 }
+ENGINES = ("numpy", "torch")
+DEVICES = ("cpu", "cuda")
 MAX_BAD_STEPS = 5
 LARGE_VALIDATION = 5_000_000  # characters: beyond this, suggest a smaller --val-frac
 
@@ -73,6 +75,8 @@ class TrainConfig:
     late_dropout_epochs: tuple = (4.0, 16.0)
     average: int = 0  # steps: validate, save and sample a running average of the weights over about this many; 0: off
     workers: int | None = None  # processes computing each step (parallel.py); None: one per CPU, as the batch allows
+    engine: str = "numpy"  # who computes each step: "numpy" (parallel.py) or "torch" (torch_engine.py)
+    device: str = "cpu"  # for the torch engine: "cpu" or "cuda"
 
     def validate(self):
         positive = {"batch_size": self.batch_size, "seq_length": self.seq_length, "eval_every": self.eval_every}
@@ -84,6 +88,12 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {value}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.device not in DEVICES or (self.engine == "numpy" and self.device != "cpu"):
+            raise ValueError(f"device {self.device!r} needs --engine torch (devices: {', '.join(DEVICES)})")
+        if self.engine == "torch" and self.workers is not None:
+            raise ValueError("--workers is the numpy engine's; the torch engine runs on more processes under torchrun")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:
@@ -123,6 +133,7 @@ class TrainResult:
     stop_reason: str
     checkpoint_dir: str
     interrupted_by: int | None = None  # the signal number, if a signal stopped training
+    model: CharRNN | None = None  # the model trained (as training left it: not the running average)
 
 
 class Reporter:
@@ -190,10 +201,14 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     A fresh run refuses a checkpoint directory that already holds a model unless ``overwrite``.
     Raises TrainingError (or CorpusError / CheckpointError) with a one-line reason.
     """
-    reporter = reporter or Reporter()
     config.validate()
+    distributed = _join_processes(config)  # None unless torchrun started several processes
+    writer = distributed is None or distributed.writer  # the process that writes checkpoints and reports
+    reporter = (reporter or Reporter()) if writer else Reporter()
+    if not writer:
+        _wait_for(distributed)  # process 0 prepares the directory and the corpus cache first
     _prepare_dir(config.checkpoint_dir)
-    if resume is None:
+    if resume is None and writer:
         _clear_previous_model(config.checkpoint_dir, overwrite)
     ckpt = load_checkpoint(resume) if resume is not None else None
     corpus = load_corpus(
@@ -203,6 +218,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         bytes_mode=config.bytes_mode,
         vocab=ckpt.vocab if ckpt else None,
     )
+    if writer and distributed is not None:
+        _wait_for(distributed)
     vocab = corpus.vocab
     train_ids, val_ids = corpus.split(config.val_frac)
     if len(val_ids) > LARGE_VALIDATION:
@@ -214,6 +231,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     config = _fit_chunk_to_corpus(config, len(train_ids), reporter)
     if config.random_seed is None:
         config = replace(config, random_seed=int(np.random.SeedSequence().entropy % 2**32))
+    if distributed is not None:  # every process draws the same dropout seeds
+        config = replace(config, random_seed=_agree(distributed, config.random_seed))
     rng = np.random.default_rng(config.random_seed)
 
     if ckpt:
@@ -226,7 +245,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                 )
         model, saved_average = _take_iterate(ckpt, resume)
         pos = _Position(**{k: ckpt.meta[k] for k in asdict(_Position()) if k in ckpt.meta})
-        rng.bit_generator.state = pos.rng_state
+        if pos.rng_state:  # an imported model has no training position: it starts at step 0
+            rng.bit_generator.state = pos.rng_state
         state = ckpt.hidden_state or None
     else:
         model_config = replace(model_config, vocab_size=len(vocab))
@@ -245,7 +265,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][model.config.model]
     optimizer = make_optimizer(config.optimizer, model.params, base_lr, config.grad_clip, config.weight_decay)
     average = WeightAverage(model.params, config.average, start=saved_average) if config.average else None
-    if ckpt:
+    if ckpt and ckpt.optimizer_state:
         try:
             optimizer.load_state(ckpt.optimizer_state)
         except ValueError as e:
@@ -256,6 +276,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     metrics_path = os.path.join(config.checkpoint_dir, "metrics.jsonl")
 
     def checkpoint(name, hidden):
+        if not writer:
+            return
         meta = {
             "train": asdict(config),
             "corpus": os.path.abspath(corpus_path),
@@ -272,11 +294,13 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     def evaluate_and_save(hidden):
         """Validate, checkpoint, preview; return a reason to stop (halving rule, patience) or None."""
         stop, val_loss, preview = None, None, None
+        if distributed is not None:  # the processes' steps were the same: so must their parameters be
+            distributed.check_same(model.params.flat, "parameters")
         with _average_in_place(model.params, average):
             if len(val_ids) > 1:
                 nll, n = streams_nll(model, val_ids, config.batch_size, config.seq_length, engine)
                 val_loss = nll / n
-            if config.sample_length:
+            if config.sample_length and writer:
                 preview = generate(model, vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)
         if val_loss is not None:
             previous, pos.last_val_loss = pos.last_val_loss, val_loss
@@ -300,7 +324,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         return stop
 
     total_steps = _total_steps(config, batches.chunks_per_epoch)
-    engine = _start_engine(model, config, reporter)
+    engine = _start_engine(model, config, reporter, distributed)
     reporter.start(
         total_steps,
         {
@@ -320,7 +344,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     bad_steps = 0
     stop_reason = None
     good = _snapshot(model, optimizer, pos.step)  # parameters and optimizer state at the last evaluation
-    with engine, _SignalCatcher() as signals, open(metrics_path, "a" if ckpt else "w") as metrics:
+    metrics_path, mode = (metrics_path, "a" if ckpt else "w") if writer else (os.devnull, "w")
+    with _leaving(distributed), engine, _SignalCatcher() as signals, open(metrics_path, mode) as metrics:
         try:
             while stop_reason is None:
                 if pos.chunk == batches.chunks_per_epoch:
@@ -361,6 +386,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                 loss_count += 1
                 elapsed = time.perf_counter() - start
                 stop_reason = _stop_reason(config, pos, batches.chunks_per_epoch, elapsed, signals.signum)
+                if distributed is not None and distributed.any(stop_reason is not None):  # all stop at one step
+                    stop_reason = stop_reason or "stopped by another process"
                 evaluating = pos.step % config.eval_every == 0 or stop_reason is not None
                 if pos.step % config.log_every == 0 or evaluating:
                     now = time.perf_counter()
@@ -398,6 +425,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         stop_reason=stop_reason,
         checkpoint_dir=config.checkpoint_dir,
         interrupted_by=signals.signum,
+        model=model,
     )
 
 
@@ -445,8 +473,50 @@ def _average_in_place(params, average):
         params.flat[...] = own
 
 
-def _start_engine(model, config, reporter):
-    """Worker processes for the steps (parallel.py) as ``--workers`` asks, or as the CPUs and batch allow."""
+def _join_processes(config):
+    """This process's place among torchrun's processes (torch_engine.Distributed), or None for one process."""
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if config.engine != "torch":
+        if several:
+            raise TrainingError("training in several processes under torchrun needs --engine torch")
+        return None
+    from .torch_engine import Distributed
+
+    return Distributed.from_environment(config.device)
+
+
+def _wait_for(distributed):
+    """Meet the other processes here (one call in each)."""
+    try:
+        distributed.barrier()
+    except WorkerError as e:
+        raise TrainingError(str(e)) from None
+
+
+def _agree(distributed, value):
+    try:
+        return distributed.agree(value)
+    except WorkerError as e:
+        raise TrainingError(str(e)) from None
+
+
+@contextlib.contextmanager
+def _leaving(distributed):
+    """Leave the process group at the end of training, however it ends."""
+    try:
+        yield
+    finally:
+        if distributed is not None:
+            distributed.close()
+
+
+def _start_engine(model, config, reporter, distributed=None):
+    """PyTorch for ``--engine torch`` (torch_engine.py); else worker processes for the steps (parallel.py) as
+    ``--workers`` asks, or as the CPUs and batch allow."""
+    if config.engine == "torch":
+        from .torch_engine import TorchEngine
+
+        return TorchEngine(model, config.device, distributed)
     workers = config.workers or default_workers(config.batch_size)
     try:
         return make_engine(model, config.batch_size, config.seq_length, workers)
