@@ -13,7 +13,7 @@ from charrnn.cli import main
 from charrnn.export import ExportError, export_checkpoint, import_safetensors, read_export
 from charrnn.safetensors import SafetensorsError, read_safetensors, write_safetensors
 
-VOCAB = Vocab(tuple("\n !',.:;?abcdefghijklmnopqrstuvwxyzABC"))
+VOCAB = Vocab(tuple(sorted("\n !',.:;?abcdefghijklmnopqrstuvwxyzABC")))
 CASES = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
 
 
@@ -120,7 +120,8 @@ def test_import_of_a_model_trained_in_pytorch(tmp_path):
     np.testing.assert_allclose(got, want.numpy(), atol=2e-5)
 
 
-def test_imported_checkpoint_samples_evaluates_and_trains(tmp_path, small_text):
+def test_imported_checkpoint_samples_evaluates_and_trains(tmp_path):
+    """An import samples, scores, and trains on from step 0 with a fresh optimizer (--resume)."""
     make_checkpoint(tmp_path / "m.npz", "lstm", dtype="float32")
     export_checkpoint(str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"))
     text = tmp_path / "t.txt"
@@ -130,6 +131,13 @@ def test_imported_checkpoint_samples_evaluates_and_trains(tmp_path, small_text):
     result = runner.invoke(main, ["sample", str(tmp_path / "i.npz"), "--length", "20", "--random-seed", "1"])
     assert result.exit_code == 0 and len(result.output) > 20
     assert runner.invoke(main, ["eval", str(tmp_path / "i.npz"), str(text)]).exit_code == 0
+    ck = str(tmp_path / "ck")
+    result = runner.invoke(main, ["train", str(text), "--resume", str(tmp_path / "i.npz"), "--checkpoint-dir", ck,
+                                  "--max-steps", "3", "--batch-size", "4", "--seq-length", "10", "--sample-length", "0",
+                                  "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    trained = load_checkpoint(ck)
+    assert trained.meta["step"] == 3 and trained.model.config == load_checkpoint(str(tmp_path / "m.npz")).model.config
 
 
 def write_raw(path, header, data):
