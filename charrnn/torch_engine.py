@@ -23,6 +23,7 @@ stay identical without being sent. Process 0 writes checkpoints and reports.
 import datetime
 import hashlib
 import os
+import warnings
 
 import numpy as np
 
@@ -169,6 +170,9 @@ class TorchEngine:
             for k in range(config.num_layers)
         ]
         self.grads = Packed(model.shapes, model.dtype)
+        # the layers' weights are views made each step, so cuDNN copies them into one block per call (cheap
+        # beside the step); its warning about it would be printed once per process
+        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
 
     # -- the engine's calls -------------------------------------------------------------------------------------
 
@@ -201,8 +205,13 @@ class TorchEngine:
         lo, hi = self._share(B)
         with torch.no_grad():
             flat = self._flat_params()
-            logits, final = self._forward(flat, inputs[:, lo:hi], self._state_slice(state, lo, hi), 0.0, None)
-            nll = self._cross_entropy(logits, targets[:, lo:hi], "sum")
+            if hi > lo:
+                logits, final = self._forward(flat, inputs[:, lo:hi], self._state_slice(state, lo, hi), 0.0, None)
+                nll = self._cross_entropy(logits, targets[:, lo:hi], "sum")
+            else:  # fewer streams than processes (a short validation text): nothing here
+                cfg = self.model.config
+                empty = flat.new_zeros((cfg.num_layers, 0, cfg.hidden_size))
+                final, nll = tuple(empty for _ in self.model.cell.state_names), flat.new_zeros(())
             _, nll_t, state_t = self._sum_over_processes([flat.new_zeros(0), nll.reshape(1)], final, lo, hi, B)
         return float(nll_t.item()), state_t
 

@@ -365,6 +365,9 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
             f"this large, --val-frac {suggestion} keeps evaluations short"
         )
     config = _fit_chunk_to_corpus(config, len(train_ids), reporter)
+    if distributed is not None and config.batch_size < distributed.world_size:
+        raise TrainingError(f"batch size {config.batch_size} is smaller than the {distributed.world_size} processes: "
+                            "each needs at least one stream")
     if config.random_seed is None:
         config = replace(config, random_seed=int(np.random.SeedSequence().entropy % 2**32))
     if distributed is not None:  # every process draws the same dropout seeds: process 0's

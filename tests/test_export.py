@@ -2,6 +2,7 @@
 logits; export then import gives back every bit; files that lie are refused with one line."""
 
 import json
+import os
 import struct
 
 import numpy as np
@@ -249,3 +250,18 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.exit_code == 1 and "no sigmoid nonlinearity" in result.output and result.output.count("\n") == 1
     result = runner.invoke(main, ["export", bad, str(tmp_path / "x.safetensors")])
     assert result.exit_code == 1 and "not a charrnn checkpoint" in result.output
+
+
+def test_readme_pytorch_lines_load_an_export(tmp_path, monkeypatch):
+    """The README's lines of PyTorch, run as written on an export, give charrnn's logits."""
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    block = readme.split("<!-- pytorch-load: tests/test_export.py runs this block -->\n```python\n")[1].split("```")[0]
+    net = make_checkpoint(tmp_path / "m.npz", "lstm", dtype="float32")
+    export_checkpoint(str(tmp_path / "m.npz"), str(tmp_path / "model.safetensors"))
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(block.replace('"ROMEO:"', '"CAB, a:"'), namespace)  # (this vocabulary's capitals are A, B, C)
+    want, _ = net.forward(VOCAB.encode("CAB, a:")[:, None])
+    np.testing.assert_allclose(namespace["logits"].detach().numpy(), want, atol=1e-5)
