@@ -23,6 +23,7 @@ stay identical without being sent. Process 0 writes checkpoints and reports.
 import datetime
 import hashlib
 import os
+import re
 import warnings
 
 import numpy as np
@@ -129,8 +130,10 @@ class Distributed:
 
 
 def _first_line(error):
+    """The gist of a torch.distributed error: its first sentence, without gloo's source-file prefix."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h|py):\d+\]\s*", "", lines[0]) if lines else type(error).__name__
+    return text.split(". ")[0].rstrip(".")
 
 
 class _TorchOps:

@@ -89,9 +89,24 @@ def test_engine_torch_without_torch_is_one_line(tmp_path, small_text):
 
 
 def torchrun(args, nproc=2, timeout=180):
+    """Run ``args`` under torchrun; on a hang, end torchrun and its processes (a session of their own)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        end_session(proc)
+    return proc.returncode, err
+
+
+def end_session(proc):
+    """Kill what is left of the session ``proc`` leads (nothing, when it ended cleanly)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 GLOO_RUN = """
@@ -119,8 +134,8 @@ def test_two_processes_with_gloo_train_as_one(tmp_path, small_text):
     namespace = {"corpus": small_text, "out": str(one), **vars(charrnn)}
     exec(GLOO_RUN, namespace)  # the same run in this one process, the whole batch here
     want = namespace["result"].model.params.flat
-    proc = torchrun([str(script), small_text, str(two)])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    returncode, err = torchrun([str(script), small_text, str(two)])
+    assert returncode == 0, err[-3000:]
     rank0, rank1 = np.load(two / "rank0.npy"), np.load(two / "rank1.npy")
     assert rank0.tobytes() == rank1.tobytes()
     np.testing.assert_allclose(rank0, want, rtol=0, atol=1e-6)
@@ -134,7 +149,7 @@ def start_rank(rank, args, port, tmp_path):
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     err = open(tmp_path / f"err{rank}.txt", "w+")
     return subprocess.Popen([sys.executable, "-m", "charrnn", "train", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=err), err
+                            stderr=err, start_new_session=True), err
 
 
 def free_port():
@@ -151,12 +166,16 @@ def test_a_dead_process_ends_the_run_in_one_line_and_resume_goes_on(tmp_path, sm
             "--eval-every", "3", "--max-steps", "100000", "--max-time", "120"]
     port = free_port()
     procs = [start_rank(r, args, port, tmp_path) for r in (0, 1)]
-    deadline = time.time() + 90
-    while not (ck / "latest.npz").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    assert (ck / "latest.npz").exists()
-    procs[1][0].send_signal(signal.SIGKILL)
-    assert procs[0][0].wait(timeout=60) == 1
+    try:
+        deadline = time.time() + 90
+        while not (ck / "latest.npz").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert (ck / "latest.npz").exists()
+        procs[1][0].send_signal(signal.SIGKILL)
+        assert procs[0][0].wait(timeout=60) == 1
+    finally:
+        for proc, _ in procs:
+            end_session(proc)
     err = procs[0][1]
     err.seek(0)
     lines = [line for line in err.read().splitlines() if line.strip()]
@@ -167,5 +186,9 @@ def test_a_dead_process_ends_the_run_in_one_line_and_resume_goes_on(tmp_path, sm
     port = free_port()
     resumed = [start_rank(r, [small_text, "--checkpoint-dir", str(ck), "--resume", "--max-steps", str(step + 3)],
                           port, tmp_path) for r in (0, 1)]
-    assert [p.wait(timeout=120) for p, _ in resumed] == [0, 0]
+    try:
+        assert [p.wait(timeout=120) for p, _ in resumed] == [0, 0]
+    finally:
+        for proc, _ in resumed:
+            end_session(proc)
     assert load_checkpoint(str(ck / "latest.npz")).meta["step"] == step + 3
