@@ -199,6 +199,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     ``model_config.vocab_size`` is taken from the corpus. With ``resume`` (a checkpoint file or
     directory) the model, optimizer state, data position, hidden state and RNG continue exactly.
     A fresh run refuses a checkpoint directory that already holds a model unless ``overwrite``.
+    With ``config.engine == "torch"`` PyTorch computes the steps (torch_engine.py); launched by torchrun
+    in several processes, each takes a share of the streams and process 0 writes and reports.
     Raises TrainingError (or CorpusError / CheckpointError) with a one-line reason.
     """
     config.validate()
