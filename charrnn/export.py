@@ -139,7 +139,10 @@ def export_checkpoint(checkpoint_path, out_path):
     config = ckpt.model.config
     tensors = to_torch_names(ckpt.model.params, config)
     metadata = {"format": "pt", MODEL_KEY: json.dumps(asdict(config)), VOCAB_KEY: json.dumps(ckpt.vocab.to_json())}
-    write_safetensors(out_path, tensors, metadata)
+    try:
+        write_safetensors(out_path, tensors, metadata)
+    except OSError as e:
+        raise ExportError(f"{out_path}: cannot write ({e.strerror or e})") from None
     return ckpt
 
 

@@ -250,6 +250,9 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.exit_code == 1 and "no sigmoid nonlinearity" in result.output and result.output.count("\n") == 1
     result = runner.invoke(main, ["export", bad, str(tmp_path / "x.safetensors")])
     assert result.exit_code == 1 and "not a charrnn checkpoint" in result.output
+    make_checkpoint(tmp_path / "ok.npz")
+    result = runner.invoke(main, ["export", str(tmp_path / "ok.npz"), str(tmp_path / "no" / "x.safetensors")])
+    assert result.exit_code == 1 and "no/x.safetensors: cannot write (No such file" in result.output
 
 
 def test_readme_pytorch_lines_load_an_export(tmp_path, monkeypatch):
