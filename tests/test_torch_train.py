@@ -1,5 +1,6 @@
 """`charrnn train --engine torch`: the numpy engine's run, step for step; torchrun's processes agree."""
 
+import json
 import os
 import signal
 import socket
@@ -49,7 +50,9 @@ def test_torch_engine_trains_as_the_numpy_engine(tmp_path, small_text, model, op
     result = train([small_text, "--checkpoint-dir", torch_dir, "--engine", "torch", *opts])
     assert result.exit_code == 0, result.output
     want, got = params_of(numpy_dir), params_of(torch_dir)
-    assert not np.allclose(want.flat, load_checkpoint(os.path.join(numpy_dir, "best.npz")).model.params.flat * 0)
+    with open(os.path.join(numpy_dir, "metrics.jsonl")) as f:
+        val = [r["val_loss"] for r in map(json.loads, f) if "val_loss" in r]
+    assert len(val) == 2 and val[0] - val[1] > 1e-5  # the steps moved the weights: agreeing to 1e-9 means something
     np.testing.assert_allclose(got.flat, want.flat, rtol=0, atol=1e-9)
 
 
