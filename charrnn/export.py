@@ -126,6 +126,8 @@ def from_torch_names(tensors, config):
 
 
 def _check_exportable(config):
+    if config.model not in TORCH_MODULES:
+        raise ExportError(f"export writes rnn, lstm and gru models, not {config.model}")
     if config.model == "rnn" and config.activation not in ("tanh", "relu"):
         raise ExportError(
             f"PyTorch's nn.RNN has no {config.activation} nonlinearity (only tanh and relu): this model cannot "

@@ -158,6 +158,8 @@ class TorchEngine:
         torch = import_torch()
         check_device(torch, device.split(":")[0])
         config = model.config
+        if config.model not in ("rnn", "lstm", "gru"):
+            raise TorchEngineError(f"--engine torch trains rnn, lstm and gru models, not {config.model}")
         if config.model == "rnn" and config.activation not in ("tanh", "relu"):
             raise TorchEngineError(f"--engine torch runs rnn with tanh or relu, not {config.activation}")
         self.torch, self.model, self.distributed = torch, model, distributed
