@@ -23,6 +23,7 @@ from .optim import OPTIMIZERS
 from .presets import PRESETS, preset_options
 from .sample import generate
 from .schedule import SCHEDULES
+from .server import ServeConfig, make_server, serve_until_signal
 from .train import Reporter, TrainConfig, TrainingError
 from .train import train as train_model
 
@@ -375,3 +376,37 @@ def plot(checkpoint_dir, output):
         except ImportError:
             raise click.ClickException("plotting needs matplotlib: pip install 'charrnn[plot]'") from None
     click.echo(f"wrote {output}")
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 opens the model to anyone who can reach this machine.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="0: any free port (the address is printed).")
+@click.option("--max-length", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Most characters one request may generate.")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Requests served at once, each with its own copy of the model; more are answered 503.")
+@click.option("-q", "--quiet", is_flag=True, help="No access log on stderr.")
+@click.pass_context
+def serve(ctx, checkpoint, host, port, max_length, max_concurrent, quiet):
+    """Serve CHECKPOINT over HTTP: a page to play with at /, and a JSON API (see README).
+
+    \b
+    Example:
+      charrnn serve checkpoints
+      curl -s localhost:8000/v1/generate -d '{"seed": "ROMEO.", "length": 200}'
+    """
+    config = ServeConfig(host, port, max_length, max_concurrent, quiet=quiet)
+    with user_errors():
+        path = resolve_checkpoint(checkpoint)
+        ckpt = load_checkpoint(path)
+        try:
+            server = make_server(ckpt.model, ckpt.vocab, config, {"checkpoint": path, "step": ckpt.meta.get("step")})
+        except OSError as e:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    if server.server_name not in ("127.0.0.1", "::1", "localhost"):
+        click.echo(f"warning: listening on {host}: anyone who can reach this machine can use the model", err=True)
+    click.echo(f"serving {path} at {server.url} (Ctrl-C stops)")
+    ctx.exit(128 + serve_until_signal(server))
