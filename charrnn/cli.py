@@ -5,7 +5,7 @@ import json
 import os
 import sys
 from collections import Counter
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 import click
 import numpy as np
@@ -18,13 +18,13 @@ from .cells import ACTIVATIONS
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .data import CorpusError
 from .evaluate import EvalResult, evaluate_file, score_lines
-from .model import DTYPES, MODELS, ModelConfig
+from .model import DTYPES, MODELS
 from .optim import OPTIMIZERS
-from .presets import PRESETS, preset_options
+from .presets import DEFAULTS, PRESETS, preset_configs, resume_config
 from .sample import generate
 from .schedule import SCHEDULES
 from .server import ServeConfig, make_server, serve_until_signal
-from .train import Reporter, TrainConfig, TrainingError
+from .train import Reporter, TrainingError
 from .train import train as train_model
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -127,7 +127,8 @@ def _preset_default(name):
 @click.option("--model", type=click.Choice(MODELS), help=f"Recurrent cell. {_preset_default('model')}")
 @click.option("--hidden-size", type=click.IntRange(min=1), help=_preset_default("hidden_size"))
 @click.option("--num-layers", type=click.IntRange(min=1), help=f"Stacked layers. {_preset_default('num_layers')}")
-@click.option("--activation", type=click.Choice(ACTIVATIONS), help="For --model rnn. [default: tanh]")
+@click.option("--activation", type=click.Choice(ACTIVATIONS),
+              help=f"For --model rnn. [default: {DEFAULTS['activation']}]")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
               help=f"Dropout on each layer's output. {_preset_default('dropout')}")
 @click.option("--weight-drop", type=click.FloatRange(0, 1, max_open=True),
@@ -149,20 +150,20 @@ def _preset_default(name):
 @click.option("--average", type=click.IntRange(min=0), metavar="STEPS",
               help="Validate, save and sample a running average of the weights over about STEPS steps; 0: off. "
               f"{_preset_default('average')}")
-@click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
-              help="Tail of the corpus held out for validation.")
+@click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS["val_frac"],
+              show_default=True, help="Tail of the corpus held out for validation.")
 @click.option("--eval-every", type=click.IntRange(min=1), help=f"Steps. {_preset_default('eval_every')}")
-@click.option("--patience", type=click.IntRange(min=1), default=None,
-              help="Stop after this many evaluations without a new best.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in all.")
-@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--patience", type=click.IntRange(min=1), help="Stop after this many evaluations without a new best.")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps in all.")
+@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True))
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
               help=f"Stop after this many seconds of this run. {_preset_default('max_time')}")
-@click.option("--random-seed", type=int, default=None, help="Make the run reproducible.")
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default="checkpoints", show_default=True)
-@click.option("--sample-length", type=click.IntRange(min=0), default=200, show_default=True,
+@click.option("--random-seed", type=int, help="Make the run reproducible.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=DEFAULTS["checkpoint_dir"],
+              show_default=True)
+@click.option("--sample-length", type=click.IntRange(min=0), default=DEFAULTS["sample_length"], show_default=True,
               help="Preview sample at each evaluation; 0 disables.")
-@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus.")
+@click.option("--encoding", default=DEFAULTS["encoding"], show_default=True, help="Text encoding of the corpus.")
 @click.option("--bytes", "bytes_mode", is_flag=True, help="Every byte a symbol: trains on any file.")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",
               help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
@@ -172,7 +173,7 @@ def _preset_default(name):
               f"{_preset_default('late_dropout')}")
 @click.option("--late-dropout-epochs", type=(click.FloatRange(min=0), click.FloatRange(min=0)), metavar="A B",
               help=f"Epochs where the rise starts and ends. {_preset_default('late_dropout_epochs')}")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=click.IntRange(min=1),
               help="Processes that compute each step, a share of the streams each. [default: one per CPU, "
               "at least 8 streams each]")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
@@ -188,24 +189,13 @@ def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
       charrnn train input.txt --preset min-char-rnn
     """
     reporter = ConsoleReporter(quiet)
-    model_fields = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
-    train_fields = {f.name for f in fields(TrainConfig)}
+    given = {name: value for name, value in options.items() if _explicit(ctx, name)}
     with user_errors():
         if resume is not None:
             resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
-            saved = load_checkpoint(resume).meta.get("train", {})
-            given = {k: v for k, v in options.items() if k in train_fields and _explicit(ctx, k)}
-            config = TrainConfig(**{**{k: v for k, v in saved.items() if k in train_fields}, **given})
-            model_config = None
+            model_config, config = None, resume_config(load_checkpoint(resume).meta.get("train", {}), **given)
         else:
-            values = preset_options(preset, options)
-            bundle = preset_options(preset, {})
-            if options["learning_rate"] is None and any(values[k] != bundle[k] for k in ("optimizer", "model")):
-                values["learning_rate"] = None  # another optimizer or cell than the preset's: its own tuned rate
-            if options["dropout"] is not None and options["late_dropout"] is None:
-                values["late_dropout"] = None  # a dropout asked for is kept, not raised later
-            model_config = ModelConfig(0, **{k: values[k] for k in model_fields})
-            config = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
+            model_config, config = preset_configs(preset, **given)
         result = train_model(corpus, model_config, config, resume=resume, reporter=reporter, overwrite=overwrite)
     if not quiet:
         _print_summary(result)
@@ -380,13 +370,14 @@ def plot(checkpoint_dir, output):
 
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", default=ServeConfig.host, show_default=True,
               help="Address to listen on; 0.0.0.0 opens the model to anyone who can reach this machine.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+@click.option("--port", type=click.IntRange(0, 65535), default=ServeConfig.port, show_default=True,
               help="0: any free port (the address is printed).")
-@click.option("--max-length", type=click.IntRange(min=1), default=2000, show_default=True,
+@click.option("--max-length", type=click.IntRange(min=1), default=ServeConfig.max_length, show_default=True,
               help="Most characters one request may generate.")
-@click.option("--max-concurrent", type=click.IntRange(min=1), default=4, show_default=True,
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=ServeConfig.max_concurrent,
+              show_default=True,
               help="Requests served at once, each with its own copy of the model; more are answered 503.")
 @click.option("-q", "--quiet", is_flag=True, help="No access log on stderr.")
 @click.pass_context
@@ -398,7 +389,7 @@ def serve(ctx, checkpoint, host, port, max_length, max_concurrent, quiet):
       charrnn serve checkpoints
       curl -s localhost:8000/v1/generate -d '{"seed": "ROMEO.", "length": 200}'
     """
-    config = ServeConfig(host, port, max_length, max_concurrent, quiet=quiet)
+    config = ServeConfig(host=host, port=port, max_length=max_length, max_concurrent=max_concurrent, quiet=quiet)
     with user_errors():
         path = resolve_checkpoint(checkpoint)
         ckpt = load_checkpoint(path)

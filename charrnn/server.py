@@ -239,7 +239,7 @@ def serve_until_signal(server):
         server.server_close()
 
 
-class _Stopped(Exception):
+class _Stopped(BaseException):  # as KeyboardInterrupt: socketserver catches Exception around a request
     def __init__(self, signum):
         super().__init__(signum)
         self.signum = signum

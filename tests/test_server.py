@@ -1,5 +1,6 @@
 """charrnn serve: a real server on a free port, a real HTTP client (http.client and raw sockets)."""
 
+import contextlib
 import html
 import http.client
 import json
@@ -429,11 +430,26 @@ def test_command_serves_and_stops_cleanly_on_a_signal(checkpoint, model, signum,
         assert info["limits"]["max_length"] == 1_000_000 and info["limits"]["max_concurrent"] == 1
         conn, response = open_stream(port, 1_000_000)  # a request in flight does not hold the server up
         assert call(port, "POST", "/v1/score", {"text": "A"})[0] == 503
+
+        def knock():  # requests arriving as the signal does (the server is often starting a thread then)
+            while process.poll() is None:
+                with contextlib.suppress(OSError):
+                    call(port, "GET", "/v1/info")
+
+        knocking = threading.Thread(target=knock)
+        knocking.start()
+        time.sleep(0.2)
         process.send_signal(signum)
         assert process.wait(10) == status
+        knocking.join(10)
+        response.close()
+        conn.close()
     finally:
         process.kill()
-    err = process.stderr.read()
+        process.wait()
+        err = process.stderr.read()
+        process.stdout.close()
+        process.stderr.close()
     assert "Traceback" not in err and '"POST /v1/generate HTTP/1.1" 200' in err  # the access log
 
 
