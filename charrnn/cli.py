@@ -55,6 +55,7 @@ def main():
       charrnn train data/shakespeare.txt
       charrnn sample checkpoints --seed "ROMEO." --temperature 0.8
       charrnn eval checkpoints held_out.txt
+      charrnn serve checkpoints
     """
 
 
@@ -387,7 +388,7 @@ def serve(ctx, checkpoint, host, port, max_length, max_concurrent, quiet):
     \b
     Example:
       charrnn serve checkpoints
-      curl -s localhost:8000/v1/generate -d '{"seed": "ROMEO.", "length": 200}'
+      curl -s localhost:8000/v1/generate -H 'Content-Type: application/json' -d '{"seed": "ROMEO."}'
     """
     config = ServeConfig(host=host, port=port, max_length=max_length, max_concurrent=max_concurrent, quiet=quiet)
     with user_errors():

@@ -363,6 +363,11 @@ class Handler(BaseHTTPRequestHandler):
         return _Held(replicas, model)
 
     def read_body(self):
+        if self.headers.get_content_type() != "application/json":
+            # also what keeps other web sites' pages from posting here: a cross-site JSON post needs a
+            # CORS preflight (OPTIONS), which this server refuses
+            raise RequestError("send the body as JSON, with the header Content-Type: application/json",
+                               HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             raise RequestError("send the body with a Content-Length, not chunked", HTTPStatus.LENGTH_REQUIRED)
         length = self.content_length()

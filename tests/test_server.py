@@ -26,6 +26,8 @@ from charrnn.sample import generate
 from charrnn.server import ServeConfig, make_server
 
 VOCAB = Vocab(tuple("\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+JSON = {"Content-Type": "application/json"}
+POST_SCORE = b"POST /v1/score HTTP/1.1\r\nContent-Type: application/json\r\n"
 LIMITS = {"max_length": 400, "max_concurrent": 2, "max_seed": 100, "max_body": 4096}
 
 
@@ -59,9 +61,11 @@ def call(port, method, path, body=None, headers=None):
     """(status, headers, body bytes); a dict body is sent as JSON."""
     if isinstance(body, dict):
         body = json.dumps(body)
+    if headers is None:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request(method, path, body, headers or {})
+        conn.request(method, path, body, headers)
         response = conn.getresponse()
         return response.status, response.headers, response.read()
     finally:
@@ -147,7 +151,7 @@ def test_stream_arrives_while_it_is_generated(model):
     server, thread = start_server(model, max_length=length)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
-        conn.request("POST", "/v1/generate", json.dumps({"length": length, "stream": True}))
+        conn.request("POST", "/v1/generate", json.dumps({"length": length, "stream": True}), JSON)
         started = time.monotonic()
         response = conn.getresponse()
         first = response.fp.readline()
@@ -270,16 +274,25 @@ def test_unknown_paths_and_methods(port, method, path, status, fragment):
         assert answer[1]["Allow"]
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_must_say_it_is_json(port, content_type):
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    answer = call(port, "POST", "/v1/generate", json.dumps({"length": 5}), headers)
+    assert_error(*answer, 415, "Content-Type: application/json")
+    with_charset = {"Content-Type": "application/json; charset=utf-8"}
+    assert call(port, "POST", "/v1/generate", json.dumps({"length": 5}), with_charset)[0] == 200
+
+
 def test_bodies_too_large_unsized_chunked_or_cut_short(port):
     assert_error(*call(port, "POST", "/v1/score", {"text": "a" * 5000}), 413, "at most 4,096")
-    unsized = raw(port, b"POST /v1/score HTTP/1.1\r\nHost: x\r\n\r\n")
+    unsized = raw(port, POST_SCORE + b"Host: x\r\n\r\n")
     assert unsized == (411, {"error": "a POST needs a Content-Length header"})
-    chunked = b"POST /v1/score HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{}   \r\n0\r\n\r\n"
+    chunked = POST_SCORE + b"Host: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{}   \r\n0\r\n\r\n"
     assert raw(port, chunked)[0] == 411
-    short = raw(port, b"POST /v1/score HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"text\":", shut_write=True)
+    short = raw(port, POST_SCORE + b"Content-Length: 100\r\n\r\n{\"text\":", shut_write=True)
     assert short == (400, {"error": "the body ended before its Content-Length"})
     # a client that asks before sending a large body is refused before it sends it
-    status, answer = raw(port, b"POST /v1/score HTTP/1.1\r\nContent-Length: 99999999\r\nExpect: 100-continue\r\n\r\n")
+    status, answer = raw(port, POST_SCORE + b"Content-Length: 99999999\r\nExpect: 100-continue\r\n\r\n")
     assert status == 413 and "99,999,999 bytes" in answer["error"]
     assert raw(port, b"GET / HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n") == (431, {"error": "Line too long"})
     assert call_json(port, "/v1/generate", {"length": 5})[0] == 200
@@ -291,7 +304,7 @@ def test_bodies_too_large_unsized_chunked_or_cut_short(port):
 def open_stream(port, length):
     """A streaming request whose first event has arrived (so it holds a slot); its connection and response."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", "/v1/generate", json.dumps({"length": length, "stream": True}))
+    conn.request("POST", "/v1/generate", json.dumps({"length": length, "stream": True}), JSON)
     response = conn.getresponse()
     assert response.status == 200 and response.fp.readline().startswith(b"data: ")
     return conn, response
