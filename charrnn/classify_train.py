@@ -125,6 +125,77 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
     come from the data. Raises LabelledDataError, TrainingError or CheckpointError with a one-line reason;
     nothing in ``checkpoint_dir`` is touched until the data has been read and checked."""
     reporter = reporter or Reporter()
+    run = _start_run(train_path, model_config, config, valid_path, resume, overwrite)
+    config, pos, train = run.config, run.pos, run.train
+    batches_per_epoch = math.ceil(len(train.encoded) / config.batch_size)
+    reporter.start(None, {"params": run.model.num_params(), "train": len(train.encoded),
+                          "valid": len(run.valid.encoded) if run.valid else 0, "labels": len(run.labels),
+                          "vocab": len(run.vocab), "seed": config.random_seed, "batches_per_epoch": batches_per_epoch})
+    metrics_path = os.path.join(config.checkpoint_dir, "metrics.jsonl")
+    start = time.perf_counter()
+    seen, loss_sum, loss_count = 0, 0.0, 0
+    stop_reason = None
+    with _SignalCatcher() as signals, open(metrics_path, "a" if resume else "w") as metrics:
+        while stop_reason is None:
+            # the epoch's batches: a function of the seed and the epoch alone, so resume finds its place
+            order = length_buckets(train.encoded.lengths, config.batch_size,
+                                   np.random.default_rng([config.random_seed, pos.epoch]))
+            while pos.batch < len(order) and stop_reason is None:
+                # one step at the schedule's rate
+                epoch = pos.epoch + pos.batch / len(order)
+                progress = budget_progress(config, pos.step, epoch, time.perf_counter() - start)
+                run.optimizer.learning_rate = learning_rate(config, config.learning_rate, 1.0, progress, epoch)
+                loss = _step(run, order[pos.batch])
+                if loss is None:
+                    reporter.message(f"warning: non-finite loss at step {pos.step}; the update was skipped")
+                else:
+                    loss_sum, loss_count = loss_sum + loss, loss_count + 1
+                pos.step, pos.batch, seen = pos.step + 1, pos.batch + 1, seen + len(order[pos.batch])
+                if pos.batch == len(order):
+                    pos.epoch, pos.batch = pos.epoch + 1, 0
+                # stop, evaluate, log
+                elapsed = time.perf_counter() - start
+                epoch = pos.epoch + pos.batch / len(order)
+                stop_reason = _stop_reason(config, epoch, elapsed, signals.signum, pos.step)
+                end_of_epoch = pos.batch == 0
+                if stop_reason or (config.eval_every and pos.step % config.eval_every == 0) or (
+                        not config.eval_every and end_of_epoch):
+                    record = {"step": pos.step, "epoch": round(epoch, 4),
+                              "train_loss": loss_sum / max(loss_count, 1),
+                              "examples_per_sec": seen / max(elapsed, 1e-9), "elapsed": round(elapsed, 3)}
+                    record.update(_evaluate(run))
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                    reporter.step(pos.step, record)
+                    loss_sum, loss_count = 0.0, 0
+                    stop_reason = stop_reason or _patience(config, pos)
+                if end_of_epoch:
+                    break
+    reporter.close()
+    elapsed = time.perf_counter() - start
+    return ClassifyResult(pos.step, pos.epoch + pos.batch / batches_per_epoch, pos.best_accuracy, pos.best_loss,
+                          elapsed, seen / max(elapsed, 1e-9), stop_reason, config.checkpoint_dir, signals.signum)
+
+
+@dataclass
+class _Run:
+    """A training run's state: what the loop, evaluation and checkpoints read and change."""
+
+    config: ClassifyTrainConfig
+    model: Classifier
+    optimizer: object
+    vocab: object
+    labels: LabelSet
+    train: _Split
+    valid: _Split | None
+    pos: _Position
+    rng: np.random.Generator
+    data_path: str
+
+
+def _start_run(train_path, model_config, config, valid_path, resume, overwrite):
+    """Read and check the data (and the checkpoint to resume), then prepare the directory and build the
+    model and optimizer, fresh or as saved."""
     config.validate()
     saved = load_classifier(resume) if resume is not None else None
     lines = read_labelled(train_path, config.format)
@@ -165,89 +236,53 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
             optimizer.load_state(optimizer_state)
         except ValueError as e:
             raise CheckpointError(f"{resume}: cannot resume with optimizer {config.optimizer} ({e})") from None
-    classifier = TextClassifier(model, vocab, labels)
+    return _Run(config, model, optimizer, vocab, labels, train, valid, pos, rng, os.path.abspath(train_path))
 
-    def checkpoint(name):
-        meta = {"kind": KIND, "model": asdict(model.config), "vocab": vocab.to_json(), "labels": labels.to_json(),
-                "train": asdict(config), "data": os.path.abspath(train_path),
-                **asdict(replace(pos, rng_state=rng.bit_generator.state))}
-        arrays = {f"param/{k}": v for k, v in model.params.items()}
-        arrays.update({f"opt/{k}": v for k, v in optimizer.state.items()})
-        write_archive(os.path.join(config.checkpoint_dir, name), arrays, meta)
 
-    def evaluate():
-        """Score the validation texts, checkpoint; return the record's validation fields."""
-        record = {}
-        if valid is not None:
-            probs = classifier.predict_proba(valid.texts)
-            report = evaluate_predictions(probs, valid.labels, labels)
-            nll = -(valid.targets * np.log(np.maximum(probs, 1e-30))).sum(axis=1)  # (N,)
-            record = {"val_loss": float(nll.mean()), "val_accuracy": report["accuracy"],
-                      "val_macro_f1": report["macro_f1"]}
-            key = (record["val_accuracy"], -record["val_loss"])
-            if pos.best_accuracy is None or key > (pos.best_accuracy, -pos.best_loss):
-                pos.best_accuracy, pos.best_loss, pos.evals_since_best = key[0], record["val_loss"], 0
-                checkpoint("best.npz")
-            else:
-                pos.evals_since_best += 1
+def _step(run, rows):
+    """Forward, backward and update on the texts ``rows``; the loss, or None if it was not finite (then
+    nothing is updated)."""
+    batch = pad_batch(run.train.encoded, rows, len(run.vocab))
+    if run.config.char_dropout:  # padding holds the unknown id already: only real characters change
+        batch.ids[run.rng.random(batch.ids.shape) < run.config.char_dropout] = len(run.vocab)
+    loss, grads = run.model.loss_and_grads(batch.ids, batch.lengths, run.train.targets[batch.rows],
+                                           run.train.weights[batch.rows], dropout_rng=run.rng)
+    if not (math.isfinite(loss) and np.isfinite(grads.flat).all()):
+        return None
+    run.optimizer.step(run.model.params, grads)
+    return loss
+
+
+def _evaluate(run):
+    """Score the validation texts; write best.npz (a new best accuracy, lower loss breaking ties) and
+    latest.npz; return the validation fields of the metrics record."""
+    record, pos, valid = {}, run.pos, run.valid
+    if valid is not None:
+        probs = TextClassifier(run.model, run.vocab, run.labels).predict_proba(valid.texts)
+        report = evaluate_predictions(probs, valid.labels, run.labels)
+        nll = -(valid.targets * np.log(np.maximum(probs, 1e-30))).sum(axis=1)  # (N,)
+        record = {"val_loss": float(nll.mean()), "val_accuracy": report["accuracy"],
+                  "val_macro_f1": report["macro_f1"]}
+        key = (record["val_accuracy"], -record["val_loss"])
+        if pos.best_accuracy is None or key > (pos.best_accuracy, -pos.best_loss):
+            pos.best_accuracy, pos.best_loss, pos.evals_since_best = key[0], record["val_loss"], 0
+            _save(run, "best.npz")
         else:
-            checkpoint("best.npz")
-        checkpoint("latest.npz")
-        return record
+            pos.evals_since_best += 1
+    else:
+        _save(run, "best.npz")
+    _save(run, "latest.npz")
+    return record
 
-    batches_per_epoch = math.ceil(len(train.encoded) / config.batch_size)
-    reporter.start(None, {"params": model.num_params(), "train": len(train.encoded),
-                          "valid": len(valid.encoded) if valid else 0, "labels": len(labels), "vocab": len(vocab),
-                          "seed": config.random_seed, "batches_per_epoch": batches_per_epoch})
-    metrics_path = os.path.join(config.checkpoint_dir, "metrics.jsonl")
-    start = time.perf_counter()
-    seen, loss_sum, loss_count = 0, 0.0, 0
-    stop_reason = None
-    with _SignalCatcher() as signals, open(metrics_path, "a" if saved else "w") as metrics:
-        while stop_reason is None:
-            # the epoch's batches: a function of the seed and the epoch alone, so resume finds its place
-            order = length_buckets(train.encoded.lengths, config.batch_size,
-                                   np.random.default_rng([config.random_seed, pos.epoch]))
-            while pos.batch < len(order) and stop_reason is None:
-                # one step: a padded batch, forward and backward, an update at the schedule's rate
-                epoch = pos.epoch + pos.batch / len(order)
-                progress = budget_progress(config, pos.step, epoch, time.perf_counter() - start)
-                optimizer.learning_rate = learning_rate(config, config.learning_rate, 1.0, progress, epoch)
-                batch = pad_batch(train.encoded, order[pos.batch], len(vocab))
-                if config.char_dropout:  # padding holds the unknown id already: only real characters change
-                    batch.ids[rng.random(batch.ids.shape) < config.char_dropout] = len(vocab)
-                loss, grads = model.loss_and_grads(batch.ids, batch.lengths, train.targets[batch.rows],
-                                                   train.weights[batch.rows], dropout_rng=rng)
-                if math.isfinite(loss) and np.isfinite(grads.flat).all():
-                    optimizer.step(model.params, grads)
-                    loss_sum, loss_count = loss_sum + loss, loss_count + 1
-                else:
-                    reporter.message(f"warning: non-finite loss at step {pos.step}; the update was skipped")
-                pos.step, pos.batch, seen = pos.step + 1, pos.batch + 1, seen + len(batch.rows)
-                if pos.batch == len(order):
-                    pos.epoch, pos.batch = pos.epoch + 1, 0
-                # stop, evaluate, log
-                elapsed = time.perf_counter() - start
-                epoch = pos.epoch + pos.batch / len(order)
-                stop_reason = _stop_reason(config, epoch, elapsed, signals.signum, pos.step)
-                end_of_epoch = pos.batch == 0
-                if stop_reason or (config.eval_every and pos.step % config.eval_every == 0) or (
-                        not config.eval_every and end_of_epoch):
-                    record = {"step": pos.step, "epoch": round(epoch, 4),
-                              "train_loss": loss_sum / max(loss_count, 1),
-                              "examples_per_sec": seen / max(elapsed, 1e-9), "elapsed": round(elapsed, 3)}
-                    record.update(evaluate())
-                    metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
-                    reporter.step(pos.step, record)
-                    loss_sum, loss_count = 0.0, 0
-                    stop_reason = stop_reason or _patience(config, pos)
-                if end_of_epoch:
-                    break
-    reporter.close()
-    elapsed = time.perf_counter() - start
-    return ClassifyResult(pos.step, pos.epoch + pos.batch / batches_per_epoch, pos.best_accuracy, pos.best_loss,
-                          elapsed, seen / max(elapsed, 1e-9), stop_reason, config.checkpoint_dir, signals.signum)
+
+def _save(run, name):
+    """A checkpoint: parameters, optimizer state, and as JSON the configs, vocabulary, labels and position."""
+    meta = {"kind": KIND, "model": asdict(run.model.config), "vocab": run.vocab.to_json(),
+            "labels": run.labels.to_json(), "train": asdict(run.config), "data": run.data_path,
+            **asdict(replace(run.pos, rng_state=run.rng.bit_generator.state))}
+    arrays = {f"param/{k}": v for k, v in run.model.params.items()}
+    arrays.update({f"opt/{k}": v for k, v in run.optimizer.state.items()})
+    write_archive(os.path.join(run.config.checkpoint_dir, name), arrays, meta)
 
 
 def train_config_from(saved, given):
