@@ -13,6 +13,15 @@ def rel_error(a, b):
     return np.linalg.norm(a - b) / max(1e-12, np.linalg.norm(a) + np.linalg.norm(b))
 
 
+def loss_only(clf, ids, lengths, targets, weights=None):
+    """The weighted cross-entropy of ``Classifier.loss_and_grads``, from the forward pass alone."""
+    logits = clf.forward(ids, lengths)
+    log_probs = logits - logits.max(axis=1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+    weights = np.ones(len(lengths)) if weights is None else weights
+    return float(-(weights[:, None] * targets * log_probs).sum() / weights.sum())
+
+
 def random_batch(rng, lengths, V):
     lengths = np.array(sorted(lengths, reverse=True))
     T = lengths[0]
@@ -32,15 +41,16 @@ def test_gradients_bidirectional_masked(model, activation, pool):
     ids, lengths = random_batch(rng, [5, 3, 3, 1], 7)
     targets = np.array([[1, 0, 0], [0, 0.5, 0.5], [0, 0, 1], [0, 1, 0]], float)
     weights = np.array([1.0, 2.0, 0.5, 1.5])
-    _, grads = clf.loss_and_grads(ids, lengths, targets, weights)
+    loss, grads = clf.loss_and_grads(ids, lengths, targets, weights)
+    assert loss == pytest.approx(loss_only(clf, ids, lengths, targets, weights), rel=1e-12)
     for name, value in clf.params.items():
         numeric = np.zeros_like(value)
         for i in np.ndindex(value.shape):
             old = value[i]
             value[i] = old + 1e-6
-            plus = clf.loss_and_grads(ids, lengths, targets, weights)[0]
+            plus = loss_only(clf, ids, lengths, targets, weights)
             value[i] = old - 1e-6
-            minus = clf.loss_and_grads(ids, lengths, targets, weights)[0]
+            minus = loss_only(clf, ids, lengths, targets, weights)
             value[i] = old
             numeric[i] = (plus - minus) / 2e-6
         assert rel_error(grads[name], numeric) < 1e-6, name
@@ -162,9 +172,9 @@ def test_gradients_one_direction(pool):
         for i in np.ndindex(value.shape):
             old = value[i]
             value[i] = old + 1e-6
-            plus = clf.loss_and_grads(ids, lengths, targets)[0]
+            plus = loss_only(clf, ids, lengths, targets)
             value[i] = old - 1e-6
-            minus = clf.loss_and_grads(ids, lengths, targets)[0]
+            minus = loss_only(clf, ids, lengths, targets)
             value[i] = old
             numeric[i] = (plus - minus) / 2e-6
         assert rel_error(grads[name], numeric) < 1e-6, name
