@@ -16,19 +16,25 @@ from tqdm import tqdm
 from . import __version__
 from .cells import ACTIVATIONS
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from .classify_cli import classify
 from .data import CorpusError
 from .evaluate import EvalResult, evaluate_file, score_lines
+from .export import ExportError, export_checkpoint, import_safetensors
 from .model import DTYPES
 from .models import MODEL_KINDS
 from .optim import OPTIMIZERS
+from .parallel import WorkerError
 from .presets import DEFAULTS, PRESETS, preset_configs, resume_config
 from .sample import generate
 from .schedule import SCHEDULES
-from .train import Reporter, TrainingError
+from .server import ServeConfig, make_server, serve_until_signal
+from .torch_engine import TorchEngineError
+from .train import DEVICES, ENGINES, Reporter, TrainingError
 from .train import train as train_model
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-USER_ERRORS = (CorpusError, CheckpointError, TrainingError, ValueError, OSError)
+USER_ERRORS = (CorpusError, CheckpointError, TrainingError, ExportError, TorchEngineError, WorkerError, ValueError,
+               OSError)
 
 
 @contextlib.contextmanager
@@ -55,6 +61,7 @@ def main():
       charrnn train data/shakespeare.txt
       charrnn sample checkpoints --seed "ROMEO." --temperature 0.8
       charrnn eval checkpoints held_out.txt
+      charrnn serve checkpoints
     """
 
 
@@ -186,6 +193,11 @@ def _preset_default(name):
 @click.option("--workers", type=click.IntRange(min=1),
               help="Processes that compute each step, a share of the streams each. [default: one per CPU, "
               "at least 8 streams each]")
+@click.option("--engine", type=click.Choice(ENGINES), default=DEFAULTS["engine"], show_default=True,
+              help="Who computes each step: charrnn's numpy code, or PyTorch (pip install 'charrnn[torch]'; "
+              "several processes under torchrun: see README).")
+@click.option("--device", type=click.Choice(DEVICES), default=DEFAULTS["device"], show_default=True,
+              help="With --engine torch: the CPU, or a CUDA GPU.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
 def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
@@ -198,6 +210,7 @@ def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
       charrnn train data/shakespeare.txt --max-time 300
       charrnn train input.txt --preset min-char-rnn
     """
+    quiet = quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, process 0 speaks for all
     reporter = ConsoleReporter(quiet)
     given = {name: value for name, value in options.items() if _explicit(ctx, name)}
     with user_errors():
@@ -379,3 +392,81 @@ def plot(checkpoint_dir, output):
         except ImportError:
             raise click.ClickException("plotting needs matplotlib: pip install 'charrnn[plot]'") from None
     click.echo(f"wrote {output}")
+
+
+@main.command("export", context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("output", type=click.Path(dir_okay=False, writable=True))
+def export_command(checkpoint, output):
+    """Write CHECKPOINT's model to OUTPUT (.safetensors) as a PyTorch state_dict.
+
+    Names and layout are those of nn.LSTM/nn.GRU/nn.RNN(input_size=V, hidden_size=H, num_layers=L)
+    as "rnn" and nn.Linear(H, V) as "decoder"; the model config and vocabulary ride in the metadata.
+
+    \b
+    Example:
+      charrnn export checkpoints/best.npz model.safetensors
+    """
+
+
+    with user_errors():
+        ckpt = export_checkpoint(checkpoint, output)
+    click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
+
+
+@main.command("import", context_settings=CONTEXT_SETTINGS)
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False, writable=True))
+def import_command(source, output):
+    """Write a charrnn checkpoint OUTPUT (.npz) from SOURCE, a .safetensors export.
+
+    SOURCE holds the state_dict `charrnn export` writes (a model trained in PyTorch, say), with
+    charrnn.model and charrnn.vocab in its metadata. The checkpoint samples, scores and trains on.
+
+    \b
+    Example:
+      charrnn import model.safetensors imported.npz
+      charrnn sample imported.npz --seed "ROMEO:"
+    """
+
+
+    with user_errors():
+        ckpt = import_safetensors(source, output)
+    click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--host", default=ServeConfig.host, show_default=True,
+              help="Address to listen on; 0.0.0.0 opens the model to anyone who can reach this machine.")
+@click.option("--port", type=click.IntRange(0, 65535), default=ServeConfig.port, show_default=True,
+              help="0: any free port (the address is printed).")
+@click.option("--max-length", type=click.IntRange(min=1), default=ServeConfig.max_length, show_default=True,
+              help="Most characters one request may generate.")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=ServeConfig.max_concurrent,
+              show_default=True,
+              help="Requests served at once, each with its own copy of the model; more are answered 503.")
+@click.option("-q", "--quiet", is_flag=True, help="No access log on stderr.")
+@click.pass_context
+def serve(ctx, checkpoint, host, port, max_length, max_concurrent, quiet):
+    """Serve CHECKPOINT over HTTP: a page to play with at /, and a JSON API (see README).
+
+    \b
+    Example:
+      charrnn serve checkpoints
+      curl -s localhost:8000/v1/generate -H 'Content-Type: application/json' -d '{"seed": "ROMEO."}'
+    """
+    config = ServeConfig(host=host, port=port, max_length=max_length, max_concurrent=max_concurrent, quiet=quiet)
+    with user_errors():
+        path = resolve_checkpoint(checkpoint)
+        ckpt = load_checkpoint(path)
+        try:
+            server = make_server(ckpt.model, ckpt.vocab, config, {"checkpoint": path, "step": ckpt.meta.get("step")})
+        except OSError as e:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    if server.server_name not in ("127.0.0.1", "::1", "localhost"):
+        click.echo(f"warning: listening on {host}: anyone who can reach this machine can use the model", err=True)
+    click.echo(f"serving {path} at {server.url} (Ctrl-C stops)")
+    ctx.exit(128 + serve_until_signal(server))
+
+
+main.add_command(classify)

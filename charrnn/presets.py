@@ -31,6 +31,9 @@ TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig))
 RNN_ONLY = tuple(name for name in RNN_OPTIONS if name not in GPT_OPTIONS)  # activation, weight_drop
 GPT_ONLY = tuple(name for name in GPT_OPTIONS if name not in RNN_OPTIONS)  # num_heads
 
+# the seeds' set-ups have none of the regularisers the project's recipe added
+_NO_REGULARISATION = {"dropout": 0.0, "late_dropout": None, "average": 0, "weight_decay": 0.0, "weight_drop": 0.0}
+
 PRESETS = {
     # the dataclasses' defaults are the project's recipe
     "default": {name: DEFAULTS[name] for name in _RECIPE_FIELDS},
@@ -40,11 +43,7 @@ PRESETS = {
         "hidden_size": 100,
         "num_layers": 1,
         "activation": "tanh",
-        "dropout": 0.0,
-        "late_dropout": None,
-        "average": 0,
-        "weight_decay": 0.0,
-        "weight_drop": 0.0,
+        **_NO_REGULARISATION,
         "batch_size": 1,
         "seq_length": 25,
         "optimizer": "adagrad",
@@ -66,11 +65,7 @@ PRESETS = {
         "lr_decay": 0.97,
         "lr_decay_after": 10,
         "grad_clip": 5.0,
-        "dropout": 0.0,
-        "late_dropout": None,
-        "average": 0,
-        "weight_decay": 0.0,
-        "weight_drop": 0.0,
+        **_NO_REGULARISATION,
         "eval_every": 1000,
     },
     # the gpt recipe, chosen by measurement for a 2-core CPU (docs/benchmarks.md, "--model gpt"): what

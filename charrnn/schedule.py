@@ -8,8 +8,8 @@
                  ``MIN_IMPROVEMENT`` (relative), halve the rate at every evaluation; when an evaluation
                  after that improves by less again, stop
 
-Any schedule can start with a linear warm-up over ``config.warmup`` steps (the rate of step s, counting
-from 0, times (s + 1) / warmup), as Transformers are usually trained. The non-finite-loss guard and the
+Any schedule can start with a linear warm-up over ``warmup`` steps (``warmup_factor``: the rate of step s,
+counting from 0, times (s + 1) / warmup), as Transformers are usually trained. The non-finite-loss guard and the
 halving rule multiply a persistent ``scale`` (kept in checkpoints).
 """
 
@@ -31,10 +31,13 @@ def budget_progress(config, step, epoch, elapsed):
     return min(1.0, max(fractions, default=0.0))
 
 
-def learning_rate(config, base, scale, progress, epoch, step=0):
-    """The rate for the next step, ``step`` counting from 0."""
-    if config.warmup and step < config.warmup:
-        scale = scale * (step + 1) / config.warmup
+def warmup_factor(warmup, step):
+    """The warm-up's share of the rate at ``step`` (counting from 0): (step + 1) / warmup, then 1."""
+    return (step + 1) / warmup if warmup and step < warmup else 1.0
+
+
+def learning_rate(config, base, scale, progress, epoch):
+    """The rate for the next step."""
     if config.lr_schedule == "cosine":
         return base * scale * 0.5 * (1 + math.cos(math.pi * progress))
     if config.lr_schedule == "exponential":
