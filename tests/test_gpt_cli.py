@@ -162,3 +162,46 @@ def test_non_finite_steps_are_never_applied(tmp_path, small_text, monkeypatch):
     assert result.step == 10
     assert any("restored the parameters of step 5" in m for m in reporter.messages)
     assert np.isfinite(load_checkpoint(str(tmp_path / "ck")).model.params.flat).all()
+
+
+def test_serve_scores_and_generates_with_a_gpt(small_text):
+    import http.client
+    import threading
+
+    from charrnn.data import Vocab
+    from charrnn.evaluate import evaluate_text
+    from charrnn.server import ServeConfig, make_server
+
+    vocab = Vocab(tuple("\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+    model = CharGPT(GPTConfig(len(vocab), hidden_size=16, num_layers=1, num_heads=2, context_length=8),
+                    rng=np.random.default_rng(0))
+    server = make_server(model, vocab, ServeConfig(port=0, quiet=True, timeout=5, max_concurrent=2))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        text = "To be, or not to be, that is the question."
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+        conn.request("POST", "/v1/score", json.dumps({"text": text}), {"Content-Type": "application/json"})
+        scored = json.loads(conn.getresponse().read())
+        assert scored["chars"] == len(text)
+        assert scored["loss"] == pytest.approx(evaluate_text(model, vocab, text).loss, rel=1e-6)
+        conn.request("POST", "/v1/generate", json.dumps({"seed": "To", "length": 30, "random_seed": 1}),
+                     {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 200 and len(response.read()) > 0
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_export_and_the_torch_engine_refuse_gpt_in_one_line(tmp_path, small_text):
+    ck = str(tmp_path / "ck")
+    assert run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "2", *TINY]).exit_code == 0
+    result = CliRunner().invoke(main, ["export", ck, str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 1 and "export writes rnn, lstm and gru models, not gpt" in result.output
+    pytest.importorskip("torch")
+    result = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", str(tmp_path / "t"), *TINY,
+                                       "--engine", "torch", "--max-steps", "2"])
+    assert result.exit_code == 1 and "not gpt" in result.output
+    assert len(result.output.strip().splitlines()) == 1
