@@ -24,7 +24,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-CORPUS = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "tinyshakespeare.txt"))
+# the corpus beside the repository (../shared/data), or beside a worktree's parent (../../shared/data)
+CORPUS = next((p for p in (os.path.join(HERE, *up, "shared", "data", "tinyshakespeare.txt")
+                           for up in ((os.pardir, os.pardir), (os.pardir, os.pardir, os.pardir)))
+               if os.path.exists(p)), "tinyshakespeare.txt")
 
 SETUPS = {  # name: (layers, heads, width, context, batch)
     "nanogpt-cpu": (4, 4, 128, 64, 12),

@@ -24,7 +24,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from learning import CORPUS, at_times, child_env, run_charrnn  # noqa: E402
+import learning  # noqa: E402
+from learning import at_times, child_env, run_charrnn  # noqa: E402
+
+# the corpus beside the repository (../shared/data), or beside a worktree's parent (../../shared/data)
+CORPUS = next((p for p in (os.path.join(HERE, *up, "shared", "data", "tinyshakespeare.txt")
+                           for up in ((os.pardir, os.pardir), (os.pardir, os.pardir, os.pardir)))
+               if os.path.exists(p)), learning.CORPUS)
+learning.CORPUS = CORPUS  # run_charrnn trains on it
 
 
 def torch_window_nll(model, ids, context, batch=64):
