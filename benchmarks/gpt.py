@@ -58,14 +58,16 @@ def machine():
 
 
 def _peak_rss_mb(pids=()):
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    total = own
-    for pid in pids:
+    """Peak resident memory of this process and ``pids`` (VmHWM, summed), in MB. Not ru_maxrss: a child keeps
+    the peak of the process it was forked from (the parent here has torch loaded) across its exec."""
+    total = 0.0
+    for pid in ("self", *pids):
         try:
             with open(f"/proc/{pid}/status") as f:
                 total += next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
         except (OSError, StopIteration):
-            pass
+            if pid == "self":
+                total += resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return total
 
 
@@ -282,6 +284,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10.0, help="per training measurement [default: 10]")
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--memory", action="store_true", help="peak memory only: one short run of each, in turn")
     ap.add_argument("--where", metavar="SETUP", help="per-layer time of a worker's share instead (run with "
                     "OPENBLAS_NUM_THREADS=1)")
     ap.add_argument("--child", nargs=3, metavar=("KIND", "SETUP", "SECONDS"), help=argparse.SUPPRESS)
@@ -289,6 +292,13 @@ def main():
     if args.child:
         kind, setup, seconds = args.child
         print(json.dumps(RUNNERS[kind](setup, float(seconds))))
+        return
+    if args.memory:
+        print(machine())
+        print("| set-up | run | peak RSS MB |\n|---|---|---:|")
+        for setup in args.setups.split(","):
+            for kind in RUNNERS:
+                print(f"| {setup} | {kind} | {child(kind, setup, 1.0)['peak_rss_mb']:.0f} |", flush=True)
         return
     if args.where:
         print(machine())
