@@ -279,6 +279,10 @@ class KVSampler:
     characters, recomputes their keys and values at positions 0.. in one batched pass, and goes on: every
     character is predicted from at least half a context of the characters before it (all of them, while
     they fit). Position embeddings are absolute, so a cache cannot be shifted: it must be recomputed.
+
+    A step reads the weights folded once per sampler: each LayerNorm's gain and shift into the product
+    after it (``(x̂ g + b) W + c = x̂ (g W) + (b W + c)``), and the attention scale into the query columns,
+    so a block costs fewer numpy calls per character.
     """
 
     def __init__(self, model):
@@ -289,7 +293,24 @@ class KVSampler:
         self.keys = np.zeros(shape, model.dtype)  # (L, nh, P, hs)
         self.values = np.zeros(shape, model.dtype)
         self.window = []  # the ids whose keys and values are cached, oldest first
-        self.scale = 1.0 / math.sqrt(self.hs)
+        self.blocks = [self._folded(k) for k in range(cfg.num_layers)]
+        p = model.params
+        self.W_out = p["ln_f.g"][:, None] * p["W_hy"]  # (C, V)
+        self.b_out = p["ln_f.b"] @ p["W_hy"] + p["b_y"]  # (V,)
+
+    def _folded(self, k):
+        """Block k's weights as a step reads them (see the class docstring)."""
+        p, h, C = self.model.params, f"h{k}.", self.model.config.hidden_size
+        W_qkv = p[h + "ln1.g"][:, None] * p[h + "attn.W_qkv"]  # (C, 3C)
+        b_qkv = p[h + "ln1.b"] @ p[h + "attn.W_qkv"] + p[h + "attn.b_qkv"]  # (3C,)
+        W_qkv[:, :C] *= 1.0 / math.sqrt(self.hs)  # the query columns
+        b_qkv[:C] *= 1.0 / math.sqrt(self.hs)
+        return {
+            "W_qkv": W_qkv, "b_qkv": b_qkv, "W_proj": p[h + "attn.W_proj"], "b_proj": p[h + "attn.b_proj"],
+            "W_fc": p[h + "ln2.g"][:, None] * p[h + "mlp.W_fc"],  # (C, 4C)
+            "b_fc": p[h + "ln2.b"] @ p[h + "mlp.W_fc"] + p[h + "mlp.b_fc"],  # (4C,)
+            "W_mlp": p[h + "mlp.W_proj"], "b_mlp": p[h + "mlp.b_proj"],
+        }  # fmt: skip
 
     def prime(self, ids):
         """Fill the cache from ``ids`` (n,), n >= 1 (its last P if n > P); the logits (V,) after them."""
@@ -314,36 +335,32 @@ class KVSampler:
             return self.prime([*self.window[len(self.window) - keep + 1 :], idx])
         p, n = self.model.params, len(self.window)
         x = p["wte"][idx] + p["wpe"][n]  # (C,)
-        for k in range(self.model.config.num_layers):
-            h = f"h{k}."
-            a = _layernorm_row(x, p[h + "ln1.g"], p[h + "ln1.b"])
-            qkv = a @ p[h + "attn.W_qkv"]  # (3C,)
-            qkv += p[h + "attn.b_qkv"]
+        for k, w in enumerate(self.blocks):
+            qkv = _normalized_row(x) @ w["W_qkv"]  # (3C,): ln1 and the scale folded in
+            qkv += w["b_qkv"]
             q, key, value = qkv.reshape(3, self.nh, self.hs)
             self.keys[k, :, n] = key
             self.values[k, :, n] = value
             att = np.matmul(self.keys[k, :, : n + 1], q[:, :, None])[:, :, 0]  # (nh, n+1)
-            att *= self.scale
             att -= att.max(axis=1, keepdims=True)
             np.exp(att, out=att)
             att /= att.sum(axis=1, keepdims=True)
             y = np.matmul(att[:, None, :], self.values[k, :, : n + 1])  # (nh, 1, hs)
-            x += y.reshape(-1) @ p[h + "attn.W_proj"]
-            x += p[h + "attn.b_proj"]
-            m = _layernorm_row(x, p[h + "ln2.g"], p[h + "ln2.b"]) @ p[h + "mlp.W_fc"]
-            m += p[h + "mlp.b_fc"]
+            x += y.reshape(-1) @ w["W_proj"]
+            x += w["b_proj"]
+            m = _normalized_row(x) @ w["W_fc"]  # (4C,): ln2 folded in
+            m += w["b_fc"]
             m, _ = L.gelu_forward(m)
-            x += m @ p[h + "mlp.W_proj"]
-            x += p[h + "mlp.b_proj"]
+            x += m @ w["W_mlp"]
+            x += w["b_mlp"]
         self.window.append(int(idx))
-        logits = _layernorm_row(x, p["ln_f.g"], p["ln_f.b"]) @ p["W_hy"]
-        logits += p["b_y"]
+        logits = _normalized_row(x) @ self.W_out
+        logits += self.b_out
         return logits
 
 
-def _layernorm_row(x, g, b):
-    """LayerNorm of one row x (C,)."""
+def _normalized_row(x):
+    """(x - mean) / sqrt(var + eps) of one row x (C,): LayerNorm before its gain and shift."""
     xc = x - float(np.add.reduce(x)) / len(x)
-    xc *= g * (1.0 / math.sqrt(float(np.dot(xc, xc)) / len(xc) + L.LN_EPS))
-    xc += b
+    xc *= 1.0 / math.sqrt(float(np.dot(xc, xc)) / len(xc) + L.LN_EPS)
     return xc
