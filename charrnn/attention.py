@@ -138,13 +138,10 @@ def linear_forward(x, W, b):
     return out, (x, W)
 
 
-def linear_backward(dout, cache, need_dx=True):
-    """dout (N, Cout) -> {"x": (N, Cin) if need_dx, "W": (Cin, Cout), "b": (Cout,)}."""
+def linear_backward(dout, cache):
+    """dout (N, Cout) -> {"x": (N, Cin), "W": (Cin, Cout), "b": (Cout,)}."""
     x, W = cache
-    grads = {"W": x.T @ dout, "b": dout.sum(axis=0)}
-    if need_dx:
-        grads["x"] = dout @ W.T
-    return grads
+    return {"x": dout @ W.T, "W": x.T @ dout, "b": dout.sum(axis=0)}
 
 
 # ---- causal multi-head self-attention --------------------------------------------------------------------------
