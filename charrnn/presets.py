@@ -86,7 +86,7 @@ PRESETS = {
         "warmup": 100,
         "grad_clip": 1.0,
         "weight_decay": 0.1,
-        "eval_every": 1000,
+        "eval_every": 3000,
     },
     # nanoGPT's shakespeare_char on a CPU (its README): 4 layers, 4 heads, 128 wide, context 64, batch 12,
     # no dropout, AdamW 1e-3 (betas 0.9, 0.99; weight decay 0.1), 2,000 steps, an evaluation every 250
