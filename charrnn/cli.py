@@ -23,7 +23,7 @@ from .export import ExportError, export_checkpoint, import_safetensors
 from .model import DTYPES
 from .models import MODEL_KINDS
 from .optim import OPTIMIZERS
-from .parallel import WorkerError
+from .parallel import WorkerError, keep_freed_memory
 from .presets import DEFAULTS, PRESETS, preset_configs, resume_config
 from .sample import generate
 from .schedule import SCHEDULES
@@ -63,6 +63,7 @@ def main():
       charrnn eval checkpoints held_out.txt
       charrnn serve checkpoints
     """
+    keep_freed_memory()  # this process's allocator reuses pages, as the workers' (parallel.py)
 
 
 class ConsoleReporter(Reporter):

@@ -47,6 +47,24 @@ BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THR
 # instead of faulting in new zeroed ones (a gpt worker's step: 20-25 % faster in three alternating pairs,
 # benchmarks/gpt.py --where mid). Where the user has set them, theirs win; other C libraries ignore them.
 WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(512 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(1024 * 2**20)}
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def keep_freed_memory():
+    """The workers' allocator setting (``WORKER_MALLOC``) for this process, through glibc's ``mallopt``:
+    the ``charrnn`` command calls it, so validation and ``eval`` (gpt's sliding windows: 111,540
+    characters in 2.7 s instead of 5.1 s) reuse pages too. Best effort: nothing happens where glibc or
+    ``mallopt`` is not there, or where the user has set the variables."""
+    if any(name in os.environ for name in WORKER_MALLOC):
+        return
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, int(WORKER_MALLOC["MALLOC_MMAP_THRESHOLD_"]))
+    mallopt(_M_TRIM_THRESHOLD, int(WORKER_MALLOC["MALLOC_TRIM_THRESHOLD_"]))
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
