@@ -1,5 +1,6 @@
 """The ``charrnn`` command line: a thin layer over train, sample, evaluate and checkpoint."""
 
+import codecs
 import contextlib
 import json
 import os
@@ -226,8 +227,10 @@ def _print_summary(result):
 
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
-@click.option("--seed", default="", help="Text that primes the model and starts the output (default: start as if "
+@click.option("--seed", default=None, help="Text that primes the model and starts the output (default: start as if "
               "after a newline).")
+@click.option("--prime-file", type=click.File("rb"), default=None, metavar="FILE",
+              help="Prime with the text of FILE ('-': standard input), of any length, as --seed does.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Below 1: safer; above 1: wilder; 0: always the most likely character.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample among the K likeliest characters.")
@@ -239,7 +242,7 @@ def _print_summary(result):
 @click.option("--random-seed", type=int, default=None, help="Same seed, same text.")
 @click.option("-o", "--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
               help="Write the text to this file instead of standard output.")
-def sample(checkpoint, seed, temperature, top_k, top_p, length, num_samples, random_seed, output):
+def sample(checkpoint, seed, prime_file, temperature, top_k, top_p, length, num_samples, random_seed, output):
     """Generate text from CHECKPOINT (a .npz file, or a directory: best.npz, else latest.npz).
 
     The text is written as it is generated.
@@ -247,13 +250,21 @@ def sample(checkpoint, seed, temperature, top_k, top_p, length, num_samples, ran
     \b
     Example:
       charrnn sample checkpoints --seed "ROMEO." --temperature 0.8 --length 500
+      charrnn sample checkpoints --prime-file scene.txt --length 1000
     """
+    if prime_file is not None and seed is not None:
+        raise click.UsageError("give --seed or --prime-file, not both")
+    seed = seed or ""
     with user_errors():
         ckpt = load_checkpoint(checkpoint)
+        source = "--seed"
+        if prime_file is not None:
+            source = f"--prime-file {_stream_name(prime_file)}"
+            seed = _read_prime(prime_file, ckpt.vocab)
         try:
             ckpt.vocab.encode(seed)
         except KeyError as e:
-            raise click.ClickException(f"--seed has characters the model has never seen: {e.args[0]}") from None
+            raise click.ClickException(f"{source} has characters the model has never seen: {e.args[0]}") from None
     rng = np.random.default_rng(random_seed)
     interactive = output.isatty() if hasattr(output, "isatty") else False
     for i in range(num_samples):
@@ -265,6 +276,28 @@ def sample(checkpoint, seed, temperature, top_k, top_p, length, num_samples, ran
                 output.flush()
     output.write("\n")
     output.flush()
+
+
+def _stream_name(stream):
+    name = getattr(stream, "name", None)
+    return name if isinstance(name, str) and not name.startswith("<") else "-"
+
+
+def _read_prime(stream, vocab):
+    """The prime text of an open binary file: bytes for a --bytes model, else text in the model's encoding."""
+    data, name = stream.read(), _stream_name(stream)
+    if not data:
+        raise click.ClickException(f"--prime-file {name}: the file is empty; nothing to prime with")
+    if vocab.bytes_mode:
+        return data
+    codec = "utf-8-sig" if codecs.lookup(vocab.encoding).name == "utf-8" else vocab.encoding
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as e:
+        raise click.ClickException(
+            f"--prime-file {name}: not valid {vocab.encoding} at byte {e.start}; this model reads "
+            f"{vocab.encoding} text"
+        ) from None
 
 
 @main.command("eval", context_settings=CONTEXT_SETTINGS)

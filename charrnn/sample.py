@@ -3,13 +3,15 @@
     for piece in generate(model, vocab, seed="ROMEO:", length=500, temperature=0.8, random_seed=1):
         print(piece, end="")
 
-The seed primes the hidden state in one batched pass; then each character costs one step of every
-layer at batch 1, into preallocated buffers.
+The seed primes the hidden state in batched passes of PRIME_CHUNK characters; then each character
+costs one step of every layer at batch 1, into preallocated buffers.
 """
 
 import numpy as np
 
 from .cells import scratch_buffers
+
+PRIME_CHUNK = 4096  # characters of the seed read in one forward pass
 
 
 class Stepper:
@@ -73,13 +75,16 @@ def filter_logits(logits, temperature, top_k=None, top_p=None):
 def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top_p=None, random_seed=None):
     """Yield the seed text, then ``length`` generated characters, one piece at a time.
 
-    ``seed`` primes the hidden state (an empty seed starts as if after a newline); ``temperature``
+    ``seed`` (str, or bytes for a --bytes model; any length) primes the hidden state (an empty seed
+    starts as if after a newline); ``temperature``
     0 picks the most likely character every time. ``random_seed`` is a seed or a numpy Generator.
     Raises KeyError naming seed characters that are not in the vocabulary.
     """
     rng = random_seed if isinstance(random_seed, np.random.Generator) else np.random.default_rng(random_seed)
     prime = vocab.encode(seed) if seed else np.array([vocab.newline_id() or 0])
-    logits, state = model.forward(prime[:, None], model.initial_state(1))  # (T, 1, V)
+    state = model.initial_state(1)
+    for j in range(0, len(prime), PRIME_CHUNK):  # a seed of any length, a bounded piece at a time
+        logits, state = model.forward(prime[j : j + PRIME_CHUNK, None], state)  # (T, 1, V)
     stepper = Stepper(model, state)
     decode = vocab.decoder()
     if seed:
