@@ -121,7 +121,7 @@ def _preset_default(name):
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("corpus", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(exists=True, readable=True))
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
               help="A bundle of the options below (see README); options you give win.")
 @click.option("--model", type=click.Choice(MODELS), help=f"Recurrent cell. {_preset_default('model')}")
@@ -166,6 +166,9 @@ def _preset_default(name):
 @click.option("--bytes", "bytes_mode", is_flag=True, help="Every byte a symbol: trains on any file.")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",
               help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
+@click.option("--init-from", type=click.Path(exists=True), default=None, metavar="CHECKPOINT",
+              help="Fine-tune: start from CHECKPOINT's weights (new characters get new rows) with a fresh optimizer, "
+              "schedule and step count.")
 @click.option("--overwrite", is_flag=True, help="Start afresh even if --checkpoint-dir holds a model (it is replaced).")
 @click.option("--late-dropout", type=click.FloatRange(0, 1, max_open=True),
               help="Raise dropout linearly from --dropout to this rate between --late-dropout-epochs. "
@@ -177,8 +180,9 @@ def _preset_default(name):
               "at least 8 streams each]")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
-def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
-    """Train a character model on CORPUS, a text file.
+def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
+    """Train a character model on CORPUS: text files and directories (each directory's text files, in
+    sorted order), each file's tail held out for validation.
 
     Writes latest.npz, best.npz and metrics.jsonl to --checkpoint-dir.
 
@@ -186,10 +190,14 @@ def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
     Example:
       charrnn train data/shakespeare.txt --max-time 300
       charrnn train input.txt --preset min-char-rnn
+      charrnn train letters/ diaries/ --init-from checkpoints/best.npz --checkpoint-dir tuned
     """
     reporter = ConsoleReporter(quiet)
     model_fields = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
     train_fields = {f.name for f in fields(TrainConfig)}
+    if resume is not None and init_from is not None:
+        raise click.UsageError("--init-from starts a new run from a model's weights and --resume continues a run; "
+                               "give one of them")
     with user_errors():
         if resume is not None:
             resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
@@ -200,13 +208,22 @@ def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
         else:
             values = preset_options(preset, options)
             bundle = preset_options(preset, {})
+            if init_from is not None:  # the model is the checkpoint's, but for what was given explicitly
+                base = load_checkpoint(init_from)
+                saved = asdict(base.model.config)
+                values.update({k: saved[k] for k in model_fields if options[k] is None})
+                if not _explicit(ctx, "bytes_mode"):
+                    values["bytes_mode"] = base.vocab.bytes_mode
+                if not _explicit(ctx, "encoding"):
+                    values["encoding"] = base.vocab.encoding
             if options["learning_rate"] is None and any(values[k] != bundle[k] for k in ("optimizer", "model")):
                 values["learning_rate"] = None  # another optimizer or cell than the preset's: its own tuned rate
             if options["dropout"] is not None and options["late_dropout"] is None:
                 values["late_dropout"] = None  # a dropout asked for is kept, not raised later
             model_config = ModelConfig(0, **{k: values[k] for k in model_fields})
             config = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
-        result = train_model(corpus, model_config, config, resume=resume, reporter=reporter, overwrite=overwrite)
+        result = train_model(list(corpus), model_config, config, resume=resume, reporter=reporter,
+                             overwrite=overwrite, init_from=init_from)
     if not quiet:
         _print_summary(result)
     if result.interrupted_by is not None:

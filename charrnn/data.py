@@ -127,7 +127,7 @@ def corpus_files(paths, bytes_mode=False, skip_dir=None):
 
     A directory stands for its text files (every file in it and its subdirectories whose name does not
     start with a dot and, unless ``bytes_mode``, whose first 8 KiB hold no NUL byte), sorted by path;
-    ``skip_dir`` (the id cache's directory) is never read.
+    ``skip_dir`` (the id cache's directory) and checkpoint directories inside it are never read.
     """
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
@@ -142,13 +142,20 @@ def corpus_files(paths, bytes_mode=False, skip_dir=None):
             continue
         found = []
         for root, dirs, names in os.walk(path):
-            dirs[:] = [d for d in dirs if not d.startswith(".") and os.path.realpath(os.path.join(root, d)) != skip]
+            dirs[:] = [d for d in dirs if not d.startswith(".") and not _is_checkpoint_dir(os.path.join(root, d), skip)]
             found += [os.path.join(root, n) for n in names if not n.startswith(".")]
         found = sorted(f for f in found if os.path.isfile(f) and (bytes_mode or _looks_like_text(f)))
         if not found:
             raise CorpusError(f"{path}: no text files in this directory")
         files += found
     return files
+
+
+def _is_checkpoint_dir(path, cache_dir):
+    """The id cache's directory, or any directory a training run wrote its checkpoints and metrics to."""
+    if os.path.realpath(path) == cache_dir:
+        return True
+    return any(os.path.exists(os.path.join(path, name)) for name in ("latest.npz", "best.npz", "metrics.jsonl"))
 
 
 def _looks_like_text(path):

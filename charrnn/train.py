@@ -24,6 +24,7 @@ import numpy as np
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .data import CorpusError, StreamBatches, load_corpus
 from .evaluate import streams_nll
+from .finetune import extend_vocab
 from .model import CharRNN, check_params
 from .optim import OPTIMIZERS, WeightAverage, make_optimizer
 from .parallel import WorkerError, default_workers, make_engine
@@ -156,6 +157,7 @@ class _Position:
     evals_since_best: int = 0
     lr_scale: float = 1.0  # halvings by the non-finite guard and the halving schedule
     halving: bool = False  # the halving schedule has started halving
+    elapsed: float = 0.0  # seconds trained so far, in all runs: --max-time and a time-based schedule count them
     rng_state: dict = field(default_factory=dict)
 
 
@@ -182,16 +184,26 @@ class _SignalCatcher:
             signal.signal(sig, handler)
 
 
-def train(corpus_path, model_config, config, resume=None, reporter=None, overwrite=False):
-    """Train a model on ``corpus_path``; return a TrainResult. See the module docstring.
+def train(corpus_path, model_config, config, resume=None, reporter=None, overwrite=False, init_from=None):
+    """Train a model on ``corpus_path`` (a file or directory, or a list of them); return a TrainResult.
 
-    ``model_config.vocab_size`` is taken from the corpus. With ``resume`` (a checkpoint file or
-    directory) the model, optimizer state, data position, hidden state and RNG continue exactly.
-    A fresh run refuses a checkpoint directory that already holds a model unless ``overwrite``.
-    Raises TrainingError (or CorpusError / CheckpointError) with a one-line reason.
+    See the module docstring. ``model_config.vocab_size`` is taken from the corpus. With ``resume`` (a
+    checkpoint file or directory) the model, optimizer state, data position, hidden state, RNG and the
+    time trained continue exactly. With ``init_from`` (a checkpoint) a new run starts from that model's
+    weights, its vocabulary extended by the corpus's new symbols (finetune.py); ``model_config`` may
+    then be None (the checkpoint's), or must have its shape. A fresh run refuses a checkpoint directory
+    that already holds a model unless ``overwrite``. Raises TrainingError (or CorpusError /
+    CheckpointError) with a one-line reason.
     """
     reporter = reporter or Reporter()
     config.validate()
+    if resume is not None and init_from is not None:
+        raise TrainingError("--init-from starts a new run from a model's weights and --resume continues a run; "
+                            "give one of them")
+    base = load_checkpoint(init_from) if init_from is not None else None  # before --overwrite clears anything
+    if base is not None and base.vocab.bytes_mode != config.bytes_mode:
+        kind = "bytes (--bytes)" if base.vocab.bytes_mode else "characters"
+        raise TrainingError(f"{init_from}: that model reads {kind}; fine-tune it with the same --bytes setting")
     _prepare_dir(config.checkpoint_dir)
     if resume is None:
         _clear_previous_model(config.checkpoint_dir, overwrite)
@@ -201,10 +213,17 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         config.checkpoint_dir,
         encoding=config.encoding,
         bytes_mode=config.bytes_mode,
-        vocab=ckpt.vocab if ckpt else None,
+        vocab=ckpt.vocab if ckpt else base.vocab if base else None,
+        val_frac=config.val_frac,
+        extend_vocab=base is not None,
     )
     vocab = corpus.vocab
-    train_ids, val_ids = corpus.split(config.val_frac)
+    train_ids, val_ids = corpus.train_ids, corpus.val_ids
+    if len(corpus.files) > 1:
+        reporter.message(f"corpus: {len(corpus.files)} files, {len(corpus.ids):,} characters")
+    if base is not None and len(vocab) > len(base.vocab):
+        new = [vocab.symbol_text(s) if vocab.bytes_mode else s for s in vocab.symbols if s not in base.vocab.symbols]
+        reporter.message(f"note: {len(new)} characters new to the model: {''.join(new)[:40]!r}")
     if len(val_ids) > LARGE_VALIDATION:
         suggestion = f"{LARGE_VALIDATION / 5 / len(corpus.ids):.1g}"
         reporter.message(
@@ -228,6 +247,13 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         pos = _Position(**{k: ckpt.meta[k] for k in asdict(_Position()) if k in ckpt.meta})
         rng.bit_generator.state = pos.rng_state
         state = ckpt.hidden_state or None
+    elif base:
+        counts = corpus.counts - np.bincount(val_ids, minlength=len(vocab))  # the training text's
+        try:
+            model = extend_vocab(base.model, base.vocab, vocab, rng, counts, config=model_config)
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
+        pos, state, saved_average = _Position(), None, None
     else:
         model_config = replace(model_config, vocab_size=len(vocab))
         try:
@@ -258,7 +284,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     def checkpoint(name, hidden):
         meta = {
             "train": asdict(config),
-            "corpus": os.path.abspath(corpus_path),
+            "corpus": [os.path.abspath(path) for path, _ in corpus.files],
+            **({"init_from": os.path.abspath(init_from)} if init_from is not None else {}),
             **asdict(replace(pos, rng_state=rng.bit_generator.state)),
         }
         hidden = tuple(hidden) if hidden is not None else ()
@@ -314,9 +341,16 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
             "workers": engine.workers,
         },
     )
-    start = time.perf_counter()
+    spent = _stop_reason(config, pos, batches.chunks_per_epoch, pos.elapsed, None) if ckpt else None
+    if spent:
+        raise TrainingError(
+            f"{resume}: its run already reached its limit ({spent} at step {pos.step}, {pos.elapsed:.0f} s trained); "
+            "give a larger --max-steps, --max-epochs or --max-time to train on"
+        )
+    run_start = time.perf_counter()
+    start = run_start - pos.elapsed  # a resumed run goes on with the time already trained
     first_step = pos.step
-    last_log_time, last_log_step, loss_sum, loss_count = start, pos.step, 0.0, 0
+    last_log_time, last_log_step, loss_sum, loss_count = run_start, pos.step, 0.0, 0
     bad_steps = 0
     stop_reason = None
     good = _snapshot(model, optimizer, pos.step)  # parameters and optimizer state at the last evaluation
@@ -359,7 +393,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                 pos.chunk += 1
                 loss_sum += loss
                 loss_count += 1
-                elapsed = time.perf_counter() - start
+                elapsed = pos.elapsed = time.perf_counter() - start
                 stop_reason = _stop_reason(config, pos, batches.chunks_per_epoch, elapsed, signals.signum)
                 evaluating = pos.step % config.eval_every == 0 or stop_reason is not None
                 if pos.step % config.log_every == 0 or evaluating:
@@ -387,7 +421,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
             checkpoint("latest.npz", state)
             raise TrainingError(f"{e}; the model of step {pos.step} is saved in latest.npz") from None
     reporter.close()
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - run_start
     return TrainResult(
         step=pos.step,
         epoch=pos.epoch + pos.chunk / batches.chunks_per_epoch,

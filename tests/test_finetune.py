@@ -1,8 +1,13 @@
 """Fine-tuning: --init-from carries a trained model to a new corpus, its vocabulary extended."""
 
+import os
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from charrnn.checkpoint import load_checkpoint
+from charrnn.cli import main
 from charrnn.data import Vocab
 from charrnn.finetune import check_same_shape, extend_vocab
 from charrnn.model import CharRNN, ModelConfig
@@ -55,3 +60,93 @@ def test_the_shape_cannot_change_but_dropout_can():
         wanted = ModelConfig(0, **{"model": "gru", "hidden_size": 16, "num_layers": 1, name: value})
         with pytest.raises(ValueError, match=f"cannot fine-tune with {name.replace('_', '-')} {value}: the checkpoint"):
             check_same_shape(trained.config, wanted)
+
+
+# ---- the command line: charrnn train NEW --init-from CHECKPOINT
+
+TINY = ["--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-length", "16",
+        "--sample-length", "0", "--random-seed", "0", "--eval-every", "20"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def corpora(tmp_path):
+    """A base text without brackets or digits, and a new text (the next scene) with them, both real."""
+    bundled = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "shakespeare.txt")
+    with open(bundled, encoding="utf-8") as f:
+        text = f.read(60_000)
+    base_text = "".join(c for c in text[:30_000] if c not in "[]0123456789")
+    base, new = tmp_path / "base.txt", tmp_path / "new.txt"
+    base.write_text(base_text, encoding="utf-8")
+    new.write_text(text[30_000:], encoding="utf-8")
+    unseen = sorted(set(text[30_000:]) - set(base_text))
+    assert "[" in unseen and "]" in unseen
+    ck = tmp_path / "base"
+    result = invoke("train", base, "--checkpoint-dir", ck, "--max-steps", "40", *TINY)
+    assert result.exit_code == 0, result.output
+    return base, new, ck, unseen
+
+
+def test_init_from_starts_from_the_trained_weights_with_a_fresh_run(tmp_path, corpora):
+    base, new, ck, unseen = corpora
+    trained = load_checkpoint(str(ck / "latest.npz"))
+    tuned_dir = tmp_path / "tuned"
+    # a vanishing learning rate: one step leaves every weight as it was, so the start itself is visible
+    result = invoke("train", new, "--init-from", ck / "latest.npz", "--checkpoint-dir", tuned_dir, "--max-steps", "1",
+                    "--learning-rate", "1e-30", "--sample-length", "0", "--random-seed", "3")
+    assert result.exit_code == 0, result.output
+    assert f"{len(unseen)} characters new to the model" in result.stderr
+    tuned = load_checkpoint(str(tuned_dir / "latest.npz"))
+    vocab = tuned.vocab
+    assert vocab.symbols == tuple(sorted(set(trained.vocab.symbols) | set(unseen)))
+    assert tuned.meta["step"] == 1 and tuned.meta["epoch"] == 0  # a fresh step count
+    assert tuned.meta["init_from"] == str(ck / "latest.npz")
+    assert float(tuned.optimizer_state["steps"]) == 1  # a fresh optimizer: one update, not 41
+    assert tuned.model.config.hidden_size == 32 and tuned.model.config.num_layers == 2  # the checkpoint's shape
+    known = [vocab.symbols.index(s) for s in trained.vocab.symbols]
+    new_rows = [vocab.symbols.index(s) for s in unseen]
+    for name, value in trained.model.params.items():
+        got = tuned.model.params[name]
+        if name == "l0.W_xh":
+            np.testing.assert_array_equal(got[known], value)  # known characters keep their rows exactly
+            assert np.abs(got[new_rows]).mean() > 0.5  # new ones: a new model's input rows (std 2)
+        elif name == "W_hy":
+            np.testing.assert_array_equal(got[:, known], value)
+            assert np.all(got[:, new_rows].std(axis=0) > 0)
+        elif name == "b_y":
+            np.testing.assert_array_equal(got[known], value)
+            assert np.all(np.isfinite(got[new_rows])) and np.all(got[new_rows] < value.max())
+        else:
+            np.testing.assert_array_equal(got, value)
+
+
+def test_a_fine_tuned_run_learns_faster_and_resumes(tmp_path, corpora):
+    base, new, ck, unseen = corpora
+    runs = {}
+    for name, extra in (("tuned", ["--init-from", ck]), ("scratch", [])):
+        out = tmp_path / name
+        result = invoke("train", new, "--checkpoint-dir", out, "--max-steps", "20", *TINY, *extra)
+        assert result.exit_code == 0, result.output
+        runs[name] = load_checkpoint(str(out / "latest.npz")).meta["last_val_loss"]
+    assert runs["tuned"] < runs["scratch"] - 0.1  # the base's 40 steps of English carry over
+    resumed = invoke("train", new, "--checkpoint-dir", tmp_path / "tuned", "--max-steps", "30", "--resume")
+    assert resumed.exit_code == 0, resumed.output  # the extended vocabulary resumes on the new text
+    assert load_checkpoint(str(tmp_path / "tuned" / "latest.npz")).meta["step"] == 30
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--resume"], "give one of them"),
+    (["--hidden-size", "64"], "cannot fine-tune with hidden-size 64: the checkpoint's model has 32"),
+    (["--model", "lstm"], "cannot fine-tune with model lstm: the checkpoint's model has gru"),
+    (["--bytes"], "that model reads characters; fine-tune it with the same --bytes setting"),
+])
+def test_init_from_errors(tmp_path, corpora, args, message):
+    base, new, ck, _ = corpora
+    result = invoke("train", new, "--init-from", ck, "--checkpoint-dir", tmp_path / "out", "--max-steps", "2", *args)
+    assert result.exit_code in (1, 2), result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert not (tmp_path / "out" / "latest.npz").exists()
