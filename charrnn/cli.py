@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from collections import Counter
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 import click
 import numpy as np
@@ -19,12 +19,12 @@ from .cells import ACTIVATIONS
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .data import CorpusError
 from .evaluate import EvalResult, evaluate_file, score_lines
-from .model import DTYPES, MODELS, ModelConfig
+from .model import DTYPES, MODELS
 from .optim import OPTIMIZERS
-from .presets import PRESETS, preset_options
+from .presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resume_config
 from .sample import generate
 from .schedule import SCHEDULES
-from .train import Reporter, TrainConfig, TrainingError
+from .train import Reporter, TrainingError
 from .train import train as train_model
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -127,7 +127,8 @@ def _preset_default(name):
 @click.option("--model", type=click.Choice(MODELS), help=f"Recurrent cell. {_preset_default('model')}")
 @click.option("--hidden-size", type=click.IntRange(min=1), help=_preset_default("hidden_size"))
 @click.option("--num-layers", type=click.IntRange(min=1), help=f"Stacked layers. {_preset_default('num_layers')}")
-@click.option("--activation", type=click.Choice(ACTIVATIONS), help="For --model rnn. [default: tanh]")
+@click.option("--activation", type=click.Choice(ACTIVATIONS),
+              help=f"For --model rnn. [default: {DEFAULTS['activation']}]")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
               help=f"Dropout on each layer's output. {_preset_default('dropout')}")
 @click.option("--weight-drop", type=click.FloatRange(0, 1, max_open=True),
@@ -149,24 +150,25 @@ def _preset_default(name):
 @click.option("--average", type=click.IntRange(min=0), metavar="STEPS",
               help="Validate, save and sample a running average of the weights over about STEPS steps; 0: off. "
               f"{_preset_default('average')}")
-@click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
-              help="Tail of the corpus held out for validation.")
+@click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS["val_frac"],
+              show_default=True, help="Tail of the corpus held out for validation.")
 @click.option("--eval-every", type=click.IntRange(min=1), help=f"Steps. {_preset_default('eval_every')}")
-@click.option("--patience", type=click.IntRange(min=1), default=None,
-              help="Stop after this many evaluations without a new best.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in all.")
-@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--patience", type=click.IntRange(min=1), help="Stop after this many evaluations without a new best.")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps in all.")
+@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True))
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
-              help=f"Stop after this many seconds of this run. {_preset_default('max_time')}")
-@click.option("--random-seed", type=int, default=None, help="Make the run reproducible.")
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default="checkpoints", show_default=True)
-@click.option("--sample-length", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Stop after this many seconds of training in all (a resumed run counts the time already trained). "
+              f"{_preset_default('max_time')}")
+@click.option("--random-seed", type=int, help="Make the run reproducible.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=DEFAULTS["checkpoint_dir"],
+              show_default=True)
+@click.option("--sample-length", type=click.IntRange(min=0), default=DEFAULTS["sample_length"], show_default=True,
               help="Preview sample at each evaluation; 0 disables.")
-@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus.")
+@click.option("--encoding", default=DEFAULTS["encoding"], show_default=True, help="Text encoding of the corpus.")
 @click.option("--bytes", "bytes_mode", is_flag=True, help="Every byte a symbol: trains on any file.")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",
               help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
-@click.option("--init-from", type=click.Path(exists=True), default=None, metavar="CHECKPOINT",
+@click.option("--init-from", type=click.Path(exists=True), metavar="CHECKPOINT",
               help="Fine-tune: start from CHECKPOINT's weights (new characters get new rows) with a fresh optimizer, "
               "schedule and step count.")
 @click.option("--overwrite", is_flag=True, help="Start afresh even if --checkpoint-dir holds a model (it is replaced).")
@@ -175,14 +177,14 @@ def _preset_default(name):
               f"{_preset_default('late_dropout')}")
 @click.option("--late-dropout-epochs", type=(click.FloatRange(min=0), click.FloatRange(min=0)), metavar="A B",
               help=f"Epochs where the rise starts and ends. {_preset_default('late_dropout_epochs')}")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=click.IntRange(min=1),
               help="Processes that compute each step, a share of the streams each. [default: one per CPU, "
               "at least 8 streams each]")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
 def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
-    """Train a character model on CORPUS: text files and directories (each directory's text files, in
-    sorted order), each file's tail held out for validation.
+    """Train a character model on CORPUS: one or more text files and directories (a directory: its text
+    files, in sorted order). Each file's tail is held out for validation.
 
     Writes latest.npz, best.npz and metrics.jsonl to --checkpoint-dir.
 
@@ -190,38 +192,21 @@ def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
     Example:
       charrnn train data/shakespeare.txt --max-time 300
       charrnn train input.txt --preset min-char-rnn
-      charrnn train letters/ diaries/ --init-from checkpoints/best.npz --checkpoint-dir tuned
+      charrnn train letters/ diaries/ --init-from checkpoints --checkpoint-dir tuned
     """
     reporter = ConsoleReporter(quiet)
-    model_fields = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
-    train_fields = {f.name for f in fields(TrainConfig)}
+    given = {name: value for name, value in options.items() if _explicit(ctx, name)}
     if resume is not None and init_from is not None:
         raise click.UsageError("--init-from starts a new run from a model's weights and --resume continues a run; "
                                "give one of them")
     with user_errors():
         if resume is not None:
             resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
-            saved = load_checkpoint(resume).meta.get("train", {})
-            given = {k: v for k, v in options.items() if k in train_fields and _explicit(ctx, k)}
-            config = TrainConfig(**{**{k: v for k, v in saved.items() if k in train_fields}, **given})
-            model_config = None
+            model_config, config = None, resume_config(load_checkpoint(resume).meta.get("train", {}), **given)
+        elif init_from is not None:
+            model_config, config = finetune_configs(load_checkpoint(init_from), preset, **given)
         else:
-            values = preset_options(preset, options)
-            bundle = preset_options(preset, {})
-            if init_from is not None:  # the model is the checkpoint's, but for what was given explicitly
-                base = load_checkpoint(init_from)
-                saved = asdict(base.model.config)
-                values.update({k: saved[k] for k in model_fields if options[k] is None})
-                if not _explicit(ctx, "bytes_mode"):
-                    values["bytes_mode"] = base.vocab.bytes_mode
-                if not _explicit(ctx, "encoding"):
-                    values["encoding"] = base.vocab.encoding
-            if options["learning_rate"] is None and any(values[k] != bundle[k] for k in ("optimizer", "model")):
-                values["learning_rate"] = None  # another optimizer or cell than the preset's: its own tuned rate
-            if options["dropout"] is not None and options["late_dropout"] is None:
-                values["late_dropout"] = None  # a dropout asked for is kept, not raised later
-            model_config = ModelConfig(0, **{k: values[k] for k in model_fields})
-            config = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
+            model_config, config = preset_configs(preset, **given)
         result = train_model(list(corpus), model_config, config, resume=resume, reporter=reporter,
                              overwrite=overwrite, init_from=init_from)
     if not quiet:
@@ -312,8 +297,7 @@ def _read_prime(stream, vocab):
         return data.decode(codec)
     except UnicodeDecodeError as e:
         raise click.ClickException(
-            f"--prime-file {name}: not valid {vocab.encoding} at byte {e.start}; this model reads "
-            f"{vocab.encoding} text"
+            f"--prime-file {name}: not valid {vocab.encoding} at byte {e.start}; this model reads {vocab.encoding} text"
         ) from None
 
 

@@ -9,7 +9,7 @@ costs one step of every layer at batch 1, into preallocated buffers.
 
 import numpy as np
 
-from .cells import scratch_buffers
+from .cells import Scratch
 
 PRIME_CHUNK = 4096  # characters of the seed read in one forward pass
 
@@ -21,7 +21,7 @@ class Stepper:
         self.model = model
         cfg, cell = model.config, model.cell
         H, G, dtype = cfg.hidden_size, cell.n_gates * cfg.hidden_size, model.dtype
-        self.layer_params = [model.step_weights(k, 1, backward=False) for k in range(cfg.num_layers)]
+        self.step_weights = [model.step_weights(k, 1, backward=False) for k in range(cfg.num_layers)]
         self.gates = [np.empty((1, G), dtype) for _ in range(cfg.num_layers)]
         states = [
             [tuple(np.array(s[k], dtype) for s in state), tuple(np.empty((1, H), dtype) for _ in cell.state_names)]
@@ -35,22 +35,22 @@ class Stepper:
         ]
         self.outputs = [[pair[1][0], pair[0][0]] for pair in states]  # the h each direction writes
         self.parity = 0
-        self.scratch = [scratch_buffers(cell, 1, H, dtype) for _ in range(cfg.num_layers)]
+        self.scratch = [Scratch.make(cell, 1, H, dtype) for _ in range(cfg.num_layers)]
         self.logits = np.empty((1, cfg.vocab_size), dtype)
-        self.input_table = self.layer_params[0]["W_xh"] + self.layer_params[0]["b"]  # (V, G): lookup with bias
+        self.input_table = self.step_weights[0].W_xh + self.step_weights[0].b  # (V, G): lookup with bias
         self.W_hy, self.b_y = model.params["W_hy"], model.params["b_y"]
 
     def step(self, idx):
         """Feed character id ``idx``; return the logits (V,) for the next character."""
         step_forward, x, parity = self.model.cell.step_forward, None, self.parity
-        for k, p in enumerate(self.layer_params):
+        for k, step_weights in enumerate(self.step_weights):
             gates = self.gates[k]
             if k == 0:
                 gates[0] = self.input_table[idx]
             else:
-                np.matmul(x, p["W_xh"], gates)
-                np.add(gates, p["b"], gates)
-            step_forward(self.caches[k][parity], p, self.scratch[k])
+                np.matmul(x, step_weights.W_xh, gates)
+                np.add(gates, step_weights.b, gates)
+            step_forward(self.caches[k][parity], step_weights, self.scratch[k])
             x = self.outputs[k][parity]
         self.parity = 1 - parity
         np.matmul(x, self.W_hy, self.logits)

@@ -34,7 +34,7 @@ from .schedule import SCHEDULES, budget_progress, halving_decision, learning_rat
 DEFAULT_LEARNING_RATES = {
     "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3},
     "rmsprop": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3},
-    "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03},  # README: "Choosing the defaults"
+    "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03},  # docs/benchmarks.md, "Choosing the defaults"
     "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0},
 }
 MAX_BAD_STEPS = 5
@@ -47,7 +47,7 @@ class TrainingError(Exception):
 
 @dataclass
 class TrainConfig:
-    """Training options; the defaults are the project's recipe (README: "Choosing the defaults")."""
+    """Training options; the defaults are the project's recipe (docs/benchmarks.md, "Choosing the defaults")."""
 
     batch_size: int = 32
     seq_length: int = 100
@@ -189,13 +189,133 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
 
     See the module docstring. ``model_config.vocab_size`` is taken from the corpus. With ``resume`` (a
     checkpoint file or directory) the model, optimizer state, data position, hidden state, RNG and the
-    time trained continue exactly. With ``init_from`` (a checkpoint) a new run starts from that model's
-    weights, its vocabulary extended by the corpus's new symbols (finetune.py); ``model_config`` may
-    then be None (the checkpoint's), or must have its shape. A fresh run refuses a checkpoint directory
-    that already holds a model unless ``overwrite``. Raises TrainingError (or CorpusError /
+    time trained so far continue exactly. With ``init_from`` (a checkpoint) a new run starts from that
+    model's weights, its vocabulary extended by the corpus's new symbols (finetune.py); ``model_config``
+    is then None (the checkpoint's) or must have the checkpoint's shape. A fresh run refuses a checkpoint
+    directory that already holds a model unless ``overwrite``. Raises TrainingError (or CorpusError /
     CheckpointError) with a one-line reason.
     """
     reporter = reporter or Reporter()
+    run = _start_run(corpus_path, model_config, config, resume, reporter, overwrite, init_from)
+    config, model, optimizer, pos, state = run.config, run.model, run.optimizer, run.pos, run.state
+    batches = StreamBatches(run.train_ids, config.batch_size, config.seq_length)
+    chars_per_step = config.batch_size * config.seq_length
+    metrics_path = os.path.join(config.checkpoint_dir, "metrics.jsonl")
+    total_steps = _total_steps(config, batches.chunks_per_epoch)
+    engine = _start_engine(model, config, reporter)
+    reporter.start(
+        total_steps,
+        {
+            "params": model.num_params(),
+            "vocab": len(run.vocab),
+            "train_chars": len(run.train_ids),
+            "val_chars": len(run.val_ids),
+            "chunks_per_epoch": batches.chunks_per_epoch,
+            "seed": config.random_seed,
+            "max_time": config.max_time,
+            "workers": engine.workers,
+        },
+    )
+    run_start = time.perf_counter()
+    start = run_start - pos.elapsed  # the budget's clock: a resumed run goes on from the time already trained
+    first_step = pos.step
+    last_log_time, last_log_step, loss_sum, loss_count = run_start, pos.step, 0.0, 0
+    stop_reason = None
+    guard = _NonFiniteGuard(run, reporter)
+    with engine, _SignalCatcher() as signals, open(metrics_path, "a" if run.resumed else "w") as metrics:
+        try:
+            while stop_reason is None:
+                # data: the next chunk of every stream; a new pass over the data starts from zero state
+                if pos.chunk == batches.chunks_per_epoch:
+                    pos.epoch, pos.chunk, state = pos.epoch + 1, 0, None
+                inputs, targets = batches.chunk(pos.chunk)
+                # schedule: this step's learning rate and dropout
+                epoch_now = pos.epoch + pos.chunk / batches.chunks_per_epoch
+                progress = budget_progress(config, pos.step, epoch_now, time.perf_counter() - start)
+                optimizer.learning_rate = learning_rate(config, run.base_lr, pos.lr_scale, progress, epoch_now)
+                dropout = _dropout_rate(config, model.config.dropout, epoch_now)
+                # forward and backward, on the engine's processes
+                loss, grads, new_state = engine.loss_and_grads(inputs, targets, state, dropout_rng=run.rng,
+                                                               dropout=dropout)
+                # a non-finite step is never applied: back to the last evaluated weights, half the rate
+                if not guard.finite(loss, grads):
+                    state = None
+                    continue
+                # update: the optimizer step, the running average, the state carried into the next chunk
+                optimizer.step(model.params, grads)
+                if run.average is not None:
+                    run.average.update(model.params, optimizer.steps)
+                state = new_state
+                pos.step += 1
+                pos.chunk += 1
+                loss_sum += loss
+                loss_count += 1
+                # stop, log, and at an evaluation validate, checkpoint and preview
+                elapsed = pos.elapsed = time.perf_counter() - start
+                stop_reason = _stop_reason(config, pos, batches.chunks_per_epoch, elapsed, signals.signum)
+                evaluating = pos.step % config.eval_every == 0 or stop_reason is not None
+                if pos.step % config.log_every == 0 or evaluating:
+                    now = time.perf_counter()
+                    record = {
+                        "step": pos.step,
+                        "epoch": round(pos.epoch + pos.chunk / batches.chunks_per_epoch, 4),
+                        "train_loss": loss_sum / loss_count,
+                        "chars_per_sec": (pos.step - last_log_step) * chars_per_step / max(now - last_log_time, 1e-9),
+                        "elapsed": round(elapsed, 3),
+                        "learning_rate": optimizer.learning_rate,
+                        "dropout": dropout,
+                    }
+                    if evaluating:
+                        stop_reason = _evaluate_and_save(run, engine, reporter, state) or stop_reason
+                        if pos.last_val_loss is None or math.isfinite(pos.last_val_loss):
+                            guard.remember()
+                        if pos.last_val_loss is not None:
+                            record["val_loss"] = pos.last_val_loss
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                    reporter.step(pos.step, record)
+                    last_log_time, last_log_step, loss_sum, loss_count = time.perf_counter(), pos.step, 0.0, 0
+        except WorkerError as e:  # the parameters here are those of the last completed step: keep them
+            _save(run, "latest.npz", state)
+            raise TrainingError(f"{e}; the model of step {pos.step} is saved in latest.npz") from None
+    reporter.close()
+    elapsed = time.perf_counter() - run_start
+    return TrainResult(
+        step=pos.step,
+        epoch=pos.epoch + pos.chunk / batches.chunks_per_epoch,
+        best_val_loss=pos.best_val_loss,
+        last_val_loss=pos.last_val_loss,
+        elapsed=elapsed,
+        chars_per_sec=(pos.step - first_step) * chars_per_step / max(elapsed, 1e-9),
+        stop_reason=stop_reason,
+        checkpoint_dir=config.checkpoint_dir,
+        interrupted_by=signals.signum,
+    )
+
+
+@dataclass
+class _Run:
+    """What a training run works on, fresh or resumed (``_start_run``); ``pos`` and ``rng`` move as it goes."""
+
+    config: TrainConfig  # as validated and fitted to the corpus, with a random seed
+    corpus_paths: list  # absolute paths of the corpus's files, in order
+    vocab: object  # data.Vocab
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    model: CharRNN
+    optimizer: object  # optim.Optimizer
+    average: WeightAverage | None
+    base_lr: float
+    pos: _Position
+    rng: np.random.Generator  # dropout masks; its state is saved in every checkpoint
+    state: tuple | None  # the hidden state carried into the first chunk
+    resumed: bool
+    init_from: str | None = None  # the checkpoint a fine-tuning run started from
+
+
+def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, init_from=None):
+    """Check the options, read the corpus, and build the model and optimizer: fresh, from ``resume``, or
+    fine-tuning the model of ``init_from``."""
     config.validate()
     if resume is not None and init_from is not None:
         raise TrainingError("--init-from starts a new run from a model's weights and --resume continues a run; "
@@ -217,12 +337,12 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         val_frac=config.val_frac,
         extend_vocab=base is not None,
     )
-    vocab = corpus.vocab
     train_ids, val_ids = corpus.train_ids, corpus.val_ids
     if len(corpus.files) > 1:
         reporter.message(f"corpus: {len(corpus.files)} files, {len(corpus.ids):,} characters")
-    if base is not None and len(vocab) > len(base.vocab):
-        new = [vocab.symbol_text(s) if vocab.bytes_mode else s for s in vocab.symbols if s not in base.vocab.symbols]
+    if base is not None and len(corpus.vocab) > len(base.vocab):
+        new = [corpus.vocab.symbol_text(s) if config.bytes_mode else s
+               for s in corpus.vocab.symbols if s not in base.vocab.symbols]
         reporter.message(f"note: {len(new)} characters new to the model: {''.join(new)[:40]!r}")
     if len(val_ids) > LARGE_VALIDATION:
         suggestion = f"{LARGE_VALIDATION / 5 / len(corpus.ids):.1g}"
@@ -234,40 +354,23 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     if config.random_seed is None:
         config = replace(config, random_seed=int(np.random.SeedSequence().entropy % 2**32))
     rng = np.random.default_rng(config.random_seed)
-
     if ckpt:
-        saved = ckpt.meta.get("train", {})
-        for name in ("batch_size", "seq_length", "val_frac", "bytes_mode", "encoding"):
-            if name in saved and saved[name] != getattr(config, name):
-                raise TrainingError(
-                    f"cannot resume with {name.replace('_', '-')} {getattr(config, name)}: the checkpoint was "
-                    f"trained with {saved[name]}"
-                )
+        _check_resumable(ckpt, config)
         model, saved_average = _take_iterate(ckpt, resume)
         pos = _Position(**{k: ckpt.meta[k] for k in asdict(_Position()) if k in ckpt.meta})
         rng.bit_generator.state = pos.rng_state
         state = ckpt.hidden_state or None
+        _check_budget_left(config, pos, train_ids, resume)
     elif base:
-        counts = corpus.counts - np.bincount(val_ids, minlength=len(vocab))  # the training text's
+        counts = corpus.counts - np.bincount(val_ids, minlength=len(corpus.vocab))  # the training text's
         try:
-            model = extend_vocab(base.model, base.vocab, vocab, rng, counts, config=model_config)
+            model = extend_vocab(base.model, base.vocab, corpus.vocab, rng, counts, config=model_config)
         except ValueError as e:
             raise TrainingError(str(e)) from None
         pos, state, saved_average = _Position(), None, None
     else:
-        model_config = replace(model_config, vocab_size=len(vocab))
-        try:
-            model = CharRNN(model_config, rng=rng)
-        except ValueError as e:
-            raise TrainingError(str(e)) from None
-        # start the output layer at the training text's unigram distribution (add-one smoothed), so
-        # the first steps need not learn it; the counts come from the vocabulary pass less the
-        # validation tail's, so the memory-mapped training ids are not all read here
-        counts = corpus.counts - np.bincount(val_ids, minlength=len(vocab)) + 1.0
-        model.params["b_y"][...] = np.log(counts / counts.sum())
-        pos = _Position()
-        state = None
-        saved_average = None
+        model = _fresh_model(model_config, corpus, val_ids, rng)
+        pos, state, saved_average = _Position(), None, None
     base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][model.config.model]
     optimizer = make_optimizer(config.optimizer, model.params, base_lr, config.grad_clip, config.weight_decay)
     average = WeightAverage(model.params, config.average, start=saved_average) if config.average else None
@@ -276,163 +379,135 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
             optimizer.load_state(ckpt.optimizer_state)
         except ValueError as e:
             raise CheckpointError(f"{resume}: cannot resume with optimizer {config.optimizer} ({e})") from None
+    paths = [os.path.abspath(path) for path, _ in corpus.files]
+    return _Run(config, paths, corpus.vocab, train_ids, val_ids, model, optimizer, average, base_lr, pos, rng, state,
+                resumed=ckpt is not None, init_from=os.path.abspath(init_from) if init_from is not None else None)
 
-    batches = StreamBatches(train_ids, config.batch_size, config.seq_length)
-    chars_per_step = config.batch_size * config.seq_length
-    metrics_path = os.path.join(config.checkpoint_dir, "metrics.jsonl")
 
-    def checkpoint(name, hidden):
-        meta = {
-            "train": asdict(config),
-            "corpus": [os.path.abspath(path) for path, _ in corpus.files],
-            **({"init_from": os.path.abspath(init_from)} if init_from is not None else {}),
-            **asdict(replace(pos, rng_state=rng.bit_generator.state)),
-        }
-        hidden = tuple(hidden) if hidden is not None else ()
-        saved, optimizer_state = model, optimizer.state
-        if average is not None:  # the average is the model; the weights training goes on from ride along
-            saved = CharRNN(model.config, params=average.params)
-            optimizer_state.update({f"{ITERATE}{k}": v for k, v in model.params.items()})
-        path = os.path.join(config.checkpoint_dir, name)
-        save_checkpoint(path, Checkpoint(saved, vocab, meta, optimizer_state, hidden))
-
-    def evaluate_and_save(hidden):
-        """Validate, checkpoint, preview; return a reason to stop (halving rule, patience) or None."""
-        stop, val_loss, preview = None, None, None
-        with _average_in_place(model.params, average):
-            if len(val_ids) > 1:
-                nll, n = streams_nll(model, val_ids, config.batch_size, config.seq_length, engine)
-                val_loss = nll / n
-            if config.sample_length:
-                preview = generate(model, vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)
-        if val_loss is not None:
-            previous, pos.last_val_loss = pos.last_val_loss, val_loss
-            if pos.best_val_loss is None or pos.last_val_loss < pos.best_val_loss:
-                pos.best_val_loss, pos.evals_since_best = pos.last_val_loss, 0
-                checkpoint("best.npz", hidden)
-            else:
-                pos.evals_since_best += 1
-                if config.patience and pos.evals_since_best >= config.patience:
-                    stop = "patience"
-            if config.lr_schedule == "halving":
-                halve, converged = halving_decision(previous, pos.last_val_loss, pos.halving)
-                pos.halving = pos.halving or halve
-                if halve:
-                    pos.lr_scale /= 2
-                if converged:
-                    stop = "converged"
-        checkpoint("latest.npz", hidden)
-        if preview is not None:
-            reporter.sample("".join(preview))
-        return stop
-
-    total_steps = _total_steps(config, batches.chunks_per_epoch)
-    engine = _start_engine(model, config, reporter)
-    reporter.start(
-        total_steps,
-        {
-            "params": model.num_params(),
-            "vocab": len(vocab),
-            "train_chars": len(train_ids),
-            "val_chars": len(val_ids),
-            "chunks_per_epoch": batches.chunks_per_epoch,
-            "seed": config.random_seed,
-            "max_time": config.max_time,
-            "workers": engine.workers,
-        },
-    )
-    spent = _stop_reason(config, pos, batches.chunks_per_epoch, pos.elapsed, None) if ckpt else None
+def _check_budget_left(config, pos, train_ids, resume):
+    """Refuse to resume a run that has already reached a limit: one more step would go past it."""
+    chunks_per_epoch = StreamBatches(train_ids, config.batch_size, config.seq_length).chunks_per_epoch
+    spent = _stop_reason(config, pos, chunks_per_epoch, pos.elapsed, None)
     if spent:
         raise TrainingError(
             f"{resume}: its run already reached its limit ({spent} at step {pos.step}, {pos.elapsed:.0f} s trained); "
             "give a larger --max-steps, --max-epochs or --max-time to train on"
         )
-    run_start = time.perf_counter()
-    start = run_start - pos.elapsed  # a resumed run goes on with the time already trained
-    first_step = pos.step
-    last_log_time, last_log_step, loss_sum, loss_count = run_start, pos.step, 0.0, 0
-    bad_steps = 0
-    stop_reason = None
-    good = _snapshot(model, optimizer, pos.step)  # parameters and optimizer state at the last evaluation
-    with engine, _SignalCatcher() as signals, open(metrics_path, "a" if ckpt else "w") as metrics:
-        try:
-            while stop_reason is None:
-                if pos.chunk == batches.chunks_per_epoch:
-                    pos.epoch, pos.chunk, state = pos.epoch + 1, 0, None
-                inputs, targets = batches.chunk(pos.chunk)
-                epoch_now = pos.epoch + pos.chunk / batches.chunks_per_epoch
-                progress = budget_progress(config, pos.step, epoch_now, time.perf_counter() - start)
-                optimizer.learning_rate = learning_rate(config, base_lr, pos.lr_scale, progress, epoch_now)
-                dropout = _dropout_rate(config, model.config.dropout, epoch_now)
-                loss, grads, new_state = engine.loss_and_grads(inputs, targets, state, dropout_rng=rng, dropout=dropout)
-                if not (math.isfinite(loss) and np.isfinite(grads.flat).all()):
-                    # never apply it: go back to the last evaluated parameters with half the learning rate
-                    bad_steps += 1
-                    model.params.flat[...] = good["params"]
-                    optimizer.load_state(good["optimizer"])
-                    if bad_steps > MAX_BAD_STEPS:
-                        checkpoint("latest.npz", None)
-                        raise TrainingError(
-                            f"loss or gradient was not finite {bad_steps} times in a row, down to learning rate "
-                            f"{optimizer.learning_rate:.3g}; stopped, with the model of step "
-                            f"{good['step']} in latest.npz"
-                        )
-                    pos.lr_scale /= 2
-                    state = None
-                    reporter.message(
-                        f"warning: non-finite loss at step {pos.step}; restored the parameters of step {good['step']} "
-                        f"and halved the learning rate to {optimizer.learning_rate / 2:.3g}"
-                    )
-                    continue
-                bad_steps = 0
-                optimizer.step(model.params, grads)
-                if average is not None:
-                    average.update(model.params, optimizer.steps)
-                state = new_state
-                pos.step += 1
-                pos.chunk += 1
-                loss_sum += loss
-                loss_count += 1
-                elapsed = pos.elapsed = time.perf_counter() - start
-                stop_reason = _stop_reason(config, pos, batches.chunks_per_epoch, elapsed, signals.signum)
-                evaluating = pos.step % config.eval_every == 0 or stop_reason is not None
-                if pos.step % config.log_every == 0 or evaluating:
-                    now = time.perf_counter()
-                    record = {
-                        "step": pos.step,
-                        "epoch": round(pos.epoch + pos.chunk / batches.chunks_per_epoch, 4),
-                        "train_loss": loss_sum / loss_count,
-                        "chars_per_sec": (pos.step - last_log_step) * chars_per_step / max(now - last_log_time, 1e-9),
-                        "elapsed": round(elapsed, 3),
-                        "learning_rate": optimizer.learning_rate,
-                        "dropout": dropout,
-                    }
-                    if evaluating:
-                        stop_reason = evaluate_and_save(state) or stop_reason
-                        if pos.last_val_loss is None or math.isfinite(pos.last_val_loss):
-                            good = _snapshot(model, optimizer, pos.step)
-                        if pos.last_val_loss is not None:
-                            record["val_loss"] = pos.last_val_loss
-                    metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
-                    reporter.step(pos.step, record)
-                    last_log_time, last_log_step, loss_sum, loss_count = time.perf_counter(), pos.step, 0.0, 0
-        except WorkerError as e:  # the parameters here are those of the last completed step: keep them
-            checkpoint("latest.npz", state)
-            raise TrainingError(f"{e}; the model of step {pos.step} is saved in latest.npz") from None
-    reporter.close()
-    elapsed = time.perf_counter() - run_start
-    return TrainResult(
-        step=pos.step,
-        epoch=pos.epoch + pos.chunk / batches.chunks_per_epoch,
-        best_val_loss=pos.best_val_loss,
-        last_val_loss=pos.last_val_loss,
-        elapsed=elapsed,
-        chars_per_sec=(pos.step - first_step) * chars_per_step / max(elapsed, 1e-9),
-        stop_reason=stop_reason,
-        checkpoint_dir=config.checkpoint_dir,
-        interrupted_by=signals.signum,
-    )
+
+
+def _check_resumable(ckpt, config):
+    """Refuse to resume with data options other than the checkpoint's: the data position would mean another text."""
+    saved = ckpt.meta.get("train", {})
+    for name in ("batch_size", "seq_length", "val_frac", "bytes_mode", "encoding"):
+        if name in saved and saved[name] != getattr(config, name):
+            raise TrainingError(
+                f"cannot resume with {name.replace('_', '-')} {getattr(config, name)}: the checkpoint was "
+                f"trained with {saved[name]}"
+            )
+
+
+def _fresh_model(model_config, corpus, val_ids, rng):
+    """A new model for the corpus's vocabulary, its output bias at the training text's unigram distribution."""
+    vocab = corpus.vocab
+    model_config = replace(model_config, vocab_size=len(vocab))
+    try:
+        model = CharRNN(model_config, rng=rng)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    # start the output layer at the training text's unigram distribution (add-one smoothed), so
+    # the first steps need not learn it; the counts come from the vocabulary pass less the
+    # validation tail's, so the memory-mapped training ids are not all read here
+    counts = corpus.counts - np.bincount(val_ids, minlength=len(vocab)) + 1.0
+    model.params["b_y"][...] = np.log(counts / counts.sum())
+    return model
+
+
+def _save(run, name, hidden):
+    """Write checkpoint ``name`` (latest.npz, best.npz) with the run's position and ``hidden`` state."""
+    meta = {
+        "train": asdict(run.config),
+        "corpus": run.corpus_paths,
+        **({"init_from": run.init_from} if run.init_from else {}),
+        **asdict(replace(run.pos, rng_state=run.rng.bit_generator.state)),
+    }
+    hidden = tuple(hidden) if hidden is not None else ()
+    model, optimizer_state = run.model, run.optimizer.state
+    if run.average is not None:  # the average is the model; the weights training goes on from ride along
+        model = CharRNN(run.model.config, params=run.average.params)
+        optimizer_state.update({f"{ITERATE}{k}": v for k, v in run.model.params.items()})
+    path = os.path.join(run.config.checkpoint_dir, name)
+    save_checkpoint(path, Checkpoint(model, run.vocab, meta, optimizer_state, hidden))
+
+
+def _evaluate_and_save(run, engine, reporter, hidden):
+    """Validate, checkpoint, preview; return a reason to stop (halving rule, patience) or None."""
+    config, pos, model = run.config, run.pos, run.model
+    stop, val_loss, preview = None, None, None
+    with _average_in_place(model.params, run.average):
+        if len(run.val_ids) > 1:
+            nll, n = streams_nll(model, run.val_ids, config.batch_size, config.seq_length, engine)
+            val_loss = nll / n
+        if config.sample_length:
+            preview = generate(model, run.vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)
+    if val_loss is not None:
+        previous, pos.last_val_loss = pos.last_val_loss, val_loss
+        if pos.best_val_loss is None or pos.last_val_loss < pos.best_val_loss:
+            pos.best_val_loss, pos.evals_since_best = pos.last_val_loss, 0
+            _save(run, "best.npz", hidden)
+        else:
+            pos.evals_since_best += 1
+            if config.patience and pos.evals_since_best >= config.patience:
+                stop = "patience"
+        if config.lr_schedule == "halving":
+            halve, converged = halving_decision(previous, pos.last_val_loss, pos.halving)
+            pos.halving = pos.halving or halve
+            if halve:
+                pos.lr_scale /= 2
+            if converged:
+                stop = "converged"
+    _save(run, "latest.npz", hidden)
+    if preview is not None:
+        reporter.sample("".join(preview))
+    return stop
+
+
+class _NonFiniteGuard:
+    """Keeps the parameters and optimizer state of the last good evaluation. A step whose loss or
+    gradient is not finite is never applied: training goes back to them with half the learning rate,
+    and stops (saving them as latest.npz) after ``MAX_BAD_STEPS`` such steps in a row."""
+
+    def __init__(self, run, reporter):
+        self.run, self.reporter, self.bad_steps = run, reporter, 0
+        self.remember()
+
+    def remember(self):
+        """Take the run's present parameters and optimizer state as the ones to go back to."""
+        run = self.run
+        self.good_params = run.model.params.flat.copy()
+        self.good_optimizer = {k: v.copy() for k, v in run.optimizer.state.items()}
+        self.good_step = run.pos.step
+
+    def finite(self, loss, grads):
+        """True if the step may be applied; else restore the good state, halve the rate and return False."""
+        if math.isfinite(loss) and np.isfinite(grads.flat).all():
+            self.bad_steps = 0
+            return True
+        run = self.run
+        self.bad_steps += 1
+        run.model.params.flat[...] = self.good_params
+        run.optimizer.load_state(self.good_optimizer)
+        if self.bad_steps > MAX_BAD_STEPS:
+            _save(run, "latest.npz", None)
+            raise TrainingError(
+                f"loss or gradient was not finite {self.bad_steps} times in a row, down to learning rate "
+                f"{run.optimizer.learning_rate:.3g}; stopped, with the model of step {self.good_step} in latest.npz"
+            )
+        run.pos.lr_scale /= 2
+        self.reporter.message(
+            f"warning: non-finite loss at step {run.pos.step}; restored the parameters of step {self.good_step} "
+            f"and halved the learning rate to {run.optimizer.learning_rate / 2:.3g}"
+        )
+        return False
 
 
 def _dropout_rate(config, base, epoch):
@@ -489,14 +564,6 @@ def _start_engine(model, config, reporter):
             raise TrainingError(str(e)) from None
         reporter.message(f"note: training in one process ({e})")
         return make_engine(model, config.batch_size, config.seq_length, 1)
-
-
-def _snapshot(model, optimizer, step):
-    return {
-        "params": model.params.flat.copy(),
-        "optimizer": {k: v.copy() for k, v in optimizer.state.items()},
-        "step": step,
-    }
 
 
 def _prepare_dir(path):

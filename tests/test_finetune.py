@@ -72,9 +72,11 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-@pytest.fixture
-def corpora(tmp_path):
-    """A base text without brackets or digits, and a new text (the next scene) with them, both real."""
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    """A base text without brackets or digits with a model trained on it, and a new text (the next scenes)
+    with them, both real."""
+    tmp_path = tmp_path_factory.mktemp("corpora")
     bundled = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "shakespeare.txt")
     with open(bundled, encoding="utf-8") as f:
         text = f.read(60_000)
@@ -85,7 +87,7 @@ def corpora(tmp_path):
     unseen = sorted(set(text[30_000:]) - set(base_text))
     assert "[" in unseen and "]" in unseen
     ck = tmp_path / "base"
-    result = invoke("train", base, "--checkpoint-dir", ck, "--max-steps", "40", *TINY)
+    result = invoke("train", base, "--checkpoint-dir", ck, "--max-steps", "150", "--learning-rate", "1e-2", *TINY)
     assert result.exit_code == 0, result.output
     return base, new, ck, unseen
 
@@ -118,7 +120,7 @@ def test_init_from_starts_from_the_trained_weights_with_a_fresh_run(tmp_path, co
             assert np.all(got[:, new_rows].std(axis=0) > 0)
         elif name == "b_y":
             np.testing.assert_array_equal(got[known], value)
-            assert np.all(np.isfinite(got[new_rows])) and np.all(got[new_rows] < value.max())
+            assert np.all(np.isfinite(got[new_rows])) and np.all(got[new_rows] < np.median(value))  # rare ones
         else:
             np.testing.assert_array_equal(got, value)
 
@@ -131,7 +133,7 @@ def test_a_fine_tuned_run_learns_faster_and_resumes(tmp_path, corpora):
         result = invoke("train", new, "--checkpoint-dir", out, "--max-steps", "20", *TINY, *extra)
         assert result.exit_code == 0, result.output
         runs[name] = load_checkpoint(str(out / "latest.npz")).meta["last_val_loss"]
-    assert runs["tuned"] < runs["scratch"] - 0.1  # the base's 40 steps of English carry over
+    assert runs["tuned"] < runs["scratch"] - 0.2  # what the base learned of English carries over
     resumed = invoke("train", new, "--checkpoint-dir", tmp_path / "tuned", "--max-steps", "30", "--resume")
     assert resumed.exit_code == 0, resumed.output  # the extended vocabulary resumes on the new text
     assert load_checkpoint(str(tmp_path / "tuned" / "latest.npz")).meta["step"] == 30
