@@ -6,7 +6,7 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import Vocab, load_corpus
 from .evaluate import evaluate_file
 from .model import CharRNN, ModelConfig
-from .presets import preset_configs, resume_config
+from .presets import finetune_configs, preset_configs, resume_config
 from .sample import generate
 from .train import TrainConfig, train
 
@@ -20,6 +20,7 @@ __all__ = [
     "generate",
     "load_checkpoint",
     "load_corpus",
+    "finetune_configs",
     "preset_configs",
     "resume_config",
     "save_checkpoint",
