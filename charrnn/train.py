@@ -253,7 +253,9 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                 # stop, log, and at an evaluation validate, checkpoint and preview
                 elapsed = pos.elapsed = time.perf_counter() - start
                 stop_reason = _stop_reason(config, pos, batches.chunks_per_epoch, elapsed, signals.signum)
-                evaluating = pos.step % config.eval_every == 0 or stop_reason is not None
+                # an interruption leaves no trace (no extra validation to sway patience or halving), so
+                # that --resume goes on exactly as the uninterrupted run
+                evaluating = pos.step % config.eval_every == 0 or stop_reason not in (None, "interrupted")
                 if pos.step % config.log_every == 0 or evaluating:
                     now = time.perf_counter()
                     record = {
@@ -275,6 +277,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                     metrics.flush()
                     reporter.step(pos.step, record)
                     last_log_time, last_log_step, loss_sum, loss_count = time.perf_counter(), pos.step, 0.0, 0
+                if stop_reason == "interrupted" and not evaluating:
+                    _save(run, "latest.npz", state)
         except WorkerError as e:  # the parameters here are those of the last completed step: keep them
             _save(run, "latest.npz", state)
             raise TrainingError(f"{e}; the model of step {pos.step} is saved in latest.npz") from None
