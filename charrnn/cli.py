@@ -383,6 +383,10 @@ def info(checkpoint):
     table.add_row("weights", f"running average over {average} steps (--average)" if average else "as trained")
     table.add_row("step", str(meta.get("step")))
     table.add_row("epoch", str(meta.get("epoch")))
+    if "elapsed" in meta:
+        table.add_row("time trained", f"{meta['elapsed']:.1f} s")
+    if meta.get("init_from"):
+        table.add_row("fine-tuned from", meta["init_from"])
     val = meta.get("last_val_loss")
     table.add_row("val loss", f"{val:.4f}" if val is not None else "-")
     table.add_row("format version", str(meta["version"]))

@@ -108,6 +108,8 @@ def test_init_from_starts_from_the_trained_weights_with_a_fresh_run(tmp_path, co
     assert tuned.meta["init_from"] == str(ck / "latest.npz")
     assert float(tuned.optimizer_state["steps"]) == 1  # a fresh optimizer: one update, not 41
     assert tuned.model.config.hidden_size == 32 and tuned.model.config.num_layers == 2  # the checkpoint's shape
+    info = invoke("info", tuned_dir)
+    assert info.exit_code == 0 and "fine-tuned from" in info.stdout and "time trained" in info.stdout
     known = [vocab.symbols.index(s) for s in trained.vocab.symbols]
     new_rows = [vocab.symbols.index(s) for s in unseen]
     for name, value in trained.model.params.items():
