@@ -4,7 +4,10 @@ import os
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from charrnn.checkpoint import load_checkpoint
+from charrnn.cli import main
 from charrnn.data import CorpusError, Vocab, corpus_files, load_corpus
 
 
@@ -94,3 +97,29 @@ def test_a_given_vocabulary_is_kept_extended_or_enforced(tmp_path):
         load_corpus(str(path), str(tmp_path / "ck"), vocab=old)
     subset = load_corpus(str(path), str(tmp_path / "ck"), vocab=extended.vocab)  # a subset resumes
     assert subset.vocab == extended.vocab
+
+
+def test_train_on_files_and_a_directory_from_the_command_line(tmp_path, texts):
+    root, pieces = texts
+    ck = tmp_path / "ck"
+    tiny = ["--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-length", "16",
+            "--sample-length", "0", "--random-seed", "0", "--max-steps", "5"]
+    (root / "sub" / "d.txt").write_text(pieces["a.txt"][::-1], encoding="utf-8")
+    args = ["train", str(root / "b.txt"), str(root / "sub"), "--checkpoint-dir", str(ck), *tiny]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    files = [str(root / "b.txt"), str(root / "sub" / "c.txt"), str(root / "sub" / "d.txt")]
+    assert load_checkpoint(str(ck)).meta["corpus"] == [os.path.abspath(f) for f in files]
+    n_val = sum(int(len(p) * 0.1) for p in (pieces["b.txt"], pieces["sub/c.txt"], pieces["a.txt"]))
+    assert f"validation {n_val:,}" in result.stdout and "corpus: 3 files" in result.stderr
+    (cache,) = [ck / f for f in os.listdir(ck) if f.endswith(".ids.npy")]
+    stamp = cache.stat().st_mtime_ns
+    resumed = CliRunner().invoke(main, [*args, "--resume", "--max-steps", "8"])
+    assert resumed.exit_code == 0, resumed.output
+    assert cache.stat().st_mtime_ns == stamp  # unchanged files: the cache is reused
+    (root / "sub" / "d.txt").write_text(pieces["a.txt"], encoding="utf-8")  # one file changes
+    again = CliRunner().invoke(main, [*args, "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert cache.stat().st_mtime_ns != stamp  # rebuilt
+    missing = CliRunner().invoke(main, ["train", str(root / "b.txt"), str(root / "nope.txt")])
+    assert missing.exit_code == 2 and "nope.txt" in missing.stderr and "does not exist" in missing.stderr
