@@ -273,7 +273,7 @@ def load_corpus(paths, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None
     counts = np.zeros(len(target), np.int64)
     counts[[index[symbol] for symbol in found.symbols]] = found_counts
     ids = np.load(ids_path, mmap_mode="r")
-    n_val = sum(_val_length(n, val_frac) for n in lengths) if len(files) > 1 else int(len(ids) * val_frac)
+    n_val = sum(_val_length(n, val_frac) for n in lengths)
     return Corpus(ids, target, counts, tuple(zip(files, lengths)), n_val, val_frac)
 
 
