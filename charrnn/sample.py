@@ -76,9 +76,9 @@ def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top
     """Yield the seed text, then ``length`` generated characters, one piece at a time.
 
     ``seed`` (str, or bytes for a --bytes model; any length) primes the hidden state (an empty seed
-    starts as if after a newline); ``temperature``
-    0 picks the most likely character every time. ``random_seed`` is a seed or a numpy Generator.
-    Raises KeyError naming seed characters that are not in the vocabulary.
+    starts as if after a newline); ``temperature`` 0 picks the most likely character every time.
+    ``random_seed`` is a seed or a numpy Generator. Raises KeyError naming seed characters that are not
+    in the vocabulary.
     """
     rng = random_seed if isinstance(random_seed, np.random.Generator) else np.random.default_rng(random_seed)
     prime = vocab.encode(seed) if seed else np.array([vocab.newline_id() or 0])

@@ -321,13 +321,7 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, i
     """Check the options, read the corpus, and build the model and optimizer: fresh, from ``resume``, or
     fine-tuning the model of ``init_from``."""
     config.validate()
-    if resume is not None and init_from is not None:
-        raise TrainingError("--init-from starts a new run from a model's weights and --resume continues a run; "
-                            "give one of them")
-    base = load_checkpoint(init_from) if init_from is not None else None  # before --overwrite clears anything
-    if base is not None and base.vocab.bytes_mode != config.bytes_mode:
-        kind = "bytes (--bytes)" if base.vocab.bytes_mode else "characters"
-        raise TrainingError(f"{init_from}: that model reads {kind}; fine-tune it with the same --bytes setting")
+    base = _load_base(init_from, resume, config)  # before --overwrite clears anything
     _prepare_dir(config.checkpoint_dir)
     if resume is None:
         _clear_previous_model(config.checkpoint_dir, overwrite)
@@ -344,10 +338,6 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, i
     train_ids, val_ids = corpus.train_ids, corpus.val_ids
     if len(corpus.files) > 1:
         reporter.message(f"corpus: {len(corpus.files)} files, {len(corpus.ids):,} characters")
-    if base is not None and len(corpus.vocab) > len(base.vocab):
-        new = [corpus.vocab.symbol_text(s) if config.bytes_mode else s
-               for s in corpus.vocab.symbols if s not in base.vocab.symbols]
-        reporter.message(f"note: {len(new)} characters new to the model: {''.join(new)[:40]!r}")
     if len(val_ids) > LARGE_VALIDATION:
         suggestion = f"{LARGE_VALIDATION / 5 / len(corpus.ids):.1g}"
         reporter.message(
@@ -366,11 +356,7 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, i
         state = ckpt.hidden_state or None
         _check_budget_left(config, pos, train_ids, resume)
     elif base:
-        counts = corpus.counts - np.bincount(val_ids, minlength=len(corpus.vocab))  # the training text's
-        try:
-            model = extend_vocab(base.model, base.vocab, corpus.vocab, rng, counts, config=model_config)
-        except ValueError as e:
-            raise TrainingError(str(e)) from None
+        model = _fine_tuned_model(base, model_config, corpus, val_ids, rng, reporter)
         pos, state, saved_average = _Position(), None, None
     else:
         model = _fresh_model(model_config, corpus, val_ids, rng)
@@ -386,6 +372,33 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, i
     paths = [os.path.abspath(path) for path, _ in corpus.files]
     return _Run(config, paths, corpus.vocab, train_ids, val_ids, model, optimizer, average, base_lr, pos, rng, state,
                 resumed=ckpt is not None, init_from=os.path.abspath(init_from) if init_from is not None else None)
+
+
+def _load_base(init_from, resume, config):
+    """The checkpoint to fine-tune (``init_from``), or None; refused with ``resume`` or another tokenisation."""
+    if init_from is None:
+        return None
+    if resume is not None:
+        raise TrainingError("--init-from starts a new run from a model's weights and --resume continues a run; "
+                            "give one of them")
+    base = load_checkpoint(init_from)
+    if base.vocab.bytes_mode != config.bytes_mode:
+        kind = "bytes (--bytes)" if base.vocab.bytes_mode else "characters"
+        raise TrainingError(f"{init_from}: that model reads {kind}; fine-tune it with the same --bytes setting")
+    return base
+
+
+def _fine_tuned_model(base, model_config, corpus, val_ids, rng, reporter):
+    """``base``'s model over the corpus's vocabulary (finetune.py): new symbols get fresh rows."""
+    new = [corpus.vocab.symbol_text(s) if corpus.vocab.bytes_mode else s
+           for s in corpus.vocab.symbols if s not in base.vocab.symbols]
+    if new:
+        reporter.message(f"note: {len(new)} characters new to the model: {''.join(new)[:40]!r}")
+    counts = corpus.counts - np.bincount(val_ids, minlength=len(corpus.vocab))  # the training text's
+    try:
+        return extend_vocab(base.model, base.vocab, corpus.vocab, rng, counts, config=model_config)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
 
 
 def _check_budget_left(config, pos, train_ids, resume):
