@@ -22,7 +22,7 @@ from .evaluate import EvalResult, evaluate_file, score_lines
 from .model import DTYPES, MODELS
 from .optim import OPTIMIZERS
 from .presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resume_config
-from .sample import generate
+from .sample import generate, prime
 from .schedule import SCHEDULES
 from .train import Reporter, TrainingError
 from .train import train as train_model
@@ -264,7 +264,7 @@ def sample(checkpoint, seed, prime_file, temperature, top_k, top_p, length, num_
             source = f"--prime-file {_stream_name(prime_file)}"
             seed = _read_prime(prime_file, ckpt.vocab)
         try:
-            ckpt.vocab.encode(seed)
+            primed = prime(ckpt.model, ckpt.vocab, seed)  # once, for every sample
         except KeyError as e:
             raise click.ClickException(f"{source} has characters the model has never seen: {e.args[0]}") from None
     rng = np.random.default_rng(random_seed)
@@ -272,7 +272,7 @@ def sample(checkpoint, seed, prime_file, temperature, top_k, top_p, length, num_
     for i in range(num_samples):
         if i:
             output.write("\n\n")
-        for piece in generate(ckpt.model, ckpt.vocab, seed, length, temperature, top_k, top_p, rng):
+        for piece in generate(ckpt.model, ckpt.vocab, seed, length, temperature, top_k, top_p, rng, primed=primed):
             output.write(piece)
             if interactive or piece == "\n":
                 output.flush()

@@ -3,8 +3,8 @@
     for piece in generate(model, vocab, seed="ROMEO:", length=500, temperature=0.8, random_seed=1):
         print(piece, end="")
 
-The seed primes the hidden state in batched passes of PRIME_CHUNK characters; then each character
-costs one step of every layer at batch 1, into preallocated buffers.
+The seed primes the hidden state in batched passes of PRIME_CHUNK characters (``prime``); then each
+character costs one step of every layer at batch 1, into preallocated buffers.
 """
 
 import numpy as np
@@ -72,24 +72,32 @@ def filter_logits(logits, temperature, top_k=None, top_p=None):
     return z
 
 
-def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top_p=None, random_seed=None):
+def prime(model, vocab, seed=""):
+    """Read ``seed`` (str, or bytes for a --bytes model; any length; empty: as if after a newline) in
+    passes of PRIME_CHUNK characters: the logits (V,) for the next character and the state there (batch 1).
+    Raises KeyError naming seed characters that are not in the vocabulary."""
+    ids = vocab.encode(seed) if seed else np.array([vocab.newline_id() or 0])
+    state = model.initial_state(1)
+    for j in range(0, len(ids), PRIME_CHUNK):
+        logits, state = model.forward(ids[j : j + PRIME_CHUNK, None], state)  # (T, 1, V)
+    return logits[-1, 0], state
+
+
+def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top_p=None, random_seed=None,
+             primed=None):
     """Yield the seed text, then ``length`` generated characters, one piece at a time.
 
-    ``seed`` (str, or bytes for a --bytes model; any length) primes the hidden state (an empty seed
-    starts as if after a newline); ``temperature`` 0 picks the most likely character every time.
-    ``random_seed`` is a seed or a numpy Generator. Raises KeyError naming seed characters that are not
-    in the vocabulary.
+    ``seed`` primes the hidden state (``prime``), or ``primed``, what ``prime`` returned for it, saves
+    reading it again (several samples from one long prime); ``temperature`` 0 picks the most likely
+    character every time. ``random_seed`` is a seed or a numpy Generator. Raises KeyError naming seed
+    characters that are not in the vocabulary.
     """
     rng = random_seed if isinstance(random_seed, np.random.Generator) else np.random.default_rng(random_seed)
-    prime = vocab.encode(seed) if seed else np.array([vocab.newline_id() or 0])
-    state = model.initial_state(1)
-    for j in range(0, len(prime), PRIME_CHUNK):  # a seed of any length, a bounded piece at a time
-        logits, state = model.forward(prime[j : j + PRIME_CHUNK, None], state)  # (T, 1, V)
+    next_logits, state = primed if primed is not None else prime(model, vocab, seed)
     stepper = Stepper(model, state)
     decode = vocab.decoder()
     if seed:
         yield seed if isinstance(seed, str) else seed.decode(vocab.encoding, errors="replace")
-    next_logits = logits[-1, 0]
     noise_block = 1024
     filtered = top_k is not None or top_p is not None
     z = np.empty(len(vocab))  # float64 scores: logits / temperature + Gumbel noise
