@@ -105,8 +105,8 @@ def main():
                 charrnn(*common, *(["--init-from", base] if arm == "fine-tune" else shape))
                 curve, elapsed = val_curve(ck)
                 runs[arm].append(curve)
-                print(f"seed {seed} {arm:<9}: val loss {curve[max(curve)]:.4f} after {max(curve)} steps "
-                      f"({elapsed:.0f} s)", flush=True)
+                points = ", ".join(f"{step}: {loss:.4f}" for step, loss in sorted(curve.items()))
+                print(f"seed {seed} {arm:<9} ({elapsed:.0f} s): val loss after N steps {{{points}}}", flush=True)
     steps = sorted(set.intersection(*(set(c) for arm in runs.values() for c in arm)))
     print(f"\nvalidation loss (nats/char) on the seven new plays' tails after N steps; best of {len(seeds)} seeds "
           "[range]")
