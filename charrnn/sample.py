@@ -3,7 +3,7 @@
     for piece in generate(model, vocab, seed="ROMEO:", length=500, temperature=0.8, random_seed=1):
         print(piece, end="")
     for pieces in generate_batch(model, vocab, 64, seed="ROMEO:", length=500, random_seed=1):
-        ...                                   # pieces: a tuple of 64 strings, one per sample
+        ...                                   # pieces: a list of 64 strings, one per sample
 
 The seed primes the hidden state in one batched pass; then each character costs one step of every
 layer, into preallocated buffers. ``generate_batch`` steps N samples as one batch: one matrix product
@@ -25,7 +25,7 @@ class Stepper:
     def __init__(self, model, state):
         self.model = model
         cfg, cell = model.config, model.cell
-        B = state[0].shape[1]
+        self.batch_size = B = state[0].shape[1]
         H, G, dtype = cfg.hidden_size, cell.n_gates * cfg.hidden_size, model.dtype
         self.layer_params = [model.step_weights(k, B, backward=False) for k in range(cfg.num_layers)]
         self.gates = [np.empty((B, G), dtype) for _ in range(cfg.num_layers)]
@@ -47,12 +47,15 @@ class Stepper:
         self.W_hy, self.b_y = model.params["W_hy"], model.params["b_y"]
 
     def step(self, ids):
-        """Feed character ids (B,) (an int at B = 1); return the logits (B, V) for the next characters."""
+        """Feed character ids (B,); return the logits (B, V) for the next characters."""
         step_forward, x, parity = self.model.cell.step_forward, None, self.parity
         for k, p in enumerate(self.layer_params):
             gates = self.gates[k]
             if k == 0:
-                gates[...] = self.input_table[ids]  # (B, G), or one (G,) row at batch 1
+                if self.batch_size == 1:
+                    gates[0] = self.input_table[ids[0]]  # a row, without a gather's set-up
+                else:
+                    np.take(self.input_table, ids, axis=0, out=gates)
             else:
                 np.matmul(x, p["W_xh"], gates)
                 np.add(gates, p["b"], gates)
@@ -110,7 +113,7 @@ def _seed_text(vocab, seed):
 
 def generate_batch(model, vocab, num_samples, seed="", length=200, temperature=1.0, top_k=None, top_p=None,
                    random_seed=None):
-    """Generate ``num_samples`` texts side by side, as one batch; yield one tuple of ``num_samples``
+    """Generate ``num_samples`` texts side by side, as one batch; yield one list of ``num_samples``
     strings per character (first the seed, if any, for every sample).
 
     Sample i draws from ``sample_rngs(random_seed, num_samples)[i]`` (``random_seed`` may also be a
@@ -121,7 +124,7 @@ def generate_batch(model, vocab, num_samples, seed="", length=200, temperature=1
         raise ValueError(f"{len(rngs)} random generators for {num_samples} samples")
     first_logits, state = _prime(model, vocab, seed, num_samples)
     if seed:
-        yield (_seed_text(vocab, seed),) * num_samples
+        yield [_seed_text(vocab, seed)] * num_samples
     stepper = Stepper(model, state)
     symbols = np.array([vocab.decoder()(i) for i in range(len(vocab))], dtype=object)
     logits = np.broadcast_to(first_logits, (num_samples, len(first_logits)))
@@ -136,13 +139,14 @@ def generate_batch(model, vocab, num_samples, seed="", length=200, temperature=1
                 noise = np.stack([rng.gumbel(size=(block, len(vocab))) for rng in rngs], axis=1)  # (block, N, V)
             if filtered:
                 z[...] = filter_logits(logits, temperature, top_k, top_p)
+                z += noise[t % NOISE_BLOCK]
             elif temperature == 1:
-                z[...] = logits
+                np.add(logits, noise[t % NOISE_BLOCK], out=z)
             else:
                 np.multiply(logits, 1.0 / temperature, out=z)
-            z += noise[t % NOISE_BLOCK]
+                z += noise[t % NOISE_BLOCK]
             ids = z.argmax(axis=1)
-        yield tuple(symbols[ids])
+        yield symbols[ids].tolist()
         if t + 1 < length:
             logits = stepper.step(ids)
 
