@@ -4,9 +4,9 @@ __version__ = "0.1.0"
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import Vocab, load_corpus
-from .evaluate import evaluate_file
+from .evaluate import evaluate_file, score_lines
 from .model import CharRNN, ModelConfig
-from .sample import generate
+from .sample import generate, generate_batch, sample_rngs
 from .train import TrainConfig, train
 
 __all__ = [
@@ -17,8 +17,11 @@ __all__ = [
     "Vocab",
     "evaluate_file",
     "generate",
+    "generate_batch",
     "load_checkpoint",
     "load_corpus",
+    "sample_rngs",
     "save_checkpoint",
+    "score_lines",
     "train",
 ]

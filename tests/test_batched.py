@@ -1,5 +1,7 @@
 """Many samples side by side and many lines scored at once: the same text and figures as one by one."""
 
+import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -139,3 +141,16 @@ def test_line_batch_in_windows_and_groups_and_without_a_newline_symbol():
             assert total == pytest.approx(nlls.sum(), rel=1e-10)
         else:
             assert total == 0
+
+
+def test_eval_states_its_throughput(tmp_path):
+    path = str(tmp_path / "model.npz")
+    save_checkpoint(path, Checkpoint(make_model(dtype="float32"), VOCAB, {"step": 1}))
+    text = tmp_path / "text.txt"
+    text.write_text("To be, or not to be.\nThat is the question.\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["eval", path, str(text), "--json"], catch_exceptions=False)
+    figures = json.loads(result.stdout)
+    assert figures["chars"] == 43 and figures["seconds"] > 0
+    assert figures["chars_per_sec"] == pytest.approx(43 / figures["seconds"])
+    result = CliRunner().invoke(main, ["eval", path, str(text), "--per-line", "--reset-per-line"])
+    assert result.exit_code == 0 and "chars/s)" in result.stdout
