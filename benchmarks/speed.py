@@ -248,7 +248,7 @@ def main(argv=None):
     ap.add_argument("--match", metavar="TEXT", help="only the rows whose configuration contains TEXT, as "
                     "'lstm H=128'")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    ap.add_argument("--markdown", action="store_true", help="also print the table in Markdown (as in the README)")
+    ap.add_argument("--markdown", action="store_true", help="also print the table in Markdown (docs/benchmarks.md)")
     args = ap.parse_args(argv)
     import peers
 

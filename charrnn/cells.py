@@ -6,12 +6,12 @@ forces: the product with ``W_hh`` (every gate in one call, H x G·H) and the ele
 written in place into buffers the layer preallocates.
 
 Logistic gates are computed as sigmoid(a) = (1 + tanh(a/2)) / 2, so one ``tanh`` call covers all of
-a step's gates. The halving is folded into the weights once per chunk, not into every step: the cell's
-``gate_scale`` multiplies the columns of W_xh, b and W_hh that the layer hands to the steps
-(``step_params``), so ``gates`` arrive as scale * pre-activation. Gradients are always with respect to
-the true (unscaled) pre-activation.
+a step's gates. The halving is folded into the weights once per chunk, not into every step:
+``make_step_weights`` multiplies the columns of W_xh, b and W_hh by the cell's ``gate_scale``, so
+``gates`` arrive as scale * pre-activation. Gradients are always with respect to the true (unscaled)
+pre-activation.
 
-    cache = step_views(gates, prev, nxt, extra, d_hproj)   made once per buffer and timestep
+    cache = cell.step_views(gates, prev, nxt, extra, d_hproj)   made once per buffer and timestep
         gates    (B, G·H), contiguous: holds scale * x_proj on entry to the step, the activated
                  gates after it (gate-major, see below), and the gradient w.r.t. x_proj after the
                  backward step
@@ -20,19 +20,22 @@ the true (unscaled) pre-activation.
         extra    tuple of (B, w·H) for w in ``extra_widths``: per-step values the backward step needs
         d_hproj  (B, G·H): receives the gradient w.r.t. ``h_prev @ W_hh`` (for LSTM and RNN, the
                  gates array itself: the two gradients are one)
-        cache    those arrays and the views of them (gate slices) the steps use
-    step_forward(cache, sp, scratch)
-        sp       the layer's step_params(): scaled W_hh in blocks (see below), W_hh transposed
-                 (contiguous), b_hn for GRU
-        scratch  scratch_buffers() for the same batch size
-    step_backward(dnxt, cache, sp, scratch) -> dprev
+        cache    the cell's named tuple (RNNCache, LSTMCache, GRUCache) of those arrays and the views
+                 of them (gate slices) the steps use
+    step_weights = make_step_weights(cell, layer_params, B)   made once per layer and chunk
+        StepWeights: the layer's weights as its steps read them: W_xh and b (gate scale folded in),
+        W_hh scaled and in blocks (see below), W_hh^T in blocks for backward, b_hn for GRU
+    scratch = Scratch.make(cell, B, H, dtype)   made once per layer and batch size
+    cell.step_forward(cache, step_weights, scratch)
+    cell.step_backward(dnxt, cache, step_weights, scratch) -> dprev
         dnxt     tuple of (B, H): gradient of the loss w.r.t. the new state (overwritten: an LSTM
                  returns dc_prev in the buffer that held dc)
         dprev    tuple of (B, H): gradient w.r.t. the previous state
 
 The views are made once, with the buffers, and every ufunc writes to a positional ``out``: at a
 small batch a step's elementwise calls take a microsecond or two each, so slicing and keyword
-parsing would otherwise be a third of their cost.
+parsing would otherwise be a third of their cost. A step unpacks its cache whole, in the order its
+named tuple declares (one unpacking costs less than a dozen attribute reads).
 
 At a batch above 1 the forward product ``h_prev @ W_hh`` runs as one (H, H) product per gate, each
 block contiguous: numpy does the G products in one call, and OpenBLAS runs them faster than the one
@@ -52,6 +55,9 @@ the layout of the products over all timesteps.
 The weight gradients are not formed per step: the layer gets them as one product over all
 timesteps from ``gates`` (now d_x_proj) and ``d_hproj``.
 """
+
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy import add, greater, matmul, maximum, multiply, subtract, tanh
@@ -76,25 +82,42 @@ def backward_blocks(batch_size, hidden_size):
     return 4 if batch_size > 1 and hidden_size % 4 == 0 else 1
 
 
-def step_params(cell, p, batch_size, backward=True):
-    """What a layer's steps read at ``batch_size``: W_hh with the gate scale folded in, as contiguous
-    (H, G·H / n) column blocks (n = product_blocks), and, if ``backward``, W_hh^T as contiguous
-    (G·H, H / k) column blocks (k = backward_blocks) for the backward steps (a transposing copy:
-    3 ms for 512 units, which forward-only passes skip)."""
-    W_hh = p["W_hh"]
+class StepWeights(NamedTuple):
+    """A layer's weights as its steps read them at one batch size, gate scale folded in."""
+
+    W_xh: np.ndarray  # (V or H, G·H), scaled
+    b: np.ndarray  # (G·H,), scaled
+    W_hh_blocks: np.ndarray  # (n, H, G·H / n), scaled, contiguous blocks (n = product_blocks)
+    W_hh_T_blocks: np.ndarray | None  # (k, G·H, H / k): W_hh^T (unscaled) for backward (k = backward_blocks)
+    b_hn: np.ndarray | None  # (H,), GRU only
+
+
+def make_step_weights(cell, layer_params, batch_size, weight_mask=None, backward=True):
+    """``layer_params`` (W_xh, W_hh, b and, for GRU, b_hn) as the steps read them at ``batch_size``.
+
+    The one place the gate scale is folded in (see the module docstring): W_xh, b and W_hh's columns
+    are multiplied by ``cell.gate_scale``. W_hh is first multiplied by ``weight_mask`` (weight drop) if
+    given. With ``backward``, W_hh^T is copied into blocks too (a transposing copy: 3 ms for 512 units,
+    which forward-only passes skip).
+    """
+    W_xh, b, W_hh = layer_params["W_xh"], layer_params["b"], layer_params["W_hh"]
+    if weight_mask is not None:
+        W_hh = W_hh * weight_mask
     H, G = W_hh.shape
-    n = product_blocks(cell, batch_size)
     scale = cell.gate_scale(H)
-    scale = np.ones(G, W_hh.dtype) if scale is None else scale.astype(W_hh.dtype)
+    if scale is None:
+        scale = np.ones(G, W_hh.dtype)
+    else:
+        scale = scale.astype(W_hh.dtype)
+        W_xh, b = W_xh * scale, b * scale
+    n = product_blocks(cell, batch_size)
     W_hh_blocks = np.empty((n, H, G // n), W_hh.dtype)
     multiply(W_hh.reshape(H, n, G // n).transpose(1, 0, 2), scale.reshape(n, 1, G // n), W_hh_blocks)  # one pass
-    sp = {"W_hh_blocks": W_hh_blocks}
+    W_hh_T_blocks = None
     if backward:
         k = backward_blocks(batch_size, H)
-        sp["W_hh_T_blocks"] = np.ascontiguousarray(W_hh.T.reshape(G, k, H // k).transpose(1, 0, 2))  # (k, G, H/k)
-    if "b_hn" in p:
-        sp["b_hn"] = p["b_hn"]
-    return sp
+        W_hh_T_blocks = np.ascontiguousarray(W_hh.T.reshape(G, k, H // k).transpose(1, 0, 2))  # (k, G, H/k)
+    return StepWeights(W_xh, b, W_hh_blocks, W_hh_T_blocks, layer_params.get("b_hn"))
 
 
 def _column_blocks(a, n):
@@ -110,6 +133,57 @@ def _gate_major(slab, n):
     if not np.shares_memory(view, slab):
         raise ValueError("a step's gates must be a contiguous (B, G) array")
     return view
+
+
+@dataclass(slots=True)
+class Scratch:
+    """Per-layer temporaries a cell's steps write into at one batch size, so no step allocates."""
+
+    hproj: np.ndarray  # (G, B, H): h_prev @ W_hh, gate-major
+    hproj_blocks: np.ndarray  # (n, B, G·H / n) view of hproj: where the n block products land (one at batch 1)
+    hproj_logistic: np.ndarray  # (G-1, B, H) view of hproj: the logistic gates' part
+    hproj_last: np.ndarray  # (B, H) view of hproj: the last gate's part (n for GRU; RNN: all of it)
+    upstream: np.ndarray  # (G, B, H): LSTM backward, d(loss)/d(gate)
+    deriv: np.ndarray  # (G, B, H): LSTM backward, each gate's local derivative
+    tmp: np.ndarray  # (B, H)
+    x_n: np.ndarray  # (B, H): GRU forward, x_proj of n, copied out of the slab
+    one_minus_z: np.ndarray  # (B, H): GRU backward
+    dn_pre: np.ndarray  # (B, H): GRU backward, d(n pre-activation)
+    dh_prev: np.ndarray  # (B, H): the backward step's d(h_prev)
+    dh_prev_blocks: np.ndarray  # (k, B, H/k) view of dh_prev: where the k block products land
+    dh_tmp: np.ndarray  # (B, H): GRU backward, the recurrent product's part of d(h_prev)
+    dh_tmp_blocks: np.ndarray  # (k, B, H/k) view of dh_tmp
+    mask: np.ndarray  # (B, H) bool: ReLU backward
+
+    @classmethod
+    def make(cls, cell, batch_size, hidden_size, dtype):
+        B, H, G = batch_size, hidden_size, cell.n_gates * hidden_size
+        n, k = product_blocks(cell, B), backward_blocks(B, H)
+        hproj = np.empty((cell.n_gates, B, H), dtype)
+        dh_prev, dh_tmp = np.empty((B, H), dtype), np.empty((B, H), dtype)
+        return cls(
+            hproj=hproj,
+            hproj_blocks=hproj.reshape(n, B, G // n),
+            hproj_logistic=hproj[:-1],
+            hproj_last=hproj[-1],
+            upstream=np.empty((cell.n_gates, B, H), dtype),
+            deriv=np.empty((cell.n_gates, B, H), dtype),
+            tmp=np.empty((B, H), dtype),
+            x_n=np.empty((B, H), dtype),
+            one_minus_z=np.empty((B, H), dtype),
+            dn_pre=np.empty((B, H), dtype),
+            dh_prev=dh_prev,
+            dh_prev_blocks=_column_blocks(dh_prev, k),
+            dh_tmp=dh_tmp,
+            dh_tmp_blocks=_column_blocks(dh_tmp, k),
+            mask=np.empty((B, H), bool),
+        )
+
+
+class RNNCache(NamedTuple):
+    pre: np.ndarray  # (B, H): scale * x_proj -> d(pre-activation)
+    h_prev: np.ndarray  # (B, H)
+    h: np.ndarray  # (B, H)
 
 
 class RNNCell:
@@ -129,12 +203,12 @@ class RNNCell:
         return np.full(H, 0.5) if self.activation == "sigmoid" else None
 
     def step_views(self, gates, prev, nxt, extra, d_hproj):
-        return gates, prev[0], nxt[0]
+        return RNNCache(gates, prev[0], nxt[0])
 
-    def step_forward(self, cache, p, scratch):
+    def step_forward(self, cache, step_weights, scratch):
         pre, h_prev, h = cache
-        matmul(h_prev, p["W_hh_blocks"], scratch["hproj_blocks"])
-        add(pre, scratch["hproj_parts"][1], h)
+        matmul(h_prev, step_weights.W_hh_blocks, scratch.hproj_blocks)
+        add(pre, scratch.hproj_last, h)
         if self.activation == "relu":
             maximum(h, 0, out=h)
         else:
@@ -142,7 +216,7 @@ class RNNCell:
             if self.activation == "sigmoid":
                 tanh_to_sigmoid_(h)
 
-    def step_backward(self, dnxt, cache, p, scratch):
+    def step_backward(self, dnxt, cache, step_weights, scratch):
         dpre, _, h = cache  # dpre: the pre-activation buffer, overwritten with its gradient
         (dh,) = dnxt
         if self.activation == "tanh":
@@ -150,15 +224,30 @@ class RNNCell:
             subtract(1, dpre, dpre)
             multiply(dpre, dh, dpre)
         elif self.activation == "relu":
-            greater(h, 0, scratch["mask"])
-            multiply(dh, scratch["mask"], dpre)
+            greater(h, 0, scratch.mask)
+            multiply(dh, scratch.mask, dpre)
         else:
             subtract(1, h, dpre)
             multiply(dpre, h, dpre)
             multiply(dpre, dh, dpre)
-        dh_prev = scratch["dh_prev"]
-        matmul(dpre, p["W_hh_T_blocks"], scratch["dh_prev_blocks"])
-        return (dh_prev,)
+        matmul(dpre, step_weights.W_hh_T_blocks, scratch.dh_prev_blocks)
+        return (scratch.dh_prev,)
+
+
+class LSTMCache(NamedTuple):
+    gates: np.ndarray  # (B, 4H): the slab; d(pre-activation) after backward
+    by_gate: np.ndarray  # (4, B, H) strided view: x_proj, then d(x_proj), by gate
+    active: np.ndarray  # (4, B, H) gate-major view: the activated gates, contiguous
+    sigmoids: np.ndarray  # (3, B, H): active[:3], the logistic gates i, f, o
+    i: np.ndarray  # (B, H) each: the activated gates
+    f: np.ndarray
+    o: np.ndarray
+    g: np.ndarray
+    h_prev: np.ndarray  # (B, H) each: the state in and out
+    c_prev: np.ndarray
+    h: np.ndarray
+    c: np.ndarray
+    tanh_c: np.ndarray  # (B, H)
 
 
 class LSTMCell:
@@ -178,17 +267,17 @@ class LSTMCell:
         return np.concatenate([np.full(3 * H, 0.5), np.ones(H)])
 
     def step_views(self, gates, prev, nxt, extra, d_hproj):
-        by_gate = _column_blocks(gates, 4)  # (4, B, H): x_proj, then d(x_proj), by gate
-        active = _gate_major(gates, 4)  # (4, B, H): the activated gates, contiguous
+        active = _gate_major(gates, 4)
         i, f, o, g = active
-        return (gates, by_gate, active, active[:3], i, f, o, g, *prev, *nxt, *extra)
+        (h_prev, c_prev), (h, c), (tanh_c,) = prev, nxt, extra
+        return LSTMCache(gates, _column_blocks(gates, 4), active, active[:3], i, f, o, g, h_prev, c_prev, h, c, tanh_c)
 
-    def step_forward(self, cache, p, scratch):
+    def step_forward(self, cache, step_weights, scratch):
         _, by_gate, active, sigmoids, i, f, o, g, h_prev, c_prev, h, c, tanh_c = cache
-        pre, tmp = scratch["hproj_gm"], scratch["tmp"]  # pre: (4, B, H)
-        matmul(h_prev, p["W_hh_blocks"], scratch["hproj_blocks"])
+        pre, tmp = scratch.hproj, scratch.tmp  # pre: (4, B, H)
+        matmul(h_prev, step_weights.W_hh_blocks, scratch.hproj_blocks)
         add(by_gate, pre, pre)
-        tanh(pre, active)  # t; sigmoid gates are (1 + t) / 2, see cells.py
+        tanh(pre, active)  # t; the sigmoid gates are (1 + t) / 2, see the module docstring
         tanh_to_sigmoid_(sigmoids)
         multiply(f, c_prev, c)
         multiply(i, g, tmp)
@@ -196,10 +285,10 @@ class LSTMCell:
         tanh(c, tanh_c)
         multiply(o, tanh_c, h)
 
-    def step_backward(self, dnxt, cache, p, scratch):
+    def step_backward(self, dnxt, cache, step_weights, scratch):
         gates, by_gate, active, sigmoids, i, f, o, g, _, c_prev, _, _, tanh_c = cache  # gates -> d(pre)
         dh, dc = dnxt
-        tmp, upstream, deriv = scratch["tmp"], scratch["upstream_gm"], scratch["deriv_gm"]  # (4, B, H) each
+        tmp, upstream, deriv = scratch.tmp, scratch.upstream, scratch.deriv  # (4, B, H) each
         up_i, up_f, up_o, up_g = upstream
         deriv_sigmoids, deriv_g = deriv[:3], deriv[3]
         # dc += dh * o * (1 - tanh_c^2)
@@ -218,9 +307,24 @@ class LSTMCell:
         subtract(sigmoids, deriv_sigmoids, deriv_sigmoids)
         subtract(1, deriv_g, deriv_g)
         multiply(upstream, deriv, by_gate)  # d(pre), into the slab as (B, 4H)
-        dh_prev = scratch["dh_prev"]
-        matmul(gates, p["W_hh_T_blocks"], scratch["dh_prev_blocks"])
-        return dh_prev, dc
+        matmul(gates, step_weights.W_hh_T_blocks, scratch.dh_prev_blocks)
+        return scratch.dh_prev, dc
+
+
+class GRUCache(NamedTuple):
+    gates: np.ndarray  # (B, 3H): the slab
+    x_rz: np.ndarray  # (2, B, H) strided view: x_proj of r and z; receives d(x_proj) of r and z
+    x_n: np.ndarray  # (B, H) strided view: x_proj of n; receives d(x_proj) of n
+    rz: np.ndarray  # (2, B, H) gate-major view: the activated r and z
+    r: np.ndarray  # (B, H) each: the activated gates
+    z: np.ndarray
+    n: np.ndarray
+    h_prev: np.ndarray  # (B, H)
+    h: np.ndarray  # (B, H)
+    hn: np.ndarray  # (B, H): the recurrent part of n, hn + b_hn
+    d_hproj: np.ndarray  # (B, 3H): receives d(h_proj)
+    d_by_gate: np.ndarray  # (3, B, H) strided view of d_hproj
+    d_rz: np.ndarray  # (2, B, H): d_by_gate[:2]
 
 
 class GRUCell:
@@ -240,21 +344,20 @@ class GRUCell:
         return np.concatenate([np.full(2 * H, 0.5), np.ones(H)])
 
     def step_views(self, gates, prev, nxt, extra, d_hproj):
-        by_gate = _column_blocks(gates, 3)  # (3, B, H): x_proj, then d(x_proj), by gate
-        d_by_gate = _column_blocks(d_hproj, 3)  # (3, B, H): receives d(h_proj)
-        active = _gate_major(gates, 3)  # (3, B, H): the activated gates, contiguous
+        by_gate = _column_blocks(gates, 3)
+        d_by_gate = _column_blocks(d_hproj, 3)
+        active = _gate_major(gates, 3)
         r, z, n = active
-        return (gates, by_gate[:2], by_gate[2], active[:2], r, z, n, prev[0], nxt[0], extra[0], d_hproj,
-                d_by_gate, d_by_gate[:2])
+        return GRUCache(gates, by_gate[:2], by_gate[2], active[:2], r, z, n, prev[0], nxt[0], extra[0], d_hproj,
+                        d_by_gate, d_by_gate[:2])
 
-    def step_forward(self, cache, p, scratch):
-        _, x_rz, x_n, rz, r, z, n, h_prev, h, hn = cache[:10]
-        pre_rz, pre_n = scratch["hproj_parts"]  # (2, B, H), (B, H)
-        xn = scratch["tmp2"]
-        matmul(h_prev, p["W_hh_blocks"], scratch["hproj_blocks"])
+    def step_forward(self, cache, step_weights, scratch):
+        _, x_rz, x_n, rz, r, z, n, h_prev, h, hn, _, _, _ = cache
+        pre_rz, pre_n, xn = scratch.hproj_logistic, scratch.hproj_last, scratch.x_n  # (2, B, H), (B, H), (B, H)
+        matmul(h_prev, step_weights.W_hh_blocks, scratch.hproj_blocks)
         np.copyto(xn, x_n)  # out of the slab before the activated gates overwrite it
         add(x_rz, pre_rz, pre_rz)
-        add(pre_n, p["b_hn"], hn)
+        add(pre_n, step_weights.b_hn, hn)
         tanh(pre_rz, rz)
         tanh_to_sigmoid_(rz)
         multiply(r, hn, n)
@@ -265,10 +368,10 @@ class GRUCell:
         multiply(h, z, h)
         add(h, n, h)
 
-    def step_backward(self, dnxt, cache, p, scratch):
+    def step_backward(self, dnxt, cache, step_weights, scratch):
         _, x_rz, x_n, _, r, z, n, h_prev, _, hn, d_hproj, d_by_gate, d_rz = cache  # x_rz, x_n receive d(x_proj)
         (dh,) = dnxt
-        tmp, one_minus_z, dn_pre, dh_prev = scratch["tmp"], scratch["tmp2"], scratch["tmp3"], scratch["dh_prev"]
+        tmp, one_minus_z, dn_pre, dh_prev = scratch.tmp, scratch.one_minus_z, scratch.dn_pre, scratch.dh_prev
         dr_h, dz_h, dn_h = d_by_gate
         subtract(1, z, one_minus_z)
         # d(z pre) = dh * (h_prev - n) * z * (1 - z)
@@ -291,8 +394,8 @@ class GRUCell:
         # d(x_proj), into the slab as (B, 3H) now that the gates are read: r and z as d(h_proj), then n
         np.copyto(x_rz, d_rz)
         np.copyto(x_n, dn_pre)
-        matmul(d_hproj, p["W_hh_T_blocks"], scratch["dh_tmp_blocks"])
-        add(dh_prev, scratch["dh_tmp"], dh_prev)
+        matmul(d_hproj, step_weights.W_hh_T_blocks, scratch.dh_tmp_blocks)
+        add(dh_prev, scratch.dh_tmp, dh_prev)
         return (dh_prev,)
 
 
@@ -305,20 +408,3 @@ def make_cell(model, activation="tanh"):
     if model == "gru":
         return GRUCell()
     raise ValueError(f"model must be one of rnn, lstm, gru, not {model!r}")
-
-
-def scratch_buffers(cell, batch_size, hidden_size, dtype):
-    """Per-layer temporaries a cell's steps write into at ``batch_size``, so no step allocates."""
-    B, H, G = batch_size, hidden_size, cell.n_gates * hidden_size
-    n = product_blocks(cell, B)
-    scratch = {name: np.empty((B, H), dtype) for name in ("tmp", "tmp2", "tmp3", "dh_prev", "dh_tmp")}
-    k = backward_blocks(B, H)
-    for name in ("dh_prev", "dh_tmp"):  # where the backward step's k block products land, (k, B, H/k)
-        scratch[name + "_blocks"] = _column_blocks(scratch[name], k)
-    scratch["mask"] = np.empty((B, H), bool)
-    for name in ("hproj_gm", "upstream_gm", "deriv_gm"):  # gate-major (G, B, H)
-        scratch[name] = np.empty((cell.n_gates, B, H), dtype)
-    hproj = scratch["hproj_gm"]
-    scratch["hproj_blocks"] = hproj.reshape(n, B, G // n)  # where the n block products land; at batch 1 one block
-    scratch["hproj_parts"] = (hproj[:-1], hproj[-1])  # the logistic gates, then the last (n for GRU; RNN: all)
-    return scratch

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 import click
 from rich.console import Console
@@ -18,16 +18,21 @@ from .cells import ACTIVATIONS
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .data import CorpusError
 from .evaluate import EvalResult, evaluate_file, score_lines
-from .model import DTYPES, MODELS, ModelConfig
+from .export import ExportError, export_checkpoint, import_safetensors
+from .model import DTYPES, MODELS
 from .optim import OPTIMIZERS
-from .presets import PRESETS, preset_options
+from .parallel import WorkerError
+from .presets import DEFAULTS, PRESETS, preset_configs, resume_config
 from .sample import stream_samples
 from .schedule import SCHEDULES
-from .train import Reporter, TrainConfig, TrainingError
+from .server import ServeConfig, make_server, serve_until_signal
+from .torch_engine import TorchEngineError
+from .train import DEVICES, ENGINES, Reporter, TrainingError
 from .train import train as train_model
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-USER_ERRORS = (CorpusError, CheckpointError, TrainingError, ValueError, OSError)
+USER_ERRORS = (CorpusError, CheckpointError, TrainingError, ExportError, TorchEngineError, WorkerError, ValueError,
+               OSError)
 
 
 @contextlib.contextmanager
@@ -54,6 +59,7 @@ def main():
       charrnn train data/shakespeare.txt
       charrnn sample checkpoints --seed "ROMEO." --temperature 0.8
       charrnn eval checkpoints held_out.txt
+      charrnn serve checkpoints
     """
 
 
@@ -126,7 +132,8 @@ def _preset_default(name):
 @click.option("--model", type=click.Choice(MODELS), help=f"Recurrent cell. {_preset_default('model')}")
 @click.option("--hidden-size", type=click.IntRange(min=1), help=_preset_default("hidden_size"))
 @click.option("--num-layers", type=click.IntRange(min=1), help=f"Stacked layers. {_preset_default('num_layers')}")
-@click.option("--activation", type=click.Choice(ACTIVATIONS), help="For --model rnn. [default: tanh]")
+@click.option("--activation", type=click.Choice(ACTIVATIONS),
+              help=f"For --model rnn. [default: {DEFAULTS['activation']}]")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
               help=f"Dropout on each layer's output. {_preset_default('dropout')}")
 @click.option("--weight-drop", type=click.FloatRange(0, 1, max_open=True),
@@ -148,20 +155,20 @@ def _preset_default(name):
 @click.option("--average", type=click.IntRange(min=0), metavar="STEPS",
               help="Validate, save and sample a running average of the weights over about STEPS steps; 0: off. "
               f"{_preset_default('average')}")
-@click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
-              help="Tail of the corpus held out for validation.")
+@click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS["val_frac"],
+              show_default=True, help="Tail of the corpus held out for validation.")
 @click.option("--eval-every", type=click.IntRange(min=1), help=f"Steps. {_preset_default('eval_every')}")
-@click.option("--patience", type=click.IntRange(min=1), default=None,
-              help="Stop after this many evaluations without a new best.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in all.")
-@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--patience", type=click.IntRange(min=1), help="Stop after this many evaluations without a new best.")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps in all.")
+@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True))
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
               help=f"Stop after this many seconds of this run. {_preset_default('max_time')}")
-@click.option("--random-seed", type=int, default=None, help="Make the run reproducible.")
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default="checkpoints", show_default=True)
-@click.option("--sample-length", type=click.IntRange(min=0), default=200, show_default=True,
+@click.option("--random-seed", type=int, help="Make the run reproducible.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=DEFAULTS["checkpoint_dir"],
+              show_default=True)
+@click.option("--sample-length", type=click.IntRange(min=0), default=DEFAULTS["sample_length"], show_default=True,
               help="Preview sample at each evaluation; 0 disables.")
-@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus.")
+@click.option("--encoding", default=DEFAULTS["encoding"], show_default=True, help="Text encoding of the corpus.")
 @click.option("--bytes", "bytes_mode", is_flag=True, help="Every byte a symbol: trains on any file.")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",
               help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
@@ -171,9 +178,14 @@ def _preset_default(name):
               f"{_preset_default('late_dropout')}")
 @click.option("--late-dropout-epochs", type=(click.FloatRange(min=0), click.FloatRange(min=0)), metavar="A B",
               help=f"Epochs where the rise starts and ends. {_preset_default('late_dropout_epochs')}")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=click.IntRange(min=1),
               help="Processes that compute each step, a share of the streams each. [default: one per CPU, "
               "at least 8 streams each]")
+@click.option("--engine", type=click.Choice(ENGINES), default=DEFAULTS["engine"], show_default=True,
+              help="Who computes each step: charrnn's numpy code, or PyTorch (pip install 'charrnn[torch]'; "
+              "several processes under torchrun: see README).")
+@click.option("--device", type=click.Choice(DEVICES), default=DEFAULTS["device"], show_default=True,
+              help="With --engine torch: the CPU, or a CUDA GPU.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
 def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
@@ -186,25 +198,15 @@ def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
       charrnn train data/shakespeare.txt --max-time 300
       charrnn train input.txt --preset min-char-rnn
     """
+    quiet = quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, process 0 speaks for all
     reporter = ConsoleReporter(quiet)
-    model_fields = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
-    train_fields = {f.name for f in fields(TrainConfig)}
+    given = {name: value for name, value in options.items() if _explicit(ctx, name)}
     with user_errors():
         if resume is not None:
             resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
-            saved = load_checkpoint(resume).meta.get("train", {})
-            given = {k: v for k, v in options.items() if k in train_fields and _explicit(ctx, k)}
-            config = TrainConfig(**{**{k: v for k, v in saved.items() if k in train_fields}, **given})
-            model_config = None
+            model_config, config = None, resume_config(load_checkpoint(resume).meta.get("train", {}), **given)
         else:
-            values = preset_options(preset, options)
-            bundle = preset_options(preset, {})
-            if options["learning_rate"] is None and any(values[k] != bundle[k] for k in ("optimizer", "model")):
-                values["learning_rate"] = None  # another optimizer or cell than the preset's: its own tuned rate
-            if options["dropout"] is not None and options["late_dropout"] is None:
-                values["late_dropout"] = None  # a dropout asked for is kept, not raised later
-            model_config = ModelConfig(0, **{k: values[k] for k in model_fields})
-            config = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
+            model_config, config = preset_configs(preset, **given)
         result = train_model(corpus, model_config, config, resume=resume, reporter=reporter, overwrite=overwrite)
     if not quiet:
         _print_summary(result)
@@ -382,3 +384,78 @@ def plot(checkpoint_dir, output):
         except ImportError:
             raise click.ClickException("plotting needs matplotlib: pip install 'charrnn[plot]'") from None
     click.echo(f"wrote {output}")
+
+
+@main.command("export", context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("output", type=click.Path(dir_okay=False, writable=True))
+def export_command(checkpoint, output):
+    """Write CHECKPOINT's model to OUTPUT (.safetensors) as a PyTorch state_dict.
+
+    Names and layout are those of nn.LSTM/nn.GRU/nn.RNN(input_size=V, hidden_size=H, num_layers=L)
+    as "rnn" and nn.Linear(H, V) as "decoder"; the model config and vocabulary ride in the metadata.
+
+    \b
+    Example:
+      charrnn export checkpoints/best.npz model.safetensors
+    """
+
+
+    with user_errors():
+        ckpt = export_checkpoint(checkpoint, output)
+    click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
+
+
+@main.command("import", context_settings=CONTEXT_SETTINGS)
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False, writable=True))
+def import_command(source, output):
+    """Write a charrnn checkpoint OUTPUT (.npz) from SOURCE, a .safetensors export.
+
+    SOURCE holds the state_dict `charrnn export` writes (a model trained in PyTorch, say), with
+    charrnn.model and charrnn.vocab in its metadata. The checkpoint samples, scores and trains on.
+
+    \b
+    Example:
+      charrnn import model.safetensors imported.npz
+      charrnn sample imported.npz --seed "ROMEO:"
+    """
+
+
+    with user_errors():
+        ckpt = import_safetensors(source, output)
+    click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--host", default=ServeConfig.host, show_default=True,
+              help="Address to listen on; 0.0.0.0 opens the model to anyone who can reach this machine.")
+@click.option("--port", type=click.IntRange(0, 65535), default=ServeConfig.port, show_default=True,
+              help="0: any free port (the address is printed).")
+@click.option("--max-length", type=click.IntRange(min=1), default=ServeConfig.max_length, show_default=True,
+              help="Most characters one request may generate.")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=ServeConfig.max_concurrent,
+              show_default=True,
+              help="Requests served at once, each with its own copy of the model; more are answered 503.")
+@click.option("-q", "--quiet", is_flag=True, help="No access log on stderr.")
+@click.pass_context
+def serve(ctx, checkpoint, host, port, max_length, max_concurrent, quiet):
+    """Serve CHECKPOINT over HTTP: a page to play with at /, and a JSON API (see README).
+
+    \b
+    Example:
+      charrnn serve checkpoints
+      curl -s localhost:8000/v1/generate -H 'Content-Type: application/json' -d '{"seed": "ROMEO."}'
+    """
+    config = ServeConfig(host=host, port=port, max_length=max_length, max_concurrent=max_concurrent, quiet=quiet)
+    with user_errors():
+        path = resolve_checkpoint(checkpoint)
+        ckpt = load_checkpoint(path)
+        try:
+            server = make_server(ckpt.model, ckpt.vocab, config, {"checkpoint": path, "step": ckpt.meta.get("step")})
+        except OSError as e:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    if server.server_name not in ("127.0.0.1", "::1", "localhost"):
+        click.echo(f"warning: listening on {host}: anyone who can reach this machine can use the model", err=True)
+    click.echo(f"serving {path} at {server.url} (Ctrl-C stops)")
+    ctx.exit(128 + serve_until_signal(server))

@@ -1,6 +1,6 @@
 """Scoring text: mean loss (nats per character), bits per character and perplexity.
 
-    result = evaluate_file(model, vocab, "held_out.txt")
+    result = evaluate_file(model, vocab, "held_out.txt")   # or evaluate_text(model, vocab, "some text")
     result.loss, result.bpc, result.perplexity, result.chars
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import read_codes
+from .data import read_codes, text_to_codes
 from .model import log_softmax
 
 
@@ -134,6 +134,17 @@ def evaluate_file(model, vocab, path, seq_length=512):
         count += len(nlls)
         oov.update(line_oov)
     return EvalResult(total, count, dict(oov))
+
+
+def evaluate_text(model, vocab, text, seq_length=512):
+    """Score a string (or bytes, for a byte model) as ``evaluate_file`` scores a file holding it.
+
+    A byte model reads a string in its encoding; a string it cannot encode raises UnicodeEncodeError.
+    """
+    if vocab.bytes_mode and isinstance(text, str):
+        text = text.encode(vocab.encoding)
+    nlls, oov = _Scorer(model, vocab, seq_length).score(text_to_codes(text, vocab.bytes_mode))
+    return EvalResult(float(nlls.sum()), len(nlls), dict(oov))
 
 
 @dataclass

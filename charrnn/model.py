@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cells import make_cell, scratch_buffers, step_params
+from .cells import Scratch, make_cell, make_step_weights
 from .packed import Packed
 
 MODELS = ("rnn", "lstm", "gru")
@@ -25,7 +25,7 @@ DTYPES = ("float32", "float64")
 
 @dataclass
 class ModelConfig:
-    """The model's shape; the defaults are the project's recipe (README: "Choosing the defaults")."""
+    """The model's shape; the defaults are the project's recipe (docs/benchmarks.md, "Choosing the defaults")."""
 
     vocab_size: int
     model: str = "gru"
@@ -157,10 +157,11 @@ class _LayerBuffers:
         self.states = tuple(np.empty((capacity + 1, B, H), dtype) for _ in cell.state_names)
         self.extra = tuple(np.empty((capacity, B, w * H), dtype) for w in cell.extra_widths)
         self.d_hproj = self.gates if d_hproj is None else d_hproj  # (capacity, B, G); shared by the layers
-        self.scratch = scratch_buffers(cell, B, H, dtype)
+        self.scratch = Scratch.make(cell, B, H, dtype)
         self.d_state = tuple(np.empty((B, H), dtype) for _ in cell.state_names)
         self.dh = np.empty((B, H), dtype)
         self.output = None  # (T, B, H): what the next layer (or the output layer) reads
+        self.step_weights = None  # the StepWeights of the chunk in these buffers, for its backward pass
         # each step's arrays and the views of them its cell reads, made once: these buffers serve every chunk
         self.caches = [
             cell.step_views(
@@ -258,19 +259,12 @@ class CharRNN:
         return loss, grads, final_state
 
     def step_weights(self, k, batch_size, weight_mask=None, backward=True):
-        """Layer k's weights as its steps read them at ``batch_size``: W_xh and b with the cell's gate
-        scale folded in (see cells.py), plus ``step_params`` (with what backward reads if ``backward``);
-        W_hh times ``weight_mask`` (weight drop) if given."""
-        p = self._layer_params(k)
-        if weight_mask is not None:
-            p = dict(p, W_hh=p["W_hh"] * weight_mask)
-        scale = self.cell.gate_scale(self.config.hidden_size)
-        if scale is not None:
-            scale = scale.astype(self.dtype)
-            p = dict(p, W_xh=p["W_xh"] * scale, b=p["b"] * scale)
-        return {"W_xh": p["W_xh"], "b": p["b"], **step_params(self.cell, p, batch_size, backward)}
+        """Layer k's ``StepWeights`` at ``batch_size`` (cells.make_step_weights: the gate scale folded in;
+        W_hh times ``weight_mask``, weight drop, if given; with what backward reads if ``backward``)."""
+        return make_step_weights(self.cell, self._layer_params(k), batch_size, weight_mask, backward)
 
     def _layer_params(self, k):
+        """Layer k's parameters without their ``l{k}.`` prefix: W_xh, W_hh, b (and b_hn)."""
         prefix = f"l{k}."
         return {name[len(prefix) :]: value for name, value in self.params.items() if name.startswith(prefix)}
 
@@ -295,17 +289,17 @@ class CharRNN:
         x = None  # the layer's input, (T, B, H) for layers above the first
         for k, buf in enumerate(buffers):
             mask = None if weight_masks is None else weight_masks[k]
-            sp = buf.step_params = self.step_weights(k, B, mask, backward)
+            step_weights = buf.step_weights = self.step_weights(k, B, mask, backward)
             gates = buf.gates[:T]  # (T, B, G)
             G = gates.shape[2]
             if k == 0:  # the one-hot input as a lookup, bias included
-                np.take(sp["W_xh"] + sp["b"], ids, axis=0, out=gates, mode="clip")
+                np.take(step_weights.W_xh + step_weights.b, ids, axis=0, out=gates, mode="clip")
             else:
-                np.matmul(x.reshape(T * B, -1), sp["W_xh"], out=gates.reshape(T * B, G))
-                gates += sp["b"]
+                np.matmul(x.reshape(T * B, -1), step_weights.W_xh, out=gates.reshape(T * B, G))
+                gates += step_weights.b
             for seq, s in zip(buf.states, state):
                 seq[0] = s[k]
-            self._steps_forward(buf, sp, T)
+            self._steps_forward(buf, step_weights, T)
             x = buf.states[0][1 : T + 1]  # (T, B, H)
             if masks is not None:
                 x = x * masks[k]
@@ -320,11 +314,11 @@ class CharRNN:
         buffers = self._layer_buffers(T, B)
         dx = d_top
         for k in reversed(range(self.config.num_layers)):
-            buf, p = buffers[k], self._layer_params(k)
+            buf = buffers[k]
             G = buf.gates.shape[2]
             if masks is not None:
                 dx = dx * masks[k]
-            self._steps_backward(buf, buf.step_params, dx)
+            self._steps_backward(buf, buf.step_weights, dx)
             d_xproj = buf.gates[:T].reshape(T * B, G)  # (T·B, G)
             d_hproj = buf.d_hproj[:T].reshape(T * B, G)  # (T·B, G)
             h_prev = buf.states[0][:T].reshape(T * B, H)  # (T·B, H)
@@ -332,21 +326,21 @@ class CharRNN:
             if weight_masks is not None:
                 grads[f"l{k}.W_hh"] *= weight_masks[k]
             np.add.reduce(d_xproj, axis=0, out=grads[f"l{k}.b"])
-            if "b_hn" in p:
+            if f"l{k}.b_hn" in grads:
                 np.add.reduce(d_hproj[:, 2 * H :], axis=0, out=grads[f"l{k}.b_hn"])
             if k == 0:
                 scatter_rows(ids.reshape(-1), d_xproj, out=grads["l0.W_xh"])
             else:
                 np.matmul(buffers[k - 1].output.reshape(T * B, H).T, d_xproj, out=grads[f"l{k}.W_xh"])
-                dx = (d_xproj @ p["W_xh"].T).reshape(T, B, H)
+                dx = (d_xproj @ self.params[f"l{k}.W_xh"].T).reshape(T, B, H)
 
-    def _steps_forward(self, buf, p, T):
+    def _steps_forward(self, buf, step_weights, T):
         """The recurrence over T timesteps of one layer: the only per-step work in the forward pass."""
         step, scratch = self.cell.step_forward, buf.scratch
         for cache in buf.caches[:T]:
-            step(cache, p, scratch)
+            step(cache, step_weights, scratch)
 
-    def _steps_backward(self, buf, p, dx):
+    def _steps_backward(self, buf, step_weights, dx):
         """Backpropagation through time in one layer; dx (T, B, H) is the gradient from above."""
         step, caches, scratch, dh = self.cell.step_backward, buf.caches, buf.scratch, buf.dh
         for d in buf.d_state:
@@ -354,4 +348,4 @@ class CharRNN:
         d_later = buf.d_state  # gradient w.r.t. the state after step t: none beyond the chunk
         for t in reversed(range(len(dx))):
             np.add(dx[t], d_later[0], dh)
-            d_later = step((dh, *d_later[1:]), caches[t], p, scratch)
+            d_later = step((dh, *d_later[1:]), caches[t], step_weights, scratch)

@@ -6,16 +6,16 @@
 
 Why processes: BLAS runs a large product on every core, but numpy's elementwise ufuncs run on one,
 and threads would hand the GIL over at each of a timestep's few-microsecond calls, which costs more
-than the second core gives (README, "Where the time goes"). The B streams are independent through
+than the second core gives (docs/benchmarks.md, "Where the time goes"). The B streams are independent through
 the whole recurrence, so each worker runs forward and backward over its own streams with
 single-threaded BLAS, and nothing passes between workers until the step ends: data parallelism.
 
 Shared memory: one file, unlinked as soon as it is made and mapped by every process, holds the
 parameters (the model's ``params`` are moved into it, so the main process's optimizer update is what
 the workers read next), the chunk's ids, the state carried in and out, and one gradient buffer per
-worker. Per step the main process sends each worker a few numbers over a pipe; each worker writes
-its share of the gradient (its mean gradient times its share of the streams) and replies with its
-loss; the main process adds the shares.
+worker. Per step the main process sends each worker a task (``StepTask`` or ``NllTask``: a few
+numbers) over a pipe; each worker writes its share of the gradient (its mean gradient times its share
+of the streams) and replies with its loss; the main process adds the shares.
 
 Workers run in a session of their own, so a Ctrl-C reaches only the main process (which finishes its
 step and saves), and they exit when their pipe closes, so they never outlive it. Dropout masks come
@@ -32,6 +32,7 @@ import sys
 import tempfile
 from dataclasses import asdict
 from multiprocessing.connection import Connection
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,6 +47,43 @@ PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 class WorkerError(RuntimeError):
     """A worker process could not start or failed; the message is one line."""
+
+
+class WorkerInit(NamedTuple):
+    """The first message to a worker: what it builds its model and shared views from."""
+
+    config: dict  # asdict(ModelConfig)
+    layout: dict  # name -> (byte offset, shape, dtype string), as _layout
+    size: int  # bytes of the shared file
+    index: int  # the worker's number: its gradient buffer and dropout stream
+
+
+class StepTask(NamedTuple):
+    """Run a training step over streams lo:hi of the chunk's first T timesteps."""
+
+    T: int
+    lo: int
+    hi: int
+    has_state: bool  # read the state carried in from state_in (else zeros)
+    seed: int | None  # the step's dropout seed, None without dropout
+    share: float  # (hi - lo) / B: the worker's gradient is scaled by it, so the shares add up to the mean
+    dropout: float
+
+
+class NllTask(NamedTuple):
+    """Score streams lo:hi of the chunk's first T timesteps: summed -log p of the targets."""
+
+    T: int
+    lo: int
+    hi: int
+    has_state: bool
+
+
+class Reply(NamedTuple):
+    """A worker's answer: the task's result, or the one-line error it raised."""
+
+    value: object = None
+    error: str | None = None
 
 
 def available_cpus():
@@ -202,10 +240,10 @@ class WorkerPool:
         self.errors.append(errors)
         self.send.append(Connection(cmd_write, readable=False))
         self.recv.append(Connection(reply_read, writable=False))
-        self.send[-1].send({"config": asdict(self.model.config), "layout": self.layout, "size": size, "index": index})
+        self.send[-1].send(WorkerInit(asdict(self.model.config), self.layout, size, index))
 
     def _gather(self, messages):
-        """Send message i to worker i; return their answers in order. Raises WorkerError."""
+        """Send task i to worker i; return their results in order. Raises WorkerError."""
         for conn, message in zip(self.send, messages):
             try:
                 conn.send(message)
@@ -214,16 +252,16 @@ class WorkerPool:
         return self._collect(len(messages))
 
     def _collect(self, n):
-        """The answers of workers 0..n-1, in order. Raises WorkerError."""
+        """The results of workers 0..n-1, in order. Raises WorkerError."""
         results = []
         for i, conn in enumerate(self.recv[:n]):
             try:
-                kind, value = conn.recv()
+                reply = conn.recv()
             except (EOFError, OSError):
                 raise WorkerError(self._death_note(i)) from None
-            if kind == "error":
-                raise WorkerError(f"worker process {i} failed: {value}")
-            results.append(value)
+            if reply.error is not None:
+                raise WorkerError(f"worker process {i} failed: {reply.error}")
+            results.append(reply.value)
         return results
 
     def _death_note(self, i):
@@ -264,7 +302,7 @@ class WorkerPool:
             seed = int(dropout_rng.integers(2**63))
         shares = [(hi - lo) / B for lo, hi in parts]
         losses = self._gather(
-            [("step", T, lo, hi, state is not None, seed, share, dropout) for (lo, hi), share in zip(parts, shares)]
+            [StepTask(T, lo, hi, state is not None, seed, share, dropout) for (lo, hi), share in zip(parts, shares)]
         )
         total = self.grads[0]
         for g in self.grads[1 : len(parts)]:
@@ -274,7 +312,7 @@ class WorkerPool:
     def chunk_nll(self, inputs, targets, state=None):
         """As ``evaluate.chunk_nll``: summed -log p of ``targets``, and the state after them."""
         T, B, parts = self._put(inputs, targets, state)
-        nlls = self._gather([("nll", T, lo, hi, state is not None) for lo, hi in parts])
+        nlls = self._gather([NllTask(T, lo, hi, state is not None) for lo, hi in parts])
         return sum(nlls), self._state_out(B)
 
     def close(self):
@@ -315,37 +353,39 @@ def serve():
         init = commands.recv()
     except EOFError:
         return
-    shared = _views(mmap.mmap(shm_fd, init["size"]), init["layout"])
+    shared = _views(mmap.mmap(shm_fd, init.size), init.layout)
     os.close(shm_fd)
-    config, index = ModelConfig(**init["config"]), init["index"]
+    config, index = ModelConfig(**init.config), init.index
     model = CharRNN(config, params=Packed(param_shapes(config), config.dtype, flat=shared["params"]))
     model.params = Packed(model.shapes, model.dtype, flat=shared["params"])  # read the shared values each step
     grads = Packed(model.shapes, model.dtype, flat=shared[f"grads{index}"])
-    replies.send(("ok", "ready"))
+    replies.send(Reply("ready"))
     while True:
         try:
-            message = commands.recv()
+            task = commands.recv()
         except EOFError:
             return
-        if message is None:
+        if task is None:
             return
         try:
-            replies.send(("ok", _run(model, shared, grads, index, *message)))
+            replies.send(Reply(_run(model, shared, grads, index, task)))
         except Exception as e:  # reported to the main process, which raises WorkerError
-            replies.send(("error", f"{type(e).__name__}: {e}"))
+            replies.send(Reply(error=f"{type(e).__name__}: {e}"))
 
 
-def _run(model, shared, grads, index, kind, T, lo, hi, has_state, *rest):
+def _run(model, shared, grads, index, task):
+    """Run a StepTask or NllTask over the shared chunk; write the final state; return loss or nll."""
+    T, lo, hi = task.T, task.lo, task.hi
     inputs, targets = shared["inputs"][:T, lo:hi], shared["targets"][:T, lo:hi]
-    state = tuple(s[:, lo:hi] for s in shared["state_in"]) if has_state else None
-    if kind == "step":
-        seed, share, dropout = rest
+    state = tuple(s[:, lo:hi] for s in shared["state_in"]) if task.has_state else None
+    if isinstance(task, StepTask):
+        seed = task.seed
         rng = np.random.default_rng([seed, index]) if seed is not None else None
         shared_rng = np.random.default_rng([seed]) if seed is not None else None  # the same weight-drop masks in all
         result, _, final = model.loss_and_grads(inputs, targets, state, rng, out=grads, weight_drop_rng=shared_rng,
-                                                dropout=dropout)
-        if share != 1:
-            grads.flat *= share
+                                                dropout=task.dropout)
+        if task.share != 1:
+            grads.flat *= task.share
     else:
         result, final = chunk_nll(model, inputs, targets, state)
     for i, s in enumerate(final):

@@ -1,11 +1,17 @@
-"""Named bundles of training options (``--preset``); options given explicitly override them.
+"""Named bundles of training options (``--preset``), and the rules that turn a preset and the options
+a user gives into configs, the same for the command line and the Python API:
 
-``default`` is the project's recipe, chosen by measurement (see README, "Choosing the defaults"); the
-others reproduce the seeds' set-ups.
+    model_config, config = preset_configs("char-rnn", hidden_size=256, max_time=60)
+    train("input.txt", model_config, config)
+    config = resume_config(load_checkpoint(path).meta["train"], max_time=60)
+    train("input.txt", None, config, resume=path)
+
+``default`` is the project's recipe, chosen by measurement (docs/benchmarks.md, "Choosing the
+defaults"); the others reproduce the seeds' set-ups. Every default lives in the dataclasses
+(``ModelConfig``, ``TrainConfig``); ``DEFAULTS`` reads them.
 """
 
-
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 from .model import ModelConfig
 from .train import TrainConfig
@@ -15,11 +21,13 @@ _RECIPE_FIELDS = (
     "dtype", "batch_size", "seq_length", "optimizer", "learning_rate", "lr_schedule", "lr_decay", "lr_decay_after",
     "grad_clip", "weight_decay", "average", "eval_every", "max_time",
 )
-_DEFAULTS = {**asdict(ModelConfig(vocab_size=0)), **asdict(TrainConfig())}
+DEFAULTS = {**asdict(ModelConfig(vocab_size=0)), **asdict(TrainConfig())}  # every option's default, by name
+MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")
+TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig))
 
 PRESETS = {
     # the dataclasses' defaults are the project's recipe
-    "default": {name: _DEFAULTS[name] for name in _RECIPE_FIELDS},
+    "default": {name: DEFAULTS[name] for name in _RECIPE_FIELDS},
     # Karpathy's min-char-rnn: Elman tanh, 100 units, batch 1, 25 steps of BPTT, Adagrad 0.1, clip 5
     "min-char-rnn": {
         "model": "rnn",
@@ -68,3 +76,36 @@ def preset_options(name, given):
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {name!r}")
     explicit = {k: v for k, v in given.items() if v is not None}
     return {**PRESETS["default"], **PRESETS[name], **explicit}
+
+
+def preset_configs(preset="default", **given):
+    """``ModelConfig`` and ``TrainConfig`` for a fresh run: the default recipe, then ``preset``, then the
+    options ``given`` (ModelConfig and TrainConfig field names; None counts as not given). Two rules:
+    a cell or optimizer other than the preset's, without a learning rate, gets its own tuned rate
+    (``train.DEFAULT_LEARNING_RATES``); a dropout given without a late dropout is kept, not raised later.
+    The model config's vocab_size is 0: ``train`` takes it from the corpus."""
+    given = _known({k: v for k, v in given.items() if v is not None})
+    values = preset_options(preset, given)
+    bundle = preset_options(preset, {})
+    if "learning_rate" not in given and any(values[k] != bundle[k] for k in ("optimizer", "model")):
+        values["learning_rate"] = None  # another optimizer or cell than the preset's: its own tuned rate
+    if "dropout" in given and "late_dropout" not in given:
+        values["late_dropout"] = None  # a dropout asked for is kept, not raised later
+    model_config = ModelConfig(0, **{k: values[k] for k in MODEL_OPTIONS})
+    return model_config, TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_OPTIONS})
+
+
+def resume_config(saved, **given):
+    """The ``TrainConfig`` to resume with: ``saved`` (a checkpoint's ``meta["train"]``) with the training
+    options ``given`` on top (None counts as not given). The model comes from the checkpoint: model
+    options are ignored."""
+    given = _known({k: v for k, v in given.items() if v is not None})
+    return TrainConfig(**{**{k: v for k, v in saved.items() if k in TRAIN_OPTIONS},
+                          **{k: v for k, v in given.items() if k in TRAIN_OPTIONS}})
+
+
+def _known(options):
+    unknown = sorted(set(options) - set(MODEL_OPTIONS) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
+    return options

@@ -14,7 +14,7 @@ with that generator.
 
 import numpy as np
 
-from .cells import scratch_buffers
+from .cells import Scratch
 
 NOISE_BLOCK = 256  # characters of Gumbel noise each sample's generator draws at a time
 
@@ -27,7 +27,7 @@ class Stepper:
         cfg, cell = model.config, model.cell
         self.batch_size = B = state[0].shape[1]
         H, G, dtype = cfg.hidden_size, cell.n_gates * cfg.hidden_size, model.dtype
-        self.layer_params = [model.step_weights(k, B, backward=False) for k in range(cfg.num_layers)]
+        self.step_weights = [model.step_weights(k, B, backward=False) for k in range(cfg.num_layers)]
         self.gates = [np.empty((B, G), dtype) for _ in range(cfg.num_layers)]
         states = [
             [tuple(np.array(s[k], dtype) for s in state), tuple(np.empty((B, H), dtype) for _ in cell.state_names)]
@@ -41,15 +41,15 @@ class Stepper:
         ]
         self.outputs = [[pair[1][0], pair[0][0]] for pair in states]  # the h each direction writes
         self.parity = 0
-        self.scratch = [scratch_buffers(cell, B, H, dtype) for _ in range(cfg.num_layers)]
+        self.scratch = [Scratch.make(cell, B, H, dtype) for _ in range(cfg.num_layers)]
         self.logits = np.empty((B, cfg.vocab_size), dtype)
-        self.input_table = self.layer_params[0]["W_xh"] + self.layer_params[0]["b"]  # (V, G): lookup with bias
+        self.input_table = self.step_weights[0].W_xh + self.step_weights[0].b  # (V, G): lookup with bias
         self.W_hy, self.b_y = model.params["W_hy"], model.params["b_y"]
 
     def step(self, ids):
         """Feed character ids (B,); return the logits (B, V) for the next characters."""
         step_forward, x, parity = self.model.cell.step_forward, None, self.parity
-        for k, p in enumerate(self.layer_params):
+        for k, step_weights in enumerate(self.step_weights):
             gates = self.gates[k]
             if k == 0:
                 if self.batch_size == 1:
@@ -57,9 +57,9 @@ class Stepper:
                 else:
                     np.take(self.input_table, ids, axis=0, out=gates)
             else:
-                np.matmul(x, p["W_xh"], gates)
-                np.add(gates, p["b"], gates)
-            step_forward(self.caches[k][parity], p, self.scratch[k])
+                np.matmul(x, step_weights.W_xh, gates)
+                np.add(gates, step_weights.b, gates)
+            step_forward(self.caches[k][parity], step_weights, self.scratch[k])
             x = self.outputs[k][parity]
         self.parity = 1 - parity
         np.matmul(x, self.W_hy, self.logits)

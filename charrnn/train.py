@@ -29,13 +29,15 @@ from .optim import OPTIMIZERS, WeightAverage, make_optimizer
 from .parallel import WorkerError, default_workers, make_engine
 from .sample import generate
 from .schedule import SCHEDULES, budget_progress, halving_decision, learning_rate
+from .torch_engine import DEVICES, Distributed, TorchEngine
 
 DEFAULT_LEARNING_RATES = {
     "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3},
     "rmsprop": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3},
-    "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03},  # README: "Choosing the defaults"
+    "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03},  # docs/benchmarks.md, "Choosing the defaults"
     "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0},
 }
+ENGINES = ("numpy", "torch")
 MAX_BAD_STEPS = 5
 LARGE_VALIDATION = 5_000_000  # characters: beyond this, suggest a smaller --val-frac
 
@@ -46,7 +48,7 @@ class TrainingError(Exception):
 
 @dataclass
 class TrainConfig:
-    """Training options; the defaults are the project's recipe (README: "Choosing the defaults")."""
+    """Training options; the defaults are the project's recipe (docs/benchmarks.md, "Choosing the defaults")."""
 
     batch_size: int = 32
     seq_length: int = 100
@@ -73,6 +75,8 @@ class TrainConfig:
     late_dropout_epochs: tuple = (4.0, 16.0)
     average: int = 0  # steps: validate, save and sample a running average of the weights over about this many; 0: off
     workers: int | None = None  # processes computing each step (parallel.py); None: one per CPU, as the batch allows
+    engine: str = "numpy"  # who computes each step: "numpy" (parallel.py) or "torch" (torch_engine.py)
+    device: str = "cpu"  # for the torch engine: "cpu" or "cuda"
 
     def validate(self):
         positive = {"batch_size": self.batch_size, "seq_length": self.seq_length, "eval_every": self.eval_every}
@@ -84,6 +88,12 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {value}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.device not in DEVICES or (self.engine == "numpy" and self.device != "cpu"):
+            raise ValueError(f"device {self.device!r} needs --engine torch (devices: {', '.join(DEVICES)})")
+        if self.engine == "torch" and self.workers is not None:
+            raise ValueError("--workers is the numpy engine's; the torch engine runs on more processes under torchrun")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:
@@ -123,6 +133,7 @@ class TrainResult:
     stop_reason: str
     checkpoint_dir: str
     interrupted_by: int | None = None  # the signal number, if a signal stopped training
+    model: CharRNN | None = None  # the model trained (as training left it: not the running average)
 
 
 class Reporter:
@@ -188,126 +199,36 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     ``model_config.vocab_size`` is taken from the corpus. With ``resume`` (a checkpoint file or
     directory) the model, optimizer state, data position, hidden state and RNG continue exactly.
     A fresh run refuses a checkpoint directory that already holds a model unless ``overwrite``.
+    With ``config.engine == "torch"`` PyTorch computes the steps (torch_engine.py); launched by torchrun
+    in several processes, each takes a share of the streams and process 0 writes and reports.
     Raises TrainingError (or CorpusError / CheckpointError) with a one-line reason.
     """
-    reporter = reporter or Reporter()
     config.validate()
-    _prepare_dir(config.checkpoint_dir)
-    if resume is None:
-        _clear_previous_model(config.checkpoint_dir, overwrite)
-    ckpt = load_checkpoint(resume) if resume is not None else None
-    corpus = load_corpus(
-        corpus_path,
-        config.checkpoint_dir,
-        encoding=config.encoding,
-        bytes_mode=config.bytes_mode,
-        vocab=ckpt.vocab if ckpt else None,
-    )
-    vocab = corpus.vocab
-    train_ids, val_ids = corpus.split(config.val_frac)
-    if len(val_ids) > LARGE_VALIDATION:
-        suggestion = f"{LARGE_VALIDATION / 5 / len(corpus.ids):.1g}"
-        reporter.message(
-            f"note: every evaluation reads the whole validation tail ({len(val_ids):,} characters); for a corpus "
-            f"this large, --val-frac {suggestion} keeps evaluations short"
-        )
-    config = _fit_chunk_to_corpus(config, len(train_ids), reporter)
-    if config.random_seed is None:
-        config = replace(config, random_seed=int(np.random.SeedSequence().entropy % 2**32))
-    rng = np.random.default_rng(config.random_seed)
+    distributed = _join_processes(config)  # None unless torchrun started several processes
+    writer = distributed is None or distributed.writer  # the process that writes checkpoints and reports
+    reporter = (reporter or Reporter()) if writer else Reporter()
+    with _leaving(distributed):
+        run = _start_run(corpus_path, model_config, config, resume, reporter, overwrite, distributed)
+        return _train_loop(run, reporter)
 
-    if ckpt:
-        saved = ckpt.meta.get("train", {})
-        for name in ("batch_size", "seq_length", "val_frac", "bytes_mode", "encoding"):
-            if name in saved and saved[name] != getattr(config, name):
-                raise TrainingError(
-                    f"cannot resume with {name.replace('_', '-')} {getattr(config, name)}: the checkpoint was "
-                    f"trained with {saved[name]}"
-                )
-        model, saved_average = _take_iterate(ckpt, resume)
-        pos = _Position(**{k: ckpt.meta[k] for k in asdict(_Position()) if k in ckpt.meta})
-        rng.bit_generator.state = pos.rng_state
-        state = ckpt.hidden_state or None
-    else:
-        model_config = replace(model_config, vocab_size=len(vocab))
-        try:
-            model = CharRNN(model_config, rng=rng)
-        except ValueError as e:
-            raise TrainingError(str(e)) from None
-        # start the output layer at the training text's unigram distribution (add-one smoothed), so
-        # the first steps need not learn it; the counts come from the vocabulary pass less the
-        # validation tail's, so the memory-mapped training ids are not all read here
-        counts = corpus.counts - np.bincount(val_ids, minlength=len(vocab)) + 1.0
-        model.params["b_y"][...] = np.log(counts / counts.sum())
-        pos = _Position()
-        state = None
-        saved_average = None
-    base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][model.config.model]
-    optimizer = make_optimizer(config.optimizer, model.params, base_lr, config.grad_clip, config.weight_decay)
-    average = WeightAverage(model.params, config.average, start=saved_average) if config.average else None
-    if ckpt:
-        try:
-            optimizer.load_state(ckpt.optimizer_state)
-        except ValueError as e:
-            raise CheckpointError(f"{resume}: cannot resume with optimizer {config.optimizer} ({e})") from None
 
-    batches = StreamBatches(train_ids, config.batch_size, config.seq_length)
+def _train_loop(run, reporter):
+    """The training loop over a started run: see the module docstring."""
+    config, model, optimizer, pos, state = run.config, run.model, run.optimizer, run.pos, run.state
+    batches = StreamBatches(run.train_ids, config.batch_size, config.seq_length)
     chars_per_step = config.batch_size * config.seq_length
-    metrics_path = os.path.join(config.checkpoint_dir, "metrics.jsonl")
-
-    def checkpoint(name, hidden):
-        meta = {
-            "train": asdict(config),
-            "corpus": os.path.abspath(corpus_path),
-            **asdict(replace(pos, rng_state=rng.bit_generator.state)),
-        }
-        hidden = tuple(hidden) if hidden is not None else ()
-        saved, optimizer_state = model, optimizer.state
-        if average is not None:  # the average is the model; the weights training goes on from ride along
-            saved = CharRNN(model.config, params=average.params)
-            optimizer_state.update({f"{ITERATE}{k}": v for k, v in model.params.items()})
-        path = os.path.join(config.checkpoint_dir, name)
-        save_checkpoint(path, Checkpoint(saved, vocab, meta, optimizer_state, hidden))
-
-    def evaluate_and_save(hidden):
-        """Validate, checkpoint, preview; return a reason to stop (halving rule, patience) or None."""
-        stop, val_loss, preview = None, None, None
-        with _average_in_place(model.params, average):
-            if len(val_ids) > 1:
-                nll, n = streams_nll(model, val_ids, config.batch_size, config.seq_length, engine)
-                val_loss = nll / n
-            if config.sample_length:
-                preview = generate(model, vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)
-        if val_loss is not None:
-            previous, pos.last_val_loss = pos.last_val_loss, val_loss
-            if pos.best_val_loss is None or pos.last_val_loss < pos.best_val_loss:
-                pos.best_val_loss, pos.evals_since_best = pos.last_val_loss, 0
-                checkpoint("best.npz", hidden)
-            else:
-                pos.evals_since_best += 1
-                if config.patience and pos.evals_since_best >= config.patience:
-                    stop = "patience"
-            if config.lr_schedule == "halving":
-                halve, converged = halving_decision(previous, pos.last_val_loss, pos.halving)
-                pos.halving = pos.halving or halve
-                if halve:
-                    pos.lr_scale /= 2
-                if converged:
-                    stop = "converged"
-        checkpoint("latest.npz", hidden)
-        if preview is not None:
-            reporter.sample("".join(preview))
-        return stop
-
+    metrics_path, mode = os.path.join(config.checkpoint_dir, "metrics.jsonl"), "a" if run.resumed else "w"
+    if not run.writer:
+        metrics_path, mode = os.devnull, "w"
     total_steps = _total_steps(config, batches.chunks_per_epoch)
-    engine = _start_engine(model, config, reporter)
+    engine = _start_engine(model, config, reporter, run.distributed)
     reporter.start(
         total_steps,
         {
             "params": model.num_params(),
-            "vocab": len(vocab),
-            "train_chars": len(train_ids),
-            "val_chars": len(val_ids),
+            "vocab": len(run.vocab),
+            "train_chars": len(run.train_ids),
+            "val_chars": len(run.val_ids),
             "chunks_per_epoch": batches.chunks_per_epoch,
             "seed": config.random_seed,
             "max_time": config.max_time,
@@ -317,50 +238,41 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     start = time.perf_counter()
     first_step = pos.step
     last_log_time, last_log_step, loss_sum, loss_count = start, pos.step, 0.0, 0
-    bad_steps = 0
     stop_reason = None
-    good = _snapshot(model, optimizer, pos.step)  # parameters and optimizer state at the last evaluation
-    with engine, _SignalCatcher() as signals, open(metrics_path, "a" if ckpt else "w") as metrics:
+    guard = _NonFiniteGuard(run, reporter)
+    with engine, _SignalCatcher() as signals, open(metrics_path, mode) as metrics:
         try:
             while stop_reason is None:
+                # data: the next chunk of every stream; a new pass over the data starts from zero state
                 if pos.chunk == batches.chunks_per_epoch:
                     pos.epoch, pos.chunk, state = pos.epoch + 1, 0, None
                 inputs, targets = batches.chunk(pos.chunk)
+                # schedule: this step's learning rate and dropout
                 epoch_now = pos.epoch + pos.chunk / batches.chunks_per_epoch
                 progress = budget_progress(config, pos.step, epoch_now, time.perf_counter() - start)
-                optimizer.learning_rate = learning_rate(config, base_lr, pos.lr_scale, progress, epoch_now)
+                optimizer.learning_rate = learning_rate(config, run.base_lr, pos.lr_scale, progress, epoch_now)
                 dropout = _dropout_rate(config, model.config.dropout, epoch_now)
-                loss, grads, new_state = engine.loss_and_grads(inputs, targets, state, dropout_rng=rng, dropout=dropout)
-                if not (math.isfinite(loss) and np.isfinite(grads.flat).all()):
-                    # never apply it: go back to the last evaluated parameters with half the learning rate
-                    bad_steps += 1
-                    model.params.flat[...] = good["params"]
-                    optimizer.load_state(good["optimizer"])
-                    if bad_steps > MAX_BAD_STEPS:
-                        checkpoint("latest.npz", None)
-                        raise TrainingError(
-                            f"loss or gradient was not finite {bad_steps} times in a row, down to learning rate "
-                            f"{optimizer.learning_rate:.3g}; stopped, with the model of step "
-                            f"{good['step']} in latest.npz"
-                        )
-                    pos.lr_scale /= 2
+                # forward and backward, on the engine's processes
+                loss, grads, new_state = engine.loss_and_grads(inputs, targets, state, dropout_rng=run.rng,
+                                                               dropout=dropout)
+                # a non-finite step is never applied: back to the last evaluated weights, half the rate
+                if not guard.finite(loss, grads):
                     state = None
-                    reporter.message(
-                        f"warning: non-finite loss at step {pos.step}; restored the parameters of step {good['step']} "
-                        f"and halved the learning rate to {optimizer.learning_rate / 2:.3g}"
-                    )
                     continue
-                bad_steps = 0
+                # update: the optimizer step, the running average, the state carried into the next chunk
                 optimizer.step(model.params, grads)
-                if average is not None:
-                    average.update(model.params, optimizer.steps)
+                if run.average is not None:
+                    run.average.update(model.params, optimizer.steps)
                 state = new_state
                 pos.step += 1
                 pos.chunk += 1
                 loss_sum += loss
                 loss_count += 1
+                # stop, log, and at an evaluation validate, checkpoint and preview
                 elapsed = time.perf_counter() - start
                 stop_reason = _stop_reason(config, pos, batches.chunks_per_epoch, elapsed, signals.signum)
+                if run.distributed is not None and run.distributed.any(stop_reason is not None):  # all stop together
+                    stop_reason = stop_reason or "stopped by another process"
                 evaluating = pos.step % config.eval_every == 0 or stop_reason is not None
                 if pos.step % config.log_every == 0 or evaluating:
                     now = time.perf_counter()
@@ -374,9 +286,9 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                         "dropout": dropout,
                     }
                     if evaluating:
-                        stop_reason = evaluate_and_save(state) or stop_reason
+                        stop_reason = _evaluate_and_save(run, engine, reporter, state) or stop_reason
                         if pos.last_val_loss is None or math.isfinite(pos.last_val_loss):
-                            good = _snapshot(model, optimizer, pos.step)
+                            guard.remember()
                         if pos.last_val_loss is not None:
                             record["val_loss"] = pos.last_val_loss
                     metrics.write(json.dumps(record) + "\n")
@@ -384,7 +296,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                     reporter.step(pos.step, record)
                     last_log_time, last_log_step, loss_sum, loss_count = time.perf_counter(), pos.step, 0.0, 0
         except WorkerError as e:  # the parameters here are those of the last completed step: keep them
-            checkpoint("latest.npz", state)
+            _save(run, "latest.npz", state)
             raise TrainingError(f"{e}; the model of step {pos.step} is saved in latest.npz") from None
     reporter.close()
     elapsed = time.perf_counter() - start
@@ -398,7 +310,210 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         stop_reason=stop_reason,
         checkpoint_dir=config.checkpoint_dir,
         interrupted_by=signals.signum,
+        model=model,
     )
+
+
+@dataclass
+class _Run:
+    """What a training run works on, fresh or resumed (``_start_run``); ``pos`` and ``rng`` move as it goes."""
+
+    config: TrainConfig  # as validated and fitted to the corpus, with a random seed
+    corpus_path: str
+    vocab: object  # data.Vocab
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    model: CharRNN
+    optimizer: object  # optim.Optimizer
+    average: WeightAverage | None
+    base_lr: float
+    pos: _Position
+    rng: np.random.Generator  # dropout masks; its state is saved in every checkpoint
+    state: tuple | None  # the hidden state carried into the first chunk
+    resumed: bool
+    distributed: object = None  # torch_engine.Distributed: this process's place among torchrun's; None: alone
+
+    @property
+    def writer(self):
+        """Whether this process writes checkpoints and metrics (process 0 of several, or the only one)."""
+        return self.distributed is None or self.distributed.writer
+
+
+def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, distributed=None):
+    """Check the options, read the corpus, and build the model and optimizer, fresh or from ``resume``.
+    Of several processes, process 0 prepares the directory and the corpus cache while the others wait."""
+    config.validate()
+    writer = distributed is None or distributed.writer
+    if not writer:
+        _meet(distributed.barrier)
+    _prepare_dir(config.checkpoint_dir)
+    if resume is None and writer:
+        _clear_previous_model(config.checkpoint_dir, overwrite)
+    ckpt = load_checkpoint(resume) if resume is not None else None
+    corpus = load_corpus(
+        corpus_path,
+        config.checkpoint_dir,
+        encoding=config.encoding,
+        bytes_mode=config.bytes_mode,
+        vocab=ckpt.vocab if ckpt else None,
+    )
+    if writer and distributed is not None:
+        _meet(distributed.barrier)
+    train_ids, val_ids = corpus.split(config.val_frac)
+    if len(val_ids) > LARGE_VALIDATION:
+        suggestion = f"{LARGE_VALIDATION / 5 / len(corpus.ids):.1g}"
+        reporter.message(
+            f"note: every evaluation reads the whole validation tail ({len(val_ids):,} characters); for a corpus "
+            f"this large, --val-frac {suggestion} keeps evaluations short"
+        )
+    config = _fit_chunk_to_corpus(config, len(train_ids), reporter)
+    if distributed is not None and config.batch_size < distributed.world_size:
+        raise TrainingError(f"batch size {config.batch_size} is smaller than the {distributed.world_size} processes: "
+                            "each needs at least one stream")
+    if config.random_seed is None:
+        config = replace(config, random_seed=int(np.random.SeedSequence().entropy % 2**32))
+    if distributed is not None:  # every process draws the same dropout seeds: process 0's
+        config = replace(config, random_seed=_meet(distributed.agree, config.random_seed))
+    rng = np.random.default_rng(config.random_seed)
+    if ckpt:
+        _check_resumable(ckpt, config)
+        model, saved_average = _take_iterate(ckpt, resume)
+        pos = _Position(**{k: ckpt.meta[k] for k in asdict(_Position()) if k in ckpt.meta})
+        if pos.rng_state:  # an imported model has no training position: it starts at step 0
+            rng.bit_generator.state = pos.rng_state
+        state = ckpt.hidden_state or None
+    else:
+        model = _fresh_model(model_config, corpus, val_ids, rng)
+        pos, state, saved_average = _Position(), None, None
+    base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][model.config.model]
+    optimizer = make_optimizer(config.optimizer, model.params, base_lr, config.grad_clip, config.weight_decay)
+    average = WeightAverage(model.params, config.average, start=saved_average) if config.average else None
+    if ckpt and ckpt.optimizer_state:  # (an imported model has none: the optimizer starts afresh)
+        try:
+            optimizer.load_state(ckpt.optimizer_state)
+        except ValueError as e:
+            raise CheckpointError(f"{resume}: cannot resume with optimizer {config.optimizer} ({e})") from None
+    return _Run(config, os.path.abspath(corpus_path), corpus.vocab, train_ids, val_ids, model, optimizer, average,
+                base_lr, pos, rng, state, resumed=ckpt is not None, distributed=distributed)
+
+
+def _check_resumable(ckpt, config):
+    """Refuse to resume with data options other than the checkpoint's: the data position would mean another text."""
+    saved = ckpt.meta.get("train", {})
+    for name in ("batch_size", "seq_length", "val_frac", "bytes_mode", "encoding"):
+        if name in saved and saved[name] != getattr(config, name):
+            raise TrainingError(
+                f"cannot resume with {name.replace('_', '-')} {getattr(config, name)}: the checkpoint was "
+                f"trained with {saved[name]}"
+            )
+
+
+def _fresh_model(model_config, corpus, val_ids, rng):
+    """A new model for the corpus's vocabulary, its output bias at the training text's unigram distribution."""
+    vocab = corpus.vocab
+    model_config = replace(model_config, vocab_size=len(vocab))
+    try:
+        model = CharRNN(model_config, rng=rng)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    # start the output layer at the training text's unigram distribution (add-one smoothed), so
+    # the first steps need not learn it; the counts come from the vocabulary pass less the
+    # validation tail's, so the memory-mapped training ids are not all read here
+    counts = corpus.counts - np.bincount(val_ids, minlength=len(vocab)) + 1.0
+    model.params["b_y"][...] = np.log(counts / counts.sum())
+    return model
+
+
+def _save(run, name, hidden):
+    """Write checkpoint ``name`` (latest.npz, best.npz) with the run's position and ``hidden`` state (in
+    process 0 only, of several)."""
+    if not run.writer:
+        return
+    meta = {
+        "train": asdict(run.config),
+        "corpus": run.corpus_path,
+        **asdict(replace(run.pos, rng_state=run.rng.bit_generator.state)),
+    }
+    hidden = tuple(hidden) if hidden is not None else ()
+    model, optimizer_state = run.model, run.optimizer.state
+    if run.average is not None:  # the average is the model; the weights training goes on from ride along
+        model = CharRNN(run.model.config, params=run.average.params)
+        optimizer_state.update({f"{ITERATE}{k}": v for k, v in run.model.params.items()})
+    path = os.path.join(run.config.checkpoint_dir, name)
+    save_checkpoint(path, Checkpoint(model, run.vocab, meta, optimizer_state, hidden))
+
+
+def _evaluate_and_save(run, engine, reporter, hidden):
+    """Validate, checkpoint, preview; return a reason to stop (halving rule, patience) or None."""
+    config, pos, model = run.config, run.pos, run.model
+    stop, val_loss, preview = None, None, None
+    if run.distributed is not None:  # the processes took the same steps: so their parameters must be the same
+        run.distributed.check_same(model.params.flat, "parameters")
+    with _average_in_place(model.params, run.average):
+        if len(run.val_ids) > 1:
+            nll, n = streams_nll(model, run.val_ids, config.batch_size, config.seq_length, engine)
+            val_loss = nll / n
+        if config.sample_length and run.writer:
+            preview = generate(model, run.vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)
+    if val_loss is not None:
+        previous, pos.last_val_loss = pos.last_val_loss, val_loss
+        if pos.best_val_loss is None or pos.last_val_loss < pos.best_val_loss:
+            pos.best_val_loss, pos.evals_since_best = pos.last_val_loss, 0
+            _save(run, "best.npz", hidden)
+        else:
+            pos.evals_since_best += 1
+            if config.patience and pos.evals_since_best >= config.patience:
+                stop = "patience"
+        if config.lr_schedule == "halving":
+            halve, converged = halving_decision(previous, pos.last_val_loss, pos.halving)
+            pos.halving = pos.halving or halve
+            if halve:
+                pos.lr_scale /= 2
+            if converged:
+                stop = "converged"
+    _save(run, "latest.npz", hidden)
+    if preview is not None:
+        reporter.sample("".join(preview))
+    return stop
+
+
+class _NonFiniteGuard:
+    """Keeps the parameters and optimizer state of the last good evaluation. A step whose loss or
+    gradient is not finite is never applied: training goes back to them with half the learning rate,
+    and stops (saving them as latest.npz) after ``MAX_BAD_STEPS`` such steps in a row."""
+
+    def __init__(self, run, reporter):
+        self.run, self.reporter, self.bad_steps = run, reporter, 0
+        self.remember()
+
+    def remember(self):
+        """Take the run's present parameters and optimizer state as the ones to go back to."""
+        run = self.run
+        self.good_params = run.model.params.flat.copy()
+        self.good_optimizer = {k: v.copy() for k, v in run.optimizer.state.items()}
+        self.good_step = run.pos.step
+
+    def finite(self, loss, grads):
+        """True if the step may be applied; else restore the good state, halve the rate and return False."""
+        if math.isfinite(loss) and np.isfinite(grads.flat).all():
+            self.bad_steps = 0
+            return True
+        run = self.run
+        self.bad_steps += 1
+        run.model.params.flat[...] = self.good_params
+        run.optimizer.load_state(self.good_optimizer)
+        if self.bad_steps > MAX_BAD_STEPS:
+            _save(run, "latest.npz", None)
+            raise TrainingError(
+                f"loss or gradient was not finite {self.bad_steps} times in a row, down to learning rate "
+                f"{run.optimizer.learning_rate:.3g}; stopped, with the model of step {self.good_step} in latest.npz"
+            )
+        run.pos.lr_scale /= 2
+        self.reporter.message(
+            f"warning: non-finite loss at step {run.pos.step}; restored the parameters of step {self.good_step} "
+            f"and halved the learning rate to {run.optimizer.learning_rate / 2:.3g}"
+        )
+        return False
 
 
 def _dropout_rate(config, base, epoch):
@@ -445,8 +560,39 @@ def _average_in_place(params, average):
         params.flat[...] = own
 
 
-def _start_engine(model, config, reporter):
-    """Worker processes for the steps (parallel.py) as ``--workers`` asks, or as the CPUs and batch allow."""
+def _join_processes(config):
+    """This process's place among torchrun's processes (torch_engine.Distributed), or None for one process."""
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if config.engine != "torch":
+        if several:
+            raise TrainingError("training in several processes under torchrun needs --engine torch")
+        return None
+    return Distributed.from_environment(config.device)
+
+
+def _meet(collective, *args):
+    """A collective call among the processes outside the loop; a lost process becomes a TrainingError."""
+    try:
+        return collective(*args)
+    except WorkerError as e:
+        raise TrainingError(str(e)) from None
+
+
+@contextlib.contextmanager
+def _leaving(distributed):
+    """Leave the process group when training ends, however it ends."""
+    try:
+        yield
+    finally:
+        if distributed is not None:
+            distributed.close()
+
+
+def _start_engine(model, config, reporter, distributed=None):
+    """PyTorch for ``--engine torch`` (torch_engine.py); else worker processes for the steps (parallel.py) as
+    ``--workers`` asks, or as the CPUs and batch allow."""
+    if config.engine == "torch":
+        return TorchEngine(model, config.device, distributed)
     workers = config.workers or default_workers(config.batch_size)
     try:
         return make_engine(model, config.batch_size, config.seq_length, workers)
@@ -455,14 +601,6 @@ def _start_engine(model, config, reporter):
             raise TrainingError(str(e)) from None
         reporter.message(f"note: training in one process ({e})")
         return make_engine(model, config.batch_size, config.seq_length, 1)
-
-
-def _snapshot(model, optimizer, step):
-    return {
-        "params": model.params.flat.copy(),
-        "optimizer": {k: v.copy() for k, v in optimizer.state.items()},
-        "step": step,
-    }
 
 
 def _prepare_dir(path):
