@@ -9,13 +9,14 @@ machine is shared and noisy). Children run without OPENBLAS_CORETYPE / OPENBLAS_
 
 - sample: LSTM 512x2 (V=65), 64 samples of 500 characters. charrnn's generate_batch (one batch of
   64) against one sample (generate, 500 characters), PyTorch stepping the same 64 samples at batch 64
-  (a stack of nn.LSTMCell and nn.LSTM fed one step at a time, one-hot input, Linear, softmax,
-  torch.multinomial: the faster of the two), and numpy's products alone at batch 64 (the bound).
+  (a stack of nn.LSTMCell, or with ``--torch-sampler lstm`` nn.LSTM fed one step at a time; one-hot
+  input, Linear, softmax, torch.multinomial; LSTMCell was the faster here), and numpy's products
+  alone at batch 64 (the bound).
 - lines: ``score_lines(..., reset_per_line=True)`` (what ``eval --per-line --reset-per-line`` runs) on
   the first 10,000 lines of tinyshakespeare, against the same call in the base commit's code
   (``--base``, default 5548594, extracted with git archive), for LSTM 128x2 and the default GRU 512x2.
-- eval: ``evaluate_file`` (one state carried through the file, at batch 1) on the first 200,000
-  characters of tinyshakespeare, against its products alone: the per-character recurrent
+- eval: ``evaluate_file`` (one state carried through the file, at batch 1) on the first
+  ``--eval-chars`` characters of tinyshakespeare, against its products alone: the per-character recurrent
   matrix-vector products at batch 1 and the 512-step window products (upper layers' inputs, output
   layer) that evaluate_file does, and nothing else.
 """
@@ -166,20 +167,20 @@ def score_lines_run(src, cell, hidden, layers, seconds):
                   seconds, warm=False)  # a run is long: its own warm-up is a small part of it
 
 
-def eval_file_run(cell, hidden, layers, seconds):
+def eval_file_run(cell, hidden, layers, chars, seconds):
     from charrnn.evaluate import evaluate_file
 
     vocab, model = _vocab_and_model(cell, hidden, layers)
-    path = os.path.join(tempfile.gettempdir(), "charrnn-bench-200k.txt")
+    path = os.path.join(tempfile.gettempdir(), f"charrnn-bench-{chars}-chars.txt")
     if not os.path.exists(path):
         with open(corpus_path(), encoding="utf-8") as f:
-            text = f.read(200_000)
+            text = f.read(chars)
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
     return _timed(lambda: evaluate_file(model, vocab, path).chars, seconds, warm=False)
 
 
-def eval_products(cell, hidden, layers, seconds, chars=200_000, window=512):
+def eval_products(cell, hidden, layers, seconds, chars, window=512):
     """evaluate_file's products alone for ``chars`` characters: per character each layer's (1, H) x (H, G·H)
     recurrent product; per 512-character window the upper layers' input products and the output layer."""
     import numpy as np
@@ -218,9 +219,9 @@ def worker(kind, args, seconds):
     if kind == "score-lines":
         return score_lines_run(args[0], args[1], int(args[2]), int(args[3]), seconds)
     if kind == "eval-file":
-        return eval_file_run(args[0], int(args[1]), int(args[2]), seconds)
+        return eval_file_run(args[0], int(args[1]), int(args[2]), int(args[3]), seconds)
     if kind == "eval-products":
-        return eval_products(args[0], int(args[1]), int(args[2]), seconds)
+        return eval_products(args[0], int(args[1]), int(args[2]), seconds, chars=int(args[3]))
     raise SystemExit(f"unknown worker {kind}")
 
 
@@ -262,6 +263,9 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3, help="rounds; each figure is the best of them")
     ap.add_argument("--seconds", type=float, default=4.0, help="timed seconds per measurement")
     ap.add_argument("--base", default="5548594", help="the commit whose score_lines the lines part compares against")
+    ap.add_argument("--torch-sampler", choices=["lstmcell", "lstm"], default="lstmcell",
+                    help="PyTorch's batch-64 sampler: a stack of nn.LSTMCell (the faster here) or nn.LSTM stepped")
+    ap.add_argument("--eval-chars", type=int, default=50_000, help="characters of tinyshakespeare the eval part scores")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args(argv)
     only = set(args.only or ["sample", "lines", "eval"])
@@ -278,13 +282,11 @@ def main(argv=None):
     if "sample" in only:
         rounds = rounds_of({
             "batch": ("charrnn-sample", (SAMPLES,)), "one": ("charrnn-sample", (1,)),
-            "torch_cell": ("torch-sample", (SAMPLES, "lstmcell")), "torch_lstm": ("torch-sample", (SAMPLES, "lstm")),
-            "bound": ("products-sample", (SAMPLES,)),
+            "torch": ("torch-sample", (SAMPLES, args.torch_sampler)), "bound": ("products-sample", (SAMPLES,)),
         }, args.repeat, args.seconds)
-        rounds["torch"] = [max(a, b) for a, b in zip(rounds["torch_cell"], rounds["torch_lstm"])]
-        faster = "LSTMCell" if max(rounds["torch_cell"]) >= max(rounds["torch_lstm"]) else "LSTM"
         emit(ratio_row("sample LSTM 512x2: 64 x 500 chars batched / one sample", rounds, "batch", "one"))
-        emit(ratio_row(f"sample LSTM 512x2: 64 batched / torch batch 64 ({faster})", rounds, "batch", "torch"))
+        emit(ratio_row(f"sample LSTM 512x2: 64 batched / torch batch 64 ({args.torch_sampler})", rounds, "batch",
+                       "torch"))
         emit(ratio_row("sample LSTM 512x2: 64 batched / products alone (bound)", rounds, "batch", "bound"))
     if "lines" in only:
         base = base_source(args.base)
@@ -295,8 +297,8 @@ def main(argv=None):
                            rounds, "new", "base"))
     if "eval" in only:
         for cell, h, l in (("lstm", 128, 2), ("gru", 512, 2), ("lstm", 512, 2)):
-            rounds = rounds_of({"eval": ("eval-file", (cell, h, l)), "bound": ("eval-products", (cell, h, l))},
-                               args.repeat, args.seconds)
+            rounds = rounds_of({"eval": ("eval-file", (cell, h, l, args.eval_chars)),
+                                "bound": ("eval-products", (cell, h, l, args.eval_chars))}, args.repeat, args.seconds)
             emit(ratio_row(f"eval whole file, {cell.upper()} {h}x{l}: evaluate_file / products alone",
                            rounds, "eval", "bound"))
     if args.json:
