@@ -4,11 +4,11 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections import Counter
 from dataclasses import asdict
 
 import click
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
@@ -24,7 +24,7 @@ from .model import DTYPES, MODELS
 from .optim import OPTIMIZERS
 from .parallel import WorkerError
 from .presets import DEFAULTS, PRESETS, preset_configs, resume_config
-from .sample import generate
+from .sample import stream_samples
 from .schedule import SCHEDULES
 from .server import ServeConfig, make_server, serve_until_signal
 from .torch_engine import TorchEngineError
@@ -238,14 +238,16 @@ def _print_summary(result):
               help="Sample within the smallest set of characters holding probability P.")
 @click.option("--length", type=click.IntRange(min=1), default=500, show_default=True, help="Characters to generate.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Independent samples, separated by a blank line.")
-@click.option("--random-seed", type=int, default=None, help="Same seed, same text.")
+              help="Independent samples, generated side by side as one batch, separated by a blank line.")
+@click.option("--random-seed", type=click.IntRange(min=0), default=None,
+              help="Same seed, same text; sample i is the same whatever --num-samples is.")
 @click.option("-o", "--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
               help="Write the text to this file instead of standard output.")
 def sample(checkpoint, seed, temperature, top_k, top_p, length, num_samples, random_seed, output):
     """Generate text from CHECKPOINT (a .npz file, or a directory: best.npz, else latest.npz).
 
-    The text is written as it is generated.
+    The text is written as it is generated. Several samples are generated side by side, up to 256
+    at a time: the first of each batch is written as it is generated, the others when it ends.
 
     \b
     Example:
@@ -257,15 +259,16 @@ def sample(checkpoint, seed, temperature, top_k, top_p, length, num_samples, ran
             ckpt.vocab.encode(seed)
         except KeyError as e:
             raise click.ClickException(f"--seed has characters the model has never seen: {e.args[0]}") from None
-    rng = np.random.default_rng(random_seed)
     interactive = output.isatty() if hasattr(output, "isatty") else False
-    for i in range(num_samples):
-        if i:
+    current = 0
+    for i, piece in stream_samples(ckpt.model, ckpt.vocab, num_samples, seed, length, temperature, top_k, top_p,
+                                   random_seed):
+        if i != current:
             output.write("\n\n")
-        for piece in generate(ckpt.model, ckpt.vocab, seed, length, temperature, top_k, top_p, rng):
-            output.write(piece)
-            if interactive or piece == "\n":
-                output.flush()
+            current = i
+        output.write(piece)
+        if interactive or "\n" in piece:
+            output.flush()
     output.write("\n")
     output.flush()
 
@@ -289,19 +292,23 @@ def eval_command(checkpoint, file, per_line, reset_per_line, as_json):
     """
     with user_errors():
         ckpt = load_checkpoint(checkpoint)
+        start = time.perf_counter()
         if per_line or reset_per_line:
             result = _print_lines(score_lines(ckpt.model, ckpt.vocab, file, reset_per_line), as_json)
         else:
             result = evaluate_file(ckpt.model, ckpt.vocab, file)
+    seconds = time.perf_counter() - start
     if result.chars == 0:
         outside = f"all {sum(result.oov.values()):,} of its characters are outside the vocabulary"
         reason = outside if result.oov else "it is empty"
         raise click.ClickException(f"{file}: nothing to score: {reason}")
     if as_json:
-        click.echo(json.dumps({"file": file, **result.to_json()}))
+        click.echo(json.dumps({"file": file, **result.to_json(), "seconds": seconds,
+                               "chars_per_sec": result.chars / seconds}))
         return
     console = _console()
-    console.print(f"{file}: {result.chars:,} characters scored")
+    console.print(f"{file}: {result.chars:,} characters scored in {seconds:.2f} s "
+                  f"({result.chars / seconds:,.0f} chars/s)")
     console.print(f"loss       {result.loss:.4f} nats/char")
     console.print(f"bpc        {result.bpc:.4f} bits/char")
     console.print(f"perplexity {result.perplexity:.3f}")
