@@ -1,0 +1,456 @@
+"""An HTTP face over sampling and scoring, from the standard library alone (``charrnn serve``).
+
+    server = make_server(ckpt.model, ckpt.vocab, ServeConfig(port=0))
+    server.serve_forever()          # in a thread, if you like; server.url says where
+
+Endpoints (the README's "charrnn serve" section is the reference):
+    GET  /             one self-contained page to play with (charrnn/page.html)
+    GET  /v1/info      the model and the server's limits
+    POST /v1/generate  {"seed", "length", "temperature", "top_k", "top_p", "random_seed", "stream"}
+                       -> {"text", "random_seed"}, or server-sent events with "stream": true
+    POST /v1/score     {"text"} -> {"loss", "bpc", "perplexity", "chars", "oov_chars", "oov"}
+
+Every refusal is a 4xx (503 when full) with a JSON body ``{"error": "one line"}``. A model's forward
+pass keeps its buffers on the model, so threads cannot share one: each request holds one of
+``max_concurrent`` replicas for its duration, and with none free it is answered 503 at once.
+"""
+
+import contextlib
+import json
+import math
+import os
+import queue
+import secrets
+import signal
+import socket
+import socketserver
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from . import __version__
+from .evaluate import evaluate_text
+from .model import CharRNN
+from .sample import generate
+
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
+FLUSH_SECONDS = 0.05  # a stream sends what has been generated at most this often
+DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000  # 0: any free port
+    max_length: int = 2000  # characters one request may generate
+    max_concurrent: int = 4  # requests served at once (model replicas); more are answered 503
+    max_seed: int = 2000  # characters of seed (the seed is primed in one pass, its buffers kept per replica)
+    max_body: int = 1 << 20  # bytes of request body
+    timeout: float = 30.0  # seconds a client may stall while sending or receiving
+    quiet: bool = False  # no access log on stderr
+
+
+class RequestError(Exception):
+    """A request the server refuses: an HTTP status and a one-line message."""
+
+    def __init__(self, message, status=HTTPStatus.BAD_REQUEST, headers=()):
+        super().__init__(message)
+        self.status, self.headers = status, tuple(headers)
+
+
+# ---- request bodies: each field's type, default and range ----
+
+_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _field(body, name, kind, default, nullable=False):
+    value = body.get(name, default)
+    if value is None and nullable:
+        return None
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise RequestError(f"{name} must be {_TYPES[kind]}{' or null' if nullable else ''}, not {json.dumps(value)}")
+    if kind is float and not math.isfinite(value):
+        raise RequestError(f"{name} must be a finite number")
+    if kind is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(f"{name} is not valid Unicode (it holds a lone surrogate)") from None
+    return value
+
+
+def _object(raw, allowed):
+    """The JSON object in ``raw`` bytes, with no fields outside ``allowed``."""
+    try:
+        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise RequestError("the body is not UTF-8") from None
+    except ValueError as e:
+        raise RequestError(f"the body is not valid JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise RequestError("the body must be a JSON object")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise RequestError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                           f"expected: {', '.join(allowed)}")
+    return body
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+@dataclass
+class GenerateRequest:
+    seed: str
+    length: int
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    random_seed: int
+    stream: bool
+
+
+GENERATE_FIELDS = ("seed", "length", "temperature", "top_k", "top_p", "random_seed", "stream")
+
+
+def parse_generate(raw, vocab, config):
+    """A GenerateRequest from a request body; RequestError naming the first fault."""
+    body = _object(raw, GENERATE_FIELDS)
+    seed = _field(body, "seed", str, "")
+    length = _field(body, "length", int, min(500, config.max_length))
+    temperature = _field(body, "temperature", float, 1.0)
+    top_k = _field(body, "top_k", int, None, nullable=True)
+    top_p = _field(body, "top_p", float, None, nullable=True)
+    random_seed = _field(body, "random_seed", int, None, nullable=True)
+    stream = _field(body, "stream", bool, False)
+    if len(seed) > config.max_seed:
+        raise RequestError(f"seed is {len(seed):,} characters; this server takes at most {config.max_seed:,}")
+    if not 1 <= length <= config.max_length:
+        raise RequestError(f"length must be from 1 to {config.max_length:,} (this server's --max-length), not {length}")
+    if temperature < 0:
+        raise RequestError(f"temperature must be 0 or more, not {temperature}")
+    if top_k is not None and top_k < 1:
+        raise RequestError(f"top_k must be 1 or more (or null), not {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise RequestError(f"top_p must be in (0, 1] (or null), not {top_p}")
+    if random_seed is not None and not 0 <= random_seed < 2**64:
+        raise RequestError(f"random_seed must be from 0 to 2**64 - 1 (or null), not {random_seed}")
+    try:
+        vocab.encode(_model_text(vocab, seed))
+    except KeyError as e:
+        raise RequestError(f"seed has characters the model has never seen: {e.args[0]}") from None
+    if random_seed is None:
+        random_seed = secrets.randbits(32)  # answered, so the text can be had again
+    return GenerateRequest(seed, length, temperature, top_k, top_p, random_seed, stream)
+
+
+def parse_score(raw):
+    """The text to score from a request body; RequestError naming the first fault."""
+    body = _object(raw, ("text",))
+    if "text" not in body:
+        raise RequestError('the body needs a "text" field')
+    text = _field(body, "text", str, None)
+    if not text:
+        raise RequestError("text is empty")
+    return text
+
+
+def _model_text(vocab, text):
+    """A request's text as the model reads it: a string, or bytes in the model's encoding for a byte model."""
+    if not vocab.bytes_mode:
+        return text
+    try:
+        return text.encode(vocab.encoding)
+    except UnicodeEncodeError as e:
+        bad = e.object[e.start : e.end]
+        raise RequestError(f"text has characters that {vocab.encoding} cannot encode: {bad!r}") from None
+
+
+# ---- the server ----
+
+
+class CharRNNServer(ThreadingHTTPServer):
+    """A threading HTTP server over one model; ``replicas`` holds a model copy per concurrent request."""
+
+    daemon_threads = True  # a stream still running never holds up Ctrl-C
+    request_queue_size = 64  # connections waiting to be accepted (a burst beyond the cap gets its 503s)
+
+    def __init__(self, model, vocab, config, info=None):
+        self.model, self.vocab, self.config = model, vocab, config
+        limits = {k: getattr(config, k) for k in ("max_length", "max_seed", "max_concurrent", "max_body")}
+        self.info = {**(info or {}), "model": asdict(model.config), "vocab_size": len(vocab),
+                     "parameters": model.num_params(), "bytes_mode": vocab.bytes_mode, "limits": limits}
+        self.replicas = queue.SimpleQueue()
+        self.replicas.put(model)
+        for _ in range(config.max_concurrent - 1):
+            self.replicas.put(CharRNN(model.config, params=model.params))
+        with open(PAGE, "rb") as f:
+            self.page = f.read()
+        if ":" in config.host:
+            self.address_family = socket.AF_INET6
+        super().__init__((config.host, config.port), Handler)
+
+    def server_bind(self):
+        # HTTPServer.server_bind also looks up the host's DNS name, which can stall for seconds offline
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    @property
+    def url(self):
+        host = f"[{self.server_name}]" if ":" in self.server_name else self.server_name
+        return f"http://{host}:{self.server_port}/"
+
+    def handle_error(self, request, client_address):
+        """Whatever escapes a handler: one line in the log, and the server goes on."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, DISCONNECTS):
+            print(f"charrnn serve: request from {client_address[0]} failed: {error!r}", file=sys.stderr)
+
+
+def make_server(model, vocab, config=None, info=None):
+    """A CharRNNServer bound to ``config.host``/``config.port`` (OSError if it cannot listen there)."""
+    return CharRNNServer(model, vocab, config or ServeConfig(), info)
+
+
+def serve_until_signal(server):
+    """Serve until SIGINT (Ctrl-C) or SIGTERM; close the server and return the signal's number.
+
+    Requests still running end with the process (their threads are daemons); nothing is written to disk.
+    """
+    def stop(signum, frame):
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.serve_forever()
+    except _Stopped as stopped:
+        return stopped.signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.server_close()
+
+
+class _Stopped(BaseException):  # as KeyboardInterrupt: socketserver catches Exception around a request
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes a request, checks it, answers JSON (or a page, or an event stream); never raises."""
+
+    server_version = f"charrnn/{__version__}"
+    protocol_version = "HTTP/1.1"  # every answer still closes its connection (Connection: close)
+    routes = {"/": {"GET": "page"}, "/v1/info": {"GET": "info"},
+              "/v1/generate": {"POST": "generate"}, "/v1/score": {"POST": "score"}}
+
+    def setup(self):
+        self.timeout = self.server.config.timeout
+        super().setup()
+
+    def __getattr__(self, name):
+        if name.startswith("do_"):  # every method, known or not, is routed (405 where it does not fit)
+            return self.dispatch
+        raise AttributeError(name)
+
+    def dispatch(self):
+        self.close_connection = True
+        self.body_read = self.streaming = False
+        path = urlsplit(self.path).path
+        methods = self.routes.get(path)
+        try:
+            if methods is None:
+                raise RequestError(f"no such path: {path} (try /, /v1/info, /v1/generate, /v1/score)",
+                                   HTTPStatus.NOT_FOUND)
+            method = "GET" if self.command == "HEAD" and "GET" in methods else self.command
+            if method not in methods:
+                allow = ", ".join([*methods, *(["HEAD"] if "GET" in methods else [])])
+                raise RequestError(f"{path} answers {allow}, not {self.command}", HTTPStatus.METHOD_NOT_ALLOWED,
+                                   [("Allow", allow)])
+            getattr(self, "serve_" + methods[method])()
+        except RequestError as e:
+            self.send_json(e.status, {"error": str(e)}, e.headers)
+        except DISCONNECTS:
+            self.log_message("client went away")
+        except Exception:  # a fault of ours: the client gets a 500 (or an error event), the log the traceback
+            traceback.print_exc()
+            error = {"error": "internal error (see the server's log)"}
+            if self.streaming:
+                self.send_event(error, "error")
+            else:
+                self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, error)
+
+    # ---- endpoints ----
+
+    def serve_page(self):
+        self.send_bytes(HTTPStatus.OK, self.server.page, "text/html; charset=utf-8")
+
+    def serve_info(self):
+        self.send_json(HTTPStatus.OK, self.server.info)
+
+    def serve_generate(self):
+        request = parse_generate(self.read_body(), self.server.vocab, self.server.config)
+        vocab = self.server.vocab
+        with self.replica() as model:
+            pieces = generate(model, vocab, _model_text(vocab, request.seed), request.length, request.temperature,
+                              request.top_k, request.top_p, request.random_seed)
+            with contextlib.closing(pieces):
+                started = time.monotonic()
+                if request.stream:
+                    self.send_text_events(pieces)
+                else:
+                    text = "".join(pieces)
+        # the replica is back before the answer ends: a client's next request finds it free
+        if request.stream:
+            seconds = round(time.monotonic() - started, 3)
+            self.send_event({"chars": request.length, "random_seed": request.random_seed, "seconds": seconds}, "done")
+        else:
+            self.send_json(HTTPStatus.OK, {"text": text, "random_seed": request.random_seed})
+
+    def serve_score(self):
+        text = parse_score(self.read_body())
+        vocab = self.server.vocab
+        with self.replica() as model:
+            result = evaluate_text(model, vocab, _model_text(vocab, text))
+        if result.chars == 0:
+            raise RequestError(f"text has no character the model knows (unknown: {', '.join(map(repr, result.oov))})")
+        self.send_json(HTTPStatus.OK, result.to_json())
+
+    def send_text_events(self, pieces):
+        """Event stream headers, then ``data: {"text": ...}`` events as the text comes (see README)."""
+        first = next(pieces)  # primes the model: a fault there is still an ordinary error answer
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("X-Accel-Buffering", "no")  # tells a proxy in front not to hold the stream back
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.streaming = True
+        self.send_event({"text": first})
+        buffered, sent = [], time.monotonic()
+        for piece in pieces:
+            buffered.append(piece)
+            if time.monotonic() - sent >= FLUSH_SECONDS:
+                self.send_event({"text": "".join(buffered)})
+                buffered, sent = [], time.monotonic()
+        if buffered:
+            self.send_event({"text": "".join(buffered)})
+
+    def send_event(self, data, event=None):
+        head = f"event: {event}\n" if event else ""
+        self.wfile.write(f"{head}data: {json.dumps(data)}\n\n".encode())
+
+    # ---- plumbing ----
+
+    def replica(self):
+        """A context holding one model replica; RequestError 503 when all are busy."""
+        replicas = self.server.replicas
+        try:
+            model = replicas.get_nowait()
+        except queue.Empty:
+            n = self.server.config.max_concurrent
+            raise RequestError(f"busy: {n} request{'s' if n > 1 else ''} already running; try again shortly",
+                               HTTPStatus.SERVICE_UNAVAILABLE, [("Retry-After", "1")]) from None
+        return _Held(replicas, model)
+
+    def read_body(self):
+        if self.headers.get_content_type() != "application/json":
+            # also what keeps other web sites' pages from posting here: a cross-site JSON post needs a
+            # CORS preflight (OPTIONS), which this server refuses
+            raise RequestError("send the body as JSON, with the header Content-Type: application/json",
+                               HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise RequestError("send the body with a Content-Length, not chunked", HTTPStatus.LENGTH_REQUIRED)
+        length = self.content_length()
+        if length > self.server.config.max_body:
+            raise RequestError(f"the body is {length:,} bytes; this server takes at most "
+                               f"{self.server.config.max_body:,}", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        raw = self.rfile.read(length)
+        self.body_read = True
+        if len(raw) < length:
+            raise RequestError("the body ended before its Content-Length")
+        return raw
+
+    def content_length(self):
+        value = self.headers.get("Content-Length")
+        if value is None:
+            raise RequestError("a POST needs a Content-Length header", HTTPStatus.LENGTH_REQUIRED)
+        if not value.strip().isdigit():
+            raise RequestError(f"bad Content-Length: {value!r}")
+        return int(value)
+
+    def handle_expect_100(self):
+        """Refuse a body too large before the client sends it (curl asks first for large uploads)."""
+        value = self.headers.get("Content-Length", "")
+        if value.strip().isdigit() and int(value) > self.server.config.max_body:
+            self.close_connection = True
+            self.send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                           {"error": f"the body is {int(value):,} bytes; this server takes at most "
+                                     f"{self.server.config.max_body:,}"})
+            return False
+        return super().handle_expect_100()
+
+    def send_json(self, status, obj, headers=()):
+        self.send_bytes(status, json.dumps(obj, allow_nan=False).encode(), "application/json", headers)
+
+    def send_bytes(self, status, body, content_type, headers=()):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        if status >= 400:
+            self.discard_body()
+
+    def discard_body(self):
+        """Read an unread request body (up to a bound) before closing: closing on unread data resets the
+        connection, and the client could lose the answer."""
+        if getattr(self, "body_read", True) or self.command in ("GET", "HEAD"):
+            return
+        value = self.headers.get("Content-Length", "") if self.headers else ""
+        left = min(int(value), 16 * self.server.config.max_body) if value.strip().isdigit() else 0
+        try:
+            while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+                left -= len(chunk)
+        except (OSError, ValueError):
+            pass
+        self.body_read = True
+
+    def send_error(self, code, message=None, explain=None):
+        """The base class's errors (malformed request line, headers too long, ...) as JSON too."""
+        self.close_connection = True
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self.send_json(code, {"error": message or phrase})
+
+    def log_message(self, format, *args):
+        if not self.server.config.quiet:
+            super().log_message(format, *args)
+
+
+class _Held:
+    """Gives a model replica back to the pool when the request is done with it, however it ends."""
+
+    def __init__(self, replicas, model):
+        self.replicas, self.model = replicas, model
+
+    def __enter__(self):
+        return self.model
+
+    def __exit__(self, *exc):
+        self.replicas.put(self.model)

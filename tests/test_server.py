@@ -1,0 +1,507 @@
+"""charrnn serve: a real server on a free port, a real HTTP client (http.client and raw sockets)."""
+
+import contextlib
+import html
+import http.client
+import json
+import math
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from charrnn.checkpoint import Checkpoint, save_checkpoint
+from charrnn.data import Vocab
+from charrnn.evaluate import evaluate_file
+from charrnn.model import CharRNN, ModelConfig
+from charrnn.sample import generate
+from charrnn.server import ServeConfig, make_server
+
+VOCAB = Vocab(tuple("\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+JSON = {"Content-Type": "application/json"}
+POST_SCORE = b"POST /v1/score HTTP/1.1\r\nContent-Type: application/json\r\n"
+LIMITS = {"max_length": 400, "max_concurrent": 2, "max_seed": 100, "max_body": 4096}
+
+
+def make_model():
+    config = ModelConfig(vocab_size=len(VOCAB), model="lstm", hidden_size=16, num_layers=2)
+    return CharRNN(config, rng=np.random.default_rng(0))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model()
+
+
+def start_server(model, **limits):
+    server = make_server(model, VOCAB, ServeConfig(port=0, quiet=True, timeout=5, **{**LIMITS, **limits}))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.fixture(scope="module")
+def port(model):
+    server, thread = start_server(model)
+    yield server.server_port
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def call(port, method, path, body=None, headers=None):
+    """(status, headers, body bytes); a dict body is sent as JSON."""
+    if isinstance(body, dict):
+        body = json.dumps(body)
+    if headers is None:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body, headers)
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()
+
+
+def call_json(port, path, body):
+    status, headers, data = call(port, "POST", path, body)
+    assert headers["Content-Type"] == "application/json"
+    return status, json.loads(data)
+
+
+def raw(port, data, shut_write=False):
+    """Send raw bytes; return the status and JSON body of the answer (read to EOF)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        if shut_write:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:  # the server closed with some of what we sent unread: the answer came first
+            assert answer
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def parse_events(data):
+    """[(event type, data)] of a server-sent event stream."""
+    events = []
+    for block in data.decode().split("\n\n"):
+        if block:
+            fields = dict(line.split(": ", 1) for line in block.split("\n"))
+            events.append((fields.get("event", "message"), json.loads(fields["data"])))
+    return events
+
+
+def expected_text(model, seed="", length=100, temperature=1.0, top_k=None, top_p=None, random_seed=None):
+    return "".join(generate(model, VOCAB, seed, length, temperature, top_k, top_p, random_seed))
+
+
+# ---- generate, stream, score ----
+
+
+@pytest.mark.parametrize("options", [{}, {"temperature": 0.7, "top_k": 5}, {"top_p": 0.9}, {"temperature": 0}])
+def test_generate_is_the_librarys_text_and_repeats_with_its_random_seed(port, model, options):
+    body = {"seed": "ROMEO:", "length": 120, "random_seed": 42, **options}
+    status, first = call_json(port, "/v1/generate", body)
+    assert status == 200
+    assert first == {"text": expected_text(model, **body), "random_seed": 42}
+    assert first["text"].startswith("ROMEO:") and len(first["text"]) == 6 + 120
+    assert call_json(port, "/v1/generate", body)[1] == first
+    other = call_json(port, "/v1/generate", {**body, "random_seed": 43})[1]["text"]
+    assert (other == first["text"]) == (body.get("temperature") == 0)  # greedy text needs no random numbers
+
+
+def test_generate_without_a_random_seed_answers_the_one_it_drew(port, model):
+    status, answer = call_json(port, "/v1/generate", {"length": 80})
+    assert status == 200 and isinstance(answer["random_seed"], int)
+    assert len(answer["text"]) == 80
+    again = call_json(port, "/v1/generate", {"length": 80, "random_seed": answer["random_seed"]})[1]
+    assert again["text"] == answer["text"] == expected_text(model, length=80, random_seed=answer["random_seed"])
+
+
+def test_stream_sends_the_same_text_as_events_and_ends_with_done(port, model):
+    body = {"seed": "KING:", "length": 300, "temperature": 0.8, "random_seed": 7}
+    status, headers, data = call(port, "POST", "/v1/generate", {**body, "stream": True})
+    assert status == 200
+    assert headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    events = parse_events(data)
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"message"}
+    assert events[0][1]["text"].startswith("KING:")
+    streamed = "".join(data["text"] for kind, data in events if kind == "message")
+    assert streamed == call_json(port, "/v1/generate", body)[1]["text"] == expected_text(model, **body)
+    done = events[-1][1]
+    assert done["chars"] == 300 and done["random_seed"] == 7 and done["seconds"] >= 0
+
+
+def test_stream_arrives_while_it_is_generated(model):
+    length = 20_000
+    server, thread = start_server(model, max_length=length)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+        conn.request("POST", "/v1/generate", json.dumps({"length": length, "stream": True}), JSON)
+        started = time.monotonic()
+        response = conn.getresponse()
+        first = response.fp.readline()
+        first_at = time.monotonic() - started
+        assert first.startswith(b"data: ")
+        events = parse_events(first + response.read())
+        assert first_at < (time.monotonic() - started) / 2  # the first text came long before the last
+        assert len(events) > 3 and events[-1][0] == "done"
+        assert sum(len(d["text"]) for kind, d in events if kind == "message") == length
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_score_matches_eval_on_a_file(port, model, tmp_path):
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
+    path = tmp_path / "text.txt"
+    path.write_text(text, encoding="utf-8")
+    reference = evaluate_file(model, VOCAB, str(path))
+    status, answer = call_json(port, "/v1/score", {"text": text})
+    assert status == 200
+    assert answer["chars"] == reference.chars == len(text)
+    assert answer["loss"] == pytest.approx(reference.loss, rel=1e-6)
+    assert answer["bpc"] == pytest.approx(answer["loss"] / math.log(2))
+    assert answer["perplexity"] == pytest.approx(math.exp(answer["loss"]))
+    assert answer["oov_chars"] == 0 and answer["oov"] == {}
+
+
+def test_score_counts_and_leaves_out_unknown_characters(port, model):
+    status, answer = call_json(port, "/v1/score", {"text": "Café 7 and café"})
+    assert status == 200
+    assert answer["oov"] == {"é": 2, "7": 1} and answer["oov_chars"] == 3
+    assert answer["chars"] == len("Caf  and caf")
+    assert answer["loss"] == call_json(port, "/v1/score", {"text": "Caf  and caf"})[1]["loss"]
+
+
+def test_page_and_info(port):
+    status, headers, page = call(port, "GET", "/")
+    assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+    page = page.decode()
+    for control in ('id="seed"', 'id="temperature"', 'id="top_k"', 'id="top_p"', 'id="length"', 'id="output"'):
+        assert control in page
+    assert not re.search(r"(src|href)=\"(https?:)?//", page), "the page must not load anything from elsewhere"
+    status, headers, head = call(port, "HEAD", "/")
+    assert status == 200 and head == b"" and int(headers["Content-Length"]) == len(page.encode())
+    status, headers, info = call(port, "GET", "/v1/info?x=1")
+    info = json.loads(info)
+    assert info["vocab_size"] == len(VOCAB) and info["model"]["model"] == "lstm"
+    assert info["limits"] == LIMITS
+
+
+# ---- bad requests: 4xx with a one-line JSON error, and the server goes on ----
+
+BAD_GENERATE = [
+    (b"{bad", "not valid JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+    (b'"\xff\xfe"', "not UTF-8"),
+    (b'{"temperature": NaN}', "NaN is not JSON"),
+    (b'{"temperature": 1e999}', "temperature must be a finite number"),
+    (b'{"seed": "\\ud800"}', "lone surrogate"),
+    ({"seed": "A", "colour": 1}, "unknown field 'colour'"),
+    ({"length": "10"}, "length must be an integer"),
+    ({"length": True}, "length must be an integer"),
+    ({"length": 1.5}, "length must be an integer"),
+    ({"length": None}, "length must be an integer"),
+    ({"temperature": "hot"}, "temperature must be a number"),
+    ({"stream": "yes"}, "stream must be true or false"),
+    ({"seed": 5}, "seed must be a string"),
+    ({"top_k": 2.5}, "top_k must be an integer or null"),
+    ({"random_seed": "x"}, "random_seed must be an integer or null"),
+    ({"length": 0}, "length must be from 1 to 400"),
+    ({"length": 401}, "length must be from 1 to 400"),
+    ({"temperature": -0.5}, "temperature must be 0 or more"),
+    ({"top_k": 0}, "top_k must be 1 or more"),
+    ({"top_p": 0}, "top_p must be in (0, 1]"),
+    ({"top_p": 1.5}, "top_p must be in (0, 1]"),
+    ({"random_seed": -1}, "random_seed must be from 0"),
+    ({"random_seed": 2**64}, "random_seed must be from 0"),
+    ({"seed": "Café"}, "seed has characters the model has never seen: 'é'"),
+    ({"seed": "A" * 101}, "at most 100"),
+]
+BAD_SCORE = [
+    ({}, 'needs a "text" field'),
+    ({"text": ""}, "text is empty"),
+    ({"text": 3}, "text must be a string"),
+    ({"text": None}, "text must be a string"),
+    ({"text": "é7"}, "no character the model knows"),
+    ({"text": "a", "seed": "b"}, "unknown field 'seed'"),
+]
+
+
+def assert_error(status, headers, data, expected_status, fragment):
+    assert status == expected_status, data
+    assert headers["Content-Type"] == "application/json"
+    error = json.loads(data)["error"]
+    assert fragment in error and "\n" not in error
+
+
+BAD_BODIES = [("/v1/generate", *case) for case in BAD_GENERATE] + [("/v1/score", *case) for case in BAD_SCORE]
+
+
+@pytest.mark.parametrize(("path", "body", "fragment"), BAD_BODIES)
+def test_bad_bodies_get_400_and_a_json_error(port, path, body, fragment):
+    assert_error(*call(port, "POST", path, body), 400, fragment)
+
+
+@pytest.mark.parametrize(("method", "path", "status", "fragment"), [
+    ("GET", "/nope", 404, "no such path: /nope"),
+    ("POST", "/v1/nope", 404, "no such path"),
+    ("GET", "/v1/generate", 405, "/v1/generate answers POST, not GET"),
+    ("DELETE", "/", 405, "answers GET, HEAD, not DELETE"),
+    ("PUT", "/v1/score", 405, "not PUT"),
+    ("BREW", "/v1/info", 405, "not BREW"),
+])
+def test_unknown_paths_and_methods(port, method, path, status, fragment):
+    answer = call(port, method, path, b"{}" if method != "GET" else None)
+    assert_error(*answer, status, fragment)
+    if status == 405:
+        assert answer[1]["Allow"]
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_must_say_it_is_json(port, content_type):
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    answer = call(port, "POST", "/v1/generate", json.dumps({"length": 5}), headers)
+    assert_error(*answer, 415, "Content-Type: application/json")
+    with_charset = {"Content-Type": "application/json; charset=utf-8"}
+    assert call(port, "POST", "/v1/generate", json.dumps({"length": 5}), with_charset)[0] == 200
+
+
+def test_bodies_too_large_unsized_chunked_or_cut_short(port):
+    assert_error(*call(port, "POST", "/v1/score", {"text": "a" * 5000}), 413, "at most 4,096")
+    unsized = raw(port, POST_SCORE + b"Host: x\r\n\r\n")
+    assert unsized == (411, {"error": "a POST needs a Content-Length header"})
+    chunked = POST_SCORE + b"Host: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{}   \r\n0\r\n\r\n"
+    assert raw(port, chunked)[0] == 411
+    short = raw(port, POST_SCORE + b"Content-Length: 100\r\n\r\n{\"text\":", shut_write=True)
+    assert short == (400, {"error": "the body ended before its Content-Length"})
+    # a client that asks before sending a large body is refused before it sends it
+    status, answer = raw(port, POST_SCORE + b"Content-Length: 99999999\r\nExpect: 100-continue\r\n\r\n")
+    assert status == 413 and "99,999,999 bytes" in answer["error"]
+    assert raw(port, b"GET / HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n") == (431, {"error": "Line too long"})
+    assert call_json(port, "/v1/generate", {"length": 5})[0] == 200
+
+
+# ---- concurrency and clients that go away ----
+
+
+def open_stream(port, length):
+    """A streaming request whose first event has arrived (so it holds a slot); its connection and response."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/v1/generate", json.dumps({"length": length, "stream": True}), JSON)
+    response = conn.getresponse()
+    assert response.status == 200 and response.fp.readline().startswith(b"data: ")
+    return conn, response
+
+
+def answers_again(port, within=10.0):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        status = call(port, "POST", "/v1/generate", {"length": 10})[0]
+        if status == 200:
+            return True
+        assert status == 503
+        time.sleep(0.05)
+    return False
+
+
+def test_concurrency_cap_answers_503_and_disconnects_free_their_slot(model, capfd):
+    server, thread = start_server(model, max_length=10**7)
+    port = server.server_port
+    try:
+        held = [open_stream(port, 10**7) for _ in range(2)]  # far longer than the test: they hold both slots
+        status, headers, data = call(port, "POST", "/v1/generate", {"length": 10})
+        assert_error(status, headers, data, 503, "busy: 2 requests already running")
+        assert headers["Retry-After"] == "1"
+        assert_error(*call(port, "POST", "/v1/score", {"text": "abc"}), 503, "busy")
+        assert call(port, "GET", "/v1/info")[0] == 200  # no model needed, no slot taken
+        for conn, response in held:  # the clients go away mid-stream
+            response.close()
+            conn.close()
+        assert answers_again(port)
+        for _ in range(3):  # more disconnects than slots: each one gives its slot back
+            conn, response = open_stream(port, 10**7)
+            response.close()
+            conn.close()
+            assert answers_again(port)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_concurrent_requests_within_the_cap_all_get_their_own_text(port, model):
+    bodies = [{"seed": "A", "length": 200, "random_seed": i} for i in range(2)]
+    answers = [None] * len(bodies)
+
+    def ask(i):
+        answers[i] = call_json(port, "/v1/generate", bodies[i])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    for body, (status, answer) in zip(bodies, answers):
+        assert status in (200, 503)  # the other test requests may still hold a slot for a moment
+        if status == 200:
+            assert answer["text"] == expected_text(model, **body)
+
+
+# ---- the page in a real browser ----
+
+CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)
+
+
+def run_chromium(url, *flags):
+    with tempfile.TemporaryDirectory() as profile:
+        args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                f"--user-data-dir={profile}", "--virtual-time-budget=20000", *flags, url]
+        return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (Debian: apt-get install chromium)")
+def test_page_streams_generated_text_in_a_headless_browser(port, model):
+    query = "seed=ROMEO:&length=150&temperature=0.8&top_k=20&random_seed=3&run=1"
+    done = run_chromium(f"http://127.0.0.1:{port}/?{query}", "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = re.search(r'<pre id="output"[^>]*>(.*?)</pre>', done.stdout, re.S)
+    assert output, done.stdout[-2000:]
+    shown = html.unescape(re.sub(r"<[^>]+>", "", output.group(1)))
+    assert shown == expected_text(model, "ROMEO:", 150, 0.8, 20, None, 3)
+    status = re.search(r'<div class="status" id="status">(.*?)</div>', done.stdout, re.S).group(1)
+    assert "150 characters" in status and "random seed 3" in status
+    assert "LSTM 16 × 2" in done.stdout  # the model's description, read from /v1/info
+
+
+def test_a_byte_model_reads_and_writes_text_in_its_encoding():
+    vocab = Vocab(tuple(range(256)), bytes_mode=True)
+    model = CharRNN(ModelConfig(vocab_size=256, model="gru", hidden_size=8, num_layers=1), rng=np.random.default_rng(1))
+    server = make_server(model, vocab, ServeConfig(port=0, quiet=True))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_port
+        status, answer = call_json(port, "/v1/generate", {"seed": "Café", "length": 50, "random_seed": 5})
+        assert status == 200
+        assert answer["text"] == "".join(generate(model, vocab, "Café".encode(), 50, random_seed=5))
+        assert answer["text"].startswith("Café")
+        status, answer = call_json(port, "/v1/score", {"text": "Café"})
+        assert status == 200 and answer["chars"] == len("Café".encode()) and answer["oov"] == {}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ---- the command: charrnn serve ----
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("serve") / "model.npz"
+    save_checkpoint(str(path), Checkpoint(model, VOCAB, {"step": 12}))
+    return str(path)
+
+
+def start_command(*args):
+    """``charrnn serve`` in a subprocess on a free port; the process and its port."""
+    process = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", *args, "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    match = re.search(r"at http://127\.0\.0\.1:(\d+)/ ", line)
+    assert match, line + process.stderr.read()
+    return process, int(match.group(1))
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_command_serves_and_stops_cleanly_on_a_signal(checkpoint, model, signum, status):
+    process, port = start_command(checkpoint, "--max-length", "1000000", "--max-concurrent", "1")
+    try:
+        body = {"seed": "A", "length": 50, "random_seed": 9}
+        assert call_json(port, "/v1/generate", body) == (200, {"text": expected_text(model, **body), "random_seed": 9})
+        assert call_json(port, "/v1/generate", {"length": 1_000_001})[0] == 400
+        info = json.loads(call(port, "GET", "/v1/info")[2])
+        assert info["step"] == 12 and info["checkpoint"] == checkpoint
+        assert info["limits"]["max_length"] == 1_000_000 and info["limits"]["max_concurrent"] == 1
+        conn, response = open_stream(port, 1_000_000)  # a request in flight does not hold the server up
+        assert call(port, "POST", "/v1/score", {"text": "A"})[0] == 503
+
+        def knock():  # requests arriving as the signal does (the server is often starting a thread then)
+            while process.poll() is None:
+                with contextlib.suppress(OSError):
+                    call(port, "GET", "/v1/info")
+
+        knocking = threading.Thread(target=knock)
+        knocking.start()
+        time.sleep(0.2)
+        process.send_signal(signum)
+        assert process.wait(10) == status
+        knocking.join(10)
+        response.close()
+        conn.close()
+    finally:
+        process.kill()
+        process.wait()
+        err = process.stderr.read()
+        process.stdout.close()
+        process.stderr.close()
+    assert "Traceback" not in err and '"POST /v1/generate HTTP/1.1" 200' in err  # the access log
+
+
+def test_command_refuses_a_bad_checkpoint_and_a_port_in_use(checkpoint, tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not a checkpoint")
+    done = subprocess.run([sys.executable, "-m", "charrnn", "serve", str(bad)], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 1 and done.stderr.strip().count("\n") == 0
+    assert "not a charrnn checkpoint" in done.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "charrnn", "serve", checkpoint, "--port", str(port)],
+                              capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and done.stderr.strip().count("\n") == 0
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+
+
+def test_a_fault_of_the_servers_is_a_500_or_an_error_event_and_it_goes_on(model, monkeypatch, capfd):
+    def failing(*args, **kwargs):
+        yield "ROMEO:"
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("charrnn.server.generate", failing)
+    server, thread = start_server(model)
+    try:
+        port = server.server_port
+        assert_error(*call(port, "POST", "/v1/generate", {"length": 5}), 500, "internal error")
+        status, _, data = call(port, "POST", "/v1/generate", {"length": 5, "stream": True})
+        assert status == 200
+        assert parse_events(data) == [("message", {"text": "ROMEO:"}), ("error", {"error": ANY_INTERNAL})]
+        monkeypatch.undo()
+        assert call_json(port, "/v1/generate", {"length": 5})[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "RuntimeError: a bug" in capfd.readouterr().err  # the traceback is in the server's log
+
+
+ANY_INTERNAL = "internal error (see the server's log)"
