@@ -6,10 +6,10 @@
         ...                                   # pieces: a list of 64 strings, one per sample
 
 The seed primes the hidden state in batched passes of PRIME_CHUNK characters, so a seed of any length
-costs time, not memory; then each character costs one step of every layer, into preallocated buffers. ``generate_batch`` steps N samples as one batch: one matrix product
-per layer per character for all of them, each sample drawing its noise from a generator of its own
-(``sample_rngs``), so sample i is the same text whatever N is, and the same as ``generate`` gives
-with that generator.
+costs time, not memory; then each character costs one step of every layer, into preallocated
+buffers. ``generate_batch`` steps N samples as one batch: one matrix product per layer per character
+for all of them, each sample drawing its noise from a generator of its own (``sample_rngs``), so
+sample i is the same text whatever N is, and the same as ``generate`` gives with that generator.
 """
 
 import numpy as np
