@@ -4,10 +4,10 @@ __version__ = "0.1.0"
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import Vocab, load_corpus
-from .evaluate import evaluate_file
+from .evaluate import evaluate_file, score_lines
 from .model import CharRNN, ModelConfig
 from .presets import preset_configs, resume_config
-from .sample import generate
+from .sample import generate, generate_batch, sample_rngs
 from .train import TrainConfig, train
 
 __all__ = [
@@ -18,10 +18,13 @@ __all__ = [
     "Vocab",
     "evaluate_file",
     "generate",
+    "generate_batch",
     "load_checkpoint",
     "load_corpus",
     "preset_configs",
     "resume_config",
+    "sample_rngs",
     "save_checkpoint",
+    "score_lines",
     "train",
 ]

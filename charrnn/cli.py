@@ -4,11 +4,11 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections import Counter
 from dataclasses import asdict
 
 import click
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
@@ -16,19 +16,24 @@ from tqdm import tqdm
 from . import __version__
 from .cells import ACTIVATIONS
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from .classify_cli import classify
 from .data import CorpusError
 from .evaluate import EvalResult, evaluate_file, score_lines
+from .export import ExportError, export_checkpoint, import_safetensors
 from .model import DTYPES, MODELS
 from .optim import OPTIMIZERS
+from .parallel import WorkerError
 from .presets import DEFAULTS, PRESETS, preset_configs, resume_config
-from .sample import generate
+from .sample import stream_samples
 from .schedule import SCHEDULES
 from .server import ServeConfig, make_server, serve_until_signal
-from .train import Reporter, TrainingError
+from .torch_engine import TorchEngineError
+from .train import DEVICES, ENGINES, Reporter, TrainingError
 from .train import train as train_model
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-USER_ERRORS = (CorpusError, CheckpointError, TrainingError, ValueError, OSError)
+USER_ERRORS = (CorpusError, CheckpointError, TrainingError, ExportError, TorchEngineError, WorkerError, ValueError,
+               OSError)
 
 
 @contextlib.contextmanager
@@ -177,6 +182,11 @@ def _preset_default(name):
 @click.option("--workers", type=click.IntRange(min=1),
               help="Processes that compute each step, a share of the streams each. [default: one per CPU, "
               "at least 8 streams each]")
+@click.option("--engine", type=click.Choice(ENGINES), default=DEFAULTS["engine"], show_default=True,
+              help="Who computes each step: charrnn's numpy code, or PyTorch (pip install 'charrnn[torch]'; "
+              "several processes under torchrun: see README).")
+@click.option("--device", type=click.Choice(DEVICES), default=DEFAULTS["device"], show_default=True,
+              help="With --engine torch: the CPU, or a CUDA GPU.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
 def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
@@ -189,6 +199,7 @@ def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
       charrnn train data/shakespeare.txt --max-time 300
       charrnn train input.txt --preset min-char-rnn
     """
+    quiet = quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, process 0 speaks for all
     reporter = ConsoleReporter(quiet)
     given = {name: value for name, value in options.items() if _explicit(ctx, name)}
     with user_errors():
@@ -227,14 +238,16 @@ def _print_summary(result):
               help="Sample within the smallest set of characters holding probability P.")
 @click.option("--length", type=click.IntRange(min=1), default=500, show_default=True, help="Characters to generate.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Independent samples, separated by a blank line.")
-@click.option("--random-seed", type=int, default=None, help="Same seed, same text.")
+              help="Independent samples, generated side by side as one batch, separated by a blank line.")
+@click.option("--random-seed", type=click.IntRange(min=0), default=None,
+              help="Same seed, same text; sample i is the same whatever --num-samples is.")
 @click.option("-o", "--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
               help="Write the text to this file instead of standard output.")
 def sample(checkpoint, seed, temperature, top_k, top_p, length, num_samples, random_seed, output):
     """Generate text from CHECKPOINT (a .npz file, or a directory: best.npz, else latest.npz).
 
-    The text is written as it is generated.
+    The text is written as it is generated. Several samples are generated side by side, up to 256
+    at a time: the first of each batch is written as it is generated, the others when it ends.
 
     \b
     Example:
@@ -246,15 +259,16 @@ def sample(checkpoint, seed, temperature, top_k, top_p, length, num_samples, ran
             ckpt.vocab.encode(seed)
         except KeyError as e:
             raise click.ClickException(f"--seed has characters the model has never seen: {e.args[0]}") from None
-    rng = np.random.default_rng(random_seed)
     interactive = output.isatty() if hasattr(output, "isatty") else False
-    for i in range(num_samples):
-        if i:
+    current = 0
+    for i, piece in stream_samples(ckpt.model, ckpt.vocab, num_samples, seed, length, temperature, top_k, top_p,
+                                   random_seed):
+        if i != current:
             output.write("\n\n")
-        for piece in generate(ckpt.model, ckpt.vocab, seed, length, temperature, top_k, top_p, rng):
-            output.write(piece)
-            if interactive or piece == "\n":
-                output.flush()
+            current = i
+        output.write(piece)
+        if interactive or "\n" in piece:
+            output.flush()
     output.write("\n")
     output.flush()
 
@@ -278,19 +292,23 @@ def eval_command(checkpoint, file, per_line, reset_per_line, as_json):
     """
     with user_errors():
         ckpt = load_checkpoint(checkpoint)
+        start = time.perf_counter()
         if per_line or reset_per_line:
             result = _print_lines(score_lines(ckpt.model, ckpt.vocab, file, reset_per_line), as_json)
         else:
             result = evaluate_file(ckpt.model, ckpt.vocab, file)
+    seconds = time.perf_counter() - start
     if result.chars == 0:
         outside = f"all {sum(result.oov.values()):,} of its characters are outside the vocabulary"
         reason = outside if result.oov else "it is empty"
         raise click.ClickException(f"{file}: nothing to score: {reason}")
     if as_json:
-        click.echo(json.dumps({"file": file, **result.to_json()}))
+        click.echo(json.dumps({"file": file, **result.to_json(), "seconds": seconds,
+                               "chars_per_sec": result.chars / seconds}))
         return
     console = _console()
-    console.print(f"{file}: {result.chars:,} characters scored")
+    console.print(f"{file}: {result.chars:,} characters scored in {seconds:.2f} s "
+                  f"({result.chars / seconds:,.0f} chars/s)")
     console.print(f"loss       {result.loss:.4f} nats/char")
     console.print(f"bpc        {result.bpc:.4f} bits/char")
     console.print(f"perplexity {result.perplexity:.3f}")
@@ -369,6 +387,46 @@ def plot(checkpoint_dir, output):
     click.echo(f"wrote {output}")
 
 
+@main.command("export", context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("output", type=click.Path(dir_okay=False, writable=True))
+def export_command(checkpoint, output):
+    """Write CHECKPOINT's model to OUTPUT (.safetensors) as a PyTorch state_dict.
+
+    Names and layout are those of nn.LSTM/nn.GRU/nn.RNN(input_size=V, hidden_size=H, num_layers=L)
+    as "rnn" and nn.Linear(H, V) as "decoder"; the model config and vocabulary ride in the metadata.
+
+    \b
+    Example:
+      charrnn export checkpoints/best.npz model.safetensors
+    """
+
+
+    with user_errors():
+        ckpt = export_checkpoint(checkpoint, output)
+    click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
+
+
+@main.command("import", context_settings=CONTEXT_SETTINGS)
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False, writable=True))
+def import_command(source, output):
+    """Write a charrnn checkpoint OUTPUT (.npz) from SOURCE, a .safetensors export.
+
+    SOURCE holds the state_dict `charrnn export` writes (a model trained in PyTorch, say), with
+    charrnn.model and charrnn.vocab in its metadata. The checkpoint samples, scores and trains on.
+
+    \b
+    Example:
+      charrnn import model.safetensors imported.npz
+      charrnn sample imported.npz --seed "ROMEO:"
+    """
+
+
+    with user_errors():
+        ckpt = import_safetensors(source, output)
+    click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
+
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.option("--host", default=ServeConfig.host, show_default=True,
@@ -402,3 +460,6 @@ def serve(ctx, checkpoint, host, port, max_length, max_concurrent, quiet):
         click.echo(f"warning: listening on {host}: anyone who can reach this machine can use the model", err=True)
     click.echo(f"serving {path} at {server.url} (Ctrl-C stops)")
     ctx.exit(128 + serve_until_signal(server))
+
+
+main.add_command(classify)

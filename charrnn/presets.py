@@ -25,6 +25,9 @@ DEFAULTS = {**asdict(ModelConfig(vocab_size=0)), **asdict(TrainConfig())}  # eve
 MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig))
 
+# the seeds' set-ups have none of the regularisers the project's recipe added
+_NO_REGULARISATION = {"dropout": 0.0, "late_dropout": None, "average": 0, "weight_decay": 0.0, "weight_drop": 0.0}
+
 PRESETS = {
     # the dataclasses' defaults are the project's recipe
     "default": {name: DEFAULTS[name] for name in _RECIPE_FIELDS},
@@ -34,11 +37,7 @@ PRESETS = {
         "hidden_size": 100,
         "num_layers": 1,
         "activation": "tanh",
-        "dropout": 0.0,
-        "late_dropout": None,
-        "average": 0,
-        "weight_decay": 0.0,
-        "weight_drop": 0.0,
+        **_NO_REGULARISATION,
         "batch_size": 1,
         "seq_length": 25,
         "optimizer": "adagrad",
@@ -60,11 +59,7 @@ PRESETS = {
         "lr_decay": 0.97,
         "lr_decay_after": 10,
         "grad_clip": 5.0,
-        "dropout": 0.0,
-        "late_dropout": None,
-        "average": 0,
-        "weight_decay": 0.0,
-        "weight_drop": 0.0,
+        **_NO_REGULARISATION,
         "eval_every": 1000,
     },
 }

@@ -16,6 +16,7 @@ pass keeps its buffers on the model, so threads cannot share one: each request h
 """
 
 import contextlib
+import ipaddress
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from .sample import generate
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 FLUSH_SECONDS = 0.05  # a stream sends what has been generated at most this often
+LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
 DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
 
@@ -197,6 +199,7 @@ class CharRNNServer(ThreadingHTTPServer):
         if ":" in config.host:
             self.address_family = socket.AF_INET6
         super().__init__((config.host, config.port), Handler)
+        self.loopback = ipaddress.ip_address(self.server_address[0]).is_loopback
 
     def server_bind(self):
         # HTTPServer.server_bind also looks up the host's DNS name, which can stall for seconds offline
@@ -268,6 +271,7 @@ class Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         methods = self.routes.get(path)
         try:
+            self.check_host()
             if methods is None:
                 raise RequestError(f"no such path: {path} (try /, /v1/info, /v1/generate, /v1/score)",
                                    HTTPStatus.NOT_FOUND)
@@ -350,6 +354,18 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{head}data: {json.dumps(data)}\n\n".encode())
 
     # ---- plumbing ----
+
+    def check_host(self):
+        """On a loopback address, answer only requests addressed to this machine by name: a page of
+        another site whose name was made to point here (DNS rebinding) is the browser's same origin,
+        and only its Host header gives it away."""
+        if not self.server.loopback or "Host" not in self.headers:
+            return
+        host = self.headers["Host"].strip().lower()
+        name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
+        if name not in LOCAL_NAMES:
+            raise RequestError(f"this server answers requests for this machine only, not for host {name!r}",
+                               HTTPStatus.FORBIDDEN)
 
     def replica(self):
         """A context holding one model replica; RequestError 503 when all are busy."""

@@ -29,6 +29,7 @@ from .optim import OPTIMIZERS, WeightAverage, make_optimizer
 from .parallel import WorkerError, default_workers, make_engine
 from .sample import generate
 from .schedule import SCHEDULES, budget_progress, halving_decision, learning_rate
+from .torch_engine import DEVICES, Distributed, TorchEngine
 
 DEFAULT_LEARNING_RATES = {
     "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3},
@@ -36,6 +37,7 @@ DEFAULT_LEARNING_RATES = {
     "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03},  # docs/benchmarks.md, "Choosing the defaults"
     "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0},
 }
+ENGINES = ("numpy", "torch")
 MAX_BAD_STEPS = 5
 LARGE_VALIDATION = 5_000_000  # characters: beyond this, suggest a smaller --val-frac
 
@@ -73,6 +75,8 @@ class TrainConfig:
     late_dropout_epochs: tuple = (4.0, 16.0)
     average: int = 0  # steps: validate, save and sample a running average of the weights over about this many; 0: off
     workers: int | None = None  # processes computing each step (parallel.py); None: one per CPU, as the batch allows
+    engine: str = "numpy"  # who computes each step: "numpy" (parallel.py) or "torch" (torch_engine.py)
+    device: str = "cpu"  # for the torch engine: "cpu" or "cuda"
 
     def validate(self):
         positive = {"batch_size": self.batch_size, "seq_length": self.seq_length, "eval_every": self.eval_every}
@@ -84,6 +88,12 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {value}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.device not in DEVICES or (self.engine == "numpy" and self.device != "cpu"):
+            raise ValueError(f"device {self.device!r} needs --engine torch (devices: {', '.join(DEVICES)})")
+        if self.engine == "torch" and self.workers is not None:
+            raise ValueError("--workers is the numpy engine's; the torch engine runs on more processes under torchrun")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:
@@ -123,6 +133,7 @@ class TrainResult:
     stop_reason: str
     checkpoint_dir: str
     interrupted_by: int | None = None  # the signal number, if a signal stopped training
+    model: CharRNN | None = None  # the model trained (as training left it: not the running average)
 
 
 class Reporter:
@@ -188,16 +199,29 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     ``model_config.vocab_size`` is taken from the corpus. With ``resume`` (a checkpoint file or
     directory) the model, optimizer state, data position, hidden state and RNG continue exactly.
     A fresh run refuses a checkpoint directory that already holds a model unless ``overwrite``.
+    With ``config.engine == "torch"`` PyTorch computes the steps (torch_engine.py); launched by torchrun
+    in several processes, each takes a share of the streams and process 0 writes and reports.
     Raises TrainingError (or CorpusError / CheckpointError) with a one-line reason.
     """
-    reporter = reporter or Reporter()
-    run = _start_run(corpus_path, model_config, config, resume, reporter, overwrite)
+    config.validate()
+    distributed = _join_processes(config)  # None unless torchrun started several processes
+    writer = distributed is None or distributed.writer  # the process that writes checkpoints and reports
+    reporter = (reporter or Reporter()) if writer else Reporter()
+    with _leaving(distributed):
+        run = _start_run(corpus_path, model_config, config, resume, reporter, overwrite, distributed)
+        return _train_loop(run, reporter)
+
+
+def _train_loop(run, reporter):
+    """The training loop over a started run: see the module docstring."""
     config, model, optimizer, pos, state = run.config, run.model, run.optimizer, run.pos, run.state
     batches = StreamBatches(run.train_ids, config.batch_size, config.seq_length)
     chars_per_step = config.batch_size * config.seq_length
-    metrics_path = os.path.join(config.checkpoint_dir, "metrics.jsonl")
+    metrics_path, mode = os.path.join(config.checkpoint_dir, "metrics.jsonl"), "a" if run.resumed else "w"
+    if not run.writer:
+        metrics_path, mode = os.devnull, "w"
     total_steps = _total_steps(config, batches.chunks_per_epoch)
-    engine = _start_engine(model, config, reporter)
+    engine = _start_engine(model, config, reporter, run.distributed)
     reporter.start(
         total_steps,
         {
@@ -216,7 +240,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     last_log_time, last_log_step, loss_sum, loss_count = start, pos.step, 0.0, 0
     stop_reason = None
     guard = _NonFiniteGuard(run, reporter)
-    with engine, _SignalCatcher() as signals, open(metrics_path, "a" if run.resumed else "w") as metrics:
+    with engine, _SignalCatcher() as signals, open(metrics_path, mode) as metrics:
         try:
             while stop_reason is None:
                 # data: the next chunk of every stream; a new pass over the data starts from zero state
@@ -247,6 +271,8 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
                 # stop, log, and at an evaluation validate, checkpoint and preview
                 elapsed = time.perf_counter() - start
                 stop_reason = _stop_reason(config, pos, batches.chunks_per_epoch, elapsed, signals.signum)
+                if run.distributed is not None and run.distributed.any(stop_reason is not None):  # all stop together
+                    stop_reason = stop_reason or "stopped by another process"
                 evaluating = pos.step % config.eval_every == 0 or stop_reason is not None
                 if pos.step % config.log_every == 0 or evaluating:
                     now = time.perf_counter()
@@ -284,6 +310,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
         stop_reason=stop_reason,
         checkpoint_dir=config.checkpoint_dir,
         interrupted_by=signals.signum,
+        model=model,
     )
 
 
@@ -304,13 +331,23 @@ class _Run:
     rng: np.random.Generator  # dropout masks; its state is saved in every checkpoint
     state: tuple | None  # the hidden state carried into the first chunk
     resumed: bool
+    distributed: object = None  # torch_engine.Distributed: this process's place among torchrun's; None: alone
+
+    @property
+    def writer(self):
+        """Whether this process writes checkpoints and metrics (process 0 of several, or the only one)."""
+        return self.distributed is None or self.distributed.writer
 
 
-def _start_run(corpus_path, model_config, config, resume, reporter, overwrite):
-    """Check the options, read the corpus, and build the model and optimizer, fresh or from ``resume``."""
+def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, distributed=None):
+    """Check the options, read the corpus, and build the model and optimizer, fresh or from ``resume``.
+    Of several processes, process 0 prepares the directory and the corpus cache while the others wait."""
     config.validate()
+    writer = distributed is None or distributed.writer
+    if not writer:
+        _meet(distributed.barrier)
     _prepare_dir(config.checkpoint_dir)
-    if resume is None:
+    if resume is None and writer:
         _clear_previous_model(config.checkpoint_dir, overwrite)
     ckpt = load_checkpoint(resume) if resume is not None else None
     corpus = load_corpus(
@@ -320,6 +357,8 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite):
         bytes_mode=config.bytes_mode,
         vocab=ckpt.vocab if ckpt else None,
     )
+    if writer and distributed is not None:
+        _meet(distributed.barrier)
     train_ids, val_ids = corpus.split(config.val_frac)
     if len(val_ids) > LARGE_VALIDATION:
         suggestion = f"{LARGE_VALIDATION / 5 / len(corpus.ids):.1g}"
@@ -328,14 +367,20 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite):
             f"this large, --val-frac {suggestion} keeps evaluations short"
         )
     config = _fit_chunk_to_corpus(config, len(train_ids), reporter)
+    if distributed is not None and config.batch_size < distributed.world_size:
+        raise TrainingError(f"batch size {config.batch_size} is smaller than the {distributed.world_size} processes: "
+                            "each needs at least one stream")
     if config.random_seed is None:
         config = replace(config, random_seed=int(np.random.SeedSequence().entropy % 2**32))
+    if distributed is not None:  # every process draws the same dropout seeds: process 0's
+        config = replace(config, random_seed=_meet(distributed.agree, config.random_seed))
     rng = np.random.default_rng(config.random_seed)
     if ckpt:
         _check_resumable(ckpt, config)
         model, saved_average = _take_iterate(ckpt, resume)
         pos = _Position(**{k: ckpt.meta[k] for k in asdict(_Position()) if k in ckpt.meta})
-        rng.bit_generator.state = pos.rng_state
+        if pos.rng_state:  # an imported model has no training position: it starts at step 0
+            rng.bit_generator.state = pos.rng_state
         state = ckpt.hidden_state or None
     else:
         model = _fresh_model(model_config, corpus, val_ids, rng)
@@ -343,13 +388,13 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite):
     base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][model.config.model]
     optimizer = make_optimizer(config.optimizer, model.params, base_lr, config.grad_clip, config.weight_decay)
     average = WeightAverage(model.params, config.average, start=saved_average) if config.average else None
-    if ckpt:
+    if ckpt and ckpt.optimizer_state:  # (an imported model has none: the optimizer starts afresh)
         try:
             optimizer.load_state(ckpt.optimizer_state)
         except ValueError as e:
             raise CheckpointError(f"{resume}: cannot resume with optimizer {config.optimizer} ({e})") from None
     return _Run(config, os.path.abspath(corpus_path), corpus.vocab, train_ids, val_ids, model, optimizer, average,
-                base_lr, pos, rng, state, resumed=ckpt is not None)
+                base_lr, pos, rng, state, resumed=ckpt is not None, distributed=distributed)
 
 
 def _check_resumable(ckpt, config):
@@ -380,7 +425,10 @@ def _fresh_model(model_config, corpus, val_ids, rng):
 
 
 def _save(run, name, hidden):
-    """Write checkpoint ``name`` (latest.npz, best.npz) with the run's position and ``hidden`` state."""
+    """Write checkpoint ``name`` (latest.npz, best.npz) with the run's position and ``hidden`` state (in
+    process 0 only, of several)."""
+    if not run.writer:
+        return
     meta = {
         "train": asdict(run.config),
         "corpus": run.corpus_path,
@@ -399,11 +447,13 @@ def _evaluate_and_save(run, engine, reporter, hidden):
     """Validate, checkpoint, preview; return a reason to stop (halving rule, patience) or None."""
     config, pos, model = run.config, run.pos, run.model
     stop, val_loss, preview = None, None, None
+    if run.distributed is not None:  # the processes took the same steps: so their parameters must be the same
+        run.distributed.check_same(model.params.flat, "parameters")
     with _average_in_place(model.params, run.average):
         if len(run.val_ids) > 1:
             nll, n = streams_nll(model, run.val_ids, config.batch_size, config.seq_length, engine)
             val_loss = nll / n
-        if config.sample_length:
+        if config.sample_length and run.writer:
             preview = generate(model, run.vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)
     if val_loss is not None:
         previous, pos.last_val_loss = pos.last_val_loss, val_loss
@@ -510,8 +560,39 @@ def _average_in_place(params, average):
         params.flat[...] = own
 
 
-def _start_engine(model, config, reporter):
-    """Worker processes for the steps (parallel.py) as ``--workers`` asks, or as the CPUs and batch allow."""
+def _join_processes(config):
+    """This process's place among torchrun's processes (torch_engine.Distributed), or None for one process."""
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if config.engine != "torch":
+        if several:
+            raise TrainingError("training in several processes under torchrun needs --engine torch")
+        return None
+    return Distributed.from_environment(config.device)
+
+
+def _meet(collective, *args):
+    """A collective call among the processes outside the loop; a lost process becomes a TrainingError."""
+    try:
+        return collective(*args)
+    except WorkerError as e:
+        raise TrainingError(str(e)) from None
+
+
+@contextlib.contextmanager
+def _leaving(distributed):
+    """Leave the process group when training ends, however it ends."""
+    try:
+        yield
+    finally:
+        if distributed is not None:
+            distributed.close()
+
+
+def _start_engine(model, config, reporter, distributed=None):
+    """PyTorch for ``--engine torch`` (torch_engine.py); else worker processes for the steps (parallel.py) as
+    ``--workers`` asks, or as the CPUs and batch allow."""
+    if config.engine == "torch":
+        return TorchEngine(model, config.device, distributed)
     workers = config.workers or default_workers(config.batch_size)
     try:
         return make_engine(model, config.batch_size, config.seq_length, workers)

@@ -60,7 +60,7 @@ def test_stepper_matches_batched_forward(model, hidden):
     logits, _ = net.forward(ids[:, None])
     stepper = Stepper(net, net.initial_state(1))
     for t, idx in enumerate(ids):
-        np.testing.assert_allclose(stepper.step(idx), logits[t, 0], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(stepper.step([idx])[0], logits[t, 0], rtol=1e-10, atol=1e-12)
 
 
 def test_sampling_is_reproducible_and_seeded():
