@@ -20,7 +20,7 @@ import pytest
 
 from charrnn.checkpoint import Checkpoint, save_checkpoint
 from charrnn.data import Vocab
-from charrnn.evaluate import evaluate_file
+from charrnn.evaluate import evaluate_file, evaluate_text
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.sample import generate
 from charrnn.server import ServeConfig, make_server
@@ -456,6 +456,24 @@ def test_page_streams_generated_text_in_a_headless_browser(model, tmp_path):
                                   ".textContent)")
         shown = browser.evaluate(text)
         model_line = browser.evaluate("document.getElementById('model').textContent")
+        # Stop, as soon as the next text shows: the page says so and the server frees the slot
+        browser.evaluate("""(() => {
+            document.getElementById('generate').click();
+            const poll = setInterval(() => {
+                if (document.getElementById('output').textContent.length > 6) {
+                    document.getElementById('stop').click();
+                    clearInterval(poll);
+                }
+            }, 5);
+        })()""")
+        stopped = browser.wait_for("(s => s.startsWith('stopped after') && s)(document.getElementById('status')"
+                                   ".textContent)")
+        assert answers_again(server.server_port)
+        # the score box
+        browser.evaluate("document.getElementById('score-text').value = 'To be, or not to be: caf\u00e9';"
+                         "document.getElementById('score').click()")
+        scored = browser.wait_for("(s => s.includes('bits/char') && s)(document.getElementById('score-result')"
+                                  ".textContent)")
     finally:
         browser.close()
         server.shutdown()
@@ -464,6 +482,10 @@ def test_page_streams_generated_text_in_a_headless_browser(model, tmp_path):
     assert shown == expected and expected.startswith(partial)
     assert "20000 characters" in status and "random seed 3" in status
     assert model_line.startswith("LSTM 16 × 2")  # the model's description, read from /v1/info
+    assert int(re.search(r"stopped after (\d+) characters", stopped).group(1)) < 20_000
+    reference = evaluate_text(model, VOCAB, "To be, or not to be: café")
+    assert f"{reference.bpc:.3f} bits/char" in scored and f"{reference.chars} characters scored" in scored
+    assert '1 unknown left out: "é"' in scored
 
 
 def test_a_byte_model_reads_and_writes_text_in_its_encoding():
