@@ -77,7 +77,7 @@ def _field(body, name, kind, default, nullable=False):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise RequestError(f"{name} must be {_TYPES[kind]}{' or null' if nullable else ''}, not {json.dumps(value)}")
+        raise RequestError(f"{name} must be {_TYPES[kind]}{' or null' if nullable else ''}, not {_show(value)}")
     if kind is float and not math.isfinite(value):
         raise RequestError(f"{name} must be a finite number")
     if kind is str:
@@ -100,9 +100,18 @@ def _object(raw, allowed):
         raise RequestError("the body must be a JSON object")
     unknown = sorted(set(body) - set(allowed))
     if unknown:
-        raise RequestError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+        raise RequestError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(_show, unknown))}; "
                            f"expected: {', '.join(allowed)}")
     return body
+
+
+def _show(value, width=40):
+    """A request's value in an error message, as JSON, cut short if long."""
+    return _cut(json.dumps(value), width)
+
+
+def _cut(text, width=80):
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _refuse_constant(name):
@@ -148,7 +157,7 @@ def parse_generate(raw, vocab, config):
     try:
         vocab.encode(_model_text(vocab, seed))
     except KeyError as e:
-        raise RequestError(f"seed has characters the model has never seen: {e.args[0]}") from None
+        raise RequestError(f"seed has characters the model has never seen: {_cut(e.args[0])}") from None
     if random_seed is None:
         random_seed = secrets.randbits(32)  # answered, so the text can be had again
     return GenerateRequest(seed, length, temperature, top_k, top_p, random_seed, stream)
@@ -326,7 +335,8 @@ class Handler(BaseHTTPRequestHandler):
         with self.replica() as model:
             result = evaluate_text(model, vocab, _model_text(vocab, text))
         if result.chars == 0:
-            raise RequestError(f"text has no character the model knows (unknown: {', '.join(map(repr, result.oov))})")
+            unknown = _cut(", ".join(map(repr, result.oov)))
+            raise RequestError(f"text has no character the model knows (unknown: {unknown})")
         self.send_json(HTTPStatus.OK, result.to_json())
 
     def send_text_events(self, pieces):

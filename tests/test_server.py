@@ -213,7 +213,9 @@ BAD_GENERATE = [
     (b'{"temperature": NaN}', "NaN is not JSON"),
     (b'{"temperature": 1e999}', "temperature must be a finite number"),
     (b'{"seed": "\\ud800"}', "lone surrogate"),
-    ({"seed": "A", "colour": 1}, "unknown field 'colour'"),
+    ({"seed": "A", "colour": 1}, 'unknown field "colour"'),
+    ({"x" * 1000: 1}, 'unknown field "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…'),
+    ({"length": "9" * 1000}, 'length must be an integer, not "99999999999999999999999999999999999999…'),
     ({"length": "10"}, "length must be an integer"),
     ({"length": True}, "length must be an integer"),
     ({"length": 1.5}, "length must be an integer"),
@@ -233,6 +235,7 @@ BAD_GENERATE = [
     ({"random_seed": 2**64}, "random_seed must be from 0"),
     ({"seed": "Café"}, "seed has characters the model has never seen: 'é'"),
     ({"seed": "A" * 101}, "at most 100"),
+    ({"seed": "".join(map(chr, range(0x4E00, 0x4E00 + 90)))}, "never seen: '一', '丁'"),
 ]
 BAD_SCORE = [
     ({}, 'needs a "text" field'),
@@ -240,7 +243,8 @@ BAD_SCORE = [
     ({"text": 3}, "text must be a string"),
     ({"text": None}, "text must be a string"),
     ({"text": "é7"}, "no character the model knows"),
-    ({"text": "a", "seed": "b"}, "unknown field 'seed'"),
+    ({"text": "".join(map(chr, range(0x4E00, 0x4E00 + 300)))}, "no character the model knows (unknown: '一'"),
+    ({"text": "a", "seed": "b"}, 'unknown field "seed"'),
 ]
 
 
@@ -248,7 +252,7 @@ def assert_error(status, headers, data, expected_status, fragment):
     assert status == expected_status, data
     assert headers["Content-Type"] == "application/json"
     error = json.loads(data)["error"]
-    assert fragment in error and "\n" not in error
+    assert fragment in error and "\n" not in error and len(error) < 300
 
 
 BAD_BODIES = [("/v1/generate", *case) for case in BAD_GENERATE] + [("/v1/score", *case) for case in BAD_SCORE]
