@@ -6,7 +6,7 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import Vocab, load_corpus
 from .evaluate import evaluate_file, score_lines
 from .model import CharRNN, ModelConfig
-from .presets import preset_configs, resume_config
+from .presets import finetune_configs, preset_configs, resume_config
 from .sample import generate, generate_batch, sample_rngs
 from .train import TrainConfig, train
 
@@ -21,6 +21,7 @@ __all__ = [
     "generate_batch",
     "load_checkpoint",
     "load_corpus",
+    "finetune_configs",
     "preset_configs",
     "resume_config",
     "sample_rngs",

@@ -8,7 +8,7 @@ Loading never unpickles: ``np.load(..., allow_pickle=False)``.
 
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 from dataclasses import asdict, dataclass, field
 
@@ -35,14 +35,23 @@ class Checkpoint:
 
 
 def save_checkpoint(path, ckpt):
-    """Write ``ckpt`` to ``path`` atomically: a crash at any moment leaves the old file intact."""
+    """Write ``ckpt`` to ``path`` atomically: a crash at any moment leaves the old file intact.
+
+    The file gets the permissions the umask gives a new file (0644 under umask 022), as ``open`` would.
+    """
     arrays = {f"param/{k}": v for k, v in ckpt.model.params.items()}
     arrays.update({f"opt/{k}": v for k, v in ckpt.optimizer_state.items()})
     arrays.update({f"state/{i}": s for i, s in enumerate(ckpt.hidden_state)})
-    meta = dict(ckpt.meta, format=FORMAT, version=VERSION, model=asdict(ckpt.model.config), vocab=ckpt.vocab.to_json())
-    arrays["meta"] = np.array(json.dumps(meta))
+    meta = dict(ckpt.meta, model=asdict(ckpt.model.config), vocab=ckpt.vocab.to_json())
+    write_archive(path, arrays, meta)
+
+
+def write_archive(path, arrays, meta):
+    """Write named ``arrays`` and the JSON-able ``meta`` (format and version added) to ``path`` atomically."""
+    arrays = dict(arrays, meta=np.array(json.dumps(dict(meta, format=FORMAT, version=VERSION))))
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.npz")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, unlike mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -73,9 +82,8 @@ def resolve_checkpoint(path):
     return path
 
 
-def load_checkpoint(path):
-    """Load and check a checkpoint (file or directory); raise CheckpointError with a one-line reason."""
-    path = resolve_checkpoint(path)
+def read_archive(path):
+    """The (meta, arrays) of a checkpoint file, format and version checked; CheckpointError otherwise."""
     with open(path, "rb") as f:
         if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
             raise CheckpointError(f"{path}: not a charrnn checkpoint (not an .npz archive)")
@@ -101,6 +109,15 @@ def load_checkpoint(path):
             f"{path}: checkpoint format version {meta.get('version')} is newer than this charrnn reads "
             f"({VERSION}); upgrade charrnn"
         )
+    return meta, arrays
+
+
+def load_checkpoint(path):
+    """Load and check a checkpoint (file or directory); raise CheckpointError with a one-line reason."""
+    path = resolve_checkpoint(path)
+    meta, arrays = read_archive(path)
+    if meta.get("kind", "language-model") != "language-model":
+        raise CheckpointError(f"{path}: a {meta['kind']} checkpoint, not a language model (see charrnn classify)")
     try:
         config = ModelConfig(**meta["model"])
         vocab = Vocab.from_json(meta["vocab"])

@@ -124,19 +124,11 @@ def make_engine(model, batch_size, seq_length, workers):
     return WorkerPool(model, batch_size, seq_length, workers)
 
 
-class InProcess:
-    """The engine interface over the model itself, in this process."""
+class Engine:
+    """What computes a training run's steps: ``loss_and_grads`` and ``chunk_nll`` over a (T, B) chunk, on
+    ``workers`` processes; a context manager that closes it."""
 
     workers = 1
-
-    def __init__(self, model):
-        self.model = model
-
-    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, dropout=None):
-        return self.model.loss_and_grads(inputs, targets, state, dropout_rng, dropout=dropout)
-
-    def chunk_nll(self, inputs, targets, state=None):
-        return chunk_nll(self.model, inputs, targets, state)
 
     def close(self):
         pass
@@ -146,6 +138,19 @@ class InProcess:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class InProcess(Engine):
+    """The engine interface over the model itself, in this process."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, dropout=None):
+        return self.model.loss_and_grads(inputs, targets, state, dropout_rng, dropout=dropout)
+
+    def chunk_nll(self, inputs, targets, state=None):
+        return chunk_nll(self.model, inputs, targets, state)
 
 
 def _layout(n_params, dtype, workers, batch_size, seq_length, state_shape):
@@ -184,7 +189,7 @@ def _shared_file(size):
     raise WorkerError(f"no room for {size / 2**20:.0f} MB of shared memory for the worker processes")
 
 
-class WorkerPool:
+class WorkerPool(Engine):
     """Runs training steps and scoring on ``workers`` processes, each over a slice of the streams.
 
     Moves ``model.params`` into shared memory. ``loss_and_grads`` returns a ``Packed`` gradient that
@@ -334,12 +339,6 @@ class WorkerPool:
         for errors in self.errors:
             errors.close()
         self.send, self.recv, self.procs, self.errors = [], [], [], []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def serve():

@@ -5,13 +5,15 @@ a user gives into configs, the same for the command line and the Python API:
     train("input.txt", model_config, config)
     config = resume_config(load_checkpoint(path).meta["train"], max_time=60)
     train("input.txt", None, config, resume=path)
+    model_config, config = finetune_configs(load_checkpoint(path), max_steps=500)
+    train("new.txt", model_config, config, init_from=path)
 
 ``default`` is the project's recipe, chosen by measurement (docs/benchmarks.md, "Choosing the
 defaults"); the others reproduce the seeds' set-ups. Every default lives in the dataclasses
 (``ModelConfig``, ``TrainConfig``); ``DEFAULTS`` reads them.
 """
 
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 
 from .model import ModelConfig
 from .train import TrainConfig
@@ -25,6 +27,9 @@ DEFAULTS = {**asdict(ModelConfig(vocab_size=0)), **asdict(TrainConfig())}  # eve
 MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig))
 
+# the seeds' set-ups have none of the regularisers the project's recipe added
+_NO_REGULARISATION = {"dropout": 0.0, "late_dropout": None, "average": 0, "weight_decay": 0.0, "weight_drop": 0.0}
+
 PRESETS = {
     # the dataclasses' defaults are the project's recipe
     "default": {name: DEFAULTS[name] for name in _RECIPE_FIELDS},
@@ -34,11 +39,7 @@ PRESETS = {
         "hidden_size": 100,
         "num_layers": 1,
         "activation": "tanh",
-        "dropout": 0.0,
-        "late_dropout": None,
-        "average": 0,
-        "weight_decay": 0.0,
-        "weight_drop": 0.0,
+        **_NO_REGULARISATION,
         "batch_size": 1,
         "seq_length": 25,
         "optimizer": "adagrad",
@@ -60,11 +61,7 @@ PRESETS = {
         "lr_decay": 0.97,
         "lr_decay_after": 10,
         "grad_clip": 5.0,
-        "dropout": 0.0,
-        "late_dropout": None,
-        "average": 0,
-        "weight_decay": 0.0,
-        "weight_drop": 0.0,
+        **_NO_REGULARISATION,
         "eval_every": 1000,
     },
 }
@@ -93,6 +90,23 @@ def preset_configs(preset="default", **given):
         values["late_dropout"] = None  # a dropout asked for is kept, not raised later
     model_config = ModelConfig(0, **{k: values[k] for k in MODEL_OPTIONS})
     return model_config, TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_OPTIONS})
+
+
+def finetune_configs(base, preset="default", **given):
+    """``ModelConfig`` and ``TrainConfig`` to fine-tune ``base`` (a Checkpoint) with ``--init-from``: the
+    training options of a fresh run (``preset_configs``), and the checkpoint's model, its tokenisation
+    (``bytes_mode``, ``encoding``) and its dropout, except for what is ``given`` explicitly (a shape other
+    than the checkpoint's is refused by ``train``). A cell other than the preset's gets its own tuned
+    learning rate, as in a fresh run."""
+    given = _known({k: v for k, v in given.items() if v is not None})
+    model_config, config = preset_configs(preset, **given)
+    saved = asdict(base.model.config)
+    model_config = replace(model_config, **{k: saved[k] for k in MODEL_OPTIONS if k not in given})
+    tokens = {"bytes_mode": base.vocab.bytes_mode, "encoding": base.vocab.encoding}
+    config = replace(config, **{k: v for k, v in tokens.items() if k not in given})
+    if "learning_rate" not in given and model_config.model != preset_options(preset, {})["model"]:
+        config = replace(config, learning_rate=None)
+    return model_config, config
 
 
 def resume_config(saved, **given):

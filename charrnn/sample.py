@@ -5,11 +5,11 @@
     for pieces in generate_batch(model, vocab, 64, seed="ROMEO:", length=500, random_seed=1):
         ...                                   # pieces: a list of 64 strings, one per sample
 
-The seed primes the hidden state in one batched pass; then each character costs one step of every
-layer, into preallocated buffers. ``generate_batch`` steps N samples as one batch: one matrix product
-per layer per character for all of them, each sample drawing its noise from a generator of its own
-(``sample_rngs``), so sample i is the same text whatever N is, and the same as ``generate`` gives
-with that generator.
+The seed primes the hidden state in batched passes of PRIME_CHUNK characters, so a seed of any length
+costs time, not memory; then each character costs one step of every layer, into preallocated
+buffers. ``generate_batch`` steps N samples as one batch: one matrix product per layer per character
+for all of them, each sample drawing its noise from a generator of its own (``sample_rngs``), so
+sample i is the same text whatever N is, and the same as ``generate`` gives with that generator.
 """
 
 import numpy as np
@@ -17,6 +17,7 @@ import numpy as np
 from .cells import Scratch
 
 NOISE_BLOCK = 256  # characters of Gumbel noise each sample's generator draws at a time
+PRIME_CHUNK = 4096  # characters of the seed read in one forward pass
 
 
 class Stepper:
@@ -103,7 +104,9 @@ def _prime(model, vocab, seed, batch_size):
     """The state after reading the seed (or a newline), repeated for ``batch_size`` streams, and the
     logits (V,) for the first generated character. Raises KeyError naming unknown seed characters."""
     prime = vocab.encode(seed) if seed else np.array([vocab.newline_id() or 0])
-    logits, state = model.forward(prime[:, None], model.initial_state(1))  # (T, 1, V)
+    state = model.initial_state(1)
+    for j in range(0, len(prime), PRIME_CHUNK):  # a seed of any length, a bounded piece at a time
+        logits, state = model.forward(prime[j : j + PRIME_CHUNK, None], state)  # (T, 1, V)
     return logits[-1, 0], tuple(np.repeat(s, batch_size, axis=1) for s in state)
 
 
@@ -154,7 +157,8 @@ def generate_batch(model, vocab, num_samples, seed="", length=200, temperature=1
 def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top_p=None, random_seed=None):
     """Yield the seed text, then ``length`` generated characters, one piece at a time.
 
-    ``seed`` primes the hidden state (an empty seed starts as if after a newline); ``temperature``
+    ``seed`` (str, or bytes for a --bytes model; any length) primes the hidden state (an empty seed
+    starts as if after a newline); ``temperature``
     0 picks the most likely character every time. ``random_seed`` is a seed or a numpy Generator.
     Raises KeyError naming seed characters that are not in the vocabulary.
     """

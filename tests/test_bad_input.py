@@ -9,19 +9,17 @@ import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from charrnn.checkpoint import load_checkpoint
-from charrnn.cli import main
 
 TINY = ["--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-length", "8",
         "--sample-length", "0", "--random-seed", "0"]
 
 
 @pytest.fixture
-def trained(tmp_path, small_text):
+def trained(tmp_path, small_text, cli):
     ck = tmp_path / "ck"
-    result = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", str(ck), "--max-steps", "5", *TINY])
+    result = cli(["train", small_text, "--checkpoint-dir", str(ck), "--max-steps", "5", *TINY])
     assert result.exit_code == 0, result.output
     return ck
 
@@ -62,7 +60,7 @@ def corrupt_checkpoint(tmp_path, trained, kind):
 # (name, how to build the command line, the message expected on stderr)
 CASES = [
     ("missing corpus", lambda t, s, c: ["train", str(t / "nope.txt")], "does not exist"),
-    ("corpus is a directory", lambda t, s, c: ["train", str(t)], "is a directory"),
+    ("directory without text", lambda t, s, c: ["train", str(t / "emptydir")], "no text files in this directory"),
     ("empty corpus", lambda t, s, c: ["train", write(t / "e.txt", "")], "empty"),
     ("one distinct character", lambda t, s, c: ["train", write(t / "a.txt", "a" * 5000)], "only one distinct"),
     ("invalid utf-8", lambda t, s, c: ["train", write(t / "b.txt", b"abc\n" * 100 + b"\xff\xfe" + b"x" * 99, "wb")],
@@ -100,11 +98,11 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,args,message", CASES, ids=[c[0] for c in CASES])
-def test_user_error(tmp_path, small_text, trained, name, args, message, monkeypatch):
+def test_user_error(tmp_path, small_text, trained, name, args, message, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)  # the default --checkpoint-dir is relative
     (tmp_path / "emptydir").mkdir()
     before = {p: (trained / p).read_bytes() for p in os.listdir(trained)}
-    result = CliRunner().invoke(main, args(tmp_path, small_text, trained))
+    result = cli(args(tmp_path, small_text, trained))
     assert result.exit_code in (1, 2), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
@@ -113,22 +111,22 @@ def test_user_error(tmp_path, small_text, trained, name, args, message, monkeypa
     assert {p: (trained / p).read_bytes() for p in os.listdir(trained)} == before  # nothing overwritten
 
 
-def test_short_corpus_trains_with_a_smaller_chunk(tmp_path):
+def test_short_corpus_trains_with_a_smaller_chunk(tmp_path, cli):
     corpus = write(tmp_path / "short.txt", "to be or not to be, that is the question\n" * 3)
-    result = CliRunner().invoke(main, ["train", corpus, "--checkpoint-dir", str(tmp_path / "ck"), "--max-steps", "3",
-                                       "--hidden-size", "8", "--sample-length", "0"])
+    result = cli(["train", corpus, "--checkpoint-dir", str(tmp_path / "ck"), "--max-steps", "3",
+                  "--hidden-size", "8", "--sample-length", "0"])
     assert result.exit_code == 0, result.output
     assert "shorter than one chunk" in result.stderr
 
 
-def test_bytes_mode_trains_on_binary(tmp_path):
+def test_bytes_mode_trains_on_binary(tmp_path, cli):
     corpus = write(tmp_path / "bin.dat", bytes(range(256)) * 40 + b"\xff\xfe\x00" * 100, "wb")
     ck = tmp_path / "ck"
-    result = CliRunner().invoke(main, ["train", corpus, "--bytes", "--checkpoint-dir", str(ck), "--max-steps", "3",
-                                       *TINY])
+    result = cli(["train", corpus, "--bytes", "--checkpoint-dir", str(ck), "--max-steps", "3",
+                  *TINY])
     assert result.exit_code == 0, result.output
     assert load_checkpoint(str(ck)).vocab.bytes_mode
-    sample = CliRunner().invoke(main, ["sample", str(ck), "--length", "20"])
+    sample = cli(["sample", str(ck), "--length", "20"])
     assert sample.exit_code == 0
 
 

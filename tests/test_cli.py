@@ -6,10 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from charrnn.checkpoint import load_checkpoint
-from charrnn.cli import main
 from charrnn.data import load_corpus
 from charrnn.evaluate import streams_nll
 
@@ -17,14 +15,9 @@ TINY = ["--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-
         "--eval-every", "20", "--sample-length", "40", "--random-seed", "3"]
 
 
-def run(args, **kwargs):
-    result = CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
-    return result
-
-
-def test_train_sample_eval(tmp_path, small_text):
+def test_train_sample_eval(tmp_path, small_text, cli):
     ck = str(tmp_path / "ck")
-    result = run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "40", *TINY])
+    result = cli(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "40", *TINY])
     assert result.exit_code == 0, result.output
     assert "val loss" in result.output and "training finished" in result.output
     assert sorted(f for f in os.listdir(ck) if f.endswith(".npz") or f.endswith(".jsonl")) == [
@@ -35,20 +28,20 @@ def test_train_sample_eval(tmp_path, small_text):
     assert [r["step"] for r in records if "val_loss" in r] == [20, 40]
     assert load_checkpoint(ck).meta["step"] in (20, 40)
 
-    sample = run(["sample", ck, "--seed", "Romeo", "--length", "100", "--random-seed", "1", "--temperature", "0.8"])
+    sample = cli(["sample", ck, "--seed", "Romeo", "--length", "100", "--random-seed", "1", "--temperature", "0.8"])
     assert sample.exit_code == 0
     assert sample.output.startswith("Romeo") and len(sample.output) >= 106
-    again = run(["sample", ck, "--seed", "Romeo", "--length", "100", "--random-seed", "1", "--temperature", "0.8"])
+    again = cli(["sample", ck, "--seed", "Romeo", "--length", "100", "--random-seed", "1", "--temperature", "0.8"])
     assert again.output == sample.output
 
-    ev = run(["eval", ck, small_text, "--json"])
+    ev = cli(["eval", ck, small_text, "--json"])
     assert ev.exit_code == 0
     figures = json.loads(ev.output)
     assert figures["chars"] == len(open(small_text).read())
     assert figures["bpc"] == pytest.approx(figures["loss"] / np.log(2))
     assert figures["perplexity"] == pytest.approx(np.exp(figures["loss"]))
     assert figures["loss"] < np.log(len(load_checkpoint(ck).vocab))  # learned something beyond uniform
-    human = run(["eval", ck, small_text])
+    human = cli(["eval", ck, small_text])
     assert "bits/char" in human.output and "perplexity" in human.output
 
 
@@ -68,14 +61,14 @@ def test_installed_console_script(tmp_path, small_text):
 
 
 @pytest.mark.parametrize("workers,extra", [("1", []), ("2", []), ("2", ["--average", "7"])])
-def test_resume_is_bit_identical(tmp_path, small_text, workers, extra):
+def test_resume_is_bit_identical(tmp_path, small_text, workers, extra, cli):
     """2N steps in one run equal N steps, then N more after --resume (in one process, or on two workers;
     with a running average of the weights, the average and the weights training goes on from)."""
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     opts = [*TINY, "--dropout", "0.1", "--optimizer", "adam", "--lr-schedule", "constant", "--workers", workers, *extra]
-    assert run(["train", small_text, "--checkpoint-dir", one, "--max-steps", "30", *opts]).exit_code == 0
-    assert run(["train", small_text, "--checkpoint-dir", two, "--max-steps", "15", *opts]).exit_code == 0
-    resumed = run(["train", small_text, "--checkpoint-dir", two, "--max-steps", "30", "--resume"])
+    assert cli(["train", small_text, "--checkpoint-dir", one, "--max-steps", "30", *opts]).exit_code == 0
+    assert cli(["train", small_text, "--checkpoint-dir", two, "--max-steps", "15", *opts]).exit_code == 0
+    resumed = cli(["train", small_text, "--checkpoint-dir", two, "--max-steps", "30", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     a = load_checkpoint(os.path.join(one, "latest.npz"))
     b = load_checkpoint(os.path.join(two, "latest.npz"))
@@ -87,25 +80,25 @@ def test_resume_is_bit_identical(tmp_path, small_text, workers, extra):
     assert any(key.startswith("iterate.") for key in a.optimizer_state) == bool(extra)
 
 
-def test_resume_refuses_other_vocabulary(tmp_path, small_text):
+def test_resume_refuses_other_vocabulary(tmp_path, small_text, cli):
     ck = str(tmp_path / "ck")
-    assert run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "5", *TINY]).exit_code == 0
+    assert cli(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "5", *TINY]).exit_code == 0
     other = tmp_path / "other.txt"
     other.write_text("zzzz 12345 ~~~~ " * 500)
-    result = CliRunner().invoke(main, ["train", str(other), "--checkpoint-dir", ck, "--resume"])
+    result = cli(["train", str(other), "--checkpoint-dir", ck, "--resume"])
     assert result.exit_code == 1
     assert "vocabulary differs" in result.output
 
 
-def test_help_for_every_command():
+def test_help_for_every_command(cli):
     for command in ([], ["train"], ["sample"], ["eval"], ["info"], ["plot"]):
-        result = run([*command, "-h"])
+        result = cli([*command, "-h"])
         assert result.exit_code == 0 and "Example" in result.output
 
 
-def test_preset_sets_options_and_explicit_flags_win(tmp_path, small_text):
+def test_preset_sets_options_and_explicit_flags_win(tmp_path, small_text, cli):
     ck = str(tmp_path / "ck")
-    result = run(["train", small_text, "--preset", "min-char-rnn", "--hidden-size", "24", "--checkpoint-dir", ck,
+    result = cli(["train", small_text, "--preset", "min-char-rnn", "--hidden-size", "24", "--checkpoint-dir", ck,
                   "--max-steps", "3", "--sample-length", "0"])
     assert result.exit_code == 0, result.output
     meta = load_checkpoint(ck).meta
@@ -116,10 +109,10 @@ def test_preset_sets_options_and_explicit_flags_win(tmp_path, small_text):
     assert meta["train"]["late_dropout"] is None
 
 
-def test_halving_schedule_halves_then_stops(tmp_path, small_text):
+def test_halving_schedule_halves_then_stops(tmp_path, small_text, cli):
     """Mikolov's rule: a too-small improvement starts halving; the next one stops training."""
     ck = str(tmp_path / "ck")
-    result = run(["train", small_text, "--checkpoint-dir", ck, "--lr-schedule", "halving", "--learning-rate", "1e-7",
+    result = cli(["train", small_text, "--checkpoint-dir", ck, "--lr-schedule", "halving", "--learning-rate", "1e-7",
                   "--max-steps", "200", *TINY[:-2], "--eval-every", "5", "--sample-length", "0"])
     assert result.exit_code == 0, result.output
     assert "converged" in result.output
@@ -127,13 +120,13 @@ def test_halving_schedule_halves_then_stops(tmp_path, small_text):
     assert rates[0] == pytest.approx(1e-7) and rates[-1] == pytest.approx(0.5e-7)
 
 
-def test_a_fresh_run_never_mixes_with_an_earlier_one(tmp_path, small_text):
+def test_a_fresh_run_never_mixes_with_an_earlier_one(tmp_path, small_text, cli):
     ck = str(tmp_path / "ck")
-    assert run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "20", *TINY]).exit_code == 0
-    again = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", ck, "--max-steps", "20", *TINY])
+    assert cli(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "20", *TINY]).exit_code == 0
+    again = cli(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "20", *TINY])
     assert again.exit_code == 1 and "--overwrite" in again.stderr
     assert load_checkpoint(ck).meta["step"] == 20  # untouched
-    fresh = run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "10", "--overwrite", *TINY])
+    fresh = cli(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "10", "--overwrite", *TINY])
     assert fresh.exit_code == 0, fresh.output
     assert load_checkpoint(os.path.join(ck, "latest.npz")).meta["step"] == 10
     best = os.path.join(ck, "best.npz")
@@ -142,9 +135,9 @@ def test_a_fresh_run_never_mixes_with_an_earlier_one(tmp_path, small_text):
     assert steps == sorted(steps) and steps[-1] == 10  # the earlier run's records are gone
 
 
-def test_late_dropout_rises_between_its_epochs(tmp_path, small_text):
+def test_late_dropout_rises_between_its_epochs(tmp_path, small_text, cli):
     ck = str(tmp_path / "ck")
-    result = run(["train", small_text, "--checkpoint-dir", ck, "--max-epochs", "3", "--dropout", "0.1",
+    result = cli(["train", small_text, "--checkpoint-dir", ck, "--max-epochs", "3", "--dropout", "0.1",
                   "--late-dropout", "0.5", "--late-dropout-epochs", "1", "2", *TINY[:-4], "--sample-length", "0"])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in open(os.path.join(ck, "metrics.jsonl"))]
@@ -155,19 +148,19 @@ def test_late_dropout_rises_between_its_epochs(tmp_path, small_text):
     assert middle and middle == sorted(middle) and 0.1 < middle[0] < middle[-1] < 0.5
     # a --dropout given without --late-dropout is kept as it is: the default recipe's rise is off
     kept = str(tmp_path / "kept")
-    result = run(["train", small_text, "--checkpoint-dir", kept, "--max-epochs", "1.5", "--dropout", "0.3",
+    result = cli(["train", small_text, "--checkpoint-dir", kept, "--max-epochs", "1.5", "--dropout", "0.3",
                   "--late-dropout-epochs", "0", "1", *TINY[:-4], "--sample-length", "0"])
     assert result.exit_code == 0, result.output
     assert {json.loads(line)["dropout"] for line in open(os.path.join(kept, "metrics.jsonl"))} == {0.3}
 
 
-def test_average_is_what_validation_and_checkpoints_hold(tmp_path, small_text):
+def test_average_is_what_validation_and_checkpoints_hold(tmp_path, small_text, cli):
     """With --average, best.npz holds the averaged weights that gave the best validation loss (the
     training weights ride along), and resuming without averaging goes on from the training weights."""
     ck = str(tmp_path / "ck")
     opts = [*TINY, "--lr-schedule", "constant", "--workers", "1"]
     args = ["train", small_text, "--checkpoint-dir", ck, "--max-steps", "60", "--average", "20", *opts]
-    assert run(args).exit_code == 0
+    assert cli(args).exit_code == 0
     best = load_checkpoint(os.path.join(ck, "best.npz"))
     corpus = load_corpus(small_text, ck)
     _, val_ids = corpus.split(0.1)
@@ -177,9 +170,9 @@ def test_average_is_what_validation_and_checkpoints_hold(tmp_path, small_text):
     assert set(iterate) == set(best.model.params)
     assert not np.allclose(iterate["l0.W_hh"], best.model.params["l0.W_hh"])
     latest = load_checkpoint(os.path.join(ck, "latest.npz"))
-    assert "running average over 20 steps" in run(["info", ck]).output
+    assert "running average over 20 steps" in cli(["info", ck]).output
     args = ["train", small_text, "--checkpoint-dir", ck, "--max-steps", "61", "--average", "0", "--resume"]
-    assert run(args).exit_code == 0
+    assert cli(args).exit_code == 0
     went_on = load_checkpoint(os.path.join(ck, "latest.npz"))
     assert not any(k.startswith("iterate.") for k in went_on.optimizer_state)
     went = went_on.model.params["l0.W_hh"]

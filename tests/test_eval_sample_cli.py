@@ -4,10 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from charrnn.checkpoint import Checkpoint, save_checkpoint
-from charrnn.cli import main
 from charrnn.data import Vocab
 from charrnn.model import CharRNN, ModelConfig
 
@@ -22,75 +20,69 @@ def ckpt_path(tmp_path):
     return path
 
 
-def invoke(*args):
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def test_per_line_figures_sum_to_the_whole_file(tmp_path, ckpt_path):
+def test_per_line_figures_sum_to_the_whole_file(tmp_path, ckpt_path, cli_stdout):
     text = tmp_path / "lines.txt"
     text.write_text("ROMEO: But soft!\nWhat light through yonder window breaks?\n\nIt is the east.")
-    whole = json.loads(invoke("eval", ckpt_path, str(text), "--json"))
-    lines = [json.loads(line) for line in invoke("eval", ckpt_path, str(text), "--per-line", "--json").splitlines()]
+    whole = json.loads(cli_stdout("eval", ckpt_path, str(text), "--json"))
+    lines = [json.loads(line) for line in cli_stdout("eval", ckpt_path, str(text), "--per-line", "--json").splitlines()]
     per_line, total = lines[:-1], lines[-1]
     assert len(per_line) == 4 and per_line[2]["chars"] == 1  # the empty line is its newline
     assert sum(line["chars"] for line in per_line) == whole["chars"] == len(text.read_text())
     assert -sum(line["logprob"] for line in per_line) / whole["chars"] == pytest.approx(whole["loss"], rel=1e-6)
     assert total["loss"] == pytest.approx(whole["loss"], rel=1e-6)
-    out = invoke("eval", ckpt_path, str(text), "--reset-per-line", "--json")
+    out = cli_stdout("eval", ckpt_path, str(text), "--reset-per-line", "--json")
     reset = [json.loads(line) for line in out.splitlines()]
     assert reset[0]["logprob"] == pytest.approx(per_line[0]["logprob"])  # the first line starts fresh either way
     assert reset[1]["logprob"] != pytest.approx(per_line[1]["logprob"])
-    table = invoke("eval", ckpt_path, str(text), "--per-line")
+    table = cli_stdout("eval", ckpt_path, str(text), "--per-line")
     assert "log-prob" in table and "bits/char" in table
 
 
-def test_out_of_vocabulary_characters_are_reported_and_left_out(tmp_path, ckpt_path):
+def test_out_of_vocabulary_characters_are_reported_and_left_out(tmp_path, ckpt_path, cli_stdout):
     clean, dirty = tmp_path / "clean.txt", tmp_path / "dirty.txt"
     clean.write_text("to be or not to be\n")
     dirty.write_text("to be or ñot to be 😀😀\n")
-    a = json.loads(invoke("eval", ckpt_path, str(clean), "--json"))
-    b = json.loads(invoke("eval", ckpt_path, str(dirty), "--json"))
+    a = json.loads(cli_stdout("eval", ckpt_path, str(clean), "--json"))
+    b = json.loads(cli_stdout("eval", ckpt_path, str(dirty), "--json"))
     assert b["oov"] == {"ñ": 1, "😀": 2} and b["oov_chars"] == 3
     assert b["chars"] == a["chars"]  # ñ replaced n, the emoji came with a space: 19 in-vocabulary either way
-    assert "outside the vocabulary" in invoke("eval", ckpt_path, str(dirty))
+    assert "outside the vocabulary" in cli_stdout("eval", ckpt_path, str(dirty))
 
 
-def test_greedy_is_deterministic_and_top_k_1_is_greedy(ckpt_path):
-    greedy = invoke("sample", ckpt_path, "--seed", "The ", "--temperature", "0", "--length", "80")
-    assert greedy == invoke("sample", ckpt_path, "--seed", "The ", "--temperature", "0", "--length", "80",
+def test_greedy_is_deterministic_and_top_k_1_is_greedy(ckpt_path, cli_stdout):
+    greedy = cli_stdout("sample", ckpt_path, "--seed", "The ", "--temperature", "0", "--length", "80")
+    assert greedy == cli_stdout("sample", ckpt_path, "--seed", "The ", "--temperature", "0", "--length", "80",
                             "--random-seed", "9")
     for seed in ("1", "2"):
-        assert invoke("sample", ckpt_path, "--seed", "The ", "--top-k", "1", "--length", "80",
+        assert cli_stdout("sample", ckpt_path, "--seed", "The ", "--top-k", "1", "--length", "80",
                       "--random-seed", seed) == greedy
 
 
-def test_num_samples_and_output_file(tmp_path, ckpt_path):
+def test_num_samples_and_output_file(tmp_path, ckpt_path, cli_stdout):
     out = tmp_path / "samples.txt"
-    assert invoke("sample", ckpt_path, "--num-samples", "3", "--length", "30", "--seed", "A", "-o", str(out),
+    assert cli_stdout("sample", ckpt_path, "--num-samples", "3", "--length", "30", "--seed", "A", "-o", str(out),
                   "--random-seed", "4") == ""
     samples = out.read_text().rstrip("\n").split("\n\n")
     assert len([s for s in samples if s.startswith("A")]) >= 3
 
 
-def test_info(ckpt_path):
-    text = invoke("info", ckpt_path)
+def test_info(ckpt_path, cli_stdout):
+    text = cli_stdout("info", ckpt_path)
     for expected in ("lstm", "hidden_size", "60 symbols", "parameters", "format version", "2.5000"):
         assert expected in text
 
 
-def test_plot_writes_a_png(tmp_path, small_text):
+def test_plot_writes_a_png(tmp_path, small_text, cli_stdout):
     pytest.importorskip("matplotlib")
     ck = tmp_path / "ck"
-    invoke("train", small_text, "--checkpoint-dir", str(ck), "--max-steps", "20", "--hidden-size", "16",
+    cli_stdout("train", small_text, "--checkpoint-dir", str(ck), "--max-steps", "20", "--hidden-size", "16",
            "--eval-every", "10", "--sample-length", "0", "-q")
     png = tmp_path / "loss.png"
-    invoke("plot", str(ck), "--output", str(png))
+    cli_stdout("plot", str(ck), "--output", str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
+def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch, cli):
     import builtins
 
     real_import = builtins.__import__
@@ -102,17 +94,17 @@ def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
 
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "train_loss": 3.0}) + "\n")
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    result = CliRunner().invoke(main, ["plot", str(tmp_path), "-o", str(tmp_path / "x.png")])
+    result = cli(["plot", str(tmp_path), "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "pip install 'charrnn[plot]'" in result.stderr
 
 
-def test_quiet_training_prints_nothing(tmp_path, small_text):
-    result = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", str(tmp_path / "ck"), "--max-steps",
-                                       "5", "--hidden-size", "16", "-q"])
+def test_quiet_training_prints_nothing(tmp_path, small_text, cli):
+    result = cli(["train", small_text, "--checkpoint-dir", str(tmp_path / "ck"), "--max-steps",
+                  "5", "--hidden-size", "16", "-q"])
     assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
 
 
-def test_no_color_and_version(monkeypatch, ckpt_path):
+def test_no_color_and_version(monkeypatch, ckpt_path, cli_stdout):
     monkeypatch.setenv("NO_COLOR", "1")
-    assert "\x1b[" not in invoke("info", ckpt_path)
-    assert invoke("--version").startswith("charrnn, version")
+    assert "\x1b[" not in cli_stdout("info", ckpt_path)
+    assert cli_stdout("--version").startswith("charrnn, version")

@@ -1,0 +1,343 @@
+"""The classifier: a bidirectional recurrent encoder over characters, pooled, then a softmax layer.
+
+    model = Classifier(ClassifierConfig(vocab_size=60, num_classes=12, model="lstm", hidden_size=128))
+    vectors = model.encoder.forward(ids, lengths)          # ids (T, B), lengths (B,) descending -> (B, D)
+    logits = model.forward(ids, lengths)                   # (B, C)
+    loss, grads = model.loss_and_grads(ids, lengths, targets, weights)
+
+D = 2H with ``bidirectional`` (else H). Each layer runs a forward direction over the text and a
+backward direction over the text reversed, both with the cells of ``cells.py``; layer k+1 reads the
+two directions' outputs joined at each position, (T, B, 2H). ``pool`` makes one vector of the top
+layer: ``last`` joins the forward direction's state after the last character and the backward
+direction's state after the first (as ``h_n`` of PyTorch's bidirectional LSTM), ``mean`` and ``max``
+pool each direction over the text's positions.
+
+Padding and masks. A batch holds texts longest first, right-padded to T. The backward direction reads
+each text reversed in place: position s of row b is the text's character len_b - 1 - s, so both
+directions see their text at positions 0 .. len_b - 1, then padding. At step t the texts still
+running are the first n_t rows; the cells step the whole batch (one product per step), and the rows
+past n_t then take back their previous state, so a padded row holds its text's final state (finite
+values for the weight-gradient products, whatever the cell). Padding comes after each text in both
+directions' order, so the recurrence never carries it into a text's positions, and backward, no
+gradient reaches a padded step: a text's result does not depend on what it is batched with (tested).
+
+Parameters (``model.params``, one Packed vector): ``l{k}.{fwd|bwd}.W_xh`` (V+1 or D, G·H) (layer 0's
+read by row; row V is the unknown character), ``.W_hh`` (H, G·H), ``.b`` (G·H,), ``.b_hn`` (H,) for
+gru; ``W_out`` (D, C), ``b_out`` (C,).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cells import make_cell, make_step_weights
+from .model import MODELS, _LayerBuffers, scatter_rows
+from .packed import Packed
+
+POOLS = ("last", "mean", "max")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class ClassifierConfig:
+    """The classifier's shape; ``vocab_size`` counts the unknown character's id."""
+
+    vocab_size: int
+    num_classes: int
+    model: str = "lstm"
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = True
+    pool: str = "last"
+    activation: str = "tanh"
+    dropout: float = 0.3
+    dtype: str = "float32"
+
+    @property
+    def directions(self):
+        return ("fwd", "bwd") if self.bidirectional else ("fwd",)
+
+    @property
+    def output_size(self):
+        """D: the encoder's vector size."""
+        return self.hidden_size * len(self.directions)
+
+    def validate(self):
+        """Raise ValueError with a one-line reason if a field is out of range."""
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
+        if self.vocab_size < 2 or self.num_classes < 2:
+            raise ValueError("a classifier needs at least two symbols and two classes")
+        if self.hidden_size < 1 or self.num_layers < 1:
+            raise ValueError("hidden size and number of layers must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        make_cell(self.model, self.activation)
+
+
+def param_shapes(config):
+    """The shape of every parameter, by name."""
+    H, G = config.hidden_size, make_cell(config.model, config.activation).n_gates * config.hidden_size
+    shapes = {}
+    for k in range(config.num_layers):
+        for d in config.directions:
+            shapes[f"l{k}.{d}.W_xh"] = (config.vocab_size if k == 0 else config.output_size, G)
+            shapes[f"l{k}.{d}.W_hh"] = (H, G)
+            shapes[f"l{k}.{d}.b"] = (G,)
+            if config.model == "gru":
+                shapes[f"l{k}.{d}.b_hn"] = (H,)
+    shapes["W_out"] = (config.output_size, config.num_classes)
+    shapes["b_out"] = (config.num_classes,)
+    return shapes
+
+
+def init_params(config, rng):
+    """Fresh parameters, as charrnn's language model starts them: one-hot rows of std 2 (the unknown
+    character's row zero), 1/sqrt(fan-in) otherwise, orthogonal recurrent blocks, LSTM forget bias 1."""
+    H = config.hidden_size
+    params = {}
+    for name, shape in param_shapes(config).items():
+        if name.endswith("W_hh"):
+            blocks = [np.linalg.qr(rng.normal(size=(H, H)))[0] for _ in range(shape[1] // H)]
+            params[name] = np.concatenate(blocks, axis=1)
+        elif name.startswith("l0.") and name.endswith("W_xh"):
+            params[name] = rng.normal(0.0, 2.0, shape)
+            params[name][-1] = 0.0
+        elif name.endswith(("W_xh", "W_out")):
+            params[name] = rng.normal(0.0, 1.0 / np.sqrt(shape[0]), shape)
+        else:
+            params[name] = np.zeros(shape)
+            if config.model == "lstm" and name.endswith(".b"):
+                params[name][H : 2 * H] = 1.0
+    return {name: value.astype(config.dtype) for name, value in params.items()}
+
+
+def reversal_index(lengths, T):
+    """(T·B,) flat index that reverses each text in place: row (t, b) <-> (len_b - 1 - t, b) inside the
+    text, padding to itself. Its own inverse."""
+    B = len(lengths)
+    t = np.arange(T)[:, None]  # (T, 1)
+    source = np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, B)
+    return (source * B + np.arange(B)[None, :]).reshape(-1)
+
+
+def active_rows(lengths, T):
+    """(T,) n_t: how many texts (the first rows; lengths descending) are still running at step t."""
+    return np.searchsorted(-lengths, -np.arange(T), side="left")
+
+
+class BiEncoder:
+    """Texts (as padded ids) to vectors (B, D); see the module docstring. Reads its weights from ``params``
+    (a dict of arrays named as ``param_shapes``), which it does not copy."""
+
+    def __init__(self, config, params):
+        self.config = config
+        self.cell = make_cell(config.model, config.activation)
+        self.params = params
+        self._buffers = {}  # B -> {(k, d): _LayerBuffers}, reused while T fits; the two latest B
+
+    def forward(self, ids, lengths, dropout_rng=None, dropout=None, backward=False):
+        """Encode ``ids`` (T, B) of texts of ``lengths`` (B,), longest first: return (B, D).
+        ``dropout_rng`` switches dropout on (rate ``dropout``, default the config's) on every layer's
+        output; ``backward``: keep what ``backward`` reads."""
+        ids, lengths = np.asarray(ids), np.asarray(lengths)
+        T, B = ids.shape
+        if B == 0 or lengths.min() < 1 or lengths.max() != T or (np.diff(lengths) > 0).any():
+            raise ValueError("a batch holds texts of at least one character, longest first, padded to the longest")
+        cfg, H = self.config, self.config.hidden_size
+        rate = cfg.dropout if dropout is None else dropout
+        rev = reversal_index(lengths, T) if cfg.bidirectional else None
+        active = active_rows(lengths, T)
+        dirs = self._directions(T, B)
+        x = None  # (T, B, D): the layer's input, both directions' outputs joined in text order
+        self._pass = {"ids": ids, "lengths": lengths, "rev": rev, "inputs": {}, "masks": {}}
+        for k in range(cfg.num_layers):
+            outputs = []
+            for d in cfg.directions:
+                run = dirs[k, d]
+                sp = run.step_weights = make_step_weights(self.cell, self._direction_params(k, d), B, backward=backward)
+                gates = run.gates[:T]  # (T, B, G)
+                if k == 0:
+                    x_d = ids if d == "fwd" else ids.reshape(-1)[rev].reshape(T, B)
+                    np.take(sp.W_xh + sp.b, x_d, axis=0, out=gates, mode="clip")
+                else:
+                    x_d = x if d == "fwd" else x.reshape(T * B, -1)[rev].reshape(T, B, -1)
+                    np.matmul(x_d.reshape(T * B, -1), sp.W_xh, out=gates.reshape(T * B, -1))
+                    gates += sp.b
+                self._pass["inputs"][k, d] = x_d
+                for seq in run.states:
+                    seq[0] = 0
+                self._steps_forward(run, sp, active)
+                y = run.states[0][1 : T + 1]  # (T, B, H), in the direction's own order
+                if dropout_rng is not None and rate > 0:
+                    mask = (dropout_rng.random((T, B, H), dtype=np.float32) < 1 - rate).astype(y.dtype) / (1 - rate)
+                    self._pass["masks"][k, d] = mask
+                    y = y * mask
+                outputs.append(y)
+            if k + 1 < cfg.num_layers:
+                x = np.empty((T, B, cfg.output_size), self.dtype)
+                x[:, :, :H] = outputs[0]
+                if cfg.bidirectional:
+                    x.reshape(T * B, -1)[:, H:] = outputs[1].reshape(T * B, H)[rev]
+        self._pass["outputs"] = outputs
+        return np.concatenate([self._pool(y, lengths) for y in outputs], axis=1)
+
+    @property
+    def dtype(self):
+        return np.dtype(self.config.dtype)
+
+    def backward(self, d_vectors, grads):
+        """Backpropagate d_vectors (B, D) through the last ``forward(..., backward=True)`` into ``grads``
+        (a dict of arrays named as the encoder's parameters; every one is overwritten)."""
+        cfg, H, p = self.config, self.config.hidden_size, self._pass
+        ids, lengths, rev = p["ids"], p["lengths"], p["rev"]
+        T, B = ids.shape
+        dirs = self._directions(T, B)
+        dy = {d: self._unpool(d_vectors[:, i * H : (i + 1) * H], p["outputs"][i], lengths)
+              for i, d in enumerate(cfg.directions)}  # (T, B, H) each, the direction's own order
+        for k in reversed(range(cfg.num_layers)):
+            dx = None  # (T·B, D): gradient w.r.t. this layer's input, text order
+            for d in cfg.directions:
+                run, name = dirs[k, d], f"l{k}.{d}."
+                if (k, d) in p["masks"]:
+                    dy[d] = dy[d] * p["masks"][k, d]
+                self._steps_backward(run, run.step_weights, dy[d])
+                G = run.gates.shape[2]
+                d_xproj = run.gates[:T].reshape(T * B, G)  # (T·B, G)
+                d_hproj = run.d_hproj[:T].reshape(T * B, G)  # (T·B, G)
+                h_prev = run.states[0][:T].reshape(T * B, H)  # (T·B, H)
+                np.matmul(h_prev.T, d_hproj, out=grads[name + "W_hh"])
+                np.add.reduce(d_xproj, axis=0, out=grads[name + "b"])
+                if cfg.model == "gru":
+                    np.add.reduce(d_hproj[:, 2 * H :], axis=0, out=grads[name + "b_hn"])
+                x_d = p["inputs"][k, d]
+                if k == 0:
+                    scatter_rows(x_d.reshape(-1), d_xproj, out=grads[name + "W_xh"])
+                    continue
+                np.matmul(x_d.reshape(T * B, -1).T, d_xproj, out=grads[name + "W_xh"])
+                dx_d = d_xproj @ self.params[name + "W_xh"].T  # (T·B, D), the direction's order
+                dx = dx_d if dx is None else dx + dx_d[rev]
+            if k > 0:
+                dy = {"fwd": dx[:, :H].reshape(T, B, H)}
+                if cfg.bidirectional:
+                    dy["bwd"] = dx[rev, H:].reshape(T, B, H)
+
+    def _pool(self, y, lengths):
+        """(B, H) of a direction's outputs y (T, B, H)."""
+        T, B, _ = y.shape
+        if self.config.pool == "last":
+            return y[lengths - 1, np.arange(B)]
+        valid = (np.arange(T)[:, None] < lengths[None, :])[:, :, None]  # (T, B, 1)
+        if self.config.pool == "mean":
+            return (y * valid).sum(axis=0) / lengths[:, None].astype(y.dtype)
+        return np.where(valid, y, -np.inf).max(axis=0)
+
+    def _unpool(self, d_pooled, y, lengths):
+        """d y (T, B, H) from d_pooled (B, H): the gradient of ``_pool``."""
+        T, B, H = y.shape
+        dy = np.zeros_like(y)
+        if self.config.pool == "last":
+            dy[lengths - 1, np.arange(B)] = d_pooled
+            return dy
+        valid = (np.arange(T)[:, None] < lengths[None, :])[:, :, None]  # (T, B, 1)
+        if self.config.pool == "mean":
+            return valid * (d_pooled / lengths[:, None].astype(y.dtype))[None]
+        at = np.where(valid, y, -np.inf).argmax(axis=0)  # (B, H)
+        np.put_along_axis(dy, at[None], d_pooled[None], axis=0)
+        return dy
+
+    def _direction_params(self, k, d):
+        """Layer k's direction d's parameters without their prefix: W_xh, W_hh, b (and b_hn)."""
+        prefix = f"l{k}.{d}."
+        return {name[len(prefix) :]: value for name, value in self.params.items() if name.startswith(prefix)}
+
+    def _directions(self, T, B):
+        """The layers' buffers for batch B holding at least T steps; those of the two batch sizes used
+        last are kept (a run's full batches and its last), so memory follows the batches, not their history."""
+        runs = self._buffers.pop(B, None)
+        if runs is None or next(iter(runs.values())).capacity < T:
+            cfg = self.config
+            d_hproj = np.empty((T, B, self.cell.n_gates * cfg.hidden_size), self.dtype)  # shared, as in CharRNN
+            runs = {(k, d): _LayerBuffers(self.cell, T, B, cfg.hidden_size, self.dtype,
+                                          d_hproj if self.cell.separate_hproj_grad else None)
+                    for k in range(cfg.num_layers) for d in cfg.directions}
+        self._buffers[B] = runs  # the most recent last
+        while len(self._buffers) > 2:
+            del self._buffers[next(iter(self._buffers))]
+        return runs
+
+    def _steps_forward(self, buf, sp, active):
+        """The recurrence: every row steps; rows past n_t (padding) then take back their previous state."""
+        step, scratch, B = self.cell.step_forward, buf.scratch, buf.gates.shape[1]
+        for t, n in enumerate(active):
+            step(buf.caches[t], sp, scratch)
+            if n < B:
+                for seq in buf.states:
+                    seq[t + 1, n:] = seq[t, n:]
+
+    def _steps_backward(self, buf, sp, dy):
+        """Backpropagation through time in one direction; dy (T, B, H) is zero at padded positions."""
+        step, caches, scratch, dh = self.cell.step_backward, buf.caches, buf.scratch, buf.dh
+        for d in buf.d_state:
+            d.fill(0)
+        d_later = buf.d_state
+        for t in reversed(range(len(dy))):
+            np.add(dy[t], d_later[0], dh)
+            d_later = step((dh, *d_later[1:]), caches[t], sp, scratch)
+
+
+class Classifier:
+    """The encoder and a softmax layer over its vectors."""
+
+    def __init__(self, config, params=None, rng=None):
+        """``params``: arrays named as ``param_shapes(config)`` (copied), or None: fresh from ``rng``."""
+        config.validate()
+        self.config = config
+        self.shapes = param_shapes(config)
+        if params is None:
+            params = init_params(config, rng if rng is not None else np.random.default_rng())
+        if set(params) != set(self.shapes):
+            raise ValueError("parameter names do not match the classifier config")
+        for name, shape in self.shapes.items():
+            if params[name].shape != shape or params[name].dtype != np.dtype(config.dtype):
+                raise ValueError(f"parameter {name} is {params[name].dtype}{params[name].shape}, expected "
+                                 f"{np.dtype(config.dtype)}{shape}")
+        self.params = Packed(self.shapes, config.dtype, params)
+        self.encoder = BiEncoder(config, self.params)
+
+    def num_params(self):
+        return self.params.flat.size
+
+    def forward(self, ids, lengths):
+        """Logits (B, C) for padded ``ids`` (T, B) of ``lengths`` (B,), longest first."""
+        vectors = self.encoder.forward(ids, lengths)
+        return vectors @ self.params["W_out"] + self.params["b_out"]
+
+    def loss_and_grads(self, ids, lengths, targets, weights=None, dropout_rng=None, dropout=None):
+        """Weighted mean cross-entropy against ``targets`` (B, C), each row a distribution over the
+        classes, with example ``weights`` (B,) (default 1), and its gradients (a Packed dict like params)."""
+        vectors = self.encoder.forward(ids, lengths, dropout_rng, dropout, backward=True)  # (B, D)
+        logits = vectors @ self.params["W_out"] + self.params["b_out"]  # (B, C)
+        B = len(lengths)
+        weights = np.ones(B) if weights is None else np.asarray(weights, np.float64)
+        log_probs = logits - logits.max(axis=1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+        scale = weights / weights.sum()  # (B,)
+        loss = float(-(scale[:, None] * targets * log_probs).sum())
+        d_logits = ((np.exp(log_probs) * targets.sum(axis=1, keepdims=True) - targets) * scale[:, None])
+        d_logits = d_logits.astype(self.params.flat.dtype)
+        grads = Packed(self.shapes, self.config.dtype)
+        np.matmul(vectors.T, d_logits, out=grads["W_out"])
+        np.add.reduce(d_logits, axis=0, out=grads["b_out"])
+        self.encoder.backward(d_logits @ self.params["W_out"].T, grads)
+        return loss, grads
+
+
+def softmax(logits):
+    """Probabilities (N, C) of logits (N, C)."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)

@@ -1,0 +1,305 @@
+"""``charrnn classify train|test|predict``: text classification in fastText's conventions, over the library."""
+
+import contextlib
+import io
+import json
+import os
+from dataclasses import asdict, fields
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .cells import ACTIVATIONS
+from .checkpoint import CheckpointError
+from .classify import POOLS, ClassifierConfig
+from .classify_data import FORMATS, LABEL_PREFIX, LabelledDataError, read_labelled, split_labels
+from .classify_eval import TextClassifier, evaluate_predictions, load_classifier
+from .classify_train import CLASS_WEIGHTS, LR_SCHEDULES, ClassifyTrainConfig, train_classifier, train_config_from
+from .model import DTYPES, MODELS
+from .optim import OPTIMIZERS
+from .train import Reporter, TrainingError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+MODEL_DEFAULTS, TRAIN_DEFAULTS = ClassifierConfig(0, 0), ClassifyTrainConfig()  # the options' defaults, defined once
+USER_ERRORS = (LabelledDataError, CheckpointError, TrainingError, ValueError, OSError)
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """The library's one-line errors as click errors: message on stderr, exit status 1."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        message = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
+        raise click.ClickException(message) from None
+
+
+class _Log(Reporter):
+    """A line per evaluation on stdout (nothing when quiet); warnings on stderr."""
+
+    def __init__(self, quiet):
+        self.quiet = quiet
+
+    def start(self, total_steps, info):
+        self._echo(f"training {info['params']:,} parameters on {info['train']:,} texts, {info['labels']} labels "
+                   f"(vocabulary {info['vocab']}, {info['batches_per_epoch']:,} batches per epoch, validation "
+                   f"{info['valid']:,} texts, random seed {info['seed']})")
+
+    def step(self, step, info):
+        line = (f"step {step:,}  epoch {info['epoch']:.2f}  train loss {info['train_loss']:.4f}  "
+                f"{info['examples_per_sec']:,.0f} texts/s  {info['elapsed']:.0f}s")
+        if "val_loss" in info:
+            line += (f"  val loss {info['val_loss']:.4f}  accuracy {info['val_accuracy']:.4f}  "
+                     f"macro-F1 {info['val_macro_f1']:.4f}")
+        self._echo(line)
+
+    def message(self, text):
+        if not self.quiet:
+            click.echo(text, err=True)
+
+    def _echo(self, text):
+        if not self.quiet:
+            click.echo(text)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+def classify():
+    """Classify text with a bidirectional character encoder, in fastText's conventions.
+
+    \b
+    Example:
+      charrnn classify train data/names.train.txt --valid data/names.valid.txt
+      charrnn classify test checkpoints data/names.test.txt
+      echo Rossi | charrnn classify predict checkpoints - --prob
+    """
+
+
+def _explicit(ctx, name):
+    return ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+
+
+@classify.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=TRAIN_DEFAULTS.format, show_default=True,
+              help="fasttext: __label__NAME tokens, then the text; tsv: LABEL<TAB>TEXT (labels comma-separated).")
+@click.option("--valid", "valid_path", type=click.Path(exists=True, dir_okay=False, readable=True),
+              help="Validation file [default: hold out --valid-frac of FILE].")
+@click.option("--valid-frac", type=click.FloatRange(0, 1, max_open=True), default=TRAIN_DEFAULTS.valid_frac,
+              show_default=True)
+@click.option("--model", type=click.Choice(MODELS), default=MODEL_DEFAULTS.model,
+              show_default=True, help="Recurrent cell.")
+@click.option("--hidden-size", type=click.IntRange(min=1), default=MODEL_DEFAULTS.hidden_size, show_default=True,
+              help="Units per direction.")
+@click.option("--num-layers", type=click.IntRange(min=1), default=MODEL_DEFAULTS.num_layers, show_default=True)
+@click.option("--bidirectional/--no-bidirectional", default=MODEL_DEFAULTS.bidirectional, show_default=True,
+              help="Also read each text backwards.")
+@click.option("--pool", type=click.Choice(POOLS), default=MODEL_DEFAULTS.pool, show_default=True,
+              help="last: the final states joined; mean, max: over the text's positions.")
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default=MODEL_DEFAULTS.activation, show_default=True,
+              help="For --model rnn.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=MODEL_DEFAULTS.dropout,
+              show_default=True,
+              help="Dropout on each layer's output.")
+@click.option("--dtype", type=click.Choice(DTYPES), default=MODEL_DEFAULTS.dtype, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN_DEFAULTS.batch_size, show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=TRAIN_DEFAULTS.optimizer, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS.learning_rate,
+              show_default=True)
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TRAIN_DEFAULTS.lr_schedule, show_default=True,
+              help="cosine: down to 0 over the budget (--max-steps, --max-epochs, else --max-time).")
+@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=TRAIN_DEFAULTS.lr_decay,
+              show_default=True,
+              help="Per-epoch factor of the exponential schedule.")
+@click.option("--lr-decay-after", type=click.IntRange(min=0), default=TRAIN_DEFAULTS.lr_decay_after, show_default=True,
+              help="Epochs before the exponential decay starts.")
+@click.option("--grad-clip", type=click.FloatRange(min=0), default=TRAIN_DEFAULTS.grad_clip, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=TRAIN_DEFAULTS.weight_decay, show_default=True)
+@click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=TRAIN_DEFAULTS.class_weight,
+              show_default=True,
+              help="balanced: each label's examples weigh N / (labels x its count), for unbalanced labels.")
+@click.option("--char-dropout", type=click.FloatRange(0, 1, max_open=True), default=TRAIN_DEFAULTS.char_dropout,
+              show_default=True,
+              help="Replace this fraction of training characters by the unknown one (so unseen characters are learnt).")
+@click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Steps [default: once per epoch].")
+@click.option("--patience", type=click.IntRange(min=1), default=TRAIN_DEFAULTS.patience, show_default=True,
+              help="Stop after this many evaluations without a new best validation accuracy.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in all.")
+@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS.max_time,
+              show_default=True,
+              help="Stop after this many seconds of this run.")
+@click.option("--random-seed", type=int, default=None, help="Make the run reproducible.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=TRAIN_DEFAULTS.checkpoint_dir,
+              show_default=True)
+@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",
+              help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
+@click.option("--overwrite", is_flag=True, help="Start afresh even if --checkpoint-dir holds a model.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.pass_context
+def train(ctx, file, valid_path, resume, overwrite, quiet, **options):
+    """Train a classifier on FILE: one text per line, its labels first.
+
+    Writes latest.npz, best.npz (best validation accuracy) and metrics.jsonl to --checkpoint-dir.
+
+    \b
+    Example:
+      charrnn classify train data/names.train.txt --valid data/names.valid.txt --max-time 120
+    """
+    options["format"] = options.pop("fmt")
+    options["valid_frac"] = options.pop("valid_frac")
+    model_names = {f.name for f in fields(ClassifierConfig)} - {"vocab_size", "num_classes"}
+    train_names = {f.name for f in fields(ClassifyTrainConfig)}
+    with _user_errors():
+        model_config = ClassifierConfig(0, 0, **{k: options[k] for k in model_names})
+        if resume is not None:
+            resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
+            meta = load_classifier(resume)[1]
+            given = {k: v for k, v in options.items() if k in train_names and _explicit(ctx, k)}
+            config = train_config_from(meta.get("train", {}), given)
+        else:
+            config = ClassifyTrainConfig(**{k: v for k, v in options.items() if k in train_names})
+        result = train_classifier(file, model_config, config, valid_path, resume, _Log(quiet), overwrite)
+    if not quiet:
+        best = f"{result.best_accuracy:.4f}" if result.best_accuracy is not None else "-"
+        click.echo(f"stopped by {result.stop_reason} after {result.step:,} steps (epoch {result.epoch:.2f}) in "
+                   f"{result.elapsed:.1f}s, {result.examples_per_sec:,.0f} texts/s; best validation accuracy {best}; "
+                   f"checkpoints in {result.checkpoint_dir}")
+    if result.interrupted_by is not None:
+        ctx.exit(128 + result.interrupted_by)
+
+
+@classify.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("-k", "k", type=click.IntRange(min=1), default=1, show_default=True, help="Predictions per line for P@K.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="fasttext", show_default=True)
+@click.option("--per-label", is_flag=True,
+              help="Also precision, recall, F1, support per label, and a confusion matrix.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def test(checkpoint, file, k, fmt, per_label, as_json):
+    """Score CHECKPOINT on the labelled FILE: N, P@K, R@K (as fastText), accuracy and macro-F1.
+
+    Lines with labels the model never saw are counted, reported on stderr, and scored as wrong.
+
+    \b
+    Example:
+      charrnn classify test checkpoints data/names.test.txt -k 2 --per-label
+    """
+    with _user_errors():
+        clf = TextClassifier.load(checkpoint)
+        lines = read_labelled(file, fmt)
+        report = evaluate_predictions(clf.predict_proba(lines.texts), lines.labels, clf.labels, k)
+    if report["unseen_label_lines"] == report["n"]:
+        unseen = report["unseen_labels"]
+        listed = ", ".join(unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+        raise click.ClickException(f"{file}: none of its labels are the model's ({listed})")
+    if report["unseen_label_lines"]:
+        click.echo(f"warning: {report['unseen_label_lines']:,} lines have labels the model never saw: "
+                   f"{', '.join(report['unseen_labels'][:10])}", err=True)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"N\t{report['n']}\nP@{k}\t{report['precision_at_k']:.3f}\nR@{k}\t{report['recall_at_k']:.3f}")
+    click.echo(f"accuracy\t{report['accuracy']:.3f}\nmacro-F1\t{report['macro_f1']:.3f}")
+    if per_label:
+        _print_per_label(report)
+
+
+def _print_per_label(report):
+    table = Table("label", "precision", "recall", "F1", "support")
+    for name, v in sorted(report["per_label"].items(), key=lambda kv: -kv[1]["support"]):
+        table.add_row(name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
+    matrix = Table("gold \\ predicted", *report["confusion"]["labels"], title="confusion matrix")
+    for name, row in zip(report["confusion"]["labels"], report["confusion"]["counts"]):
+        matrix.add_row(name, *(str(c) if c else "." for c in row))
+    console = Console(no_color="NO_COLOR" in os.environ or None, highlight=False, width=200)
+    console.print(table)
+    console.print(matrix)
+
+
+@classify.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("file", type=click.File("rb"), default="-")
+@click.option("-k", "k", type=click.IntRange(min=1), default=1, show_default=True, help="Labels per line.")
+@click.option("--prob", is_flag=True, help="Follow each label with its probability.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Print only labels of at least this probability.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="fasttext", show_default=True,
+              help="How labels a line may start with are written (they are ignored).")
+def predict(checkpoint, file, k, prob, threshold, fmt):
+    """Print the K likeliest labels of each line of FILE (default: standard input), one line per line.
+
+    Lines are answered as they arrive (labels they start with are ignored); an empty line gets an empty line.
+
+    \b
+    Example:
+      charrnn classify predict checkpoints names.txt -k 3 --prob
+    """
+    with _user_errors():
+        clf = TextClassifier.load(checkpoint)
+    out, number = click.get_text_stream("stdout"), 0
+    for lines in _line_blocks(file):
+        texts = []
+        for raw in lines:
+            number += 1
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r")
+            except UnicodeDecodeError:
+                name = getattr(file, "name", "<stdin>")
+                raise click.ClickException(f"{name}: line {number}: not valid UTF-8") from None
+            texts.append(split_labels(line, fmt)[1])
+        _write_predictions(out, clf, texts, k, prob, threshold)
+
+
+def _line_blocks(file, block=4096):
+    """Lists of the input's lines (bytes, without their newline) as they arrive: each read takes what is
+    there at once (a pipe or terminal: what was written so far; a file: 64 KiB), so lines that trickle in
+    are answered as they come and a fast stream is batched. Streams without a descriptor: ``block`` lines."""
+    try:
+        fd = file.fileno()
+    except (OSError, io.UnsupportedOperation, AttributeError):
+        lines = file.read().split(b"\n")
+        lines = lines[:-1] if lines and lines[-1] == b"" else lines
+        for i in range(0, len(lines), block):
+            yield lines[i : i + block]
+        return
+    pending = b""
+    while data := os.read(fd, 1 << 16):
+        *lines, pending = (pending + data).split(b"\n")
+        if lines:
+            yield lines
+    if pending:
+        yield [pending]
+
+
+def _write_predictions(out, clf, texts, k, prob, threshold):
+    if not texts:
+        return
+    for pairs in clf.predict(texts, k, threshold):
+        out.write(" ".join(f"{LABEL_PREFIX}{name} {p:.5f}" if prob else f"{LABEL_PREFIX}{name}"
+                           for name, p in pairs) + "\n")
+    out.flush()
+
+
+@classify.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", type=click.Path(exists=True))
+def info(checkpoint):
+    """Describe a classifier CHECKPOINT: model, labels, vocabulary, training position.
+
+    \b
+    Example:
+      charrnn classify info checkpoints
+    """
+    with _user_errors():
+        clf, meta, _ = load_classifier(checkpoint)
+    table = Table(title=checkpoint, show_header=False)
+    for key, value in asdict(clf.model.config).items():
+        table.add_row(key, str(value))
+    table.add_row("labels", f"{len(clf.labels)}: {' '.join(clf.labels.names)[:200]}")
+    table.add_row("vocabulary", f"{len(clf.vocab)} characters (and one for the unknown)")
+    table.add_row("parameters", f"{clf.model.num_params():,}")
+    table.add_row("position", f"step {meta.get('step')}: epoch {meta.get('epoch')}, batch {meta.get('batch')}")
+    best = meta.get("best_accuracy")
+    table.add_row("best validation accuracy", f"{best:.4f}" if best is not None else "-")
+    Console(no_color="NO_COLOR" in os.environ or None, highlight=False).print(table)

@@ -1,0 +1,343 @@
+"""Training the classifier: batches of labelled texts of similar length, validation, early stopping.
+
+    result = train_classifier("data/names.train.txt", ClassifierConfig(0, 0, model="lstm"),
+                              ClassifyTrainConfig(max_time=60), valid_path="data/names.valid.txt")
+
+Each epoch sorts the training texts by length (ties in random order), cuts them into batches and visits
+the batches in random order, so a batch pads little. After every epoch (or ``eval_every`` steps) the
+validation texts are scored: ``latest.npz`` is written, ``best.npz`` at the best validation accuracy
+(lower loss breaking ties), and training stops after ``patience`` evaluations without a new best.
+Checkpoints hold the config dataclasses, vocabulary and labels, so one file rebuilds the classifier;
+``resume`` continues from the exact batch, with the optimizer state and random generator.
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import numpy as np
+
+from .checkpoint import CheckpointError, write_archive
+from .classify import Classifier
+from .classify_data import (
+    FORMATS,
+    LabelledDataError,
+    LabelSet,
+    build_vocab,
+    encode_texts,
+    length_buckets,
+    pad_batch,
+    read_labelled,
+)
+from .classify_eval import KIND, TextClassifier, evaluate_predictions, load_classifier
+from .optim import OPTIMIZERS, make_optimizer
+from .schedule import budget_progress, learning_rate
+from .train import Reporter, TrainingError, _clear_previous_model, _prepare_dir, _SignalCatcher
+
+CLASS_WEIGHTS = ("none", "balanced")
+LR_SCHEDULES = ("constant", "cosine", "exponential")  # schedule.py's, less halving (a language-model rule)
+
+
+@dataclass
+class ClassifyTrainConfig:
+    """Training options for the classifier."""
+
+    format: str = "fasttext"
+    batch_size: int = 64
+    optimizer: str = "adam"
+    learning_rate: float = 3e-3
+    lr_schedule: str = "cosine"  # constant, cosine (to 0 over the budget) or exponential (schedule.py)
+    lr_decay: float = 0.97  # the exponential schedule's factor per epoch...
+    lr_decay_after: int = 10  # ...after this many epochs
+    grad_clip: float = 5.0
+    weight_decay: float = 0.0
+    class_weight: str = "none"  # "balanced": each label weighs N / (C * its count)
+    char_dropout: float = 0.0  # the fraction of training characters replaced by the unknown character, per step
+    valid_frac: float = 0.1  # held out of the training file when no validation file is given
+    eval_every: int | None = None  # steps between evaluations; None: once per epoch
+    patience: int | None = 5  # evaluations without a new best before stopping; None: never
+    max_steps: int | None = None
+    max_epochs: float | None = None
+    max_time: float | None = 600.0
+    random_seed: int | None = None
+    checkpoint_dir: str = "checkpoints"
+
+    def validate(self):
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr-schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ValueError(f"class-weight must be one of {', '.join(CLASS_WEIGHTS)}, not {self.class_weight!r}")
+        if self.batch_size < 1 or not self.learning_rate > 0 or not 0 <= self.valid_frac < 1:
+            raise ValueError("batch-size and learning-rate must be positive and valid-frac in [0, 1)")
+        if not 0 <= self.char_dropout < 1:
+            raise ValueError(f"char-dropout must be in [0, 1), not {self.char_dropout}")
+        for name in ("eval_every", "patience", "max_steps", "max_epochs", "max_time"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name.replace('_', '-')} must be positive, not {value}")
+
+
+@dataclass
+class ClassifyResult:
+    step: int
+    epoch: float
+    best_accuracy: float | None
+    best_loss: float | None
+    elapsed: float
+    examples_per_sec: float
+    stop_reason: str
+    checkpoint_dir: str
+    interrupted_by: int | None = None
+
+
+@dataclass
+class _Position:
+    """Where training is: everything besides parameters and optimizer state that resume needs."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # batches done in the current epoch
+    best_accuracy: float | None = None
+    best_loss: float | None = None
+    evals_since_best: int = 0
+    rng_state: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Split:
+    """Texts as ids with their targets (N, C) and example weights (N,)."""
+
+    encoded: object
+    targets: np.ndarray
+    weights: np.ndarray
+    texts: list
+    labels: list
+
+
+def train_classifier(train_path, model_config, config, valid_path=None, resume=None, reporter=None, overwrite=False):
+    """Train on ``train_path``; return a ClassifyResult. ``model_config``'s vocab_size and num_classes
+    come from the data. Raises LabelledDataError, TrainingError or CheckpointError with a one-line reason;
+    nothing in ``checkpoint_dir`` is touched until the data has been read and checked."""
+    reporter = reporter or Reporter()
+    run = _start_run(train_path, model_config, config, valid_path, resume, overwrite)
+    config, pos, train = run.config, run.pos, run.train
+    batches_per_epoch = math.ceil(len(train.encoded) / config.batch_size)
+    reporter.start(None, {"params": run.model.num_params(), "train": len(train.encoded),
+                          "valid": len(run.valid.encoded) if run.valid else 0, "labels": len(run.labels),
+                          "vocab": len(run.vocab), "seed": config.random_seed, "batches_per_epoch": batches_per_epoch})
+    metrics_path = os.path.join(config.checkpoint_dir, "metrics.jsonl")
+    start = time.perf_counter()
+    seen, loss_sum, loss_count = 0, 0.0, 0
+    stop_reason = None
+    with _SignalCatcher() as signals, open(metrics_path, "a" if resume else "w") as metrics:
+        while stop_reason is None:
+            # the epoch's batches: a function of the seed and the epoch alone, so resume finds its place
+            order = length_buckets(train.encoded.lengths, config.batch_size,
+                                   np.random.default_rng([config.random_seed, pos.epoch]))
+            while pos.batch < len(order) and stop_reason is None:
+                # one step at the schedule's rate
+                epoch = pos.epoch + pos.batch / len(order)
+                progress = budget_progress(config, pos.step, epoch, time.perf_counter() - start)
+                run.optimizer.learning_rate = learning_rate(config, config.learning_rate, 1.0, progress, epoch)
+                loss = _step(run, order[pos.batch])
+                if loss is None:
+                    reporter.message(f"warning: non-finite loss at step {pos.step}; the update was skipped")
+                else:
+                    loss_sum, loss_count = loss_sum + loss, loss_count + 1
+                pos.step, pos.batch, seen = pos.step + 1, pos.batch + 1, seen + len(order[pos.batch])
+                if pos.batch == len(order):
+                    pos.epoch, pos.batch = pos.epoch + 1, 0
+                # stop, evaluate, log
+                elapsed = time.perf_counter() - start
+                epoch = pos.epoch + pos.batch / len(order)
+                stop_reason = _stop_reason(config, epoch, elapsed, signals.signum, pos.step)
+                end_of_epoch = pos.batch == 0
+                if stop_reason or (config.eval_every and pos.step % config.eval_every == 0) or (
+                        not config.eval_every and end_of_epoch):
+                    record = {"step": pos.step, "epoch": round(epoch, 4),
+                              "train_loss": loss_sum / max(loss_count, 1),
+                              "examples_per_sec": seen / max(elapsed, 1e-9), "elapsed": round(elapsed, 3)}
+                    record.update(_evaluate(run))
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                    reporter.step(pos.step, record)
+                    loss_sum, loss_count = 0.0, 0
+                    stop_reason = stop_reason or _patience(config, pos)
+                if end_of_epoch:
+                    break
+    reporter.close()
+    elapsed = time.perf_counter() - start
+    return ClassifyResult(pos.step, pos.epoch + pos.batch / batches_per_epoch, pos.best_accuracy, pos.best_loss,
+                          elapsed, seen / max(elapsed, 1e-9), stop_reason, config.checkpoint_dir, signals.signum)
+
+
+@dataclass
+class _Run:
+    """A training run's state: what the loop, evaluation and checkpoints read and change."""
+
+    config: ClassifyTrainConfig
+    model: Classifier
+    optimizer: object
+    vocab: object
+    labels: LabelSet
+    train: _Split
+    valid: _Split | None
+    pos: _Position
+    rng: np.random.Generator
+    data_path: str
+
+
+def _start_run(train_path, model_config, config, valid_path, resume, overwrite):
+    """Read and check the data (and the checkpoint to resume), then prepare the directory and build the
+    model and optimizer, fresh or as saved."""
+    config.validate()
+    saved = load_classifier(resume) if resume is not None else None
+    lines = read_labelled(train_path, config.format)
+    labels = saved[0].labels if saved else LabelSet.from_lines(lines.labels, train_path)
+    vocab = saved[0].vocab if saved else build_vocab(lines.texts)
+    if saved:
+        new = sorted({n for names in lines.labels for n in names} - set(labels.names))
+        if new:
+            raise TrainingError(f"{train_path}: labels the checkpoint does not have ({', '.join(new[:5])}); "
+                                "cannot resume on it")
+    if config.random_seed is None:
+        config = replace(config, random_seed=int(np.random.SeedSequence().entropy % 2**32))
+    train_rows, valid_lines = _validation(lines, valid_path, config)
+    weights_by_label = _class_weights(lines.labels, train_rows, labels, config.class_weight)
+    train = _split([lines.texts[i] for i in train_rows], [lines.labels[i] for i in train_rows], vocab, labels,
+                   weights_by_label)
+    valid = _split(valid_lines[0], valid_lines[1], vocab, labels, None) if valid_lines else None
+
+    _prepare_dir(config.checkpoint_dir)
+    if resume is None:
+        _clear_previous_model(config.checkpoint_dir, overwrite)
+    rng = np.random.default_rng(config.random_seed)
+    if saved:
+        clf, meta, optimizer_state = saved
+        model = clf.model
+        pos = _Position(**{k: meta[k] for k in asdict(_Position()) if k in meta})
+        rng.bit_generator.state = pos.rng_state
+    else:
+        try:
+            model = Classifier(replace(model_config, vocab_size=len(vocab) + 1, num_classes=len(labels)), rng=rng)
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
+        pos = _Position()
+    optimizer = make_optimizer(config.optimizer, model.params, config.learning_rate, config.grad_clip,
+                               config.weight_decay)
+    if saved:
+        try:
+            optimizer.load_state(optimizer_state)
+        except ValueError as e:
+            raise CheckpointError(f"{resume}: cannot resume with optimizer {config.optimizer} ({e})") from None
+    return _Run(config, model, optimizer, vocab, labels, train, valid, pos, rng, os.path.abspath(train_path))
+
+
+def _step(run, rows):
+    """Forward, backward and update on the texts ``rows``; the loss, or None if it was not finite (then
+    nothing is updated)."""
+    batch = pad_batch(run.train.encoded, rows, len(run.vocab))
+    if run.config.char_dropout:  # padding holds the unknown id already: only real characters change
+        batch.ids[run.rng.random(batch.ids.shape) < run.config.char_dropout] = len(run.vocab)
+    loss, grads = run.model.loss_and_grads(batch.ids, batch.lengths, run.train.targets[batch.rows],
+                                           run.train.weights[batch.rows], dropout_rng=run.rng)
+    if not (math.isfinite(loss) and np.isfinite(grads.flat).all()):
+        return None
+    run.optimizer.step(run.model.params, grads)
+    return loss
+
+
+def _evaluate(run):
+    """Score the validation texts; write best.npz (a new best accuracy, lower loss breaking ties) and
+    latest.npz; return the validation fields of the metrics record."""
+    record, pos, valid = {}, run.pos, run.valid
+    if valid is not None:
+        probs = TextClassifier(run.model, run.vocab, run.labels).predict_proba(valid.texts)
+        report = evaluate_predictions(probs, valid.labels, run.labels)
+        nll = -(valid.targets * np.log(np.maximum(probs, 1e-30))).sum(axis=1)  # (N,)
+        record = {"val_loss": float(nll.mean()), "val_accuracy": report["accuracy"],
+                  "val_macro_f1": report["macro_f1"]}
+        key = (record["val_accuracy"], -record["val_loss"])
+        if pos.best_accuracy is None or key > (pos.best_accuracy, -pos.best_loss):
+            pos.best_accuracy, pos.best_loss, pos.evals_since_best = key[0], record["val_loss"], 0
+            _save(run, "best.npz")
+        else:
+            pos.evals_since_best += 1
+    else:
+        _save(run, "best.npz")
+    _save(run, "latest.npz")
+    return record
+
+
+def _save(run, name):
+    """A checkpoint: parameters, optimizer state, and as JSON the configs, vocabulary, labels and position."""
+    meta = {"kind": KIND, "model": asdict(run.model.config), "vocab": run.vocab.to_json(),
+            "labels": run.labels.to_json(), "train": asdict(run.config), "data": run.data_path,
+            **asdict(replace(run.pos, rng_state=run.rng.bit_generator.state))}
+    arrays = {f"param/{k}": v for k, v in run.model.params.items()}
+    arrays.update({f"opt/{k}": v for k, v in run.optimizer.state.items()})
+    write_archive(os.path.join(run.config.checkpoint_dir, name), arrays, meta)
+
+
+def train_config_from(saved, given):
+    """A ClassifyTrainConfig: the checkpoint's saved options, overridden by those ``given``."""
+    names = {f.name for f in fields(ClassifyTrainConfig)}
+    return ClassifyTrainConfig(**{**{k: v for k, v in saved.items() if k in names}, **given})
+
+
+def _validation(lines, valid_path, config):
+    """(rows of ``lines`` to train on, (texts, labels) to validate on or None)."""
+    rows = np.arange(len(lines.texts))
+    if valid_path is not None:
+        valid = read_labelled(valid_path, config.format)
+        return rows, (valid.texts, valid.labels)
+    n_valid = int(len(rows) * config.valid_frac)
+    if n_valid == 0:
+        return rows, None
+    shuffled = np.random.default_rng([config.random_seed, 2**31]).permutation(rows)
+    held, kept = np.sort(shuffled[:n_valid]), np.sort(shuffled[n_valid:])
+    if len(kept) == 0:
+        raise LabelledDataError(f"{lines.path}: too few lines to hold out a validation fraction; give --valid")
+    return kept, ([lines.texts[i] for i in held], [lines.labels[i] for i in held])
+
+
+def _class_weights(line_labels, rows, labels, how):
+    """(C,) weight of each label: 1, or N / (C * count) with ``balanced`` (count over the training rows)."""
+    if how == "none":
+        return np.ones(len(labels))
+    counts = np.zeros(len(labels))
+    index = labels.index()
+    for i in rows:
+        for name in line_labels[i]:
+            counts[index[name]] += 1.0 / len(line_labels[i])
+    return len(rows) / (len(labels) * np.maximum(counts, 1.0))
+
+
+def _split(texts, line_labels, vocab, labels, weights_by_label):
+    targets, _ = labels.targets(line_labels)
+    weights = targets @ weights_by_label if weights_by_label is not None else np.ones(len(texts))
+    return _Split(encode_texts(texts, vocab), targets, weights, texts, line_labels)
+
+
+def _stop_reason(config, epoch, elapsed, signum, step):
+    if signum is not None:
+        return "interrupted"
+    if config.max_steps and step >= config.max_steps:
+        return "max-steps"
+    if config.max_epochs and epoch >= config.max_epochs:
+        return "max-epochs"
+    if config.max_time and elapsed >= config.max_time:
+        return "max-time"
+    return None
+
+
+def _patience(config, pos):
+    if config.patience and pos.evals_since_best >= config.patience:
+        return "patience"
+    return None
