@@ -30,6 +30,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import machine  # noqa: E402
 from peers import TRAIN_CONFIGS  # noqa: E402  (cell, hidden, layers, batch, seq): the same configurations
 
 SAMPLE_CONFIGS = [(128, 2), (512, 2)]
@@ -196,7 +197,7 @@ def worker(args):
 
 
 def measure(kind, *args, seconds):
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env = machine.benchmark_env()
     out = subprocess.run([sys.executable, __file__, "--worker", kind, *map(str, args), str(seconds)],
                          capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -220,8 +221,9 @@ def round_ratios(rounds, ours, peer):
     return [a / b for a, b in zip(rounds[ours], rounds[peer])] if peer in rounds else None
 
 
-def markdown_table(rows):
-    lines = ["| what | configuration | charrnn chars/s | peer chars/s | ratio | ratio per round | "
+def markdown_table(rows, described):
+    lines = [f"Machine: {described}.", "",
+             "| what | configuration | charrnn chars/s | peer chars/s | ratio | ratio per round | "
              "peak RSS charrnn / peer | peer |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
@@ -250,6 +252,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import peers
 
+    described = machine.describe()
+    print(described, flush=True)
     have_torch = peers.torch_available()
     if not have_torch:
         print("torch is not installed: PyTorch peers skipped (pip install torch==2.13.0)")
@@ -315,10 +319,10 @@ def main(argv=None):
             row("bound", f"lstm H={h} L={l}: products alone", best["floor"], best.get(peer_name),
                 "numpy's matrix-vector products of one character, nothing else", round_ratios(rounds, "floor", "peer"))
     if args.markdown:
-        print(markdown_table(rows))
+        print(markdown_table(rows, described))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump({"machine": described, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,12 @@ __version__ = "0.1.0"
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import Vocab, load_corpus
-from .evaluate import evaluate_file
+from .evaluate import evaluate_file, score_lines
 from .gpt import CharGPT, GPTConfig
 from .model import CharRNN, ModelConfig
 from .models import build_model
-from .presets import preset_configs, resume_config
-from .sample import generate
+from .presets import finetune_configs, preset_configs, resume_config
+from .sample import generate, generate_batch, sample_rngs
 from .train import TrainConfig, train
 
 __all__ = [
@@ -23,10 +23,14 @@ __all__ = [
     "build_model",
     "evaluate_file",
     "generate",
+    "generate_batch",
     "load_checkpoint",
     "load_corpus",
+    "finetune_configs",
     "preset_configs",
     "resume_config",
+    "sample_rngs",
     "save_checkpoint",
+    "score_lines",
     "train",
 ]

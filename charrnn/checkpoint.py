@@ -8,7 +8,7 @@ Loading never unpickles: ``np.load(..., allow_pickle=False)``.
 
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 from dataclasses import asdict, dataclass, field
 
@@ -35,7 +35,10 @@ class Checkpoint:
 
 
 def save_checkpoint(path, ckpt):
-    """Write ``ckpt`` to ``path`` atomically: a crash at any moment leaves the old file intact."""
+    """Write ``ckpt`` to ``path`` atomically: a crash at any moment leaves the old file intact.
+
+    The file gets the permissions the umask gives a new file (0644 under umask 022), as ``open`` would.
+    """
     arrays = {f"param/{k}": v for k, v in ckpt.model.params.items()}
     arrays.update({f"opt/{k}": v for k, v in ckpt.optimizer_state.items()})
     arrays.update({f"state/{i}": s for i, s in enumerate(ckpt.hidden_state)})
@@ -47,7 +50,8 @@ def write_archive(path, arrays, meta):
     """Write named ``arrays`` and the JSON-able ``meta`` (format and version added) to ``path`` atomically."""
     arrays = dict(arrays, meta=np.array(json.dumps(dict(meta, format=FORMAT, version=VERSION))))
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.npz")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, unlike mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)

@@ -1,14 +1,15 @@
 """The ``charrnn`` command line: a thin layer over train, sample, evaluate and checkpoint."""
 
+import codecs
 import contextlib
 import json
 import os
 import sys
+import time
 from collections import Counter
 from dataclasses import asdict
 
 import click
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
@@ -24,8 +25,8 @@ from .model import DTYPES
 from .models import MODEL_KINDS
 from .optim import OPTIMIZERS
 from .parallel import WorkerError, keep_freed_memory
-from .presets import DEFAULTS, PRESETS, preset_configs, resume_config
-from .sample import generate
+from .presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resume_config
+from .sample import stream_samples
 from .schedule import SCHEDULES
 from .server import ServeConfig, make_server, serve_until_signal
 from .torch_engine import TorchEngineError
@@ -129,7 +130,7 @@ def _preset_default(name):
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("corpus", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(exists=True, readable=True))
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
               help="A bundle of the options below (see README); options you give win.")
 @click.option("--model", type=click.Choice(MODEL_KINDS),
@@ -175,7 +176,8 @@ def _preset_default(name):
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps in all.")
 @click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True))
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
-              help=f"Stop after this many seconds of this run. {_preset_default('max_time')}")
+              help="Stop after this many seconds of training in all (a resumed run counts the time already trained). "
+              f"{_preset_default('max_time')}")
 @click.option("--random-seed", type=int, help="Make the run reproducible.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=DEFAULTS["checkpoint_dir"],
               show_default=True)
@@ -185,6 +187,9 @@ def _preset_default(name):
 @click.option("--bytes", "bytes_mode", is_flag=True, help="Every byte a symbol: trains on any file.")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",
               help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
+@click.option("--init-from", type=click.Path(exists=True), metavar="CHECKPOINT",
+              help="Fine-tune: start from CHECKPOINT's weights (new characters get new rows) with a fresh optimizer, "
+              "schedule and step count.")
 @click.option("--overwrite", is_flag=True, help="Start afresh even if --checkpoint-dir holds a model (it is replaced).")
 @click.option("--late-dropout", type=click.FloatRange(0, 1, max_open=True),
               help="Raise dropout linearly from --dropout to this rate between --late-dropout-epochs. "
@@ -201,8 +206,9 @@ def _preset_default(name):
               help="With --engine torch: the CPU, or a CUDA GPU.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
-def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
-    """Train a character model on CORPUS, a text file.
+def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
+    """Train a character model on CORPUS: one or more text files and directories (a directory: its text
+    files, in sorted order). Each file's tail is held out for validation.
 
     Writes latest.npz, best.npz and metrics.jsonl to --checkpoint-dir.
 
@@ -210,18 +216,25 @@ def train(ctx, corpus, preset, resume, overwrite, quiet, **options):
     Example:
       charrnn train data/shakespeare.txt --max-time 300
       charrnn train input.txt --preset min-char-rnn
+      charrnn train letters/ diaries/ --init-from checkpoints --checkpoint-dir tuned
     """
     quiet = quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, process 0 speaks for all
     reporter = ConsoleReporter(quiet)
     given = {name: value for name, value in options.items() if _explicit(ctx, name)}
+    if resume is not None and init_from is not None:
+        raise click.UsageError("--init-from starts a new run from a model's weights and --resume continues a run; "
+                               "give one of them")
     with user_errors():
         if resume is not None:
             resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
             meta = load_checkpoint(resume).meta
             model_config, config = None, resume_config(meta.get("train", {}), meta.get("model"), **given)
+        elif init_from is not None:
+            model_config, config = finetune_configs(load_checkpoint(init_from), preset, **given)
         else:
             model_config, config = preset_configs(preset, **given)
-        result = train_model(corpus, model_config, config, resume=resume, reporter=reporter, overwrite=overwrite)
+        result = train_model(list(corpus), model_config, config, resume=resume, reporter=reporter,
+                             overwrite=overwrite, init_from=init_from)
     if not quiet:
         _print_summary(result)
     if result.interrupted_by is not None:
@@ -242,8 +255,10 @@ def _print_summary(result):
 
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
-@click.option("--seed", default="", help="Text that primes the model and starts the output (default: start as if "
+@click.option("--seed", default=None, help="Text that primes the model and starts the output (default: start as if "
               "after a newline).")
+@click.option("--prime-file", type=click.File("rb"), default=None, metavar="FILE",
+              help="Prime with the text of FILE ('-': standard input), of any length, as --seed does.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Below 1: safer; above 1: wilder; 0: always the most likely character.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample among the K likeliest characters.")
@@ -251,36 +266,68 @@ def _print_summary(result):
               help="Sample within the smallest set of characters holding probability P.")
 @click.option("--length", type=click.IntRange(min=1), default=500, show_default=True, help="Characters to generate.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Independent samples, separated by a blank line.")
-@click.option("--random-seed", type=int, default=None, help="Same seed, same text.")
+              help="Independent samples, generated side by side as one batch, separated by a blank line.")
+@click.option("--random-seed", type=click.IntRange(min=0), default=None,
+              help="Same seed, same text; sample i is the same whatever --num-samples is.")
 @click.option("-o", "--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
               help="Write the text to this file instead of standard output.")
-def sample(checkpoint, seed, temperature, top_k, top_p, length, num_samples, random_seed, output):
+def sample(checkpoint, seed, prime_file, temperature, top_k, top_p, length, num_samples, random_seed, output):
     """Generate text from CHECKPOINT (a .npz file, or a directory: best.npz, else latest.npz).
 
-    The text is written as it is generated.
+    The text is written as it is generated. Several samples are generated side by side, up to 256
+    at a time: the first of each batch is written as it is generated, the others when it ends.
 
     \b
     Example:
       charrnn sample checkpoints --seed "ROMEO." --temperature 0.8 --length 500
+      charrnn sample checkpoints --prime-file scene.txt --length 1000
     """
+    if prime_file is not None and seed is not None:
+        raise click.UsageError("give --seed or --prime-file, not both")
+    seed = seed or ""
     with user_errors():
         ckpt = load_checkpoint(checkpoint)
+        source = "--seed"
+        if prime_file is not None:
+            source = f"--prime-file {_stream_name(prime_file)}"
+            seed = _read_prime(prime_file, ckpt.vocab)
         try:
             ckpt.vocab.encode(seed)
         except KeyError as e:
-            raise click.ClickException(f"--seed has characters the model has never seen: {e.args[0]}") from None
-    rng = np.random.default_rng(random_seed)
+            raise click.ClickException(f"{source} has characters the model has never seen: {e.args[0]}") from None
     interactive = output.isatty() if hasattr(output, "isatty") else False
-    for i in range(num_samples):
-        if i:
+    current = 0
+    for i, piece in stream_samples(ckpt.model, ckpt.vocab, num_samples, seed, length, temperature, top_k, top_p,
+                                   random_seed):
+        if i != current:
             output.write("\n\n")
-        for piece in generate(ckpt.model, ckpt.vocab, seed, length, temperature, top_k, top_p, rng):
-            output.write(piece)
-            if interactive or piece == "\n":
-                output.flush()
+            current = i
+        output.write(piece)
+        if interactive or "\n" in piece:
+            output.flush()
     output.write("\n")
     output.flush()
+
+
+def _stream_name(stream):
+    name = getattr(stream, "name", None)
+    return name if isinstance(name, str) and not name.startswith("<") else "-"
+
+
+def _read_prime(stream, vocab):
+    """The prime text of an open binary file: bytes for a --bytes model, else text in the model's encoding."""
+    data, name = stream.read(), _stream_name(stream)
+    if not data:
+        raise click.ClickException(f"--prime-file {name}: the file is empty; nothing to prime with")
+    if vocab.bytes_mode:
+        return data
+    codec = "utf-8-sig" if codecs.lookup(vocab.encoding).name == "utf-8" else vocab.encoding
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as e:
+        raise click.ClickException(
+            f"--prime-file {name}: not valid {vocab.encoding} at byte {e.start}; this model reads {vocab.encoding} text"
+        ) from None
 
 
 @main.command("eval", context_settings=CONTEXT_SETTINGS)
@@ -304,19 +351,23 @@ def eval_command(checkpoint, file, per_line, reset_per_line, as_json):
     """
     with user_errors():
         ckpt = load_checkpoint(checkpoint)
+        start = time.perf_counter()
         if per_line or reset_per_line:
             result = _print_lines(score_lines(ckpt.model, ckpt.vocab, file, reset_per_line), as_json)
         else:
             result = evaluate_file(ckpt.model, ckpt.vocab, file)
+    seconds = time.perf_counter() - start
     if result.chars == 0:
         outside = f"all {sum(result.oov.values()):,} of its characters are outside the vocabulary"
         reason = outside if result.oov else "it is empty"
         raise click.ClickException(f"{file}: nothing to score: {reason}")
     if as_json:
-        click.echo(json.dumps({"file": file, **result.to_json()}))
+        click.echo(json.dumps({"file": file, **result.to_json(), "seconds": seconds,
+                               "chars_per_sec": result.chars / seconds}))
         return
     console = _console()
-    console.print(f"{file}: {result.chars:,} characters scored")
+    console.print(f"{file}: {result.chars:,} characters scored in {seconds:.2f} s "
+                  f"({result.chars / seconds:,.0f} chars/s)")
     console.print(f"loss       {result.loss:.4f} nats/char")
     console.print(f"bpc        {result.bpc:.4f} bits/char")
     console.print(f"perplexity {result.perplexity:.3f}")
@@ -367,6 +418,10 @@ def info(checkpoint):
     table.add_row("weights", f"running average over {average} steps (--average)" if average else "as trained")
     table.add_row("step", str(meta.get("step")))
     table.add_row("epoch", str(meta.get("epoch")))
+    if "elapsed" in meta:
+        table.add_row("time trained", f"{meta['elapsed']:.1f} s")
+    if meta.get("init_from"):
+        table.add_row("fine-tuned from", meta["init_from"])
     val = meta.get("last_val_loss")
     table.add_row("val loss", f"{val:.4f}" if val is not None else "-")
     table.add_row("format version", str(meta["version"]))

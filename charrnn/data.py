@@ -10,6 +10,7 @@ import codecs
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,12 @@ class Vocab:
         decode = codecs.getincrementaldecoder(self.encoding)(errors="replace").decode
         return lambda i: decode(bytes((self.symbols[i],)))
 
+    def extended(self, other):
+        """This vocabulary plus the symbols of ``other`` it lacks, in the sorted order ids follow."""
+        if other.bytes_mode != self.bytes_mode:
+            raise CorpusError("a bytes vocabulary (--bytes) and a character vocabulary do not mix")
+        return Vocab(tuple(sorted(set(self.symbols) | set(other.symbols))), self.bytes_mode, self.encoding)
+
     def to_json(self):
         return {"symbols": list(self.symbols), "bytes_mode": self.bytes_mode, "encoding": self.encoding}
 
@@ -115,16 +122,65 @@ def read_codes(path, encoding="utf-8", bytes_mode=False, chunk_bytes=CHUNK_BYTES
             offset += len(chunk)
 
 
-def scan_vocab(path, encoding="utf-8", bytes_mode=False):
-    """One streaming pass: the Vocab of distinct symbols (sorted) and their counts."""
+def corpus_files(paths, bytes_mode=False, skip_dir=None):
+    """The files that make up a corpus given as files and directories, in order.
+
+    A directory stands for its text files (every file in it and its subdirectories whose name does not
+    start with a dot and, unless ``bytes_mode``, whose first 8 KiB hold no NUL byte), sorted by path;
+    ``skip_dir`` (the id cache's directory) and checkpoint directories inside it are never read.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not paths:
+        raise CorpusError("no corpus given")
+    skip = os.path.realpath(skip_dir) if skip_dir else None
+    files = []
+    for path in map(os.fspath, paths):
+        if not os.path.exists(path):
+            raise CorpusError(f"{path}: no such file or directory")
+        if not os.path.isdir(path):
+            files.append(path)
+            continue
+        found = []
+        for root, dirs, names in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".") and not _is_checkpoint_dir(os.path.join(root, d), skip)]
+            found += [os.path.join(root, n) for n in names if not n.startswith(".")]
+        found = sorted(f for f in found if os.path.isfile(f) and (bytes_mode or _looks_like_text(f)))
+        if not found:
+            raise CorpusError(f"{path}: no text files in this directory")
+        files += found
+    return files
+
+
+def _is_checkpoint_dir(path, cache_dir):
+    """The id cache's directory, or any directory a training run wrote its checkpoints and metrics to."""
+    if os.path.realpath(path) == cache_dir:
+        return True
+    return any(os.path.exists(os.path.join(path, name)) for name in ("latest.npz", "best.npz", "metrics.jsonl"))
+
+
+def _looks_like_text(path):
+    with open(path, "rb") as f:
+        return b"\0" not in f.read(8192)
+
+
+def _corpus_name(files):
+    return files[0] if len(files) == 1 else f"the corpus ({len(files)} files)"
+
+
+def scan_vocab(paths, encoding="utf-8", bytes_mode=False):
+    """One streaming pass over a file (or a list of files): the Vocab of distinct symbols (sorted) and
+    their counts."""
+    files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     counts = np.zeros(256 if bytes_mode else MAX_CODE_POINT + 1, np.int64)
-    for codes in read_codes(path, encoding, bytes_mode):
-        counts += np.bincount(codes, minlength=len(counts))
+    for path in files:
+        for codes in read_codes(path, encoding, bytes_mode):
+            counts += np.bincount(codes, minlength=len(counts))
     present = np.flatnonzero(counts)
+    name = _corpus_name(files)
     if len(present) == 0:
-        raise CorpusError(f"{path}: the corpus is empty")
+        raise CorpusError(f"{name}: the corpus is empty")
     if len(present) == 1:
-        raise CorpusError(f"{path}: the corpus has only one distinct character; a model needs at least two")
+        raise CorpusError(f"{name}: the corpus has only one distinct character; a model needs at least two")
     symbols = tuple(int(c) for c in present) if bytes_mode else tuple(chr(c) for c in present)
     return Vocab(symbols, bytes_mode, encoding), counts[present]
 
@@ -135,53 +191,99 @@ def id_dtype(vocab_size):
 
 @dataclass
 class Corpus:
-    """A corpus encoded as ids (memory-mapped) with its vocabulary and symbol counts."""
+    """A corpus encoded as ids (memory-mapped) with its vocabulary and symbol counts.
+
+    ``ids`` holds every file's training head, in the files' order, then every file's validation tail
+    (the last ``val_frac`` of each file), so both parts are contiguous slices of the cache.
+    """
 
     ids: np.ndarray
     vocab: Vocab
-    counts: np.ndarray
+    counts: np.ndarray  # (V,) occurrences of each vocabulary symbol in the whole corpus
+    files: tuple = ()  # (path, characters) for each file, in order
+    n_val: int = 0  # characters in the validation tails
+    val_frac: float = 0.0
 
-    def split(self, val_frac):
-        """(train ids, validation ids): the validation part is the tail of the corpus."""
+    @property
+    def train_ids(self):
+        return self.ids[: len(self.ids) - self.n_val]
+
+    @property
+    def val_ids(self):
+        return self.ids[len(self.ids) - self.n_val :]
+
+    def split(self, val_frac=None):
+        """(train ids, validation ids): each file's tail, in proportion ``val_frac`` (the fraction the corpus
+        was loaded with; for a single file, any fraction)."""
+        if val_frac is None or val_frac == self.val_frac:
+            return self.train_ids, self.val_ids
+        if len(self.files) > 1:
+            raise ValueError(f"this corpus of several files was laid out for val_frac {self.val_frac}")
         n_val = int(len(self.ids) * val_frac)
         return self.ids[: len(self.ids) - n_val], self.ids[len(self.ids) - n_val :]
 
 
-def load_corpus(path, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None):
-    """Encode ``path`` into an id cache in ``cache_dir`` (reused while the file is unchanged).
+def load_corpus(paths, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None, val_frac=0.0, extend_vocab=False):
+    """Encode the corpus (a file, a directory, or a list of them) into an id cache in ``cache_dir``.
 
-    With ``vocab`` given (resuming), the corpus must use exactly that vocabulary.
+    The cache is reused while every file, the encoding, the vocabulary and the split stay as they were,
+    and rebuilt when any of them changes. Without ``vocab`` the vocabulary is the corpus's own symbols.
+    With ``vocab`` (resuming) the corpus may use only its symbols; with ``extend_vocab`` too
+    (fine-tuning) the vocabulary is ``vocab`` plus the corpus's new symbols (``vocab.extended``).
     """
-    if not os.path.exists(path):
-        raise CorpusError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise CorpusError(f"{path}: is a directory, not a text file")
+    files = corpus_files(paths, bytes_mode, skip_dir=cache_dir)
     os.makedirs(cache_dir, exist_ok=True)
-    stat = os.stat(path)
     key = {
-        "path": os.path.abspath(path),
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
+        "files": [_file_key(f) for f in files],
         "encoding": encoding,
         "bytes_mode": bytes_mode,
+        "val_frac": val_frac if len(files) > 1 else None,  # a single file's layout does not depend on it
     }
-    stem = os.path.join(cache_dir, "corpus-" + hashlib.sha1(key["path"].encode()).hexdigest()[:12])
+    name = os.path.abspath(files[0]) if len(files) == 1 else "\n".join(os.path.abspath(f) for f in files)
+    stem = os.path.join(cache_dir, "corpus-" + hashlib.sha1(name.encode()).hexdigest()[:12])
     ids_path, meta_path = stem + ".ids.npy", stem + ".json"
     cached = _read_cache_meta(meta_path)
-    if cached is not None and cached["key"] == key and os.path.exists(ids_path):
-        found = Vocab.from_json(cached["vocab"])
-        counts = np.array(cached["counts"], np.int64)
+    fresh = cached is not None and cached.get("key") == key and os.path.exists(ids_path)
+    if fresh:
+        found = Vocab.from_json(cached["found"])
+        found_counts = np.array(cached["counts"], np.int64)
+        lengths = cached["lengths"]
     else:
-        found, counts = scan_vocab(path, encoding, bytes_mode)
-        _write_id_cache(path, found, ids_path, encoding, bytes_mode)
-        _write_json_atomic(meta_path, {"key": key, "vocab": found.to_json(), "counts": counts.tolist()})
-    if vocab is not None and found.symbols != vocab.symbols:
+        found, found_counts = scan_vocab(files, encoding, bytes_mode)
+        lengths = None
+    if vocab is None:
+        target = found
+    elif extend_vocab:
+        target = vocab.extended(found)
+    else:
+        target = vocab
         extra = sorted(set(found.symbols) - set(vocab.symbols))
-        shown = ", ".join(repr(found.symbol_text(s) if bytes_mode else s) for s in extra[:10])
-        detail = f" (new: {shown})" if extra else ""
-        raise CorpusError(f"{path}: its vocabulary differs from the checkpoint's{detail}; cannot resume on it")
+        if extra:
+            shown = ", ".join(repr(found.symbol_text(s) if bytes_mode else s) for s in extra[:10])
+            raise CorpusError(
+                f"{_corpus_name(files)}: its vocabulary differs from the checkpoint's (new: {shown}); cannot "
+                "resume on it (--init-from fine-tunes a model on a new corpus)"
+            )
+    if not fresh or cached.get("vocab") != target.to_json():
+        lengths = _write_id_cache(files, target, ids_path, encoding, bytes_mode, val_frac)
+        meta = {"key": key, "found": found.to_json(), "counts": found_counts.tolist(), "lengths": lengths,
+                "vocab": target.to_json()}
+        _write_json_atomic(meta_path, meta)
+    index = {symbol: i for i, symbol in enumerate(target.symbols)}
+    counts = np.zeros(len(target), np.int64)
+    counts[[index[symbol] for symbol in found.symbols]] = found_counts
     ids = np.load(ids_path, mmap_mode="r")
-    return Corpus(ids, found, counts)
+    n_val = sum(_val_length(n, val_frac) for n in lengths)
+    return Corpus(ids, target, counts, tuple(zip(files, lengths)), n_val, val_frac)
+
+
+def _file_key(path):
+    stat = os.stat(path)
+    return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _val_length(n, val_frac):
+    return int(n * val_frac)
 
 
 def _read_cache_meta(meta_path):
@@ -192,20 +294,36 @@ def _read_cache_meta(meta_path):
         return None
 
 
-def _write_id_cache(path, vocab, ids_path, encoding, bytes_mode):
-    total = 0
-    tmp = ids_path + ".tmp"
+def _write_id_cache(files, vocab, ids_path, encoding, bytes_mode, val_frac):
+    """Write the ids of every file's head, then of every file's tail; return each file's length."""
     dtype = id_dtype(len(vocab))
-    with open(tmp, "wb") as out:
+    size = np.dtype(dtype).itemsize
+    tmp, tails_tmp = ids_path + ".tmp", ids_path + ".tails.tmp"
+    lengths = []
+    with open(tmp, "w+b") as out, open(tails_tmp, "w+b") as tails:
         _write_npy_header(out, dtype, 0)  # rewritten once the length is known
-        for codes in read_codes(path, encoding, bytes_mode):
-            out.write(vocab.ids_of_codes(codes).astype(dtype).tobytes())
-            total += len(codes)
+        for path in files:
+            n = 0
+            for codes in read_codes(path, encoding, bytes_mode):
+                out.write(vocab.ids_of_codes(codes).astype(dtype).tobytes())
+                n += len(codes)
+            lengths.append(n)
+            n_val = _val_length(n, val_frac) if len(files) > 1 else 0
+            if n_val:  # move this file's validation tail to the tails file
+                out.seek(-n_val * size, os.SEEK_END)
+                tail_start = out.tell()
+                shutil.copyfileobj(out, tails, CHUNK_BYTES)
+                out.seek(tail_start)
+                out.truncate()
+        tails.seek(0)
+        shutil.copyfileobj(tails, out, CHUNK_BYTES)
         out.seek(0)
-        _write_npy_header(out, dtype, total)
+        _write_npy_header(out, dtype, sum(lengths))
         out.flush()
         os.fsync(out.fileno())
+    os.unlink(tails_tmp)
     os.replace(tmp, ids_path)
+    return lengths
 
 
 def _write_npy_header(f, dtype, length):

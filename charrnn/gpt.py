@@ -173,10 +173,12 @@ class CharGPT:
         grads["wpe"][...] = emb["wpe"]
         return loss, grads, ()
 
-    def start_sampling(self, prime):
-        """A ``KVSampler`` primed with ``prime`` (n,) ids, and the logits (V,) for the character after it."""
-        sampler = KVSampler(self)
-        return sampler, sampler.prime(np.asarray(prime))
+    def start_sampling(self, prime, batch_size=1):
+        """A ``KVSampler`` for ``batch_size`` streams primed with ``prime`` (n,) ids, and the logits (V,) for
+        the character after it."""
+        sampler = KVSampler(self, batch_size)
+        logits = sampler.prime(np.repeat(np.asarray(prime)[None, -self.context_length :], batch_size, axis=0))
+        return sampler, logits[0]
 
     # ---- the passes ----------------------------------------------------------------------------------------
 
@@ -285,14 +287,14 @@ class KVSampler:
     so a block costs fewer numpy calls per character.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, batch_size=1):
         cfg = model.config
         self.model, self.P = model, cfg.context_length
         self.nh, self.hs = cfg.num_heads, cfg.hidden_size // cfg.num_heads
-        shape = (cfg.num_layers, self.nh, self.P, self.hs)
-        self.keys = np.zeros(shape, model.dtype)  # (L, nh, P, hs)
+        shape = (cfg.num_layers, batch_size, self.nh, self.P, self.hs)
+        self.keys = np.zeros(shape, model.dtype)  # (L, B, nh, P, hs)
         self.values = np.zeros(shape, model.dtype)
-        self.window = []  # the ids whose keys and values are cached, oldest first
+        self.window = np.zeros((batch_size, 0), np.intp)  # (B, n): the ids whose keys and values are cached
         self.blocks = [self._folded(k) for k in range(cfg.num_layers)]
         p = model.params
         self.W_out = p["ln_f.g"][:, None] * p["W_hy"]  # (C, V)
@@ -313,54 +315,55 @@ class KVSampler:
         }  # fmt: skip
 
     def prime(self, ids):
-        """Fill the cache from ``ids`` (n,), n >= 1 (its last P if n > P); the logits (V,) after them."""
-        ids = [int(i) for i in ids]
-        ids = ids[-self.P :]
-        x, caches = self.model._forward(np.asarray(ids)[None, :], masks=None)
+        """Fill the cache from ``ids`` (B, n), 1 <= n <= P; the logits (B, V) after them."""
+        ids = np.asarray(ids, np.intp)
+        n = ids.shape[1]
+        x, caches = self.model._forward(ids, masks=None)
         for k, (_, attn, _, _) in enumerate(caches["blocks"]):
-            _, _, key, value = attn[:4]  # (1, nh, n, hs)
-            self.keys[k, :, : len(ids)] = key[0]
-            self.values[k, :, : len(ids)] = value[0]
+            _, _, key, value = attn[:4]  # (B, nh, n, hs)
+            self.keys[k, :, :, :n] = key
+            self.values[k, :, :, :n] = value
         self.window = ids
-        return self.model._logits(x[:, -1:])[0, 0]
+        return self.model._logits(x[:, -1:])[:, 0]
 
-    def step(self, idx):
-        """Feed character id ``idx``; return the logits (V,) for the next character."""
-        with blas_threads(1):  # products of one row: threads only wait for each other (blas.py)
-            return self._step(idx)
+    def step(self, ids):
+        """Feed character ids (B,); return the logits (B, V) for the next characters."""
+        with blas_threads(1):  # products of a few rows: threads only wait for each other (blas.py)
+            return self._step(np.asarray(ids, np.intp).reshape(-1))
 
-    def _step(self, idx):
-        if len(self.window) == self.P:  # slide: the last P // 2 characters, idx the newest, recomputed
+    def _step(self, ids):
+        if self.window.shape[1] == self.P:  # slide: the last P // 2 characters, ids the newest, recomputed
             keep = max(1, self.P // 2)
-            return self.prime([*self.window[len(self.window) - keep + 1 :], idx])
-        p, n = self.model.params, len(self.window)
-        x = p["wte"][idx] + p["wpe"][n]  # (C,)
+            return self.prime(np.concatenate([self.window[:, self.P - keep + 1 :], ids[:, None]], axis=1))
+        p, n, B = self.model.params, self.window.shape[1], len(ids)
+        x = p["wte"][ids] + p["wpe"][n]  # (B, C)
         for k, w in enumerate(self.blocks):
-            qkv = _normalized_row(x) @ w["W_qkv"]  # (3C,): ln1 and the scale folded in
+            qkv = _normalized_rows(x) @ w["W_qkv"]  # (B, 3C): ln1 and the scale folded in
             qkv += w["b_qkv"]
-            q, key, value = qkv.reshape(3, self.nh, self.hs)
-            self.keys[k, :, n] = key
-            self.values[k, :, n] = value
-            att = np.matmul(self.keys[k, :, : n + 1], q[:, :, None])[:, :, 0]  # (nh, n+1)
-            att -= att.max(axis=1, keepdims=True)
+            q, key, value = qkv.reshape(B, 3, self.nh, self.hs).transpose(1, 0, 2, 3)  # (B, nh, hs) each
+            self.keys[k, :, :, n] = key
+            self.values[k, :, :, n] = value
+            att = np.matmul(self.keys[k, :, :, : n + 1], q[..., None])[..., 0]  # (B, nh, n+1)
+            att -= att.max(axis=-1, keepdims=True)
             np.exp(att, out=att)
-            att /= att.sum(axis=1, keepdims=True)
-            y = np.matmul(att[:, None, :], self.values[k, :, : n + 1])  # (nh, 1, hs)
-            x += y.reshape(-1) @ w["W_proj"]
+            att /= att.sum(axis=-1, keepdims=True)
+            y = np.matmul(att[:, :, None, :], self.values[k, :, :, : n + 1])  # (B, nh, 1, hs)
+            x += y.reshape(B, -1) @ w["W_proj"]
             x += w["b_proj"]
-            m = _normalized_row(x) @ w["W_fc"]  # (4C,): ln2 folded in
+            m = _normalized_rows(x) @ w["W_fc"]  # (B, 4C): ln2 folded in
             m += w["b_fc"]
             m, _ = L.gelu_forward(m)
             x += m @ w["W_mlp"]
             x += w["b_mlp"]
-        self.window.append(int(idx))
-        logits = _normalized_row(x) @ self.W_out
+        self.window = np.concatenate([self.window, ids[:, None]], axis=1)
+        logits = _normalized_rows(x) @ self.W_out
         logits += self.b_out
         return logits
 
 
-def _normalized_row(x):
-    """(x - mean) / sqrt(var + eps) of one row x (C,): LayerNorm before its gain and shift."""
-    xc = x - float(np.add.reduce(x)) / len(x)
-    xc *= 1.0 / math.sqrt(float(np.dot(xc, xc)) / len(xc) + L.LN_EPS)
+def _normalized_rows(x):
+    """(x - mean) / sqrt(var + eps) of each row of x (B, C): LayerNorm before its gain and shift."""
+    xc = x - np.add.reduce(x, axis=1, keepdims=True) / x.shape[1]
+    var = np.einsum("bc,bc->b", xc, xc)[:, None] / x.shape[1]
+    xc *= 1.0 / np.sqrt(var + L.LN_EPS)
     return xc

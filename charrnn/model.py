@@ -261,12 +261,15 @@ class CharRNN:
         self._backward(inputs, d_top, masks, grads, weight_masks)
         return loss, grads, final_state
 
-    def start_sampling(self, prime):
-        """A ``Stepper`` (sample.py) after ``prime`` (n,) ids, and the logits (V,) for the character after them."""
-        from .sample import Stepper
+    def start_sampling(self, prime, batch_size=1):
+        """A ``Stepper`` (sample.py) for ``batch_size`` streams after ``prime`` (n,) ids, read in pieces of
+        ``PRIME_CHUNK`` (a seed of any length costs time, not memory), and the logits (V,) after them."""
+        from .sample import PRIME_CHUNK, Stepper
 
-        logits, state = self.forward(np.asarray(prime)[:, None], self.initial_state(1))  # (n, 1, V)
-        return Stepper(self, state), logits[-1, 0]
+        prime, state = np.asarray(prime), self.initial_state(1)
+        for j in range(0, len(prime), PRIME_CHUNK):
+            logits, state = self.forward(prime[j : j + PRIME_CHUNK, None], state)  # (T, 1, V)
+        return Stepper(self, tuple(np.repeat(s, batch_size, axis=1) for s in state)), logits[-1, 0]
 
     def step_weights(self, k, batch_size, weight_mask=None, backward=True):
         """Layer k's ``StepWeights`` at ``batch_size`` (cells.make_step_weights: the gate scale folded in;

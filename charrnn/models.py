@@ -36,8 +36,9 @@ class LanguageModel(Protocol):
                        dropout=None) -> tuple:
         """(mean loss, Packed gradients, state after the chunk)."""
 
-    def start_sampling(self, prime) -> tuple:
-        """(a sampler whose ``step(id)`` returns the next logits (V,), the logits (V,) after ``prime`` (n,) ids)."""
+    def start_sampling(self, prime, batch_size=1) -> tuple:
+        """(a sampler for ``batch_size`` streams whose ``step(ids (B,))`` returns the next logits (B, V), the
+        logits (V,) after ``prime`` (n,) ids)."""
 
 
 def model_config(fields):

@@ -5,6 +5,8 @@ a user gives into configs, the same for the command line and the Python API:
     train("input.txt", model_config, config)
     config = resume_config(load_checkpoint(path).meta["train"], max_time=60)
     train("input.txt", None, config, resume=path)
+    model_config, config = finetune_configs(load_checkpoint(path), max_steps=500)
+    train("new.txt", model_config, config, init_from=path)
 
 ``default`` is the project's recipe, chosen by measurement (docs/benchmarks.md, "Choosing the
 defaults"); the others reproduce the seeds' set-ups. Every default lives in the dataclasses
@@ -166,6 +168,25 @@ def preset_configs(preset="default", **given):
         model_config = ModelConfig(0, **{k: values[k] for k in RNN_OPTIONS})
     replace(model_config, vocab_size=2).validate()  # a bad shape fails now, not after reading the corpus
     return model_config, TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_OPTIONS})
+
+
+def finetune_configs(base, preset="default", **given):
+    """``ModelConfig`` and ``TrainConfig`` to fine-tune ``base`` (a Checkpoint) with ``--init-from``: the
+    training options of a fresh run (``preset_configs``), and the checkpoint's model, its tokenisation
+    (``bytes_mode``, ``encoding``) and its dropout, except for what is ``given`` explicitly (a shape other
+    than the checkpoint's is refused by ``train``). A cell other than the preset's gets its own tuned
+    learning rate, as in a fresh run."""
+    given = _known({k: v for k, v in given.items() if v is not None})
+    if base.model.config.model == "gpt":
+        raise ValueError("--init-from fine-tunes rnn, lstm and gru checkpoints, not gpt")
+    model_config, config = preset_configs(preset, **given)
+    saved = asdict(base.model.config)
+    model_config = replace(model_config, **{k: saved[k] for k in RNN_OPTIONS if k not in given})
+    tokens = {"bytes_mode": base.vocab.bytes_mode, "encoding": base.vocab.encoding}
+    config = replace(config, **{k: v for k, v in tokens.items() if k not in given})
+    if "learning_rate" not in given and model_config.model != preset_options(preset, {})["model"]:
+        config = replace(config, learning_rate=None)
+    return model_config, config
 
 
 def resume_config(saved, saved_model=None, **given):

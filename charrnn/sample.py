@@ -1,32 +1,42 @@
-"""Generating text one character at a time.
+"""Generating text one character at a time, one sample or many side by side.
 
     for piece in generate(model, vocab, seed="ROMEO:", length=500, temperature=0.8, random_seed=1):
         print(piece, end="")
+    for pieces in generate_batch(model, vocab, 64, seed="ROMEO:", length=500, random_seed=1):
+        ...                                   # pieces: a list of 64 strings, one per sample
 
-The seed primes the model in one batched pass (``model.start_sampling``); then each character costs one
-step of every layer at batch 1: for the recurrent models a ``Stepper`` into preallocated buffers, for
-gpt one position per block against a key/value cache (gpt.py, ``KVSampler``).
+The seed primes the model (``model.start_sampling``): a recurrent model reads it in batched passes of
+PRIME_CHUNK characters, so a seed of any length costs time, not memory, and then each character costs
+one step of every layer, into preallocated buffers (``Stepper``); gpt runs one position per block
+against a key/value cache (gpt.py, ``KVSampler``). ``generate_batch`` steps N samples as one batch:
+one matrix product per layer per character for all of them, each sample drawing its noise from a
+generator of its own (``sample_rngs``), so sample i is the same text whatever N is, and the same as
+``generate`` gives with that generator.
 """
 
 import numpy as np
 
 from .cells import Scratch
 
+NOISE_BLOCK = 256  # characters of Gumbel noise each sample's generator draws at a time
+PRIME_CHUNK = 4096  # characters of the seed read in one forward pass
+
 
 class Stepper:
-    """Runs a model one character at a time (batch 1) from a given state."""
+    """Runs a model one character at a time for a batch of B streams from a given state (L, B, H)."""
 
     def __init__(self, model, state):
         self.model = model
         cfg, cell = model.config, model.cell
+        self.batch_size = B = state[0].shape[1]
         H, G, dtype = cfg.hidden_size, cell.n_gates * cfg.hidden_size, model.dtype
-        self.step_weights = [model.step_weights(k, 1, backward=False) for k in range(cfg.num_layers)]
-        self.gates = [np.empty((1, G), dtype) for _ in range(cfg.num_layers)]
+        self.step_weights = [model.step_weights(k, B, backward=False) for k in range(cfg.num_layers)]
+        self.gates = [np.empty((B, G), dtype) for _ in range(cfg.num_layers)]
         states = [
-            [tuple(np.array(s[k], dtype) for s in state), tuple(np.empty((1, H), dtype) for _ in cell.state_names)]
+            [tuple(np.array(s[k], dtype) for s in state), tuple(np.empty((B, H), dtype) for _ in cell.state_names)]
             for k in range(cfg.num_layers)
         ]  # per layer: two state buffers, read and written in turn
-        extra = tuple(np.empty((1, w * H), dtype) for w in cell.extra_widths)
+        extra = tuple(np.empty((B, w * H), dtype) for w in cell.extra_widths)
         # per layer, the step's arrays in both directions (a -> b, b -> a), views made once
         self.caches = [
             [cell.step_views(self.gates[k], a, b, extra, self.gates[k]) for a, b in (pair, pair[::-1])]
@@ -34,18 +44,21 @@ class Stepper:
         ]
         self.outputs = [[pair[1][0], pair[0][0]] for pair in states]  # the h each direction writes
         self.parity = 0
-        self.scratch = [Scratch.make(cell, 1, H, dtype) for _ in range(cfg.num_layers)]
-        self.logits = np.empty((1, cfg.vocab_size), dtype)
+        self.scratch = [Scratch.make(cell, B, H, dtype) for _ in range(cfg.num_layers)]
+        self.logits = np.empty((B, cfg.vocab_size), dtype)
         self.input_table = self.step_weights[0].W_xh + self.step_weights[0].b  # (V, G): lookup with bias
         self.W_hy, self.b_y = model.params["W_hy"], model.params["b_y"]
 
-    def step(self, idx):
-        """Feed character id ``idx``; return the logits (V,) for the next character."""
+    def step(self, ids):
+        """Feed character ids (B,); return the logits (B, V) for the next characters."""
         step_forward, x, parity = self.model.cell.step_forward, None, self.parity
         for k, step_weights in enumerate(self.step_weights):
             gates = self.gates[k]
             if k == 0:
-                gates[0] = self.input_table[idx]
+                if self.batch_size == 1:
+                    gates[0] = self.input_table[ids[0]]  # a row, without a gather's set-up
+                else:
+                    np.take(self.input_table, ids, axis=0, out=gates)
             else:
                 np.matmul(x, step_weights.W_xh, gates)
                 np.add(gates, step_weights.b, gates)
@@ -54,54 +67,121 @@ class Stepper:
         self.parity = 1 - parity
         np.matmul(x, self.W_hy, self.logits)
         np.add(self.logits, self.b_y, self.logits)
-        return self.logits[0]
+        return self.logits
 
 
 def filter_logits(logits, temperature, top_k=None, top_p=None):
-    """Scaled logits (V,) with everything outside top-k / the top-p nucleus set to -inf."""
-    z = logits.astype(np.float64) / temperature
-    if top_k is not None and top_k < len(z):
-        z[z < np.partition(z, -top_k)[-top_k]] = -np.inf
+    """Scaled logits (..., V), float64, with everything outside top-k / the top-p nucleus set to -inf
+    (row by row)."""
+    z = np.asarray(logits, np.float64) / temperature
+    V = z.shape[-1]
+    if top_k is not None and top_k < V:
+        kth = np.partition(z, -top_k, axis=-1)[..., -top_k, None]
+        z[z < kth] = -np.inf
     if top_p is not None and top_p < 1.0:
-        order = np.argsort(-z)
-        probs = np.exp(z[order] - z[order[0]])
-        cumulative = np.cumsum(probs / probs.sum())
-        keep = np.searchsorted(cumulative, top_p) + 1  # smallest prefix with mass >= top_p
-        z[order[keep:]] = -np.inf
+        order = np.argsort(-z, axis=-1, kind="stable")
+        ranked = np.take_along_axis(z, order, axis=-1)
+        probs = np.exp(ranked - ranked[..., :1])
+        cumulative = np.cumsum(probs / probs.sum(axis=-1, keepdims=True), axis=-1)
+        keep = (cumulative < top_p).sum(axis=-1, keepdims=True) + 1  # smallest prefix with mass >= top_p
+        dropped = np.arange(V) >= keep  # (..., V), in ranked order
+        np.put_along_axis(z, order, np.where(dropped, -np.inf, ranked), axis=-1)
     return z
+
+
+def sample_rngs(random_seed, count, start=0):
+    """The generators of samples start .. start+count-1: sample i draws from
+    ``SeedSequence(random_seed, spawn_key=(i,))`` (what ``SeedSequence(random_seed).spawn(n)[i]`` is), so
+    sample i is the same whatever the number of samples. ``random_seed`` None draws fresh entropy;
+    a list of Generators is returned as it is."""
+    if isinstance(random_seed, (list, tuple)):
+        return list(random_seed)
+    if not isinstance(random_seed, np.random.SeedSequence):
+        random_seed = np.random.SeedSequence(random_seed)
+    entropy = random_seed.entropy
+    return [np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(i,))) for i in range(start, start + count)]
+
+
+def _prime(model, vocab, seed, batch_size):
+    """A sampler (``step(ids (B,)) -> logits (B, V)``) after reading the seed (or a newline), for
+    ``batch_size`` streams, and the logits (V,) for the first generated character. Raises KeyError
+    naming unknown seed characters."""
+    prime = vocab.encode(seed) if seed else np.array([vocab.newline_id() or 0])
+    return model.start_sampling(prime, batch_size)
+
+
+def _seed_text(vocab, seed):
+    return seed if isinstance(seed, str) else seed.decode(vocab.encoding, errors="replace")
+
+
+def generate_batch(model, vocab, num_samples, seed="", length=200, temperature=1.0, top_k=None, top_p=None,
+                   random_seed=None):
+    """Generate ``num_samples`` texts side by side, as one batch; yield one list of ``num_samples``
+    strings per character (first the seed, if any, for every sample).
+
+    Sample i draws from ``sample_rngs(random_seed, num_samples)[i]`` (``random_seed`` may also be a
+    list of Generators, one per sample); the other arguments are ``generate``'s.
+    """
+    rngs = sample_rngs(random_seed, num_samples)
+    if len(rngs) != num_samples:
+        raise ValueError(f"{len(rngs)} random generators for {num_samples} samples")
+    stepper, first_logits = _prime(model, vocab, seed, num_samples)
+    if seed:
+        yield [_seed_text(vocab, seed)] * num_samples
+    symbols = np.array([vocab.decoder()(i) for i in range(len(vocab))], dtype=object)
+    logits = np.broadcast_to(first_logits, (num_samples, len(first_logits)))
+    filtered = top_k is not None or top_p is not None
+    z = np.empty((num_samples, len(vocab)))  # float64 scores: logits / temperature + Gumbel noise
+    for t in range(length):
+        if temperature == 0:
+            ids = logits.argmax(axis=1)
+        else:
+            if t % NOISE_BLOCK == 0:  # Gumbel-max: argmax(z + g) ~ softmax(z); each sample's own noise
+                block = min(NOISE_BLOCK, length - t)
+                noise = np.stack([rng.gumbel(size=(block, len(vocab))) for rng in rngs], axis=1)  # (block, N, V)
+            if filtered:
+                z[...] = filter_logits(logits, temperature, top_k, top_p)
+                z += noise[t % NOISE_BLOCK]
+            elif temperature == 1:
+                np.add(logits, noise[t % NOISE_BLOCK], out=z)
+            else:
+                np.multiply(logits, 1.0 / temperature, out=z)
+                z += noise[t % NOISE_BLOCK]
+            ids = z.argmax(axis=1)
+        yield symbols[ids].tolist()
+        if t + 1 < length:
+            logits = stepper.step(ids)
 
 
 def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top_p=None, random_seed=None):
     """Yield the seed text, then ``length`` generated characters, one piece at a time.
 
-    ``seed`` primes the hidden state (an empty seed starts as if after a newline); ``temperature``
+    ``seed`` (str, or bytes for a --bytes model; any length) primes the hidden state (an empty seed
+    starts as if after a newline); ``temperature``
     0 picks the most likely character every time. ``random_seed`` is a seed or a numpy Generator.
     Raises KeyError naming seed characters that are not in the vocabulary.
     """
     rng = random_seed if isinstance(random_seed, np.random.Generator) else np.random.default_rng(random_seed)
-    prime = vocab.encode(seed) if seed else np.array([vocab.newline_id() or 0])
-    stepper, next_logits = model.start_sampling(prime)
-    decode = vocab.decoder()
-    if seed:
-        yield seed if isinstance(seed, str) else seed.decode(vocab.encoding, errors="replace")
-    noise_block = 1024
-    filtered = top_k is not None or top_p is not None
-    z = np.empty(len(vocab))  # float64 scores: logits / temperature + Gumbel noise
-    for t in range(length):
-        if temperature == 0:
-            idx = int(next_logits.argmax())
-        else:
-            if t % noise_block == 0:
-                gumbel = rng.gumbel(size=(noise_block, len(vocab)))  # Gumbel-max: argmax(z + g) ~ softmax(z)
-            if filtered:
-                z[...] = filter_logits(next_logits, temperature, top_k, top_p)
-                z += gumbel[t % noise_block]
-            elif temperature == 1:
-                np.add(next_logits, gumbel[t % noise_block], out=z)
-            else:
-                np.multiply(next_logits, 1.0 / temperature, out=z)
-                z += gumbel[t % noise_block]
-            idx = int(z.argmax())
-        yield decode(idx)
-        if t + 1 < length:
-            next_logits = stepper.step(idx)
+    for pieces in generate_batch(model, vocab, 1, seed, length, temperature, top_k, top_p, [rng]):
+        yield pieces[0]
+
+
+def stream_samples(model, vocab, num_samples, seed="", length=200, temperature=1.0, top_k=None, top_p=None,
+                   random_seed=None, batch_size=256):
+    """Yield ``(i, piece)`` for samples i = 0 .. num_samples-1 in order, generated ``batch_size`` at a time.
+
+    Within a batch, its first sample's characters are yielded as they are generated; the others are
+    held until the batch ends, then yielded whole. Sample i draws from
+    ``sample_rngs(random_seed, num_samples)[i]``, so the texts do not depend on ``batch_size``.
+    """
+    root = random_seed if isinstance(random_seed, np.random.SeedSequence) else np.random.SeedSequence(random_seed)
+    for start in range(0, num_samples, batch_size):
+        n = min(batch_size, num_samples - start)
+        rngs = sample_rngs(root, n, start)
+        held = [[] for _ in range(n - 1)]
+        for pieces in generate_batch(model, vocab, n, seed, length, temperature, top_k, top_p, rngs):
+            yield start, pieces[0]
+            for text, piece in zip(held, pieces[1:]):
+                text.append(piece)
+        for j, text in enumerate(held, start=start + 1):
+            yield j, "".join(text)

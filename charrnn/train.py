@@ -24,6 +24,7 @@ import numpy as np
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .data import CorpusError, StreamBatches, load_corpus
 from .evaluate import streams_nll
+from .finetune import extend_vocab
 from .model import check_params
 from .models import LanguageModel, build_model
 from .optim import OPTIMIZERS, WeightAverage, make_optimizer
@@ -171,6 +172,7 @@ class _Position:
     evals_since_best: int = 0
     lr_scale: float = 1.0  # halvings by the non-finite guard and the halving schedule
     halving: bool = False  # the halving schedule has started halving
+    elapsed: float = 0.0  # seconds trained so far, in all runs: --max-time and a time-based schedule count them
     rng_state: dict = field(default_factory=dict)
 
 
@@ -197,22 +199,25 @@ class _SignalCatcher:
             signal.signal(sig, handler)
 
 
-def train(corpus_path, model_config, config, resume=None, reporter=None, overwrite=False):
-    """Train a model on ``corpus_path``; return a TrainResult. See the module docstring.
+def train(corpus_path, model_config, config, resume=None, reporter=None, overwrite=False, init_from=None):
+    """Train a model on ``corpus_path`` (a file or directory, or a list of them); return a TrainResult.
 
-    ``model_config.vocab_size`` is taken from the corpus. With ``resume`` (a checkpoint file or
-    directory) the model, optimizer state, data position, hidden state and RNG continue exactly.
-    A fresh run refuses a checkpoint directory that already holds a model unless ``overwrite``.
-    With ``config.engine == "torch"`` PyTorch computes the steps (torch_engine.py); launched by torchrun
-    in several processes, each takes a share of the streams and process 0 writes and reports.
-    Raises TrainingError (or CorpusError / CheckpointError) with a one-line reason.
+    See the module docstring. ``model_config.vocab_size`` is taken from the corpus. With ``resume`` (a
+    checkpoint file or directory) the model, optimizer state, data position, hidden state, RNG and the
+    time trained so far continue exactly. With ``init_from`` (a checkpoint) a new run starts from that
+    model's weights, its vocabulary extended by the corpus's new symbols (finetune.py); ``model_config``
+    is then None (the checkpoint's) or must have the checkpoint's shape. A fresh run refuses a checkpoint
+    directory that already holds a model unless ``overwrite``. With ``config.engine == "torch"`` PyTorch
+    computes the steps (torch_engine.py); launched by torchrun in several processes, each takes a share
+    of the streams and process 0 writes and reports. Raises TrainingError (or CorpusError /
+    CheckpointError) with a one-line reason.
     """
     config.validate()
     distributed = _join_processes(config)  # None unless torchrun started several processes
     writer = distributed is None or distributed.writer  # the process that writes checkpoints and reports
     reporter = (reporter or Reporter()) if writer else Reporter()
     with _leaving(distributed):
-        run = _start_run(corpus_path, model_config, config, resume, reporter, overwrite, distributed)
+        run = _start_run(corpus_path, model_config, config, resume, reporter, overwrite, distributed, init_from)
         return _train_loop(run, reporter)
 
 
@@ -239,9 +244,10 @@ def _train_loop(run, reporter):
             "workers": engine.workers,
         },
     )
-    start = time.perf_counter()
+    run_start = time.perf_counter()
+    start = run_start - pos.elapsed  # the budget's clock: a resumed run goes on from the time already trained
     first_step = pos.step
-    last_log_time, last_log_step, loss_sum, loss_count = start, pos.step, 0.0, 0
+    last_log_time, last_log_step, loss_sum, loss_count = run_start, pos.step, 0.0, 0
     stop_reason = None
     guard = _NonFiniteGuard(run, reporter)
     with engine, _SignalCatcher() as signals, open(metrics_path, mode) as metrics:
@@ -274,11 +280,15 @@ def _train_loop(run, reporter):
                 loss_sum += loss
                 loss_count += 1
                 # stop, log, and at an evaluation validate, checkpoint and preview
-                elapsed = time.perf_counter() - start
+                elapsed = pos.elapsed = time.perf_counter() - start
                 stop_reason = _stop_reason(config, pos, batches.chunks_per_epoch, elapsed, signals.signum)
                 if run.distributed is not None and run.distributed.any(stop_reason is not None):  # all stop together
                     stop_reason = stop_reason or "stopped by another process"
-                evaluating = pos.step % config.eval_every == 0 or stop_reason is not None
+                    if run.distributed.any(stop_reason == "interrupted"):  # and agree on whether to validate
+                        stop_reason = "interrupted"
+                # an interruption leaves no trace (no extra validation to sway patience or halving), so
+                # that --resume goes on exactly as the uninterrupted run
+                evaluating = pos.step % config.eval_every == 0 or stop_reason not in (None, "interrupted")
                 if pos.step % config.log_every == 0 or evaluating:
                     now = time.perf_counter()
                     record = {
@@ -300,11 +310,13 @@ def _train_loop(run, reporter):
                     metrics.flush()
                     reporter.step(pos.step, record)
                     last_log_time, last_log_step, loss_sum, loss_count = time.perf_counter(), pos.step, 0.0, 0
+                if stop_reason == "interrupted" and not evaluating:
+                    _save(run, "latest.npz", state)
         except WorkerError as e:  # the parameters here are those of the last completed step: keep them
             _save(run, "latest.npz", state)
             raise TrainingError(f"{e}; the model of step {pos.step} is saved in latest.npz") from None
     reporter.close()
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - run_start
     return TrainResult(
         step=pos.step,
         epoch=pos.epoch + pos.chunk / batches.chunks_per_epoch,
@@ -324,7 +336,7 @@ class _Run:
     """What a training run works on, fresh or resumed (``_start_run``); ``pos`` and ``rng`` move as it goes."""
 
     config: TrainConfig  # as validated and fitted to the corpus, with a random seed
-    corpus_path: str
+    corpus_paths: list  # absolute paths of the corpus's files, in order
     vocab: object  # data.Vocab
     train_ids: np.ndarray
     val_ids: np.ndarray
@@ -337,6 +349,7 @@ class _Run:
     state: tuple | None  # the hidden state carried into the first chunk
     resumed: bool
     distributed: object = None  # torch_engine.Distributed: this process's place among torchrun's; None: alone
+    init_from: str | None = None  # the checkpoint a fine-tuning run started from
 
     @property
     def writer(self):
@@ -344,10 +357,12 @@ class _Run:
         return self.distributed is None or self.distributed.writer
 
 
-def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, distributed=None):
-    """Check the options, read the corpus, and build the model and optimizer, fresh or from ``resume``.
-    Of several processes, process 0 prepares the directory and the corpus cache while the others wait."""
+def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, distributed=None, init_from=None):
+    """Check the options, read the corpus, and build the model and optimizer: fresh, from ``resume``, or
+    fine-tuning the model of ``init_from``. Of several processes, process 0 prepares the directory and the
+    corpus cache while the others wait."""
     config.validate()
+    base = _load_base(init_from, resume, config)  # before --overwrite clears anything
     writer = distributed is None or distributed.writer
     if not writer:
         _meet(distributed.barrier)
@@ -360,11 +375,15 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
         config.checkpoint_dir,
         encoding=config.encoding,
         bytes_mode=config.bytes_mode,
-        vocab=ckpt.vocab if ckpt else None,
+        vocab=ckpt.vocab if ckpt else base.vocab if base else None,
+        val_frac=config.val_frac,
+        extend_vocab=base is not None,
     )
     if writer and distributed is not None:
         _meet(distributed.barrier)
-    train_ids, val_ids = corpus.split(config.val_frac)
+    train_ids, val_ids = corpus.train_ids, corpus.val_ids
+    if len(corpus.files) > 1:
+        reporter.message(f"corpus: {len(corpus.files)} files, {len(corpus.ids):,} characters")
     if len(val_ids) > LARGE_VALIDATION:
         suggestion = f"{LARGE_VALIDATION / 5 / len(corpus.ids):.1g}"
         reporter.message(
@@ -387,6 +406,10 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
         if pos.rng_state:  # an imported model has no training position: it starts at step 0
             rng.bit_generator.state = pos.rng_state
         state = ckpt.hidden_state or None
+        _check_budget_left(config, pos, train_ids, resume)
+    elif base:
+        model = _fine_tuned_model(base, model_config, corpus, val_ids, rng, reporter)
+        pos, state, saved_average = _Position(), None, None
     else:
         model = _fresh_model(model_config, corpus, val_ids, rng)
         pos, state, saved_average = _Position(), None, None
@@ -398,8 +421,48 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
             optimizer.load_state(ckpt.optimizer_state)
         except ValueError as e:
             raise CheckpointError(f"{resume}: cannot resume with optimizer {config.optimizer} ({e})") from None
-    return _Run(config, os.path.abspath(corpus_path), corpus.vocab, train_ids, val_ids, model, optimizer, average,
-                base_lr, pos, rng, state, resumed=ckpt is not None, distributed=distributed)
+    paths = [os.path.abspath(path) for path, _ in corpus.files]
+    return _Run(config, paths, corpus.vocab, train_ids, val_ids, model, optimizer, average, base_lr, pos, rng, state,
+                resumed=ckpt is not None, distributed=distributed,
+                init_from=os.path.abspath(init_from) if init_from is not None else None)
+
+
+def _load_base(init_from, resume, config):
+    """The checkpoint to fine-tune (``init_from``), or None; refused with ``resume`` or another tokenisation."""
+    if init_from is None:
+        return None
+    if resume is not None:
+        raise TrainingError("--init-from starts a new run from a model's weights and --resume continues a run; "
+                            "give one of them")
+    base = load_checkpoint(init_from)
+    if base.vocab.bytes_mode != config.bytes_mode:
+        kind = "bytes (--bytes)" if base.vocab.bytes_mode else "characters"
+        raise TrainingError(f"{init_from}: that model reads {kind}; fine-tune it with the same --bytes setting")
+    return base
+
+
+def _fine_tuned_model(base, model_config, corpus, val_ids, rng, reporter):
+    """``base``'s model over the corpus's vocabulary (finetune.py): new symbols get fresh rows."""
+    new = [corpus.vocab.symbol_text(s) if corpus.vocab.bytes_mode else s
+           for s in corpus.vocab.symbols if s not in base.vocab.symbols]
+    if new:
+        reporter.message(f"note: {len(new)} characters new to the model: {''.join(new)[:40]!r}")
+    counts = corpus.counts - np.bincount(val_ids, minlength=len(corpus.vocab))  # the training text's
+    try:
+        return extend_vocab(base.model, base.vocab, corpus.vocab, rng, counts, config=model_config)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+
+
+def _check_budget_left(config, pos, train_ids, resume):
+    """Refuse to resume a run that has already reached a limit: one more step would go past it."""
+    chunks_per_epoch = StreamBatches(train_ids, config.batch_size, config.seq_length).chunks_per_epoch
+    spent = _stop_reason(config, pos, chunks_per_epoch, pos.elapsed, None)
+    if spent:
+        raise TrainingError(
+            f"{resume}: its run already reached its limit ({spent} at step {pos.step}, {pos.elapsed:.0f} s trained); "
+            "give a larger --max-steps, --max-epochs or --max-time to train on"
+        )
 
 
 def _check_resumable(ckpt, config):
@@ -436,7 +499,8 @@ def _save(run, name, hidden):
         return
     meta = {
         "train": asdict(run.config),
-        "corpus": run.corpus_path,
+        "corpus": run.corpus_paths,
+        **({"init_from": run.init_from} if run.init_from else {}),
         **asdict(replace(run.pos, rng_state=run.rng.bit_generator.state)),
     }
     hidden = tuple(hidden) if hidden is not None else ()

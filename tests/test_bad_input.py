@@ -60,7 +60,7 @@ def corrupt_checkpoint(tmp_path, trained, kind):
 # (name, how to build the command line, the message expected on stderr)
 CASES = [
     ("missing corpus", lambda t, s, c: ["train", str(t / "nope.txt")], "does not exist"),
-    ("corpus is a directory", lambda t, s, c: ["train", str(t)], "is a directory"),
+    ("directory without text", lambda t, s, c: ["train", str(t / "emptydir")], "no text files in this directory"),
     ("empty corpus", lambda t, s, c: ["train", write(t / "e.txt", "")], "empty"),
     ("one distinct character", lambda t, s, c: ["train", write(t / "a.txt", "a" * 5000)], "only one distinct"),
     ("invalid utf-8", lambda t, s, c: ["train", write(t / "b.txt", b"abc\n" * 100 + b"\xff\xfe" + b"x" * 99, "wb")],

@@ -1,4 +1,8 @@
 import json
+import os
+import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -60,7 +64,7 @@ def test_stepper_matches_batched_forward(model, hidden):
     logits, _ = net.forward(ids[:, None])
     stepper = Stepper(net, net.initial_state(1))
     for t, idx in enumerate(ids):
-        np.testing.assert_allclose(stepper.step(idx), logits[t, 0], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(stepper.step([idx])[0], logits[t, 0], rtol=1e-10, atol=1e-12)
 
 
 def test_sampling_is_reproducible_and_seeded():
@@ -114,3 +118,16 @@ def test_refuses_truncated_and_future(tmp_path):
     np.savez(future, **arrays)
     with pytest.raises(CheckpointError, match="version 99 is newer"):
         load_checkpoint(str(future))
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_checkpoints_get_the_permissions_the_umask_gives(tmp_path, small_text, umask, mode):
+    """charrnn train writes latest.npz and best.npz as any new file would be (0644 under umask 022)."""
+    ck = tmp_path / "ck"
+    cmd = [sys.executable, "-m", "charrnn", "train", small_text, "--checkpoint-dir", str(ck), "--max-steps", "2",
+           "--hidden-size", "8", "--num-layers", "1", "--batch-size", "2", "--sample-length", "0", "-q"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.umask(umask))
+    assert done.returncode == 0, done.stderr
+    for name in ("latest.npz", "best.npz"):
+        assert stat.S_IMODE(os.stat(ck / name).st_mode) == mode, name
+    assert not [f for f in os.listdir(ck) if f.startswith(".tmp-")]  # no temporary file left behind

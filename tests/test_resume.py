@@ -1,0 +1,103 @@
+"""A resume that continues: Ctrl-C then --resume ends where the uninterrupted run would have."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from click.testing import CliRunner
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.cli import main
+
+TINY = ["--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-length", "16",
+        "--sample-length", "0", "--random-seed", "0", "--eval-every", "400"]  # a metrics line every 10 steps
+
+
+def records(ck):
+    with open(os.path.join(ck, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def interrupt(cmd, ck, after_lines):
+    """Run ``charrnn train`` and send it SIGINT once metrics.jsonl has ``after_lines`` lines."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = os.path.join(ck, "metrics.jsonl")
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(metrics) and open(metrics).read().count("\n") >= after_lines:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err  # stopped by the signal, not by its limit
+    return load_checkpoint(os.path.join(ck, "latest.npz"))
+
+
+def train_cmd(corpus, ck, *args):
+    return [sys.executable, "-m", "charrnn", "train", corpus, "--checkpoint-dir", ck, *TINY, *args]
+
+
+def test_ctrl_c_and_resume_is_bit_identical_to_one_run(tmp_path, small_text):
+    """Over the default cosine schedule, which spans the steps across the interruption."""
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    limit = ["--max-steps", "400", "--eval-every", "50"]
+    done = subprocess.run(train_cmd(small_text, one, *limit), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    stopped = interrupt(train_cmd(small_text, two, *limit), two, after_lines=3)
+    assert 10 <= stopped.meta["step"] < 400 and stopped.meta["elapsed"] > 0
+    # the interruption left no trace: no extra validation (it would count towards --patience and the halving rule)
+    validated = [r for r in records(two) if "val_loss" in r]
+    assert all(r["step"] % 50 == 0 for r in validated)
+    assert stopped.meta["last_val_loss"] == (validated[-1]["val_loss"] if validated else None)
+    resume = [sys.executable, "-m", "charrnn", "train", small_text, "--checkpoint-dir", two, "--resume"]
+    resumed = subprocess.run(resume, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load_checkpoint(os.path.join(one, "latest.npz")), load_checkpoint(os.path.join(two, "latest.npz"))
+    assert a.meta["step"] == b.meta["step"] == 400
+    for name in a.model.params:
+        np.testing.assert_array_equal(a.model.params[name], b.model.params[name])
+    for key in a.optimizer_state:
+        np.testing.assert_array_equal(a.optimizer_state[key], b.optimizer_state[key])
+    rates_one = {r["step"]: r["learning_rate"] for r in records(one)}
+    rates_two = {r["step"]: r["learning_rate"] for r in records(two)}  # both parts, appended
+    assert len(rates_one) == 40 and {step: rates_two[step] for step in rates_one} == rates_one  # went on
+
+
+def test_ctrl_c_and_resume_continue_the_time_budget_and_its_schedule(tmp_path, small_text):
+    ck = str(tmp_path / "ck")
+    budget = 4.0
+    stopped = interrupt(train_cmd(small_text, ck, "--max-time", str(budget)), ck, after_lines=3)
+    trained = stopped.meta["elapsed"]
+    assert 0 < trained < budget
+    before = records(ck)
+    began = time.perf_counter()
+    resumed = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", ck, "--resume"])
+    took = time.perf_counter() - began
+    assert resumed.exit_code == 0, resumed.output
+    after = records(ck)[len(before):]
+    assert stopped.meta["step"] < after[0]["step"] <= stopped.meta["step"] + 10 and after[0]["elapsed"] > trained
+    assert budget <= after[-1]["elapsed"] < budget + 1.0  # ends at the budget, counted across both runs
+    assert took < budget - trained + 3.0  # not a second full budget
+    peak = before[0]["learning_rate"] / (0.5 * (1 + math.cos(math.pi * before[0]["elapsed"] / budget)))
+    # the cosine goes on from where it stopped (the rate follows the time trained), not from its peak
+    assert after[0]["learning_rate"] <= peak * 0.5 * (1 + math.cos(math.pi * trained / budget)) * 1.001
+    assert after[0]["learning_rate"] < before[0]["learning_rate"]
+    assert load_checkpoint(ck).meta["elapsed"] >= budget
+
+
+def test_a_finished_run_resumes_only_with_a_larger_limit(tmp_path, small_text):
+    ck = str(tmp_path / "ck")
+    args = ["train", small_text, "--checkpoint-dir", ck, *TINY]
+    assert CliRunner().invoke(main, [*args, "--max-steps", "20"]).exit_code == 0
+    again = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", ck, "--resume"])
+    assert again.exit_code == 1
+    assert "its run already reached its limit (max-steps at step 20" in again.stderr
+    assert "give a larger --max-steps, --max-epochs or --max-time" in again.stderr
+    longer = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", ck, "--resume", "--max-steps", "30"])
+    assert longer.exit_code == 0, longer.output
+    assert load_checkpoint(ck).meta["step"] == 30
