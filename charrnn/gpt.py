@@ -294,7 +294,8 @@ class KVSampler:
         shape = (cfg.num_layers, batch_size, self.nh, self.P, self.hs)
         self.keys = np.zeros(shape, model.dtype)  # (L, B, nh, P, hs)
         self.values = np.zeros(shape, model.dtype)
-        self.window = np.zeros((batch_size, 0), np.intp)  # (B, n): the ids whose keys and values are cached
+        self.ids = np.zeros((batch_size, self.P), np.intp)  # (B, P): the ids whose keys and values are cached,
+        self.n = 0  # in the first n columns
         self.blocks = [self._folded(k) for k in range(cfg.num_layers)]
         p = model.params
         self.W_out = p["ln_f.g"][:, None] * p["W_hy"]  # (C, V)
@@ -323,8 +324,14 @@ class KVSampler:
             _, _, key, value = attn[:4]  # (B, nh, n, hs)
             self.keys[k, :, :, :n] = key
             self.values[k, :, :, :n] = value
-        self.window = ids
+        self.ids[:, :n] = ids
+        self.n = n
         return self.model._logits(x[:, -1:])[:, 0]
+
+    @property
+    def window(self):
+        """(B, n): the ids the cache holds, oldest first."""
+        return self.ids[:, : self.n]
 
     def step(self, ids):
         """Feed character ids (B,); return the logits (B, V) for the next characters."""
@@ -332,10 +339,10 @@ class KVSampler:
             return self._step(np.asarray(ids, np.intp).reshape(-1))
 
     def _step(self, ids):
-        if self.window.shape[1] == self.P:  # slide: the last P // 2 characters, ids the newest, recomputed
+        if self.n == self.P:  # slide: the last P // 2 characters, ids the newest, recomputed
             keep = max(1, self.P // 2)
-            return self.prime(np.concatenate([self.window[:, self.P - keep + 1 :], ids[:, None]], axis=1))
-        p, n, B = self.model.params, self.window.shape[1], len(ids)
+            return self.prime(np.concatenate([self.ids[:, self.P - keep + 1 :], ids[:, None]], axis=1))
+        p, n, B = self.model.params, self.n, len(ids)
         x = p["wte"][ids] + p["wpe"][n]  # (B, C)
         for k, w in enumerate(self.blocks):
             qkv = _normalized_rows(x) @ w["W_qkv"]  # (B, 3C): ln1 and the scale folded in
@@ -355,7 +362,8 @@ class KVSampler:
             m, _ = L.gelu_forward(m)
             x += m @ w["W_mlp"]
             x += w["b_mlp"]
-        self.window = np.concatenate([self.window, ids[:, None]], axis=1)
+        self.ids[:, n] = ids
+        self.n = n + 1
         logits = _normalized_rows(x) @ self.W_out
         logits += self.b_out
         return logits
@@ -363,7 +371,14 @@ class KVSampler:
 
 def _normalized_rows(x):
     """(x - mean) / sqrt(var + eps) of each row of x (B, C): LayerNorm before its gain and shift."""
-    xc = x - np.add.reduce(x, axis=1, keepdims=True) / x.shape[1]
-    var = np.einsum("bc,bc->b", xc, xc)[:, None] / x.shape[1]
-    xc *= 1.0 / np.sqrt(var + L.LN_EPS)
+    C = x.shape[1]
+    if x.shape[0] == 1:  # one row (sampling one text): scalars instead of (1, 1) arrays, fewer calls
+        xc = x - float(np.add.reduce(x[0])) / C
+        xc *= 1.0 / math.sqrt(float(np.dot(xc[0], xc[0])) / C + L.LN_EPS)
+        return xc
+    xc = x - np.add.reduce(x, axis=1, keepdims=True) * (1.0 / C)
+    var = np.add.reduce(xc * xc, axis=1, keepdims=True)  # (B, 1): C times the variance
+    var *= 1.0 / C
+    var += L.LN_EPS
+    xc /= np.sqrt(var, out=var)
     return xc

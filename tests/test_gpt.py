@@ -247,26 +247,63 @@ def test_logits_match_pytorch():
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-10)
 
 
-def test_cached_sampling_matches_full_recompute():
+@pytest.mark.parametrize("B", [1, 2])
+def test_cached_sampling_matches_full_recompute(B):
     """Every step's logits equal a full forward over the window the sampler holds, across several slides,
     for every stream of a batch (each with its own characters)."""
     model = tiny_model(context_length=6)
     rng = np.random.default_rng(13)
-    sampler, logits = model.start_sampling(np.array([1, 2, 3]), batch_size=2)
-    history = [[1, 2, 3], [1, 2, 3]]
+    sampler, logits = model.start_sampling(np.array([1, 2, 3]), batch_size=B)
+    history = [[1, 2, 3] for _ in range(B)]
     np.testing.assert_allclose(logits, model.forward(np.array(history[0])[:, None])[0][-1, 0], atol=1e-12)
     windows = set()
     for _ in range(20):
-        ids = rng.integers(0, 7, 2)
+        ids = rng.integers(0, 7, B)
         for h, i in zip(history, ids):
             h.append(int(i))
         logits = sampler.step(ids)
-        assert logits.shape == (2, 7)
+        assert logits.shape == (B, 7)
         n = sampler.window.shape[1]
         windows.add(n)
         assert 3 <= n <= 6  # at least half a context
-        for b in range(2):
+        for b in range(B):
             assert sampler.window[b].tolist() == history[b][-n:]
             full = model.forward(np.array(history[b][-n:])[:, None])[0][-1, 0]
             np.testing.assert_allclose(logits[b], full, rtol=0, atol=1e-12)
     assert windows == {3, 4, 5, 6}  # it slid
+
+
+def test_window_nlls_follow_the_documented_contexts():
+    """Each character's score equals a forward over exactly the context the docstring promises."""
+    from charrnn.evaluate import window_nlls
+
+    model = tiny_model(context_length=6)  # P = 6, S = 3
+    ids = np.random.default_rng(14).integers(0, 7, 30)
+    nlls = window_nlls(model, ids, 1, batch_size=2)
+    for t in range(1, 30):
+        a = 0 if t <= 6 else ((t - 7) // 3 + 1) * 3
+        assert 4 <= t - a <= 6 or t <= 6
+        logits = model.forward(ids[a:t, None])[0][-1, 0]
+        expected = np.log(np.exp(logits).sum()) - logits[ids[t]]
+        assert nlls[t - 1] == pytest.approx(expected, rel=1e-10), t
+    # any split of the text gives the same numbers: pieces scored from their own offsets
+    pieces = [window_nlls(model, ids[max(0, s - 6) : e], s - max(0, s - 6), max(0, s - 6))
+              for s, e in ((1, 5), (5, 17), (17, 30))]
+    np.testing.assert_allclose(np.concatenate(pieces), nlls, rtol=1e-12)
+
+
+def test_workers_compute_the_in_process_step():
+    from charrnn.parallel import WorkerPool
+
+    model = tiny_model(dtype="float64")
+    rng = np.random.default_rng(15)
+    inputs, targets = rng.integers(0, 7, (6, 4)), rng.integers(0, 7, (6, 4))
+    loss, grads, _ = model.loss_and_grads(inputs, targets)
+    expected = grads.flat.copy()
+    with WorkerPool(model, batch_size=4, seq_length=6, workers=2) as pool:
+        pool_loss, pool_grads, state = pool.loss_and_grads(inputs, targets)
+        nll, _ = pool.chunk_nll(inputs, targets)
+    assert state == ()
+    assert pool_loss == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(pool_grads.flat, expected, rtol=1e-10, atol=1e-14)
+    assert nll == pytest.approx(loss * 24, rel=1e-12)
