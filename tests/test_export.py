@@ -268,3 +268,14 @@ def test_readme_pytorch_lines_load_an_export(tmp_path, monkeypatch):
     exec(block.replace('"ROMEO:"', '"CAB, a:"'), namespace)  # (this vocabulary's capitals are A, B, C)
     want, _ = net.forward(VOCAB.encode("CAB, a:")[:, None])
     np.testing.assert_allclose(namespace["logits"].detach().numpy(), want, atol=1e-5)
+
+
+def test_export_gets_the_permissions_of_any_new_file(tmp_path):
+    """As a checkpoint: the umask decides (0644 under 022), not mkstemp's 0600."""
+    make_checkpoint(tmp_path / "m.npz")
+    old = os.umask(0o022)
+    try:
+        export_checkpoint(str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o644
