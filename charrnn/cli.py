@@ -435,10 +435,17 @@ def plot(checkpoint_dir, output):
     click.echo(f"wrote {output}")
 
 
+def _refuse_existing(output, overwrite):
+    """A file already at OUTPUT (a checkpoint, the corpus, the input itself) is kept unless --overwrite."""
+    if os.path.exists(output) and not overwrite:
+        raise click.ClickException(f"{output} already exists; give --overwrite to replace it, or another name")
+
+
 @main.command("export", context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.argument("output", type=click.Path(dir_okay=False, writable=True))
-def export_command(checkpoint, output):
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (without it, an existing OUTPUT is kept).")
+def export_command(checkpoint, output, overwrite):
     """Write CHECKPOINT's model to OUTPUT (.safetensors) as a PyTorch state_dict.
 
     Names and layout are those of nn.LSTM/nn.GRU/nn.RNN(input_size=V, hidden_size=H, num_layers=L)
@@ -450,6 +457,7 @@ def export_command(checkpoint, output):
     """
 
 
+    _refuse_existing(output, overwrite)
     with user_errors():
         ckpt = export_checkpoint(checkpoint, output)
     click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
@@ -458,7 +466,8 @@ def export_command(checkpoint, output):
 @main.command("import", context_settings=CONTEXT_SETTINGS)
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
 @click.argument("output", type=click.Path(dir_okay=False, writable=True))
-def import_command(source, output):
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (without it, an existing OUTPUT is kept).")
+def import_command(source, output, overwrite):
     """Write a charrnn checkpoint OUTPUT (.npz) from SOURCE, a .safetensors export.
 
     SOURCE holds the state_dict `charrnn export` writes (a model trained in PyTorch, say), with
@@ -471,6 +480,7 @@ def import_command(source, output):
     """
 
 
+    _refuse_existing(output, overwrite)
     with user_errors():
         ckpt = import_safetensors(source, output)
     click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
