@@ -33,6 +33,8 @@ def _user_errors():
     except USER_ERRORS as e:
         message = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
         raise click.ClickException(message) from None
+    except MemoryError as e:  # numpy's says how much it could not allocate
+        raise click.ClickException(f"not enough memory: {e}") from None
 
 
 class _Log(Reporter):

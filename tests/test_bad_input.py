@@ -147,3 +147,15 @@ def test_signal_finishes_the_step_and_saves(tmp_path, small_text, sig, code):
     assert "Traceback" not in err
     ckpt = load_checkpoint(str(ck / "latest.npz"))
     assert ckpt.meta["step"] >= 20
+
+
+def test_a_model_too_large_for_memory_is_one_line(tmp_path, small_text, cli, monkeypatch):
+    """numpy's MemoryError (here from the first big allocation, as --hidden-size 1000000 raises it after
+    filling 1.7 GB) is a one-line error, not a traceback."""
+    def no_memory(n, rng):
+        return np.empty((n, n, 10**12))  # 8e12 * n * n bytes: no machine has them
+    monkeypatch.setattr("charrnn.model._orthogonal", no_memory)
+    result = cli(["train", small_text, "--checkpoint-dir", str(tmp_path / "ck"), "--workers", "1", *TINY])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.stderr.startswith("Error: not enough memory: Unable to allocate")
+    assert result.stderr.count("\n") == 1
