@@ -377,7 +377,7 @@ def _print_lines(lines, as_json):
         else:
             table.add_row(str(line.number), f"{-r.total_nll:.2f}", f"{r.bpc:.3f}" if r.chars else "-",
                           str(r.chars), repr(line.text[:60]))
-    if not as_json:
+    if not as_json and table.row_count:  # an empty file is an error, not an empty table
         _console().print(table)
     return total
 

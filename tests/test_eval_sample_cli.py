@@ -108,3 +108,12 @@ def test_no_color_and_version(monkeypatch, ckpt_path, cli_stdout):
     monkeypatch.setenv("NO_COLOR", "1")
     assert "\x1b[" not in cli_stdout("info", ckpt_path)
     assert cli_stdout("--version").startswith("charrnn, version")
+
+
+@pytest.mark.parametrize("flags", [["--per-line"], ["--reset-per-line"]])
+def test_per_line_on_an_empty_file_is_the_error_alone(tmp_path, ckpt_path, cli, flags):
+    """No empty table on stdout before the one-line error."""
+    (tmp_path / "empty.txt").write_text("")
+    result = cli(["eval", ckpt_path, str(tmp_path / "empty.txt"), *flags])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == f"Error: {tmp_path / 'empty.txt'}: nothing to score: it is empty\n"
