@@ -30,6 +30,8 @@ def _user_errors():
     """The library's one-line errors as click errors: message on stderr, exit status 1."""
     try:
         yield
+    except BrokenPipeError:  # the reader went away (| head): click exits quietly
+        raise
     except USER_ERRORS as e:
         message = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
         raise click.ClickException(message) from None

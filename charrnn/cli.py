@@ -42,6 +42,8 @@ def user_errors():
     """Turn the library's one-line errors into click errors: message on stderr, exit status 1."""
     try:
         yield
+    except BrokenPipeError:  # the reader went away (| head): click exits quietly
+        raise
     except USER_ERRORS as e:
         message = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
         raise click.ClickException(message) from None

@@ -1,6 +1,8 @@
 """eval and sample as users rely on them: per-line figures, OOV reporting, greedy and top-k, plot, info."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -117,3 +119,15 @@ def test_per_line_on_an_empty_file_is_the_error_alone(tmp_path, ckpt_path, cli, 
     result = cli(["eval", ckpt_path, str(tmp_path / "empty.txt"), *flags])
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr == f"Error: {tmp_path / 'empty.txt'}: nothing to score: it is empty\n"
+
+
+def test_per_line_json_into_a_closed_pipe_is_quiet(tmp_path, ckpt_path):
+    """`charrnn eval ... --per-line --json | head -1`: no 'Broken pipe' error on stderr."""
+    text = tmp_path / "lines.txt"
+    text.write_text("ROMEO: But soft! What light through yonder window breaks?\n" * 5000)
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "eval", ckpt_path, str(text), "--per-line", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(proc.stdout.readline())["line"] == 1
+    proc.stdout.close()
+    stderr = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode != 0 and stderr == ""
