@@ -133,7 +133,7 @@ def _explicit(ctx, name):
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS.max_time,
               show_default=True,
               help="Stop after this many seconds of this run.")
-@click.option("--random-seed", type=int, default=None, help="Make the run reproducible.")
+@click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Make the run reproducible.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=TRAIN_DEFAULTS.checkpoint_dir,
               show_default=True)
 @click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",

@@ -170,7 +170,7 @@ def _preset_default(name):
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
               help="Stop after this many seconds of training in all (a resumed run counts the time already trained). "
               f"{_preset_default('max_time')}")
-@click.option("--random-seed", type=int, help="Make the run reproducible.")
+@click.option("--random-seed", type=click.IntRange(min=0), help="Make the run reproducible.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=DEFAULTS["checkpoint_dir"],
               show_default=True)
 @click.option("--sample-length", type=click.IntRange(min=0), default=DEFAULTS["sample_length"], show_default=True,

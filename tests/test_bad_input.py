@@ -69,6 +69,7 @@ CASES = [
      "cannot create the checkpoint directory"),
     ("unknown encoding", lambda t, s, c: ["train", s, "--encoding", "klingon-8"], "unknown encoding 'klingon-8'"),
     ("negative hidden size", lambda t, s, c: ["train", s, "--hidden-size", "-3"], "hidden-size"),
+    ("negative random seed", lambda t, s, c: ["train", s, "--random-seed", "-1"], "'--random-seed': -1 is not in"),
     ("zero batch size", lambda t, s, c: ["train", s, "--batch-size", "0"], "batch-size"),
     ("val-frac of 1", lambda t, s, c: ["train", s, "--val-frac", "1"], "val-frac"),
     ("unknown model", lambda t, s, c: ["train", s, "--model", "transformer"], "--model"),
