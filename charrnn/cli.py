@@ -405,8 +405,8 @@ def info(checkpoint):
     table.add_row("parameters", f"{ckpt.model.num_params():,}")
     average = meta.get("train", {}).get("average")
     table.add_row("weights", f"running average over {average} steps (--average)" if average else "as trained")
-    table.add_row("step", str(meta.get("step")))
-    table.add_row("epoch", str(meta.get("epoch")))
+    table.add_row("step", str(meta.get("step", "-")))  # an import has no training position
+    table.add_row("epoch", str(meta.get("epoch", "-")))
     if "elapsed" in meta:
         table.add_row("time trained", f"{meta['elapsed']:.1f} s")
     if meta.get("init_from"):

@@ -298,3 +298,12 @@ def test_export_gets_the_permissions_of_any_new_file(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_info_of_an_import_shows_no_none(tmp_path):
+    """An import has no training position: info shows '-' there, not Python's None."""
+    make_checkpoint(tmp_path / "m.npz")
+    export_checkpoint(str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"))
+    import_safetensors(str(tmp_path / "m.safetensors"), str(tmp_path / "i.npz"))
+    result = CliRunner().invoke(main, ["info", str(tmp_path / "i.npz")])
+    assert result.exit_code == 0 and "None" not in result.output and "step" in result.output
