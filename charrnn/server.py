@@ -16,6 +16,7 @@ pass keeps its buffers on the model, so threads cannot share one: each request h
 """
 
 import contextlib
+import ipaddress
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from .sample import generate
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 FLUSH_SECONDS = 0.05  # a stream sends what has been generated at most this often
+LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
 DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
 
@@ -75,7 +77,7 @@ def _field(body, name, kind, default, nullable=False):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise RequestError(f"{name} must be {_TYPES[kind]}{' or null' if nullable else ''}, not {json.dumps(value)}")
+        raise RequestError(f"{name} must be {_TYPES[kind]}{' or null' if nullable else ''}, not {_show(value)}")
     if kind is float and not math.isfinite(value):
         raise RequestError(f"{name} must be a finite number")
     if kind is str:
@@ -98,9 +100,18 @@ def _object(raw, allowed):
         raise RequestError("the body must be a JSON object")
     unknown = sorted(set(body) - set(allowed))
     if unknown:
-        raise RequestError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+        raise RequestError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(_show, unknown))}; "
                            f"expected: {', '.join(allowed)}")
     return body
+
+
+def _show(value, width=40):
+    """A request's value in an error message, as JSON, cut short if long."""
+    return _cut(json.dumps(value), width)
+
+
+def _cut(text, width=80):
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _refuse_constant(name):
@@ -146,7 +157,7 @@ def parse_generate(raw, vocab, config):
     try:
         vocab.encode(_model_text(vocab, seed))
     except KeyError as e:
-        raise RequestError(f"seed has characters the model has never seen: {e.args[0]}") from None
+        raise RequestError(f"seed has characters the model has never seen: {_cut(e.args[0])}") from None
     if random_seed is None:
         random_seed = secrets.randbits(32)  # answered, so the text can be had again
     return GenerateRequest(seed, length, temperature, top_k, top_p, random_seed, stream)
@@ -197,6 +208,7 @@ class CharRNNServer(ThreadingHTTPServer):
         if ":" in config.host:
             self.address_family = socket.AF_INET6
         super().__init__((config.host, config.port), Handler)
+        self.loopback = ipaddress.ip_address(self.server_address[0]).is_loopback
 
     def server_bind(self):
         # HTTPServer.server_bind also looks up the host's DNS name, which can stall for seconds offline
@@ -268,6 +280,7 @@ class Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         methods = self.routes.get(path)
         try:
+            self.check_host()
             if methods is None:
                 raise RequestError(f"no such path: {path} (try /, /v1/info, /v1/generate, /v1/score)",
                                    HTTPStatus.NOT_FOUND)
@@ -322,7 +335,8 @@ class Handler(BaseHTTPRequestHandler):
         with self.replica() as model:
             result = evaluate_text(model, vocab, _model_text(vocab, text))
         if result.chars == 0:
-            raise RequestError(f"text has no character the model knows (unknown: {', '.join(map(repr, result.oov))})")
+            unknown = _cut(", ".join(map(repr, result.oov)))
+            raise RequestError(f"text has no character the model knows (unknown: {unknown})")
         self.send_json(HTTPStatus.OK, result.to_json())
 
     def send_text_events(self, pieces):
@@ -350,6 +364,18 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{head}data: {json.dumps(data)}\n\n".encode())
 
     # ---- plumbing ----
+
+    def check_host(self):
+        """On a loopback address, answer only requests addressed to this machine by name: a page of
+        another site whose name was made to point here (DNS rebinding) is the browser's same origin,
+        and only its Host header gives it away."""
+        if not self.server.loopback or "Host" not in self.headers:
+            return
+        host = self.headers["Host"].strip().lower()
+        name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
+        if name not in LOCAL_NAMES:
+            raise RequestError(f"this server answers requests for this machine only, not for host {name!r}",
+                               HTTPStatus.FORBIDDEN)
 
     def replica(self):
         """A context holding one model replica; RequestError 503 when all are busy."""

@@ -1,17 +1,17 @@
 """charrnn serve: a real server on a free port, a real HTTP client (http.client and raw sockets)."""
 
 import contextlib
-import html
 import http.client
 import json
 import math
+import os
 import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -20,7 +20,7 @@ import pytest
 
 from charrnn.checkpoint import Checkpoint, save_checkpoint
 from charrnn.data import Vocab
-from charrnn.evaluate import evaluate_file
+from charrnn.evaluate import evaluate_file, evaluate_text
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.sample import generate
 from charrnn.server import ServeConfig, make_server
@@ -213,7 +213,9 @@ BAD_GENERATE = [
     (b'{"temperature": NaN}', "NaN is not JSON"),
     (b'{"temperature": 1e999}', "temperature must be a finite number"),
     (b'{"seed": "\\ud800"}', "lone surrogate"),
-    ({"seed": "A", "colour": 1}, "unknown field 'colour'"),
+    ({"seed": "A", "colour": 1}, 'unknown field "colour"'),
+    ({"x" * 1000: 1}, 'unknown field "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…'),
+    ({"length": "9" * 1000}, 'length must be an integer, not "99999999999999999999999999999999999999…'),
     ({"length": "10"}, "length must be an integer"),
     ({"length": True}, "length must be an integer"),
     ({"length": 1.5}, "length must be an integer"),
@@ -233,6 +235,7 @@ BAD_GENERATE = [
     ({"random_seed": 2**64}, "random_seed must be from 0"),
     ({"seed": "Café"}, "seed has characters the model has never seen: 'é'"),
     ({"seed": "A" * 101}, "at most 100"),
+    ({"seed": "".join(map(chr, range(0x4E00, 0x4E00 + 90)))}, "never seen: '一', '丁'"),
 ]
 BAD_SCORE = [
     ({}, 'needs a "text" field'),
@@ -240,7 +243,8 @@ BAD_SCORE = [
     ({"text": 3}, "text must be a string"),
     ({"text": None}, "text must be a string"),
     ({"text": "é7"}, "no character the model knows"),
-    ({"text": "a", "seed": "b"}, "unknown field 'seed'"),
+    ({"text": "".join(map(chr, range(0x4E00, 0x4E00 + 300)))}, "no character the model knows (unknown: '一'"),
+    ({"text": "a", "seed": "b"}, 'unknown field "seed"'),
 ]
 
 
@@ -248,7 +252,7 @@ def assert_error(status, headers, data, expected_status, fragment):
     assert status == expected_status, data
     assert headers["Content-Type"] == "application/json"
     error = json.loads(data)["error"]
-    assert fragment in error and "\n" not in error
+    assert fragment in error and "\n" not in error and len(error) < 300
 
 
 BAD_BODIES = [("/v1/generate", *case) for case in BAD_GENERATE] + [("/v1/score", *case) for case in BAD_SCORE]
@@ -283,11 +287,22 @@ def test_a_body_must_say_it_is_json(port, content_type):
     assert call(port, "POST", "/v1/generate", json.dumps({"length": 5}), with_charset)[0] == 200
 
 
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "localhost.evil.example", "[::2]:80"])
+def test_a_page_of_another_site_made_to_point_here_is_refused(port, host):
+    assert_error(*call(port, "GET", "/v1/info", headers={"Host": host}), 403, "this machine only")
+    assert_error(*call(port, "POST", "/v1/generate", b"{}", {"Host": host, **JSON}), 403, "this machine only")
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST:8000", "127.0.0.1:1", "[::1]:8000"])
+def test_this_machine_by_name_is_served(port, host):
+    assert call(port, "POST", "/v1/generate", b'{"length": 3}', {"Host": host, **JSON})[0] == 200
+
+
 def test_bodies_too_large_unsized_chunked_or_cut_short(port):
     assert_error(*call(port, "POST", "/v1/score", {"text": "a" * 5000}), 413, "at most 4,096")
-    unsized = raw(port, POST_SCORE + b"Host: x\r\n\r\n")
+    unsized = raw(port, POST_SCORE + b"Host: localhost\r\n\r\n")
     assert unsized == (411, {"error": "a POST needs a Content-Length header"})
-    chunked = POST_SCORE + b"Host: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{}   \r\n0\r\n\r\n"
+    chunked = POST_SCORE + b"Host: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{}   \r\n0\r\n\r\n"
     assert raw(port, chunked)[0] == 411
     short = raw(port, POST_SCORE + b"Content-Length: 100\r\n\r\n{\"text\":", shut_write=True)
     assert short == (400, {"error": "the body ended before its Content-Length"})
@@ -370,26 +385,111 @@ CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser",
                  if shutil.which(name)), None)
 
 
-def run_chromium(url, *flags):
-    with tempfile.TemporaryDirectory() as profile:
-        args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                f"--user-data-dir={profile}", "--virtual-time-budget=20000", *flags, url]
-        return subprocess.run(args, capture_output=True, text=True, timeout=120)
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe (fds 3 and 4 of the browser): the
+    test reads the page's DOM when the page says it is done, however long the stream takes."""
+
+    def __init__(self, url, profile):
+        self.to_browser, self.from_browser = os.pipe(), os.pipe()
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                 f"--user-data-dir={profile}", "--remote-debugging-pipe"]
+        redirect = f'exec "$0" "$@" 3<&{self.to_browser[0]} 4>&{self.from_browser[1]}'
+        self.process = subprocess.Popen(["bash", "-c", redirect, CHROMIUM, *flags, url],  # sh: fds 0-9 only
+                                        pass_fds=(self.to_browser[0], self.from_browser[1]),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        os.close(self.to_browser[0])
+        os.close(self.from_browser[1])
+        self.pending, self.next_id = b"", 0
+        page = next(t for t in self.send("Target.getTargets")["targetInfos"] if t["type"] == "page")
+        self.session = self.send("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+
+    def send(self, method, session=None, timeout=30, **params):
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        os.write(self.to_browser[1], json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:  # events and other answers go by
+            while b"\0" not in self.pending:
+                ready = select.select([self.from_browser[0]], [], [], max(0, deadline - time.monotonic()))[0]
+                chunk = os.read(self.from_browser[0], 1 << 16) if ready else b""
+                assert chunk, f"no answer to {method} from chromium: {self.process.stderr.read1()[-2000:]}"
+                self.pending += chunk
+            raw, self.pending = self.pending.split(b"\0", 1)
+            answer = json.loads(raw)
+            if answer.get("id") == self.next_id:
+                assert "error" not in answer, answer
+                return answer["result"]
+
+    def evaluate(self, expression):
+        return self.send("Runtime.evaluate", self.session, expression=expression, returnByValue=True)["result"].get(
+            "value")
+
+    def wait_for(self, expression, timeout=60):
+        """The value of ``expression`` once it is truthy (polled every 50 ms)."""
+        deadline = time.monotonic() + timeout
+        while not (value := self.evaluate(expression)):
+            assert time.monotonic() < deadline, f"the page never got to: {expression}"
+            time.sleep(0.05)
+        return value
+
+    def close(self):
+        with contextlib.suppress(OSError, AssertionError):
+            self.send("Browser.close", timeout=10)
+        try:
+            self.process.wait(10)
+        finally:
+            self.process.kill()
+            self.process.wait()
+            self.process.stderr.close()
+            os.close(self.to_browser[1])
+            os.close(self.from_browser[0])
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (Debian: apt-get install chromium)")
-def test_page_streams_generated_text_in_a_headless_browser(port, model):
-    query = "seed=ROMEO:&length=150&temperature=0.8&top_k=20&random_seed=3&run=1"
-    done = run_chromium(f"http://127.0.0.1:{port}/?{query}", "--dump-dom")
-    assert done.returncode == 0, done.stderr[-2000:]
-    output = re.search(r'<pre id="output"[^>]*>(.*?)</pre>', done.stdout, re.S)
-    assert output, done.stdout[-2000:]
-    shown = html.unescape(re.sub(r"<[^>]+>", "", output.group(1)))
-    assert shown == expected_text(model, "ROMEO:", 150, 0.8, 20, None, 3)
-    status = re.search(r'<div class="status" id="status">(.*?)</div>', done.stdout, re.S).group(1)
-    assert "150 characters" in status and "random seed 3" in status
-    assert "LSTM 16 × 2" in done.stdout  # the model's description, read from /v1/info
+def test_page_streams_generated_text_in_a_headless_browser(model, tmp_path):
+    server, thread = start_server(model, max_length=20_000)
+    query = "seed=ROMEO:&length=20000&temperature=0.8&top_k=20&random_seed=3&run=1"
+    browser = Chromium(f"http://127.0.0.1:{server.server_port}/?{query}", str(tmp_path / "profile"))
+    try:
+        text = "document.getElementById('output').textContent"
+        partial = browser.wait_for(f"{text}.length > 6 && {text}")  # text on the page while it is generated
+        status = browser.wait_for("(s => s.includes('characters in') && s)(document.getElementById('status')"
+                                  ".textContent)")
+        shown = browser.evaluate(text)
+        model_line = browser.evaluate("document.getElementById('model').textContent")
+        # Stop, as soon as the next text shows: the page says so and the server frees the slot
+        browser.evaluate("""(() => {
+            document.getElementById('generate').click();
+            const poll = setInterval(() => {
+                if (document.getElementById('output').textContent.length > 6) {
+                    document.getElementById('stop').click();
+                    clearInterval(poll);
+                }
+            }, 5);
+        })()""")
+        stopped = browser.wait_for("(s => s.startsWith('stopped after') && s)(document.getElementById('status')"
+                                   ".textContent)")
+        assert answers_again(server.server_port)
+        # the score box
+        browser.evaluate("document.getElementById('score-text').value = 'To be, or not to be: caf\u00e9';"
+                         "document.getElementById('score').click()")
+        scored = browser.wait_for("(s => s.includes('bits/char') && s)(document.getElementById('score-result')"
+                                  ".textContent)")
+    finally:
+        browser.close()
+        server.shutdown()
+        server.server_close()
+    expected = expected_text(model, "ROMEO:", 20_000, 0.8, 20, None, 3)
+    assert shown == expected and expected.startswith(partial)
+    assert "20000 characters" in status and "random seed 3" in status
+    assert model_line.startswith("LSTM 16 × 2")  # the model's description, read from /v1/info
+    assert int(re.search(r"stopped after (\d+) characters", stopped).group(1)) < 20_000
+    reference = evaluate_text(model, VOCAB, "To be, or not to be: café")
+    assert f"{reference.bpc:.3f} bits/char" in scored and f"{reference.chars} characters scored" in scored
+    assert '1 unknown left out: "é"' in scored
 
 
 def test_a_byte_model_reads_and_writes_text_in_its_encoding():
@@ -446,7 +546,7 @@ def test_command_serves_and_stops_cleanly_on_a_signal(checkpoint, model, signum,
 
         def knock():  # requests arriving as the signal does (the server is often starting a thread then)
             while process.poll() is None:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, http.client.HTTPException):  # the server may stop mid-answer
                     call(port, "GET", "/v1/info")
 
         knocking = threading.Thread(target=knock)
