@@ -468,7 +468,8 @@ def export_command(checkpoint, output, overwrite):
     """Write CHECKPOINT's model to OUTPUT (.safetensors) as a PyTorch state_dict.
 
     Names and layout are those of nn.LSTM/nn.GRU/nn.RNN(input_size=V, hidden_size=H, num_layers=L)
-    as "rnn" and nn.Linear(H, V) as "decoder"; the model config and vocabulary ride in the metadata.
+    as "rnn" and nn.Linear(H, V) as "decoder" (gpt: nanoGPT's GPT names); the model config and
+    vocabulary ride in the metadata.
 
     \b
     Example:
