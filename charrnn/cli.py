@@ -21,9 +21,10 @@ from .classify_cli import classify
 from .data import CorpusError
 from .evaluate import EvalResult, evaluate_file, score_lines
 from .export import ExportError, export_checkpoint, import_safetensors
-from .model import DTYPES, MODELS
+from .model import DTYPES
+from .models import MODEL_KINDS
 from .optim import OPTIMIZERS
-from .parallel import WorkerError
+from .parallel import WorkerError, keep_freed_memory
 from .presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resume_config
 from .sample import stream_samples
 from .schedule import SCHEDULES
@@ -42,9 +43,13 @@ def user_errors():
     """Turn the library's one-line errors into click errors: message on stderr, exit status 1."""
     try:
         yield
+    except BrokenPipeError:  # the reader went away (| head): click exits quietly
+        raise
     except USER_ERRORS as e:
         message = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
         raise click.ClickException(message) from None
+    except MemoryError as e:  # numpy's says how much it could not allocate
+        raise click.ClickException(f"not enough memory: {e}") from None
 
 
 def _console(stderr=False):
@@ -54,7 +59,7 @@ def _console(stderr=False):
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="charrnn")
 def main():
-    """Character-level language models (RNN, LSTM, GRU) in numpy: train, sample, eval.
+    """Character-level language models (RNN, LSTM, GRU, GPT) in numpy: train, sample, eval.
 
     \b
     Example:
@@ -63,6 +68,7 @@ def main():
       charrnn eval checkpoints held_out.txt
       charrnn serve checkpoints
     """
+    keep_freed_memory()  # this process's allocator reuses pages, as the workers' (parallel.py)
 
 
 class ConsoleReporter(Reporter):
@@ -131,9 +137,16 @@ def _preset_default(name):
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(exists=True, readable=True))
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
               help="A bundle of the options below (see README); options you give win.")
-@click.option("--model", type=click.Choice(MODELS), help=f"Recurrent cell. {_preset_default('model')}")
-@click.option("--hidden-size", type=click.IntRange(min=1), help=_preset_default("hidden_size"))
-@click.option("--num-layers", type=click.IntRange(min=1), help=f"Stacked layers. {_preset_default('num_layers')}")
+@click.option("--model", type=click.Choice(MODEL_KINDS),
+              help="A recurrent cell, or gpt: a Transformer (alone, it trains the gpt recipe). "
+              f"{_preset_default('model')}")
+@click.option("--hidden-size", type=click.IntRange(min=1),
+              help=f"Units per layer; for gpt the embedding width. {_preset_default('hidden_size')}")
+@click.option("--num-layers", type=click.IntRange(min=1),
+              help=f"Stacked layers (gpt: blocks). {_preset_default('num_layers')}")
+@click.option("--num-heads", type=click.IntRange(min=1),
+              help="Attention heads, for --model gpt; must divide --hidden-size. "
+              f"[default: {PRESETS['gpt']['num_heads']}, or the preset's]")
 @click.option("--activation", type=click.Choice(ACTIVATIONS),
               help=f"For --model rnn. [default: {DEFAULTS['activation']}]")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
@@ -142,7 +155,8 @@ def _preset_default(name):
               help=f"Fraction of recurrent weights dropped per step (DropConnect). {_preset_default('weight_drop')}")
 @click.option("--dtype", type=click.Choice(DTYPES), help=_preset_default("dtype"))
 @click.option("--batch-size", type=click.IntRange(min=1), help=f"Streams B. {_preset_default('batch_size')}")
-@click.option("--seq-length", type=click.IntRange(min=1), help=f"BPTT length T. {_preset_default('seq_length')}")
+@click.option("--seq-length", type=click.IntRange(min=1),
+              help=f"BPTT length T; for gpt the context length. {_preset_default('seq_length')}")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), help=_preset_default("optimizer"))
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True),
               help="[default: the preset's; with another --optimizer, tuned for it and the model]")
@@ -151,6 +165,8 @@ def _preset_default(name):
               help=f"Per-epoch factor of the exponential schedule. {_preset_default('lr_decay')}")
 @click.option("--lr-decay-after", type=click.IntRange(min=0),
               help=f"Epochs before the exponential decay starts. {_preset_default('lr_decay_after')}")
+@click.option("--warmup", type=click.IntRange(min=0), metavar="STEPS",
+              help=f"Linear learning-rate warm-up over the first STEPS steps. {_preset_default('warmup')}")
 @click.option("--grad-clip", type=click.FloatRange(min=0),
               help=f"Clip each gradient element to [-C, C]; 0 disables. {_preset_default('grad_clip')}")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help=_preset_default("weight_decay"))
@@ -166,7 +182,7 @@ def _preset_default(name):
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
               help="Stop after this many seconds of training in all (a resumed run counts the time already trained). "
               f"{_preset_default('max_time')}")
-@click.option("--random-seed", type=int, help="Make the run reproducible.")
+@click.option("--random-seed", type=click.IntRange(min=0), help="Make the run reproducible.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=DEFAULTS["checkpoint_dir"],
               show_default=True)
 @click.option("--sample-length", type=click.IntRange(min=0), default=DEFAULTS["sample_length"], show_default=True,
@@ -215,7 +231,8 @@ def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
     with user_errors():
         if resume is not None:
             resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
-            model_config, config = None, resume_config(load_checkpoint(resume).meta.get("train", {}), **given)
+            meta = load_checkpoint(resume).meta
+            model_config, config = None, resume_config(meta.get("train", {}), meta.get("model"), **given)
         elif init_from is not None:
             model_config, config = finetune_configs(load_checkpoint(init_from), preset, **given)
         else:
@@ -326,7 +343,9 @@ def _read_prime(stream, vocab):
 def eval_command(checkpoint, file, per_line, reset_per_line, as_json):
     """Score FILE with CHECKPOINT: loss (nats/char), bits per char, perplexity.
 
-    The hidden state is carried through the whole file. Characters the model has never seen are
+    The hidden state is carried through the whole file (gpt: each character is predicted from
+    sliding windows of --seq-length characters, at least half a window of the text before it once the
+    text is that long; see README). Characters the model has never seen are
     counted, reported and left out.
 
     \b
@@ -375,7 +394,7 @@ def _print_lines(lines, as_json):
         else:
             table.add_row(str(line.number), f"{-r.total_nll:.2f}", f"{r.bpc:.3f}" if r.chars else "-",
                           str(r.chars), repr(line.text[:60]))
-    if not as_json:
+    if not as_json and table.row_count:  # an empty file is an error, not an empty table
         _console().print(table)
     return total
 
@@ -401,8 +420,8 @@ def info(checkpoint):
     table.add_row("parameters", f"{ckpt.model.num_params():,}")
     average = meta.get("train", {}).get("average")
     table.add_row("weights", f"running average over {average} steps (--average)" if average else "as trained")
-    table.add_row("step", str(meta.get("step")))
-    table.add_row("epoch", str(meta.get("epoch")))
+    table.add_row("step", str(meta.get("step", "-")))  # an import has no training position
+    table.add_row("epoch", str(meta.get("epoch", "-")))
     if "elapsed" in meta:
         table.add_row("time trained", f"{meta['elapsed']:.1f} s")
     if meta.get("init_from"):
@@ -435,10 +454,17 @@ def plot(checkpoint_dir, output):
     click.echo(f"wrote {output}")
 
 
+def _refuse_existing(output, overwrite):
+    """A file already at OUTPUT (a checkpoint, the corpus, the input itself) is kept unless --overwrite."""
+    if os.path.exists(output) and not overwrite:
+        raise click.ClickException(f"{output} already exists; give --overwrite to replace it, or another name")
+
+
 @main.command("export", context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.argument("output", type=click.Path(dir_okay=False, writable=True))
-def export_command(checkpoint, output):
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (without it, an existing OUTPUT is kept).")
+def export_command(checkpoint, output, overwrite):
     """Write CHECKPOINT's model to OUTPUT (.safetensors) as a PyTorch state_dict.
 
     Names and layout are those of nn.LSTM/nn.GRU/nn.RNN(input_size=V, hidden_size=H, num_layers=L)
@@ -450,6 +476,7 @@ def export_command(checkpoint, output):
     """
 
 
+    _refuse_existing(output, overwrite)
     with user_errors():
         ckpt = export_checkpoint(checkpoint, output)
     click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
@@ -458,7 +485,8 @@ def export_command(checkpoint, output):
 @main.command("import", context_settings=CONTEXT_SETTINGS)
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
 @click.argument("output", type=click.Path(dir_okay=False, writable=True))
-def import_command(source, output):
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (without it, an existing OUTPUT is kept).")
+def import_command(source, output, overwrite):
     """Write a charrnn checkpoint OUTPUT (.npz) from SOURCE, a .safetensors export.
 
     SOURCE holds the state_dict `charrnn export` writes (a model trained in PyTorch, say), with
@@ -471,6 +499,7 @@ def import_command(source, output):
     """
 
 
+    _refuse_existing(output, overwrite)
     with user_errors():
         ckpt = import_safetensors(source, output)
     click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")

@@ -138,6 +138,12 @@ def test_bad_training_file_one_line_error_nothing_overwritten(tmp_path, trained,
     assert {f: os.path.getmtime(os.path.join(trained, f)) for f in os.listdir(trained) if f.endswith(".npz")} == before
 
 
+def test_negative_random_seed_is_a_usage_error(tmp_path):
+    result = run("train", TRAIN, "--random-seed", "-1", "--checkpoint-dir", tmp_path / "c")
+    assert result.exit_code == 2 and "'--random-seed': -1 is not in the range" in result.output
+    assert not (tmp_path / "c").exists()
+
+
 def test_invalid_utf8_is_one_line_error(tmp_path, trained):
     path = tmp_path / "bad.txt"
     path.write_bytes(b"__label__a Anna\n__label__b B\xffrta\n")

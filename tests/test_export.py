@@ -268,3 +268,42 @@ def test_readme_pytorch_lines_load_an_export(tmp_path, monkeypatch):
     exec(block.replace('"ROMEO:"', '"CAB, a:"'), namespace)  # (this vocabulary's capitals are A, B, C)
     want, _ = net.forward(VOCAB.encode("CAB, a:")[:, None])
     np.testing.assert_allclose(namespace["logits"].detach().numpy(), want, atol=1e-5)
+
+
+def test_export_and_import_never_write_over_an_existing_file(tmp_path):
+    """Export over the checkpoint it reads, or import over a trained checkpoint, is refused in one line
+    and the file stays as it was; --overwrite replaces it."""
+    make_checkpoint(tmp_path / "m.npz")
+    before = (tmp_path / "m.npz").read_bytes()
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.npz")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "already exists" in result.output
+    assert (tmp_path / "m.npz").read_bytes() == before
+    assert runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors")]).exit_code == 0
+    result = runner.invoke(main, ["import", str(tmp_path / "m.safetensors"), str(tmp_path / "m.npz")])
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert (tmp_path / "m.npz").read_bytes() == before
+    result = runner.invoke(main, ["import", str(tmp_path / "m.safetensors"), str(tmp_path / "m.npz"), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"), "--overwrite"])
+    assert result.exit_code == 0, result.output
+
+
+def test_export_gets_the_permissions_of_any_new_file(tmp_path):
+    """As a checkpoint: the umask decides (0644 under 022), not mkstemp's 0600."""
+    make_checkpoint(tmp_path / "m.npz")
+    old = os.umask(0o022)
+    try:
+        export_checkpoint(str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_info_of_an_import_shows_no_none(tmp_path):
+    """An import has no training position: info shows '-' there, not Python's None."""
+    make_checkpoint(tmp_path / "m.npz")
+    export_checkpoint(str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"))
+    import_safetensors(str(tmp_path / "m.safetensors"), str(tmp_path / "i.npz"))
+    result = CliRunner().invoke(main, ["info", str(tmp_path / "i.npz")])
+    assert result.exit_code == 0 and "None" not in result.output and "step" in result.output
