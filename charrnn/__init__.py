@@ -1,21 +1,26 @@
-"""charrnn: character-level language models (RNN, LSTM, GRU) in numpy."""
+"""charrnn: character-level language models (RNN, LSTM, GRU, GPT) in numpy."""
 
 __version__ = "0.1.0"
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import Vocab, load_corpus
 from .evaluate import evaluate_file, score_lines
+from .gpt import CharGPT, GPTConfig
 from .model import CharRNN, ModelConfig
+from .models import build_model
 from .presets import finetune_configs, preset_configs, resume_config
 from .sample import generate, generate_batch, sample_rngs
 from .train import TrainConfig, train
 
 __all__ = [
+    "CharGPT",
     "CharRNN",
     "Checkpoint",
+    "GPTConfig",
     "ModelConfig",
     "TrainConfig",
     "Vocab",
+    "build_model",
     "evaluate_file",
     "generate",
     "generate_batch",

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .data import Vocab
-from .model import CharRNN, ModelConfig
+from .models import LanguageModel, build_model, model_config
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 1
@@ -27,7 +27,7 @@ class CheckpointError(Exception):
 
 @dataclass
 class Checkpoint:
-    model: CharRNN
+    model: LanguageModel  # CharRNN or CharGPT
     vocab: Vocab
     meta: dict = field(default_factory=dict)  # training position and config; see module docstring
     optimizer_state: dict = field(default_factory=dict)
@@ -119,10 +119,10 @@ def load_checkpoint(path):
     if meta.get("kind", "language-model") != "language-model":
         raise CheckpointError(f"{path}: a {meta['kind']} checkpoint, not a language model (see charrnn classify)")
     try:
-        config = ModelConfig(**meta["model"])
+        config = model_config(meta["model"])
         vocab = Vocab.from_json(meta["vocab"])
         params = {k[len("param/") :]: v for k, v in arrays.items() if k.startswith("param/")}
-        model = CharRNN(config, params=params)
+        model = build_model(config, params=params)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: inconsistent checkpoint ({e})") from None
     if len(vocab) != config.vocab_size:

@@ -21,9 +21,10 @@ from .classify_cli import classify
 from .data import CorpusError
 from .evaluate import EvalResult, evaluate_file, score_lines
 from .export import ExportError, export_checkpoint, import_safetensors
-from .model import DTYPES, MODELS
+from .model import DTYPES
+from .models import MODEL_KINDS
 from .optim import OPTIMIZERS
-from .parallel import WorkerError
+from .parallel import WorkerError, keep_freed_memory
 from .presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resume_config
 from .sample import stream_samples
 from .schedule import SCHEDULES
@@ -58,7 +59,7 @@ def _console(stderr=False):
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="charrnn")
 def main():
-    """Character-level language models (RNN, LSTM, GRU) in numpy: train, sample, eval.
+    """Character-level language models (RNN, LSTM, GRU, GPT) in numpy: train, sample, eval.
 
     \b
     Example:
@@ -67,6 +68,7 @@ def main():
       charrnn eval checkpoints held_out.txt
       charrnn serve checkpoints
     """
+    keep_freed_memory()  # this process's allocator reuses pages, as the workers' (parallel.py)
 
 
 class ConsoleReporter(Reporter):
@@ -135,9 +137,16 @@ def _preset_default(name):
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(exists=True, readable=True))
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
               help="A bundle of the options below (see README); options you give win.")
-@click.option("--model", type=click.Choice(MODELS), help=f"Recurrent cell. {_preset_default('model')}")
-@click.option("--hidden-size", type=click.IntRange(min=1), help=_preset_default("hidden_size"))
-@click.option("--num-layers", type=click.IntRange(min=1), help=f"Stacked layers. {_preset_default('num_layers')}")
+@click.option("--model", type=click.Choice(MODEL_KINDS),
+              help="A recurrent cell, or gpt: a Transformer (alone, it trains the gpt recipe). "
+              f"{_preset_default('model')}")
+@click.option("--hidden-size", type=click.IntRange(min=1),
+              help=f"Units per layer; for gpt the embedding width. {_preset_default('hidden_size')}")
+@click.option("--num-layers", type=click.IntRange(min=1),
+              help=f"Stacked layers (gpt: blocks). {_preset_default('num_layers')}")
+@click.option("--num-heads", type=click.IntRange(min=1),
+              help="Attention heads, for --model gpt; must divide --hidden-size. "
+              f"[default: {PRESETS['gpt']['num_heads']}, or the preset's]")
 @click.option("--activation", type=click.Choice(ACTIVATIONS),
               help=f"For --model rnn. [default: {DEFAULTS['activation']}]")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
@@ -146,7 +155,8 @@ def _preset_default(name):
               help=f"Fraction of recurrent weights dropped per step (DropConnect). {_preset_default('weight_drop')}")
 @click.option("--dtype", type=click.Choice(DTYPES), help=_preset_default("dtype"))
 @click.option("--batch-size", type=click.IntRange(min=1), help=f"Streams B. {_preset_default('batch_size')}")
-@click.option("--seq-length", type=click.IntRange(min=1), help=f"BPTT length T. {_preset_default('seq_length')}")
+@click.option("--seq-length", type=click.IntRange(min=1),
+              help=f"BPTT length T; for gpt the context length. {_preset_default('seq_length')}")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), help=_preset_default("optimizer"))
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True),
               help="[default: the preset's; with another --optimizer, tuned for it and the model]")
@@ -155,6 +165,8 @@ def _preset_default(name):
               help=f"Per-epoch factor of the exponential schedule. {_preset_default('lr_decay')}")
 @click.option("--lr-decay-after", type=click.IntRange(min=0),
               help=f"Epochs before the exponential decay starts. {_preset_default('lr_decay_after')}")
+@click.option("--warmup", type=click.IntRange(min=0), metavar="STEPS",
+              help=f"Linear learning-rate warm-up over the first STEPS steps. {_preset_default('warmup')}")
 @click.option("--grad-clip", type=click.FloatRange(min=0),
               help=f"Clip each gradient element to [-C, C]; 0 disables. {_preset_default('grad_clip')}")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help=_preset_default("weight_decay"))
@@ -219,7 +231,8 @@ def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
     with user_errors():
         if resume is not None:
             resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
-            model_config, config = None, resume_config(load_checkpoint(resume).meta.get("train", {}), **given)
+            meta = load_checkpoint(resume).meta
+            model_config, config = None, resume_config(meta.get("train", {}), meta.get("model"), **given)
         elif init_from is not None:
             model_config, config = finetune_configs(load_checkpoint(init_from), preset, **given)
         else:
@@ -330,7 +343,9 @@ def _read_prime(stream, vocab):
 def eval_command(checkpoint, file, per_line, reset_per_line, as_json):
     """Score FILE with CHECKPOINT: loss (nats/char), bits per char, perplexity.
 
-    The hidden state is carried through the whole file. Characters the model has never seen are
+    The hidden state is carried through the whole file (gpt: each character is predicted from
+    sliding windows of --seq-length characters, at least half a window of the text before it once the
+    text is that long; see README). Characters the model has never seen are
     counted, reported and left out.
 
     \b

@@ -57,16 +57,57 @@ def chunk_nll(model, inputs, targets, state):
     return float(nlls.sum()), state
 
 
+def window_nlls(model, ids, start, offset=0, batch_size=64):
+    """-log p of ids[start:] (N,), each given the characters before it that a model with a context of P
+    characters sees: sliding windows of P characters, placed by position in the text, not by chunk.
+
+    ``ids`` is the text from its character number ``offset`` on. With S = max(1, P // 2): characters
+    1..P are predicted from all the characters before them (window 0..P-1); after that, windows start
+    at S, 2S, 3S, ... and character t is predicted by the window starting at ((t - P - 1) // S + 1) S:
+    from at least P - S + 1 and at most P characters before it. A character's score depends only on its
+    position and the text, so any split of a text into pieces gives the same numbers.
+    """
+    P = model.context_length
+    S = max(1, P // 2)
+    ids = np.asarray(ids, dtype=np.intp)
+    end = offset + len(ids)
+    windows, t = [], offset + start  # (first input, first target, last target + 1), positions in the text
+    while t < end:
+        a = 0 if t <= P else ((t - P - 1) // S + 1) * S
+        stop = min(end, a + P + 1)
+        windows.append((a, t, stop))
+        t = stop
+    pieces = []
+    full = [w for w in windows if w[2] - w[0] == P + 1]
+    for b in range(0, len(full), batch_size):
+        group = full[b : b + batch_size]
+        rows = np.array([a - offset for a, _, _ in group])[:, None] + np.arange(P + 1)  # (W, P+1)
+        window = ids[rows].T  # (P+1, W)
+        nlls, _ = chunk_nlls(model, window[:-1], window[1:], None)  # (P, W)
+        pieces.extend(nlls[t - a - 1 :, j] for j, (a, t, _) in enumerate(group))
+    by_start = dict(zip(full, pieces))
+    nlls = []
+    for a, t, stop in windows:
+        if (a, t, stop) not in by_start:  # a window the text's end cuts short
+            window = ids[a - offset : stop - offset, None]  # (n+1, 1)
+            by_start[a, t, stop] = chunk_nlls(model, window[:-1], window[1:], None)[0][t - a - 1 :, 0]
+        nlls.append(by_start[a, t, stop])
+    return np.concatenate(nlls) if nlls else np.zeros(0)
+
+
 def streams_nll(model, ids, batch_size, seq_length, engine=None):
     """Summed -log p over ids[1:] given what precedes each, in B contiguous streams, state carried.
 
     The streams cover ids[0 : B·L + 1]; the remainder continues the last stream, so every
     character after the first is scored once. ``engine`` (parallel.py) scores the B streams on its
-    workers. Returns (total nats, characters scored).
+    workers. A model with a bounded context (gpt) reads sliding windows instead (``window_nlls``).
+    Returns (total nats, characters scored).
     """
     n = len(ids) - 1
     if n <= 0:
         return 0.0, 0
+    if model.context_length is not None:
+        return float(window_nlls(model, ids, 1).sum()), n
     B = min(batch_size, n)
     L = n // B
     starts = np.arange(B) * L  # (B,)
@@ -90,7 +131,8 @@ def streams_nll(model, ids, batch_size, seq_length, engine=None):
 
 
 class _Scorer:
-    """Scores a text piece by piece with one hidden state carried through, as if after a newline."""
+    """Scores a text piece by piece as if after a newline: with one hidden state carried through, or for a
+    model with a bounded context (gpt), with the sliding windows of ``window_nlls``."""
 
     def __init__(self, model, vocab, seq_length=512):
         self.model, self.vocab, self.seq_length = model, vocab, seq_length
@@ -98,6 +140,8 @@ class _Scorer:
 
     def reset(self):
         self.prev, self.state = self.vocab.newline_id(), None
+        self.history = np.zeros(0, np.intp) if self.prev is None else np.array([self.prev])  # the text so far,
+        self.offset = 0  # from its character number offset (the last P characters are enough)
 
     def score(self, codes):
         """Per-character nats (N,) for the in-vocabulary characters of ``codes``, and the OOV counts."""
@@ -108,6 +152,8 @@ class _Scorer:
             values, counts = np.unique(codes[unknown], return_counts=True)
             oov.update({self.vocab.symbol_text(int(v)): int(c) for v, c in zip(values, counts)})
             ids = ids[~unknown]
+        if self.model.context_length is not None:
+            return self._score_windows(ids), oov
         if self.prev is not None:
             ids = np.concatenate([[self.prev], ids])
         nlls = [np.zeros(0)]
@@ -118,6 +164,15 @@ class _Scorer:
         if len(ids):
             self.prev = int(ids[-1])
         return np.concatenate(nlls), oov
+
+    def _score_windows(self, ids):
+        text = np.concatenate([self.history, ids]).astype(np.intp)
+        start = max(len(self.history), 1 - self.offset)  # the text's first character has no prediction
+        nlls = window_nlls(self.model, text, start, self.offset)
+        keep = min(len(text), self.model.context_length)
+        self.offset += len(text) - keep
+        self.history = text[len(text) - keep :]
+        return nlls
 
 
 def evaluate_file(model, vocab, path, seq_length=512):
@@ -159,15 +214,18 @@ def score_lines(model, vocab, path, reset_per_line=False, batch_size=256):
 
     The hidden state is carried from line to line, so the lines' totals add up to the whole file's;
     with ``reset_per_line`` each line is read as if it followed a newline, from a fresh state, and
-    the lines are scored ``batch_size`` at a time (``score_line_batch``): the same figures.
+    the lines are scored ``batch_size`` at a time (``score_line_batch``): the same figures. (A model with a
+    bounded context, gpt, scores its lines one at a time, through ``window_nlls``.)
     """
     lines = enumerate(iter_lines(path, vocab), start=1)
-    if reset_per_line:
+    if reset_per_line and model.context_length is None:
         yield from _score_lines_batched(model, vocab, lines, batch_size)
         return
     scorer = _Scorer(model, vocab)
     text_of = _texts(vocab)
     for number, codes in lines:
+        if reset_per_line:
+            scorer.reset()
         nlls, oov = scorer.score(codes)
         ids = vocab.ids_of_codes(codes)
         yield LineScore(number, text_of(ids[ids >= 0]), EvalResult(float(nlls.sum()), len(nlls), dict(oov)))

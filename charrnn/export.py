@@ -28,7 +28,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .data import Vocab
-from .model import CharRNN, ModelConfig, param_shapes
+from .model import MODELS, CharRNN, ModelConfig, param_shapes
 from .safetensors import SafetensorsError, read_safetensors, write_safetensors
 
 MODEL_KEY, VOCAB_KEY = "charrnn.model", "charrnn.vocab"
@@ -139,6 +139,8 @@ def export_checkpoint(checkpoint_path, out_path):
     """Write the checkpoint's model as a PyTorch state_dict in safetensors; return the Checkpoint."""
     ckpt = load_checkpoint(checkpoint_path)
     config = ckpt.model.config
+    if config.model not in MODELS:
+        raise ExportError(f"{checkpoint_path}: export writes rnn, lstm and gru models, not {config.model}")
     tensors = to_torch_names(ckpt.model.params, config)
     metadata = {"format": "pt", MODEL_KEY: json.dumps(asdict(config)), VOCAB_KEY: json.dumps(ckpt.vocab.to_json())}
     try:

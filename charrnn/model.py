@@ -178,6 +178,9 @@ class _LayerBuffers:
 class CharRNN:
     """A stack of recurrent layers with a softmax output; see the module docstring for shapes."""
 
+    context_length = None  # the state carries everything read so far
+    min_streams_per_worker = 8  # parallel.py: fewer streams make per-step products too small to share
+
     def __init__(self, config, params=None, rng=None):
         """``params``: a dict of arrays named as ``param_shapes(config)`` (copied), or None for a fresh
         initialisation drawn from ``rng``. Raises ValueError if they do not fit the config."""
@@ -257,6 +260,16 @@ class CharRNN:
         d_top = (dlogits @ self.params["W_hy"].T).reshape(T, B, H)
         self._backward(inputs, d_top, masks, grads, weight_masks)
         return loss, grads, final_state
+
+    def start_sampling(self, prime, batch_size=1):
+        """A ``Stepper`` (sample.py) for ``batch_size`` streams after ``prime`` (n,) ids, read in pieces of
+        ``PRIME_CHUNK`` (a seed of any length costs time, not memory), and the logits (V,) after them."""
+        from .sample import PRIME_CHUNK, Stepper
+
+        prime, state = np.asarray(prime), self.initial_state(1)
+        for j in range(0, len(prime), PRIME_CHUNK):
+            logits, state = self.forward(prime[j : j + PRIME_CHUNK, None], state)  # (T, 1, V)
+        return Stepper(self, tuple(np.repeat(s, batch_size, axis=1) for s in state)), logits[-1, 0]
 
     def step_weights(self, k, batch_size, weight_mask=None, backward=True):
         """Layer k's ``StepWeights`` at ``batch_size`` (cells.make_step_weights: the gate scale folded in;

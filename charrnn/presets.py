@@ -15,17 +15,23 @@ defaults"); the others reproduce the seeds' set-ups. Every default lives in the 
 
 from dataclasses import asdict, fields, replace
 
+from .gpt import GPTConfig
 from .model import ModelConfig
 from .train import TrainConfig
 
 _RECIPE_FIELDS = (
     "model", "hidden_size", "num_layers", "activation", "dropout", "late_dropout", "late_dropout_epochs", "weight_drop",
     "dtype", "batch_size", "seq_length", "optimizer", "learning_rate", "lr_schedule", "lr_decay", "lr_decay_after",
-    "grad_clip", "weight_decay", "average", "eval_every", "max_time",
+    "warmup", "grad_clip", "weight_decay", "average", "eval_every", "max_time",
 )
-DEFAULTS = {**asdict(ModelConfig(vocab_size=0)), **asdict(TrainConfig())}  # every option's default, by name
-MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")
+# every option's default, by name (the recurrent model's where both configs have a field)
+DEFAULTS = {**asdict(GPTConfig(vocab_size=0)), **asdict(ModelConfig(vocab_size=0)), **asdict(TrainConfig())}
+RNN_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")
+GPT_OPTIONS = tuple(f.name for f in fields(GPTConfig) if f.name not in ("vocab_size", "context_length"))
+MODEL_OPTIONS = tuple(dict.fromkeys(RNN_OPTIONS + GPT_OPTIONS))
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig))
+RNN_ONLY = tuple(name for name in RNN_OPTIONS if name not in GPT_OPTIONS)  # activation, weight_drop
+GPT_ONLY = tuple(name for name in GPT_OPTIONS if name not in RNN_OPTIONS)  # num_heads
 
 # the seeds' set-ups have none of the regularisers the project's recipe added
 _NO_REGULARISATION = {"dropout": 0.0, "late_dropout": None, "average": 0, "weight_decay": 0.0, "weight_drop": 0.0}
@@ -64,6 +70,68 @@ PRESETS = {
         **_NO_REGULARISATION,
         "eval_every": 1000,
     },
+    # the gpt recipe, chosen by measurement for a 2-core CPU (docs/benchmarks.md, "--model gpt"): what
+    # --model gpt alone trains; the context length is --seq-length
+    "gpt": {
+        "model": "gpt",
+        "num_layers": 2,
+        "num_heads": 4,
+        "hidden_size": 128,
+        "seq_length": 64,
+        "batch_size": 12,
+        "dropout": 0.0,
+        "late_dropout": None,
+        "average": 0,
+        "optimizer": "adam",
+        "learning_rate": 3e-3,
+        "lr_schedule": "cosine",
+        "warmup": 100,
+        "grad_clip": 1.0,
+        "weight_decay": 0.1,
+        "eval_every": 3000,
+    },
+    # nanoGPT's shakespeare_char on a CPU (its README): 4 layers, 4 heads, 128 wide, context 64, batch 12,
+    # no dropout, AdamW 1e-3 (betas 0.9, 0.99; weight decay 0.1), 2,000 steps, an evaluation every 250
+    "nanogpt-cpu": {
+        "model": "gpt",
+        "num_layers": 4,
+        "num_heads": 4,
+        "hidden_size": 128,
+        "seq_length": 64,
+        "batch_size": 12,
+        "dropout": 0.0,
+        "late_dropout": None,
+        "average": 0,
+        "optimizer": "adam",
+        "learning_rate": 1e-3,
+        "lr_schedule": "cosine",
+        "warmup": 100,
+        "grad_clip": 1.0,
+        "weight_decay": 0.1,
+        "max_steps": 2000,
+        "eval_every": 250,
+    },
+    # nanoGPT's shakespeare_char "baby GPT": 6 layers, 6 heads, 384 wide, context 256, batch 64, dropout 0.2,
+    # AdamW 1e-3, 5,000 steps, an evaluation every 250
+    "nanogpt": {
+        "model": "gpt",
+        "num_layers": 6,
+        "num_heads": 6,
+        "hidden_size": 384,
+        "seq_length": 256,
+        "batch_size": 64,
+        "dropout": 0.2,
+        "late_dropout": None,
+        "average": 0,
+        "optimizer": "adam",
+        "learning_rate": 1e-3,
+        "lr_schedule": "cosine",
+        "warmup": 100,
+        "grad_clip": 1.0,
+        "weight_decay": 0.1,
+        "max_steps": 5000,
+        "eval_every": 250,
+    },
 }
 
 
@@ -76,19 +144,29 @@ def preset_options(name, given):
 
 
 def preset_configs(preset="default", **given):
-    """``ModelConfig`` and ``TrainConfig`` for a fresh run: the default recipe, then ``preset``, then the
-    options ``given`` (ModelConfig and TrainConfig field names; None counts as not given). Two rules:
-    a cell or optimizer other than the preset's, without a learning rate, gets its own tuned rate
-    (``train.DEFAULT_LEARNING_RATES``); a dropout given without a late dropout is kept, not raised later.
-    The model config's vocab_size is 0: ``train`` takes it from the corpus."""
+    """The model config (``ModelConfig``, or ``GPTConfig`` for gpt) and ``TrainConfig`` for a fresh run:
+    the default recipe, then ``preset``, then the options ``given`` (config field names; None counts as
+    not given). Rules: a model of the other kind than the preset's (gpt against the recurrent ones)
+    starts from its own kind's recipe (``gpt`` or ``default``); a cell or optimizer other than the
+    preset's, without a learning rate, gets its own tuned rate (``train.DEFAULT_LEARNING_RATES``); a
+    dropout given without a late dropout is kept, not raised later; gpt's context length is
+    ``seq_length``. Options of the other kind (``--activation`` with gpt, ``--num-heads`` with an RNN)
+    raise ValueError. The model config's vocab_size is 0: ``train`` takes it from the corpus."""
     given = _known({k: v for k, v in given.items() if v is not None})
+    if "model" in given and _is_gpt(given["model"]) != _is_gpt(preset_options(preset, {})["model"]):
+        preset = "gpt" if _is_gpt(given["model"]) else "default"
     values = preset_options(preset, given)
     bundle = preset_options(preset, {})
+    _check_kind(values["model"], given)
     if "learning_rate" not in given and any(values[k] != bundle[k] for k in ("optimizer", "model")):
         values["learning_rate"] = None  # another optimizer or cell than the preset's: its own tuned rate
     if "dropout" in given and "late_dropout" not in given:
         values["late_dropout"] = None  # a dropout asked for is kept, not raised later
-    model_config = ModelConfig(0, **{k: values[k] for k in MODEL_OPTIONS})
+    if _is_gpt(values["model"]):
+        model_config = GPTConfig(0, **{k: values[k] for k in GPT_OPTIONS}, context_length=values["seq_length"])
+    else:
+        model_config = ModelConfig(0, **{k: values[k] for k in RNN_OPTIONS})
+    replace(model_config, vocab_size=2).validate()  # a bad shape fails now, not after reading the corpus
     return model_config, TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_OPTIONS})
 
 
@@ -99,9 +177,11 @@ def finetune_configs(base, preset="default", **given):
     than the checkpoint's is refused by ``train``). A cell other than the preset's gets its own tuned
     learning rate, as in a fresh run."""
     given = _known({k: v for k, v in given.items() if v is not None})
+    if base.model.config.model == "gpt":
+        raise ValueError("--init-from fine-tunes rnn, lstm and gru checkpoints, not gpt")
     model_config, config = preset_configs(preset, **given)
     saved = asdict(base.model.config)
-    model_config = replace(model_config, **{k: saved[k] for k in MODEL_OPTIONS if k not in given})
+    model_config = replace(model_config, **{k: saved[k] for k in RNN_OPTIONS if k not in given})
     tokens = {"bytes_mode": base.vocab.bytes_mode, "encoding": base.vocab.encoding}
     config = replace(config, **{k: v for k, v in tokens.items() if k not in given})
     if "learning_rate" not in given and model_config.model != preset_options(preset, {})["model"]:
@@ -109,13 +189,32 @@ def finetune_configs(base, preset="default", **given):
     return model_config, config
 
 
-def resume_config(saved, **given):
+def resume_config(saved, saved_model=None, **given):
     """The ``TrainConfig`` to resume with: ``saved`` (a checkpoint's ``meta["train"]``) with the training
-    options ``given`` on top (None counts as not given). The model comes from the checkpoint: model
-    options are ignored."""
+    options ``given`` on top (None counts as not given). The model comes from the checkpoint
+    (``saved_model``: its ``meta["model"]``): model options are ignored, but a ``model`` other than the
+    checkpoint's raises ValueError."""
     given = _known({k: v for k, v in given.items() if v is not None})
+    if saved_model and "model" in given and given["model"] != saved_model.get("model"):
+        raise ValueError(
+            f"cannot resume a {saved_model.get('model')} checkpoint as --model {given['model']}; train a new "
+            "model in another --checkpoint-dir (or with --overwrite)"
+        )
     return TrainConfig(**{**{k: v for k, v in saved.items() if k in TRAIN_OPTIONS},
                           **{k: v for k, v in given.items() if k in TRAIN_OPTIONS}})
+
+
+def _is_gpt(model):
+    return model == "gpt"
+
+
+def _check_kind(model, given):
+    """Raise ValueError for an option given that the other kind of model has, not ``model``."""
+    wrong = [k for k in (RNN_ONLY if _is_gpt(model) else GPT_ONLY) if k in given]
+    if wrong:
+        options = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        kind = "the recurrent models (rnn, lstm, gru)" if _is_gpt(model) else "--model gpt"
+        raise ValueError(f"{options} {'is' if len(wrong) == 1 else 'are'} for {kind}, not --model {model}")
 
 
 def _known(options):

@@ -5,11 +5,13 @@
     for pieces in generate_batch(model, vocab, 64, seed="ROMEO:", length=500, random_seed=1):
         ...                                   # pieces: a list of 64 strings, one per sample
 
-The seed primes the hidden state in batched passes of PRIME_CHUNK characters, so a seed of any length
-costs time, not memory; then each character costs one step of every layer, into preallocated
-buffers. ``generate_batch`` steps N samples as one batch: one matrix product per layer per character
-for all of them, each sample drawing its noise from a generator of its own (``sample_rngs``), so
-sample i is the same text whatever N is, and the same as ``generate`` gives with that generator.
+The seed primes the model (``model.start_sampling``): a recurrent model reads it in batched passes of
+PRIME_CHUNK characters, so a seed of any length costs time, not memory, and then each character costs
+one step of every layer, into preallocated buffers (``Stepper``); gpt runs one position per block
+against a key/value cache (gpt.py, ``KVSampler``). ``generate_batch`` steps N samples as one batch:
+one matrix product per layer per character for all of them, each sample drawing its noise from a
+generator of its own (``sample_rngs``), so sample i is the same text whatever N is, and the same as
+``generate`` gives with that generator.
 """
 
 import numpy as np
@@ -101,13 +103,11 @@ def sample_rngs(random_seed, count, start=0):
 
 
 def _prime(model, vocab, seed, batch_size):
-    """The state after reading the seed (or a newline), repeated for ``batch_size`` streams, and the
-    logits (V,) for the first generated character. Raises KeyError naming unknown seed characters."""
+    """A sampler (``step(ids (B,)) -> logits (B, V)``) after reading the seed (or a newline), for
+    ``batch_size`` streams, and the logits (V,) for the first generated character. Raises KeyError
+    naming unknown seed characters."""
     prime = vocab.encode(seed) if seed else np.array([vocab.newline_id() or 0])
-    state = model.initial_state(1)
-    for j in range(0, len(prime), PRIME_CHUNK):  # a seed of any length, a bounded piece at a time
-        logits, state = model.forward(prime[j : j + PRIME_CHUNK, None], state)  # (T, 1, V)
-    return logits[-1, 0], tuple(np.repeat(s, batch_size, axis=1) for s in state)
+    return model.start_sampling(prime, batch_size)
 
 
 def _seed_text(vocab, seed):
@@ -125,10 +125,9 @@ def generate_batch(model, vocab, num_samples, seed="", length=200, temperature=1
     rngs = sample_rngs(random_seed, num_samples)
     if len(rngs) != num_samples:
         raise ValueError(f"{len(rngs)} random generators for {num_samples} samples")
-    first_logits, state = _prime(model, vocab, seed, num_samples)
+    stepper, first_logits = _prime(model, vocab, seed, num_samples)
     if seed:
         yield [_seed_text(vocab, seed)] * num_samples
-    stepper = Stepper(model, state)
     symbols = np.array([vocab.decoder()(i) for i in range(len(vocab))], dtype=object)
     logits = np.broadcast_to(first_logits, (num_samples, len(first_logits)))
     filtered = top_k is not None or top_p is not None

@@ -8,7 +8,9 @@
                  ``MIN_IMPROVEMENT`` (relative), halve the rate at every evaluation; when an evaluation
                  after that improves by less again, stop
 
-The non-finite-loss guard and the halving rule multiply a persistent ``scale`` (kept in checkpoints).
+Any schedule can start with a linear warm-up over ``warmup`` steps (``warmup_factor``: the rate of step s,
+counting from 0, times (s + 1) / warmup), as Transformers are usually trained. The non-finite-loss guard and the
+halving rule multiply a persistent ``scale`` (kept in checkpoints).
 """
 
 import math
@@ -27,6 +29,11 @@ def budget_progress(config, step, epoch, elapsed):
     if not fractions and config.max_time:
         fractions.append(elapsed / config.max_time)
     return min(1.0, max(fractions, default=0.0))
+
+
+def warmup_factor(warmup, step):
+    """The warm-up's share of the rate at ``step`` (counting from 0): (step + 1) / warmup, then 1."""
+    return (step + 1) / warmup if warmup and step < warmup else 1.0
 
 
 def learning_rate(config, base, scale, progress, epoch):

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .evaluate import evaluate_text
-from .model import CharRNN
+from .models import build_model
 from .sample import generate
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
@@ -202,7 +202,7 @@ class CharRNNServer(ThreadingHTTPServer):
         self.replicas = queue.SimpleQueue()
         self.replicas.put(model)
         for _ in range(config.max_concurrent - 1):
-            self.replicas.put(CharRNN(model.config, params=model.params))
+            self.replicas.put(build_model(model.config, params=model.params))
         with open(PAGE, "rb") as f:
             self.page = f.read()
         if ":" in config.host:

@@ -25,18 +25,19 @@ from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_check
 from .data import CorpusError, StreamBatches, load_corpus
 from .evaluate import streams_nll
 from .finetune import extend_vocab
-from .model import CharRNN, check_params
+from .model import check_params
+from .models import LanguageModel, build_model
 from .optim import OPTIMIZERS, WeightAverage, make_optimizer
 from .parallel import WorkerError, default_workers, make_engine
 from .sample import generate
-from .schedule import SCHEDULES, budget_progress, halving_decision, learning_rate
+from .schedule import SCHEDULES, budget_progress, halving_decision, learning_rate, warmup_factor
 from .torch_engine import DEVICES, Distributed, TorchEngine
 
-DEFAULT_LEARNING_RATES = {
-    "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3},
-    "rmsprop": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3},
-    "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03},  # docs/benchmarks.md, "Choosing the defaults"
-    "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0},
+DEFAULT_LEARNING_RATES = {  # gpt: adam's is the gpt recipe's; the others are not tuned (a tenth of the RNNs')
+    "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3, "gpt": 3e-3},
+    "rmsprop": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3, "gpt": 3e-4},
+    "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03, "gpt": 1e-3},  # docs/benchmarks.md, "Choosing the defaults"
+    "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0, "gpt": 0.1},
 }
 ENGINES = ("numpy", "torch")
 MAX_BAD_STEPS = 5
@@ -58,6 +59,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     lr_decay: float = 0.97  # for the exponential schedule
     lr_decay_after: int = 10  # epochs
+    warmup: int = 0  # steps of linear learning-rate warm-up at the start of training (not again on resume)
     patience: int | None = None  # stop after this many evaluations without a new best
     grad_clip: float = 5.0
     weight_decay: float = 0.1  # decoupled (AdamW's): each step multiplies the weights by 1 - rate * weight_decay
@@ -84,6 +86,8 @@ class TrainConfig:
         if self.average:
             positive["average"] = self.average
         positive["log_every"] = self.log_every
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be at least 0, not {self.warmup}")
         if self.workers is not None:
             positive["workers"] = self.workers
         for name, value in positive.items():
@@ -134,7 +138,7 @@ class TrainResult:
     stop_reason: str
     checkpoint_dir: str
     interrupted_by: int | None = None  # the signal number, if a signal stopped training
-    model: CharRNN | None = None  # the model trained (as training left it: not the running average)
+    model: LanguageModel | None = None  # the model trained (as training left it: not the running average)
 
 
 class Reporter:
@@ -257,7 +261,8 @@ def _train_loop(run, reporter):
                 # schedule: this step's learning rate and dropout
                 epoch_now = pos.epoch + pos.chunk / batches.chunks_per_epoch
                 progress = budget_progress(config, pos.step, epoch_now, time.perf_counter() - start)
-                optimizer.learning_rate = learning_rate(config, run.base_lr, pos.lr_scale, progress, epoch_now)
+                scale = pos.lr_scale * warmup_factor(config.warmup, pos.step)
+                optimizer.learning_rate = learning_rate(config, run.base_lr, scale, progress, epoch_now)
                 dropout = _dropout_rate(config, model.config.dropout, epoch_now)
                 # forward and backward, on the engine's processes
                 loss, grads, new_state = engine.loss_and_grads(inputs, targets, state, dropout_rng=run.rng,
@@ -336,7 +341,7 @@ class _Run:
     vocab: object  # data.Vocab
     train_ids: np.ndarray
     val_ids: np.ndarray
-    model: CharRNN
+    model: LanguageModel  # CharRNN or CharGPT (models.py)
     optimizer: object  # optim.Optimizer
     average: WeightAverage | None
     base_lr: float
@@ -477,7 +482,7 @@ def _fresh_model(model_config, corpus, val_ids, rng):
     vocab = corpus.vocab
     model_config = replace(model_config, vocab_size=len(vocab))
     try:
-        model = CharRNN(model_config, rng=rng)
+        model = build_model(model_config, rng=rng)
     except ValueError as e:
         raise TrainingError(str(e)) from None
     # start the output layer at the training text's unigram distribution (add-one smoothed), so
@@ -502,7 +507,7 @@ def _save(run, name, hidden):
     hidden = tuple(hidden) if hidden is not None else ()
     model, optimizer_state = run.model, run.optimizer.state
     if run.average is not None:  # the average is the model; the weights training goes on from ride along
-        model = CharRNN(run.model.config, params=run.average.params)
+        model = build_model(run.model.config, params=run.average.params)
         optimizer_state.update({f"{ITERATE}{k}": v for k, v in run.model.params.items()})
     path = os.path.join(run.config.checkpoint_dir, name)
     save_checkpoint(path, Checkpoint(model, run.vocab, meta, optimizer_state, hidden))
@@ -658,7 +663,7 @@ def _start_engine(model, config, reporter, distributed=None):
     ``--workers`` asks, or as the CPUs and batch allow."""
     if config.engine == "torch":
         return TorchEngine(model, config.device, distributed)
-    workers = config.workers or default_workers(config.batch_size)
+    workers = config.workers or default_workers(config.batch_size, min_streams=model.min_streams_per_worker)
     try:
         return make_engine(model, config.batch_size, config.seq_length, workers)
     except WorkerError as e:

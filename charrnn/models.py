@@ -1,0 +1,59 @@
+"""The models charrnn trains, behind one surface: the recurrent CharRNN (model.py) and the Transformer
+CharGPT (gpt.py). Training, the engines, scoring, sampling and checkpoints call only what
+``LanguageModel`` names, and build a model from its config with ``build_model``.
+
+    config = model_config({"model": "gpt", "vocab_size": 65, "num_heads": 4, ...})   # a checkpoint's dict
+    model = build_model(config, rng=numpy.random.default_rng(0))
+"""
+
+from typing import Protocol
+
+from . import gpt, model
+from .gpt import CharGPT, GPTConfig
+from .model import MODELS, CharRNN, ModelConfig
+
+MODEL_KINDS = (*MODELS, "gpt")
+
+
+class LanguageModel(Protocol):
+    """What every model offers. ids are (T, B) arrays; V is the vocabulary size."""
+
+    config: object  # ModelConfig or GPTConfig: a dataclass, saved in checkpoints
+    params: dict  # a Packed dict of named arrays (packed.py)
+    shapes: dict  # parameter name -> shape
+    context_length: int | None  # the most characters a prediction can see; None: unbounded (recurrent state)
+    min_streams_per_worker: int  # the fewest streams worth a worker process of their own (parallel.py)
+
+    def num_params(self) -> int: ...
+
+    def initial_state(self, batch_size: int) -> tuple:
+        """The state carried between chunks, as zeros: a tuple of arrays with the batch on axis 1; ``()``: none."""
+
+    def forward(self, ids, state=None) -> tuple:
+        """(logits (T, B, V), state after the chunk)."""
+
+    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, out=None, weight_drop_rng=None,
+                       dropout=None) -> tuple:
+        """(mean loss, Packed gradients, state after the chunk)."""
+
+    def start_sampling(self, prime, batch_size=1) -> tuple:
+        """(a sampler for ``batch_size`` streams whose ``step(ids (B,))`` returns the next logits (B, V), the
+        logits (V,) after ``prime`` (n,) ids)."""
+
+
+def model_config(fields):
+    """The config dataclass for a dict of its fields (as a checkpoint stores it); raises TypeError/ValueError."""
+    if fields.get("model") == "gpt":
+        return GPTConfig(**fields)
+    return ModelConfig(**fields)
+
+
+def build_model(config, params=None, rng=None):
+    """A CharGPT or CharRNN for ``config``, from ``params`` or freshly drawn from ``rng``."""
+    cls = CharGPT if isinstance(config, GPTConfig) else CharRNN
+    return cls(config, params=params, rng=rng)
+
+
+def param_shapes(config):
+    """The shape of every parameter, by name, of the model ``config`` describes."""
+    return (gpt if isinstance(config, GPTConfig) else model).param_shapes(config)
