@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -97,6 +99,22 @@ def test_resume_continues_exactly(tmp_path):
     assert result.exit_code == 0, result.output
     a, b = (load_classifier(str(d / "latest.npz"))[0].model.params.flat for d in (once, twice))
     np.testing.assert_array_equal(a, b)
+
+
+
+def test_resume_on_a_shorter_file_starts_its_next_epoch(tmp_path):
+    """The saved batch is past the end of a training file that has since shrunk: the next epoch starts
+    (it looped forever, deaf to Ctrl-C). A subprocess, so a regression fails instead of hanging."""
+    ck = tmp_path / "ck"
+    data = head(TRAIN, 1000, tmp_path / "train.txt")
+    args = ["--valid", VALID, "--batch-size", "64", "--checkpoint-dir", ck, *SMALL]
+    assert run("train", data, "--max-steps", "12", *args).exit_code == 0  # 15 batches per epoch
+    head(TRAIN, 300, tmp_path / "train.txt")  # 5 batches per epoch now
+    proc = subprocess.run([sys.executable, "-m", "charrnn", "classify", "train", data, "--max-steps", "14", "--resume",
+                           *map(str, args)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    position = json.loads(str(np.load(ck / "latest.npz")["meta"]))
+    assert position["step"] == 14, position
 
 
 def test_tsv_format(tmp_path):
