@@ -30,9 +30,13 @@ def _user_errors():
     """The library's one-line errors as click errors: message on stderr, exit status 1."""
     try:
         yield
+    except BrokenPipeError:  # the reader went away (| head): click exits quietly
+        raise
     except USER_ERRORS as e:
         message = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
         raise click.ClickException(message) from None
+    except MemoryError as e:  # numpy's says how much it could not allocate
+        raise click.ClickException(f"not enough memory: {e}") from None
 
 
 class _Log(Reporter):
@@ -129,7 +133,7 @@ def _explicit(ctx, name):
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS.max_time,
               show_default=True,
               help="Stop after this many seconds of this run.")
-@click.option("--random-seed", type=int, default=None, help="Make the run reproducible.")
+@click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Make the run reproducible.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=TRAIN_DEFAULTS.checkpoint_dir,
               show_default=True)
 @click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",

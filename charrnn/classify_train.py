@@ -140,6 +140,9 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
             # the epoch's batches: a function of the seed and the epoch alone, so resume finds its place
             order = length_buckets(train.encoded.lengths, config.batch_size,
                                    np.random.default_rng([config.random_seed, pos.epoch]))
+            if pos.batch >= len(order):  # resumed past the end of a training file that has since shrunk
+                pos.epoch, pos.batch = pos.epoch + 1, 0
+                continue
             while pos.batch < len(order) and stop_reason is None:
                 # one step at the schedule's rate
                 epoch = pos.epoch + pos.batch / len(order)

@@ -43,9 +43,13 @@ def user_errors():
     """Turn the library's one-line errors into click errors: message on stderr, exit status 1."""
     try:
         yield
+    except BrokenPipeError:  # the reader went away (| head): click exits quietly
+        raise
     except USER_ERRORS as e:
         message = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
         raise click.ClickException(message) from None
+    except MemoryError as e:  # numpy's says how much it could not allocate
+        raise click.ClickException(f"not enough memory: {e}") from None
 
 
 def _console(stderr=False):
@@ -178,7 +182,7 @@ def _preset_default(name):
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
               help="Stop after this many seconds of training in all (a resumed run counts the time already trained). "
               f"{_preset_default('max_time')}")
-@click.option("--random-seed", type=int, help="Make the run reproducible.")
+@click.option("--random-seed", type=click.IntRange(min=0), help="Make the run reproducible.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=DEFAULTS["checkpoint_dir"],
               show_default=True)
 @click.option("--sample-length", type=click.IntRange(min=0), default=DEFAULTS["sample_length"], show_default=True,
@@ -390,7 +394,7 @@ def _print_lines(lines, as_json):
         else:
             table.add_row(str(line.number), f"{-r.total_nll:.2f}", f"{r.bpc:.3f}" if r.chars else "-",
                           str(r.chars), repr(line.text[:60]))
-    if not as_json:
+    if not as_json and table.row_count:  # an empty file is an error, not an empty table
         _console().print(table)
     return total
 
@@ -416,8 +420,8 @@ def info(checkpoint):
     table.add_row("parameters", f"{ckpt.model.num_params():,}")
     average = meta.get("train", {}).get("average")
     table.add_row("weights", f"running average over {average} steps (--average)" if average else "as trained")
-    table.add_row("step", str(meta.get("step")))
-    table.add_row("epoch", str(meta.get("epoch")))
+    table.add_row("step", str(meta.get("step", "-")))  # an import has no training position
+    table.add_row("epoch", str(meta.get("epoch", "-")))
     if "elapsed" in meta:
         table.add_row("time trained", f"{meta['elapsed']:.1f} s")
     if meta.get("init_from"):
@@ -450,14 +454,22 @@ def plot(checkpoint_dir, output):
     click.echo(f"wrote {output}")
 
 
+def _refuse_existing(output, overwrite):
+    """A file already at OUTPUT (a checkpoint, the corpus, the input itself) is kept unless --overwrite."""
+    if os.path.exists(output) and not overwrite:
+        raise click.ClickException(f"{output} already exists; give --overwrite to replace it, or another name")
+
+
 @main.command("export", context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.argument("output", type=click.Path(dir_okay=False, writable=True))
-def export_command(checkpoint, output):
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (without it, an existing OUTPUT is kept).")
+def export_command(checkpoint, output, overwrite):
     """Write CHECKPOINT's model to OUTPUT (.safetensors) as a PyTorch state_dict.
 
     Names and layout are those of nn.LSTM/nn.GRU/nn.RNN(input_size=V, hidden_size=H, num_layers=L)
-    as "rnn" and nn.Linear(H, V) as "decoder"; the model config and vocabulary ride in the metadata.
+    as "rnn" and nn.Linear(H, V) as "decoder" (gpt: nanoGPT's GPT names); the model config and
+    vocabulary ride in the metadata.
 
     \b
     Example:
@@ -465,6 +477,7 @@ def export_command(checkpoint, output):
     """
 
 
+    _refuse_existing(output, overwrite)
     with user_errors():
         ckpt = export_checkpoint(checkpoint, output)
     click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
@@ -473,7 +486,8 @@ def export_command(checkpoint, output):
 @main.command("import", context_settings=CONTEXT_SETTINGS)
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
 @click.argument("output", type=click.Path(dir_okay=False, writable=True))
-def import_command(source, output):
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (without it, an existing OUTPUT is kept).")
+def import_command(source, output, overwrite):
     """Write a charrnn checkpoint OUTPUT (.npz) from SOURCE, a .safetensors export.
 
     SOURCE holds the state_dict `charrnn export` writes (a model trained in PyTorch, say), with
@@ -486,6 +500,7 @@ def import_command(source, output):
     """
 
 
+    _refuse_existing(output, overwrite)
     with user_errors():
         ckpt = import_safetensors(source, output)
     click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")

@@ -16,9 +16,14 @@ with gates [i, f, g, o] and [r, z, n], and two biases. So a weight is reordered 
 ``b_hn``. Import reverses each row and folds a nonzero ``bias_hh`` (a model trained in PyTorch) into
 the one bias, as both only ever appear summed (for GRU: for r and z).
 
-The metadata holds the model config and the vocabulary as JSON: ``charrnn.model`` (ModelConfig's
-fields; dtype, dropout and the rest may be left out) and ``charrnn.vocab`` ({"symbols": [...],
-"bytes_mode": false, "encoding": "utf-8"}).
+A gpt model exports as nanoGPT's ``GPT`` (wte, wpe, blocks of ln_1, attn.c_attn, attn.c_proj, ln_2,
+mlp.c_fc, mlp.c_proj, ln_f) with two differences charrnn's model has: the output layer ``lm_head`` has a
+bias and is not tied to ``wte``, and the MLP's GELU is the tanh approximation (``approximate="tanh"``).
+Every Linear weight is charrnn's transposed; embeddings, LayerNorms and biases are as they are.
+
+The metadata holds the model config and the vocabulary as JSON: ``charrnn.model`` (ModelConfig's or
+GPTConfig's fields; dtype, dropout and the rest may be left out) and ``charrnn.vocab`` ({"symbols":
+[...], "bytes_mode": false, "encoding": "utf-8"}).
 """
 
 import json
@@ -28,11 +33,11 @@ import numpy as np
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .data import Vocab
-from .model import MODELS, CharRNN, ModelConfig, param_shapes
+from .models import GPTConfig, ModelConfig, build_model, model_config, param_shapes
 from .safetensors import SafetensorsError, read_safetensors, write_safetensors
 
 MODEL_KEY, VOCAB_KEY = "charrnn.model", "charrnn.vocab"
-TORCH_MODULES = {"rnn": "nn.RNN", "lstm": "nn.LSTM", "gru": "nn.GRU"}
+TORCH_MODULES = {"rnn": "nn.RNN", "lstm": "nn.LSTM", "gru": "nn.GRU", "gpt": "nanoGPT's GPT"}
 TORCH_GATES = {"rnn": (0,), "lstm": (0, 1, 3, 2), "gru": (0, 1, 2)}  # PyTorch's gate j is charrnn's gate [j]
 EXACT_FLOATS = {"float32": ("F16", "F32"), "float64": ("F16", "F32", "F64")}  # exact upcasts (BF16 is read as F32)
 
@@ -47,6 +52,8 @@ def torch_table(config):
     Rules: "weight": reorder the gate columns, transpose; "bias": reorder the gates; "recurrent bias":
     zeros, with a GRU's b_hn in the n slot; "transpose"; "same".
     """
+    if config.model == "gpt":
+        return _gpt_table(config)
     rows = []
     for k in range(config.num_layers):
         rows += [
@@ -56,6 +63,28 @@ def torch_table(config):
             (f"rnn.bias_hh_l{k}", f"l{k}.b_hn" if config.model == "gru" else None, "recurrent bias"),
         ]
     return rows + [("decoder.weight", "W_hy", "transpose"), ("decoder.bias", "b_y", "same")]
+
+
+GPT_BLOCK = (  # (nanoGPT's module in a block, charrnn's name in h{k}, kind): a Linear's weight is transposed
+    ("ln_1", "ln1", "layernorm"), ("attn.c_attn", "attn.W_qkv", "linear"), ("attn.c_proj", "attn.W_proj", "linear"),
+    ("ln_2", "ln2", "layernorm"), ("mlp.c_fc", "mlp.W_fc", "linear"), ("mlp.c_proj", "mlp.W_proj", "linear"),
+)
+
+
+def _gpt_table(config):
+    """nanoGPT's names for charrnn's gpt parameters (see the module docstring)."""
+    rows = [("transformer.wte.weight", "wte", "same"), ("transformer.wpe.weight", "wpe", "same")]
+
+    def module(torch_name, name, kind, bias=None):
+        if kind == "layernorm":  # gain and bias: ln1.g, ln1.b
+            return [(torch_name + ".weight", name + ".g", "same"), (torch_name + ".bias", name + ".b", "same")]
+        bias = bias or name.replace(".W_", ".b_")  # attn.W_qkv -> attn.b_qkv
+        return [(torch_name + ".weight", name, "transpose"), (torch_name + ".bias", bias, "same")]
+
+    for k in range(config.num_layers):
+        for torch_name, name, kind in GPT_BLOCK:
+            rows += module(f"transformer.h.{k}.{torch_name}", f"h{k}.{name}", kind)
+    return rows + module("transformer.ln_f", "ln_f", "layernorm") + module("lm_head", "W_hy", "linear", "b_y")
 
 
 def reorder_gates(a, order):
@@ -82,7 +111,7 @@ class NumpyOps:
 def to_torch_names(params, config, ops=NumpyOps):
     """charrnn parameters (name -> array) as the PyTorch module's state_dict (name -> array), by ``torch_table``."""
     _check_exportable(config)
-    order, H = TORCH_GATES[config.model], config.hidden_size
+    order, H = TORCH_GATES.get(config.model, ()), config.hidden_size
     out = {}
     for torch_name, name, rule in torch_table(config):
         value = params[name] if name is not None else None
@@ -101,7 +130,7 @@ def to_torch_names(params, config, ops=NumpyOps):
 
 def from_torch_names(tensors, config):
     """The reverse of ``to_torch_names``: charrnn parameters from state_dict arrays (names and shapes checked)."""
-    order, H = TORCH_GATES[config.model], config.hidden_size
+    order, H = TORCH_GATES.get(config.model, ()), config.hidden_size
     inverse = tuple(int(j) for j in np.argsort(order))
     params = {}
     for torch_name, name, rule in torch_table(config):
@@ -127,7 +156,7 @@ def from_torch_names(tensors, config):
 
 def _check_exportable(config):
     if config.model not in TORCH_MODULES:
-        raise ExportError(f"export writes rnn, lstm and gru models, not {config.model}")
+        raise ExportError(f"export writes rnn, lstm, gru and gpt models, not {config.model}")
     if config.model == "rnn" and config.activation not in ("tanh", "relu"):
         raise ExportError(
             f"PyTorch's nn.RNN has no {config.activation} nonlinearity (only tanh and relu): this model cannot "
@@ -139,8 +168,6 @@ def export_checkpoint(checkpoint_path, out_path):
     """Write the checkpoint's model as a PyTorch state_dict in safetensors; return the Checkpoint."""
     ckpt = load_checkpoint(checkpoint_path)
     config = ckpt.model.config
-    if config.model not in MODELS:
-        raise ExportError(f"{checkpoint_path}: export writes rnn, lstm and gru models, not {config.model}")
     tensors = to_torch_names(ckpt.model.params, config)
     metadata = {"format": "pt", MODEL_KEY: json.dumps(asdict(config)), VOCAB_KEY: json.dumps(ckpt.vocab.to_json())}
     try:
@@ -173,7 +200,7 @@ def read_export(path):
             )
     floats = {name: _as_float(path, name, value, config.dtype) for name, value in tensors.items()}
     try:
-        model = CharRNN(config, params=from_torch_names(floats, config))
+        model = build_model(config, params=from_torch_names(floats, config))
     except ValueError as e:
         raise ExportError(f"{path}: {e}") from None
     return Checkpoint(model, vocab, {"imported_from": str(path)})
@@ -208,7 +235,7 @@ def _read_metadata(path, metadata):
 
 
 def _model_config(path, model_fields, tensors):
-    known = {f.name for f in fields(ModelConfig)}
+    known = {f.name for f in fields(GPTConfig if model_fields.get("model") == "gpt" else ModelConfig)}
     unknown = sorted(set(model_fields) - known)
     if unknown:
         raise ExportError(f"{path}: {MODEL_KEY} has unknown fields: {', '.join(unknown)}")
@@ -216,7 +243,7 @@ def _model_config(path, model_fields, tensors):
         f64 = any(len(t.shape) and t.dtype == np.float64 for t in tensors.values())
         model_fields = dict(model_fields, dtype="float64" if f64 else "float32")
     try:
-        config = ModelConfig(**model_fields)
+        config = model_config(model_fields)
         config.validate()
     except (TypeError, ValueError) as e:
         raise ExportError(f"{path}: {MODEL_KEY} is not a model config ({e})") from None
@@ -227,7 +254,7 @@ def _model_config(path, model_fields, tensors):
 def _torch_shapes(config):
     """The shape of every PyTorch tensor, from charrnn's shapes through the table."""
     shapes = param_shapes(config)
-    G = len(TORCH_GATES[config.model]) * config.hidden_size
+    G = len(TORCH_GATES.get(config.model, ())) * config.hidden_size
     out = {}
     for torch_name, name, rule in torch_table(config):
         if rule == "recurrent bias":

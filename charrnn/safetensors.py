@@ -17,7 +17,7 @@ with one line naming the rule. Nothing is unpickled or evaluated.
 import json
 import math
 import os
-import tempfile
+import secrets
 
 import numpy as np
 
@@ -67,7 +67,8 @@ def write_safetensors(path, tensors, metadata=None):
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as the reference writer leaves it
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
+    tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.safetensors")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, unlike mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(len(encoded).to_bytes(8, "little"))

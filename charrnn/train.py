@@ -254,7 +254,8 @@ def _train_loop(run, reporter):
         try:
             while stop_reason is None:
                 # data: the next chunk of every stream; a new pass over the data starts from zero state
-                if pos.chunk == batches.chunks_per_epoch:
+                # (also when a resumed position is past the end of a corpus that has since shrunk)
+                if pos.chunk >= batches.chunks_per_epoch:
                     pos.epoch, pos.chunk, state = pos.epoch + 1, 0, None
                 inputs, targets = batches.chunk(pos.chunk)
                 # schedule: this step's learning rate and dropout

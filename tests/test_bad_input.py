@@ -69,6 +69,7 @@ CASES = [
      "cannot create the checkpoint directory"),
     ("unknown encoding", lambda t, s, c: ["train", s, "--encoding", "klingon-8"], "unknown encoding 'klingon-8'"),
     ("negative hidden size", lambda t, s, c: ["train", s, "--hidden-size", "-3"], "hidden-size"),
+    ("negative random seed", lambda t, s, c: ["train", s, "--random-seed", "-1"], "'--random-seed': -1 is not in"),
     ("zero batch size", lambda t, s, c: ["train", s, "--batch-size", "0"], "batch-size"),
     ("val-frac of 1", lambda t, s, c: ["train", s, "--val-frac", "1"], "val-frac"),
     ("unknown model", lambda t, s, c: ["train", s, "--model", "transformer"], "--model"),
@@ -147,3 +148,15 @@ def test_signal_finishes_the_step_and_saves(tmp_path, small_text, sig, code):
     assert "Traceback" not in err
     ckpt = load_checkpoint(str(ck / "latest.npz"))
     assert ckpt.meta["step"] >= 20
+
+
+def test_a_model_too_large_for_memory_is_one_line(tmp_path, small_text, cli, monkeypatch):
+    """numpy's MemoryError (here from the first big allocation, as --hidden-size 1000000 raises it after
+    filling 1.7 GB) is a one-line error, not a traceback."""
+    def no_memory(n, rng):
+        return np.empty((n, n, 10**12))  # 8e12 * n * n bytes: no machine has them
+    monkeypatch.setattr("charrnn.model._orthogonal", no_memory)
+    result = cli(["train", small_text, "--checkpoint-dir", str(tmp_path / "ck"), "--workers", "1", *TINY])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.stderr.startswith("Error: not enough memory: Unable to allocate")
+    assert result.stderr.count("\n") == 1

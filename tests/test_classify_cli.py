@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -99,6 +101,22 @@ def test_resume_continues_exactly(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+
+def test_resume_on_a_shorter_file_starts_its_next_epoch(tmp_path):
+    """The saved batch is past the end of a training file that has since shrunk: the next epoch starts
+    (it looped forever, deaf to Ctrl-C). A subprocess, so a regression fails instead of hanging."""
+    ck = tmp_path / "ck"
+    data = head(TRAIN, 1000, tmp_path / "train.txt")
+    args = ["--valid", VALID, "--batch-size", "64", "--checkpoint-dir", ck, *SMALL]
+    assert run("train", data, "--max-steps", "12", *args).exit_code == 0  # 15 batches per epoch
+    head(TRAIN, 300, tmp_path / "train.txt")  # 5 batches per epoch now
+    proc = subprocess.run([sys.executable, "-m", "charrnn", "classify", "train", data, "--max-steps", "14", "--resume",
+                           *map(str, args)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    position = json.loads(str(np.load(ck / "latest.npz")["meta"]))
+    assert position["step"] == 14, position
+
+
 def test_tsv_format(tmp_path):
     rows = [line.split(" ", 1) for line in open(TRAIN, encoding="utf-8").read().splitlines()[:200]]
     path = tmp_path / "train.tsv"
@@ -136,6 +154,12 @@ def test_bad_training_file_one_line_error_nothing_overwritten(tmp_path, trained,
     assert result.exit_code == 1
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert {f: os.path.getmtime(os.path.join(trained, f)) for f in os.listdir(trained) if f.endswith(".npz")} == before
+
+
+def test_negative_random_seed_is_a_usage_error(tmp_path):
+    result = run("train", TRAIN, "--random-seed", "-1", "--checkpoint-dir", tmp_path / "c")
+    assert result.exit_code == 2 and "'--random-seed': -1 is not in the range" in result.output
+    assert not (tmp_path / "c").exists()
 
 
 def test_invalid_utf8_is_one_line_error(tmp_path, trained):

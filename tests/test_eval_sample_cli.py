@@ -1,6 +1,8 @@
 """eval and sample as users rely on them: per-line figures, OOV reporting, greedy and top-k, plot, info."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -108,3 +110,24 @@ def test_no_color_and_version(monkeypatch, ckpt_path, cli_stdout):
     monkeypatch.setenv("NO_COLOR", "1")
     assert "\x1b[" not in cli_stdout("info", ckpt_path)
     assert cli_stdout("--version").startswith("charrnn, version")
+
+
+@pytest.mark.parametrize("flags", [["--per-line"], ["--reset-per-line"]])
+def test_per_line_on_an_empty_file_is_the_error_alone(tmp_path, ckpt_path, cli, flags):
+    """No empty table on stdout before the one-line error."""
+    (tmp_path / "empty.txt").write_text("")
+    result = cli(["eval", ckpt_path, str(tmp_path / "empty.txt"), *flags])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == f"Error: {tmp_path / 'empty.txt'}: nothing to score: it is empty\n"
+
+
+def test_per_line_json_into_a_closed_pipe_is_quiet(tmp_path, ckpt_path):
+    """`charrnn eval ... --per-line --json | head -1`: no 'Broken pipe' error on stderr."""
+    text = tmp_path / "lines.txt"
+    text.write_text("ROMEO: But soft! What light through yonder window breaks?\n" * 5000)
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "eval", ckpt_path, str(text), "--per-line", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(proc.stdout.readline())["line"] == 1
+    proc.stdout.close()
+    stderr = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode != 0 and stderr == ""

@@ -268,3 +268,102 @@ def test_readme_pytorch_lines_load_an_export(tmp_path, monkeypatch):
     exec(block.replace('"ROMEO:"', '"CAB, a:"'), namespace)  # (this vocabulary's capitals are A, B, C)
     want, _ = net.forward(VOCAB.encode("CAB, a:")[:, None])
     np.testing.assert_allclose(namespace["logits"].detach().numpy(), want, atol=1e-5)
+
+
+def test_export_and_import_never_write_over_an_existing_file(tmp_path):
+    """Export over the checkpoint it reads, or import over a trained checkpoint, is refused in one line
+    and the file stays as it was; --overwrite replaces it."""
+    make_checkpoint(tmp_path / "m.npz")
+    before = (tmp_path / "m.npz").read_bytes()
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.npz")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "already exists" in result.output
+    assert (tmp_path / "m.npz").read_bytes() == before
+    assert runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors")]).exit_code == 0
+    result = runner.invoke(main, ["import", str(tmp_path / "m.safetensors"), str(tmp_path / "m.npz")])
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert (tmp_path / "m.npz").read_bytes() == before
+    result = runner.invoke(main, ["import", str(tmp_path / "m.safetensors"), str(tmp_path / "m.npz"), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"), "--overwrite"])
+    assert result.exit_code == 0, result.output
+
+
+def test_export_gets_the_permissions_of_any_new_file(tmp_path):
+    """As a checkpoint: the umask decides (0644 under 022), not mkstemp's 0600."""
+    make_checkpoint(tmp_path / "m.npz")
+    old = os.umask(0o022)
+    try:
+        export_checkpoint(str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_info_of_an_import_shows_no_none(tmp_path):
+    """An import has no training position: info shows '-' there, not Python's None."""
+    make_checkpoint(tmp_path / "m.npz")
+    export_checkpoint(str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"))
+    import_safetensors(str(tmp_path / "m.safetensors"), str(tmp_path / "i.npz"))
+    result = CliRunner().invoke(main, ["info", str(tmp_path / "i.npz")])
+    assert result.exit_code == 0 and "None" not in result.output and "step" in result.output
+
+
+def nanogpt(config):
+    """nanoGPT's GPT as charrnn's gpt exports it (README): lm_head with a bias, untied; GELU tanh."""
+    torch = pytest.importorskip("torch")
+    nn, F = torch.nn, torch.nn.functional
+    V, C, L, nh, P = (config[k] for k in ("vocab_size", "hidden_size", "num_layers", "num_heads", "context_length"))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.ln_2 = nn.LayerNorm(C), nn.LayerNorm(C)
+            self.attn, self.mlp = nn.Module(), nn.Module()
+            self.attn.c_attn, self.attn.c_proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
+            self.mlp.c_fc, self.mlp.c_proj = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
+
+        def forward(self, x):
+            B, T, _ = x.shape
+            q, k, v = (t.view(B, T, nh, C // nh).transpose(1, 2) for t in self.attn.c_attn(self.ln_1(x)).split(C, 2))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+            x = x + self.attn.c_proj(y)
+            return x + self.mlp.c_proj(F.gelu(self.mlp.c_fc(self.ln_2(x)), approximate="tanh"))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.transformer = nn.ModuleDict({"wte": nn.Embedding(V, C), "wpe": nn.Embedding(P, C),
+                                              "h": nn.ModuleList(Block() for _ in range(L)), "ln_f": nn.LayerNorm(C)})
+            self.lm_head = nn.Linear(C, V)
+
+        def forward(self, ids):  # (B, T)
+            x = self.transformer.wte(ids) + self.transformer.wpe(torch.arange(ids.shape[1]))
+            for block in self.transformer.h:
+                x = block(x)
+            return self.lm_head(self.transformer.ln_f(x))
+
+    return GPT().double()
+
+
+def test_gpt_exports_as_nanogpt_and_imports_back(tmp_path):
+    torch = pytest.importorskip("torch")
+    from charrnn.gpt import CharGPT, GPTConfig
+
+    config = GPTConfig(len(VOCAB), hidden_size=16, num_layers=2, num_heads=4, context_length=12, dtype="float64")
+    net = CharGPT(config, rng=np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    for value in net.params.values():
+        value[...] += rng.normal(0, 0.3, value.shape)
+    save_checkpoint(str(tmp_path / "g.npz"), Checkpoint(net, VOCAB, {}))
+    export_checkpoint(str(tmp_path / "g.npz"), str(tmp_path / "g.safetensors"))
+    tensors, metadata = read_safetensors(str(tmp_path / "g.safetensors"))
+    module = nanogpt(json.loads(metadata["charrnn.model"]))
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=True)
+    ids = np.random.default_rng(2).integers(0, len(VOCAB), (10, 3))  # (T, B)
+    want, _ = net.forward(ids)
+    with torch.no_grad():
+        got = module(torch.from_numpy(ids.T.copy())).numpy().transpose(1, 0, 2)  # (B, T, V) -> (T, B, V)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+    back = import_safetensors(str(tmp_path / "g.safetensors"), str(tmp_path / "back.npz"))
+    assert back.model.config == config and back.model.params.flat.tobytes() == net.params.flat.tobytes()

@@ -101,3 +101,23 @@ def test_a_finished_run_resumes_only_with_a_larger_limit(tmp_path, small_text):
     longer = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", ck, "--resume", "--max-steps", "30"])
     assert longer.exit_code == 0, longer.output
     assert load_checkpoint(ck).meta["step"] == 30
+
+
+def test_resume_on_a_shorter_corpus_starts_its_next_pass(tmp_path, small_text):
+    """The saved data position is past the end of a corpus that has since shrunk (same characters):
+    training goes on from the start of the next pass, not an IndexError."""
+    text = open(small_text, encoding="utf-8").read()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text * 3, encoding="utf-8")  # 79 chunks of 64 x 16 per epoch
+    ck = str(tmp_path / "ck")
+    options = ["--checkpoint-dir", ck, "--hidden-size", "16", "--num-layers", "1", "--batch-size", "64",
+               "--seq-length", "16", "--sample-length", "0", "--random-seed", "0", "--eval-every", "100"]
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", str(corpus), "--max-steps", "40", *options])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(os.path.join(ck, "latest.npz")).meta["chunk"] == 40
+    corpus.write_text(text, encoding="utf-8")  # 26 chunks per epoch now
+    result = runner.invoke(main, ["train", str(corpus), "--resume", "--max-steps", "45", *options])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    meta = load_checkpoint(os.path.join(ck, "latest.npz")).meta
+    assert (meta["step"], meta["epoch"], meta["chunk"]) == (45, 1, 5)
