@@ -56,7 +56,37 @@ def _console(stderr=False):
     return Console(stderr=stderr, no_color="NO_COLOR" in os.environ or None, highlight=False)
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+class OneLineUsageError(click.ClickException):
+    """A usage error as one line, ``Error: ... (charrnn sample --help)``, exit status 2 as click's own."""
+
+    exit_code = 2
+
+
+class CharrnnGroup(click.Group):
+    """The top-level group: every command's and subcommand's usage errors (bad option values, missing
+    paths, unknown options) become one line instead of click's three (Usage / Try / Error)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _one_line_usage_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors():
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:  # a bare group: its help, as click shows it
+        raise
+    except click.UsageError as e:
+        hint = f" ({e.ctx.command_path} --help)" if e.ctx is not None else ""
+        raise OneLineUsageError(e.format_message() + hint) from None
+
+
+@click.group(cls=CharrnnGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="charrnn")
 def main():
     """Character-level language models (RNN, LSTM, GRU, GPT) in numpy: train, sample, eval.

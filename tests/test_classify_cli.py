@@ -159,6 +159,7 @@ def test_bad_training_file_one_line_error_nothing_overwritten(tmp_path, trained,
 def test_negative_random_seed_is_a_usage_error(tmp_path):
     result = run("train", TRAIN, "--random-seed", "-1", "--checkpoint-dir", tmp_path / "c")
     assert result.exit_code == 2 and "'--random-seed': -1 is not in the range" in result.output
+    assert len(result.output.splitlines()) == 1
     assert not (tmp_path / "c").exists()
 
 
