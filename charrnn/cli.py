@@ -4,6 +4,7 @@ import codecs
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -64,7 +65,8 @@ class OneLineUsageError(click.ClickException):
 
 class CharrnnGroup(click.Group):
     """The top-level group: every command's and subcommand's usage errors (bad option values, missing
-    paths, unknown options) become one line instead of click's three (Usage / Try / Error)."""
+    paths, unknown options) become one line instead of click's three (Usage / Try / Error), and Ctrl-C
+    exits quietly with status 130, not click's ``Aborted!`` and 1."""
 
     def make_context(self, info_name, args, parent=None, **extra):
         with _one_line_usage_errors():
@@ -72,7 +74,10 @@ class CharrnnGroup(click.Group):
 
     def invoke(self, ctx):
         with _one_line_usage_errors():
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except KeyboardInterrupt:  # Ctrl-C in sample, eval, classify predict: 130 as train and serve
+                raise click.exceptions.Exit(128 + signal.SIGINT) from None
 
 
 @contextlib.contextmanager

@@ -208,6 +208,26 @@ def test_predict_answers_each_line_as_it_arrives(trained):
     assert proc.returncode == 0
 
 
+def test_ctrl_c_in_predict_exits_130_keeping_its_answers(trained):
+    """Ctrl-C while predict waits for more input: exit status 130, the answers given so far kept."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "classify", "predict", trained, "-"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdin.write("Rossi\n")
+    proc.stdin.flush()
+    answer = proc.stdout.readline()
+    time.sleep(0.5)  # back in its read of the next line
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert answer.startswith("__label__") and rest == ""
+    assert "Traceback" not in err and "Aborted" not in err and len(err.splitlines()) <= 1, err
+
+
 def test_a_very_long_line_goes_alone(trained):
     """A 20,000-character line beside short ones: its own batch, the short ones' results unchanged."""
     clf = TextClassifier.load(trained)
