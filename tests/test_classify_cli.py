@@ -156,6 +156,16 @@ def test_bad_training_file_one_line_error_nothing_overwritten(tmp_path, trained,
     assert {f: os.path.getmtime(os.path.join(trained, f)) for f in os.listdir(trained) if f.endswith(".npz")} == before
 
 
+def test_valid_frac_with_a_valid_file_is_a_usage_error(tmp_path):
+    """--valid-frac was silently ignored beside --valid FILE."""
+    result = CliRunner().invoke(main, ["classify", "train", TRAIN, "--valid", VALID, "--valid-frac", "0.5",
+                                       "--checkpoint-dir", str(tmp_path / "c")], prog_name="charrnn")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == ("Error: --valid-frac holds out part of FILE and --valid gives a validation file; "
+                             "give one of them (charrnn classify train --help)\n")
+    assert not (tmp_path / "c").exists()
+
+
 def test_negative_random_seed_is_a_usage_error(tmp_path):
     result = run("train", TRAIN, "--random-seed", "-1", "--checkpoint-dir", tmp_path / "c")
     assert result.exit_code == 2 and "'--random-seed': -1 is not in the range" in result.output
