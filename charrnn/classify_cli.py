@@ -7,6 +7,7 @@ import os
 from dataclasses import asdict, fields
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.table import Table
 
@@ -150,6 +151,9 @@ def train(ctx, file, valid_path, resume, overwrite, quiet, **options):
     Example:
       charrnn classify train data/names.train.txt --valid data/names.valid.txt --max-time 120
     """
+    if valid_path is not None and ctx.get_parameter_source("valid_frac") is not ParameterSource.DEFAULT:
+        raise click.UsageError("--valid-frac holds out part of FILE and --valid gives a validation file; "
+                               "give one of them")
     options["format"] = options.pop("fmt")
     options["valid_frac"] = options.pop("valid_frac")
     model_names = {f.name for f in fields(ClassifierConfig)} - {"vocab_size", "num_classes"}

@@ -4,6 +4,7 @@ import codecs
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -56,7 +57,41 @@ def _console(stderr=False):
     return Console(stderr=stderr, no_color="NO_COLOR" in os.environ or None, highlight=False)
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+class OneLineUsageError(click.ClickException):
+    """A usage error as one line, ``Error: ... (charrnn sample --help)``, exit status 2 as click's own."""
+
+    exit_code = 2
+
+
+class CharrnnGroup(click.Group):
+    """The top-level group: every command's and subcommand's usage errors (bad option values, missing
+    paths, unknown options) become one line instead of click's three (Usage / Try / Error), and Ctrl-C
+    exits quietly with status 130, not click's ``Aborted!`` and 1."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _one_line_usage_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _one_line_usage_errors():
+            try:
+                return super().invoke(ctx)
+            except KeyboardInterrupt:  # Ctrl-C in sample, eval, classify predict: 130 as train and serve
+                raise click.exceptions.Exit(128 + signal.SIGINT) from None
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors():
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:  # a bare group: its help, as click shows it
+        raise
+    except click.UsageError as e:
+        hint = f" ({e.ctx.command_path} --help)" if e.ctx is not None else ""
+        raise OneLineUsageError(e.format_message() + hint) from None
+
+
+@click.group(cls=CharrnnGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="charrnn")
 def main():
     """Character-level language models (RNN, LSTM, GRU, GPT) in numpy: train, sample, eval.

@@ -234,7 +234,7 @@ def load_corpus(paths, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None
     files = corpus_files(paths, bytes_mode, skip_dir=cache_dir)
     os.makedirs(cache_dir, exist_ok=True)
     key = {
-        "files": [_file_key(f) for f in files],
+        "files": [file_key(f) for f in files],
         "encoding": encoding,
         "bytes_mode": bytes_mode,
         "val_frac": val_frac if len(files) > 1 else None,  # a single file's layout does not depend on it
@@ -277,7 +277,8 @@ def load_corpus(paths, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None
     return Corpus(ids, target, counts, tuple(zip(files, lengths)), n_val, val_frac)
 
 
-def _file_key(path):
+def file_key(path):
+    """What tells a file's version apart: its absolute path, size and modification time."""
     stat = os.stat(path)
     return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .data import CorpusError, StreamBatches, load_corpus
+from .data import CorpusError, StreamBatches, file_key, load_corpus
 from .evaluate import streams_nll
 from .finetune import extend_vocab
 from .model import check_params
@@ -351,6 +351,7 @@ class _Run:
     resumed: bool
     distributed: object = None  # torch_engine.Distributed: this process's place among torchrun's; None: alone
     init_from: str | None = None  # the checkpoint a fine-tuning run started from
+    corpus_keys: tuple = ()  # data.file_key of each corpus file as this run read it: resume tells a changed corpus
 
     @property
     def writer(self):
@@ -400,6 +401,7 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
     if distributed is not None:  # every process draws the same dropout seeds: process 0's
         config = replace(config, random_seed=_meet(distributed.agree, config.random_seed))
     rng = np.random.default_rng(config.random_seed)
+    corpus_keys = tuple(file_key(path) for path, _ in corpus.files)
     if ckpt:
         _check_resumable(ckpt, config)
         model, saved_average = _take_iterate(ckpt, resume)
@@ -407,6 +409,7 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
         if pos.rng_state:  # an imported model has no training position: it starts at step 0
             rng.bit_generator.state = pos.rng_state
         state = ckpt.hidden_state or None
+        _warn_if_corpus_changed(ckpt, corpus_keys, resume, reporter)
         _check_budget_left(config, pos, train_ids, resume)
     elif base:
         model = _fine_tuned_model(base, model_config, corpus, val_ids, rng, reporter)
@@ -425,7 +428,7 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
     paths = [os.path.abspath(path) for path, _ in corpus.files]
     return _Run(config, paths, corpus.vocab, train_ids, val_ids, model, optimizer, average, base_lr, pos, rng, state,
                 resumed=ckpt is not None, distributed=distributed,
-                init_from=os.path.abspath(init_from) if init_from is not None else None)
+                init_from=os.path.abspath(init_from) if init_from is not None else None, corpus_keys=corpus_keys)
 
 
 def _load_base(init_from, resume, config):
@@ -453,6 +456,15 @@ def _fine_tuned_model(base, model_config, corpus, val_ids, rng, reporter):
         return extend_vocab(base.model, base.vocab, corpus.vocab, rng, counts, config=model_config)
     except ValueError as e:
         raise TrainingError(str(e)) from None
+
+
+def _warn_if_corpus_changed(ckpt, corpus_keys, resume, reporter):
+    """A resumed run on a corpus edited since (same characters) goes on from its saved position in the new
+    text: say so, since it is no longer the same run. (A checkpoint from before this check says nothing.)"""
+    saved = ckpt.meta.get("corpus_files")
+    if saved is not None and saved != list(corpus_keys):
+        reporter.message(f"warning: the corpus has changed since {resume} was written (its files' names, sizes "
+                         "or modification times differ); training goes on from the saved position in the new text")
 
 
 def _check_budget_left(config, pos, train_ids, resume):
@@ -501,6 +513,7 @@ def _save(run, name, hidden):
     meta = {
         "train": asdict(run.config),
         "corpus": run.corpus_paths,
+        "corpus_files": list(run.corpus_keys),
         **({"init_from": run.init_from} if run.init_from else {}),
         **asdict(replace(run.pos, rng_state=run.rng.bit_generator.state)),
     }

@@ -108,6 +108,7 @@ def test_user_error(tmp_path, small_text, trained, name, args, message, monkeypa
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert "Usage:" not in result.stderr and "Try " not in result.stderr, result.stderr  # one line, not click's three
     assert len(error_lines) == 1 and message in error_lines[0], result.stderr
     assert {p: (trained / p).read_bytes() for p in os.listdir(trained)} == before  # nothing overwritten
 

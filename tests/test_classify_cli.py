@@ -156,9 +156,20 @@ def test_bad_training_file_one_line_error_nothing_overwritten(tmp_path, trained,
     assert {f: os.path.getmtime(os.path.join(trained, f)) for f in os.listdir(trained) if f.endswith(".npz")} == before
 
 
+def test_valid_frac_with_a_valid_file_is_a_usage_error(tmp_path):
+    """--valid-frac was silently ignored beside --valid FILE."""
+    result = CliRunner().invoke(main, ["classify", "train", TRAIN, "--valid", VALID, "--valid-frac", "0.5",
+                                       "--checkpoint-dir", str(tmp_path / "c")], prog_name="charrnn")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == ("Error: --valid-frac holds out part of FILE and --valid gives a validation file; "
+                             "give one of them (charrnn classify train --help)\n")
+    assert not (tmp_path / "c").exists()
+
+
 def test_negative_random_seed_is_a_usage_error(tmp_path):
     result = run("train", TRAIN, "--random-seed", "-1", "--checkpoint-dir", tmp_path / "c")
     assert result.exit_code == 2 and "'--random-seed': -1 is not in the range" in result.output
+    assert len(result.output.splitlines()) == 1
     assert not (tmp_path / "c").exists()
 
 
@@ -205,6 +216,26 @@ def test_predict_answers_each_line_as_it_arrives(trained):
         proc.stdin.close()
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+def test_ctrl_c_in_predict_exits_130_keeping_its_answers(trained):
+    """Ctrl-C while predict waits for more input: exit status 130, the answers given so far kept."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "classify", "predict", trained, "-"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdin.write("Rossi\n")
+    proc.stdin.flush()
+    answer = proc.stdout.readline()
+    time.sleep(0.5)  # back in its read of the next line
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert answer.startswith("__label__") and rest == ""
+    assert "Traceback" not in err and "Aborted" not in err and len(err.splitlines()) <= 1, err
 
 
 def test_a_very_long_line_goes_alone(trained):

@@ -178,3 +178,26 @@ def test_average_is_what_validation_and_checkpoints_hold(tmp_path, small_text, c
     went = went_on.model.params["l0.W_hh"]
     from_iterate = np.linalg.norm(went - latest.optimizer_state["iterate.l0.W_hh"])
     assert 0 < from_iterate < np.linalg.norm(went - latest.model.params["l0.W_hh"]) / 3  # one step from the weights
+
+
+@pytest.mark.parametrize("args,message", [
+    (["sample", "{corpus}", "--top-k", "-3"],
+     "Error: Invalid value for '--top-k': -3 is not in the range x>=1. (charrnn sample --help)"),
+    (["eval", "{tmp}/nope", "{corpus}"],
+     "Error: Invalid value for 'CHECKPOINT': Path '{tmp}/nope' does not exist. (charrnn eval --help)"),
+    (["train", "{corpus}", "--no-such-option"], "Error: No such option '--no-such-option'. (charrnn train --help)"),
+    (["--bogus"], "Error: No such option '--bogus'. (charrnn --help)"),
+    (["smaple"], "Error: No such command 'smaple'. Did you mean 'sample'? (charrnn --help)"),
+    (["classify", "train"], "Error: Missing argument 'FILE'. (charrnn classify train --help)"),
+    (["classify", "predict", "{corpus}", "-", "-k", "0"],
+     "Error: Invalid value for '-k': 0 is not in the range x>=1. (charrnn classify predict --help)"),
+    (["classify", "nope"], "Error: No such command 'nope'. (charrnn classify --help)"),
+    (["sample", "{corpus}", "--seed", "A", "--prime-file", "{corpus}"],  # raised by the command itself
+     "Error: give --seed or --prime-file, not both (charrnn sample --help)"),
+])
+def test_usage_errors_are_one_line(tmp_path, small_text, args, message, cli):
+    fill = {"corpus": small_text, "tmp": str(tmp_path)}
+    result = cli([a.format(**fill) for a in args], prog_name="charrnn")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == message.format(**fill) + "\n"
+    assert result.stdout == ""

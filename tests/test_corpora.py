@@ -122,4 +122,5 @@ def test_train_on_files_and_a_directory_from_the_command_line(tmp_path, texts):
     assert again.exit_code == 0, again.output
     assert cache.stat().st_mtime_ns != stamp  # rebuilt
     missing = CliRunner().invoke(main, ["train", str(root / "b.txt"), str(root / "nope.txt")])
-    assert missing.exit_code == 2 and "nope.txt" in missing.stderr and "does not exist" in missing.stderr
+    assert missing.exit_code == 2 and len(missing.stderr.splitlines()) == 1
+    assert "nope.txt" in missing.stderr and "does not exist" in missing.stderr

@@ -1,8 +1,11 @@
 """eval and sample as users rely on them: per-line figures, OOV reporting, greedy and top-k, plot, info."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -131,3 +134,35 @@ def test_per_line_json_into_a_closed_pipe_is_quiet(tmp_path, ckpt_path):
     proc.stdout.close()
     stderr = proc.communicate(timeout=60)[1].decode()
     assert proc.returncode != 0 and stderr == ""
+
+
+def _interrupt(proc):
+    """Ctrl-C: SIGINT to the running command; its exit status, the rest of stdout, and stderr."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # no-op once it has exited; a hung one is not left behind
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_in_sample_exits_130_keeping_what_it_wrote(ckpt_path):
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", ckpt_path, "--length", "100000000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.read(200)  # sampling has begun
+    status, rest, err = _interrupt(proc)
+    assert status == 130, err
+    assert len(first) == 200 and set(first + rest) <= set(VOCAB.symbols)
+    assert "Traceback" not in err and "Aborted" not in err and len(err.splitlines()) <= 1, err
+
+
+def test_ctrl_c_in_eval_exits_130(tmp_path, ckpt_path):
+    fifo = tmp_path / "text.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "eval", ckpt_path, str(fifo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(fifo, "w"):  # opens once eval has opened its end, which then waits for text that never comes
+        time.sleep(0.5)  # into its read (a signal just before the read call would go unseen until input)
+        status, out, err = _interrupt(proc)
+    assert status == 130, err
+    assert out == "" and "Traceback" not in err and "Aborted" not in err and len(err.splitlines()) <= 1, err

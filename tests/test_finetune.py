@@ -152,5 +152,6 @@ def test_init_from_errors(tmp_path, corpora, args, message):
     result = invoke("train", new, "--init-from", ck, "--checkpoint-dir", tmp_path / "out", "--max-steps", "2", *args)
     assert result.exit_code in (1, 2), result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert "Usage:" not in result.stderr and "Try " not in result.stderr, result.stderr  # one line, not click's three
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert not (tmp_path / "out" / "latest.npz").exists()

@@ -67,6 +67,7 @@ def test_bad_prime_files_are_one_line_errors(tmp_path, trained, name, make, args
     assert result.exit_code in (1, 2), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert "Usage:" not in result.stderr and "Try " not in result.stderr, result.stderr  # one line, not click's three
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert load_checkpoint(trained).vocab  # nothing touched
 

@@ -87,7 +87,7 @@ def test_ctrl_c_and_resume_continue_the_time_budget_and_its_schedule(tmp_path, s
     # the cosine goes on from where it stopped (the rate follows the time trained), not from its peak
     assert after[0]["learning_rate"] <= peak * 0.5 * (1 + math.cos(math.pi * trained / budget)) * 1.001
     assert after[0]["learning_rate"] < before[0]["learning_rate"]
-    assert load_checkpoint(ck).meta["elapsed"] >= budget
+    assert load_checkpoint(os.path.join(ck, "latest.npz")).meta["elapsed"] >= budget  # best.npz may be earlier
 
 
 def test_a_finished_run_resumes_only_with_a_larger_limit(tmp_path, small_text):
@@ -121,3 +121,26 @@ def test_resume_on_a_shorter_corpus_starts_its_next_pass(tmp_path, small_text):
     assert result.exit_code == 0 and result.exception is None, result.output
     meta = load_checkpoint(os.path.join(ck, "latest.npz")).meta
     assert (meta["step"], meta["epoch"], meta["chunk"]) == (45, 1, 5)
+
+
+def test_resume_on_a_changed_corpus_warns(tmp_path, small_text):
+    """Same characters, other text: the run goes on, with one warning line; an unchanged corpus gets none."""
+    corpus = tmp_path / "corpus.txt"
+    text = open(small_text, encoding="utf-8").read()
+    corpus.write_text(text, encoding="utf-8")
+    ck = str(tmp_path / "ck")
+    args = ["train", str(corpus), "--checkpoint-dir", ck, *TINY]
+    assert CliRunner().invoke(main, [*args, "--max-steps", "5"]).exit_code == 0
+    same = CliRunner().invoke(main, [*args, "--resume", "--max-steps", "10"])
+    assert same.exit_code == 0, same.output
+    assert "changed" not in same.stderr
+    corpus.write_text("".join(reversed(text.splitlines(keepends=True))), encoding="utf-8")  # same size, too
+    stat = corpus.stat()
+    os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a second later, however coarse the clock
+    changed = CliRunner().invoke(main, [*args, "--resume", "--max-steps", "15"])
+    assert changed.exit_code == 0, changed.output
+    warnings = [line for line in changed.stderr.splitlines() if "changed" in line]
+    assert warnings == [f"warning: the corpus has changed since {ck}/latest.npz was written (its files' names, "
+                        "sizes or modification times differ); training goes on from the saved position in the new "
+                        "text"], changed.stderr
+    assert load_checkpoint(os.path.join(ck, "latest.npz")).meta["step"] == 15
