@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 from dataclasses import asdict, fields
 
 import click
@@ -246,7 +247,7 @@ def predict(checkpoint, file, k, prob, threshold, fmt):
     """
     with _user_errors():
         clf = TextClassifier.load(checkpoint)
-    out, number = click.get_text_stream("stdout"), 0
+    out, number = sys.stdout, 0
     for lines in _line_blocks(file):
         texts = []
         for raw in lines:
