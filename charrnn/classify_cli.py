@@ -1,6 +1,5 @@
 """``charrnn classify train|test|predict``: text classification in fastText's conventions, over the library."""
 
-import contextlib
 import io
 import json
 import os
@@ -13,34 +12,17 @@ from rich.console import Console
 from rich.table import Table
 
 from .cells import ACTIVATIONS
-from .checkpoint import CheckpointError
 from .classify import POOLS, ClassifierConfig
-from .classify_data import FORMATS, LABEL_PREFIX, LabelledDataError, read_labelled, split_labels
+from .classify_data import FORMATS, LABEL_PREFIX, read_labelled, split_labels
 from .classify_eval import TextClassifier, evaluate_predictions, load_classifier
 from .classify_train import CLASS_WEIGHTS, LR_SCHEDULES, ClassifyTrainConfig, train_classifier, train_config_from
+from .cli_errors import user_errors
 from .model import DTYPES, MODELS
 from .optim import OPTIMIZERS
-from .train import Reporter, TrainingError
+from .train import Reporter
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MODEL_DEFAULTS, TRAIN_DEFAULTS = ClassifierConfig(0, 0), ClassifyTrainConfig()  # the options' defaults, defined once
-USER_ERRORS = (LabelledDataError, CheckpointError, TrainingError, ValueError, OSError)
-
-
-@contextlib.contextmanager
-def _user_errors():
-    """The library's one-line errors as click errors: message on stderr, exit status 1."""
-    try:
-        yield
-    except BrokenPipeError:  # the reader went away (| head): click exits quietly
-        raise
-    except USER_ERRORS as e:
-        message = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
-        raise click.ClickException(message) from None
-    except MemoryError as e:  # numpy's says how much it could not allocate
-        raise click.ClickException(f"not enough memory: {e}") from None
-
-
 class _Log(Reporter):
     """A line per evaluation on stdout (nothing when quiet); warnings on stderr."""
 
@@ -159,7 +141,7 @@ def train(ctx, file, valid_path, resume, overwrite, quiet, **options):
     options["valid_frac"] = options.pop("valid_frac")
     model_names = {f.name for f in fields(ClassifierConfig)} - {"vocab_size", "num_classes"}
     train_names = {f.name for f in fields(ClassifyTrainConfig)}
-    with _user_errors():
+    with user_errors():
         model_config = ClassifierConfig(0, 0, **{k: options[k] for k in model_names})
         if resume is not None:
             resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
@@ -195,7 +177,7 @@ def test(checkpoint, file, k, fmt, per_label, as_json):
     Example:
       charrnn classify test checkpoints data/names.test.txt -k 2 --per-label
     """
-    with _user_errors():
+    with user_errors():
         clf = TextClassifier.load(checkpoint)
         lines = read_labelled(file, fmt)
         report = evaluate_predictions(clf.predict_proba(lines.texts), lines.labels, clf.labels, k)
@@ -245,7 +227,7 @@ def predict(checkpoint, file, k, prob, threshold, fmt):
     Example:
       charrnn classify predict checkpoints names.txt -k 3 --prob
     """
-    with _user_errors():
+    with user_errors():
         clf = TextClassifier.load(checkpoint)
     out, number = sys.stdout, 0
     for lines in _line_blocks(file):
@@ -300,7 +282,7 @@ def info(checkpoint):
     Example:
       charrnn classify info checkpoints
     """
-    with _user_errors():
+    with user_errors():
         clf, meta, _ = load_classifier(checkpoint)
     table = Table(title=checkpoint, show_header=False)
     for key, value in asdict(clf.model.config).items():

@@ -17,42 +17,23 @@ from tqdm import tqdm
 
 from . import __version__
 from .cells import ACTIVATIONS
-from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from .checkpoint import load_checkpoint, resolve_checkpoint
 from .classify_cli import classify
-from .data import CorpusError
+from .cli_errors import user_errors
 from .evaluate import EvalResult, evaluate_file, score_lines
-from .export import ExportError, export_checkpoint, import_safetensors
+from .export import export_checkpoint, import_safetensors
 from .model import DTYPES
 from .models import MODEL_KINDS
 from .optim import OPTIMIZERS
-from .parallel import WorkerError, keep_freed_memory
+from .parallel import keep_freed_memory
 from .presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resume_config
 from .sample import stream_samples
 from .schedule import SCHEDULES
 from .server import ServeConfig, make_server, serve_until_signal
-from .torch_engine import TorchEngineError
-from .train import DEVICES, ENGINES, Reporter, TrainingError
+from .train import DEVICES, ENGINES, Reporter
 from .train import train as train_model
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-USER_ERRORS = (CorpusError, CheckpointError, TrainingError, ExportError, TorchEngineError, WorkerError, ValueError,
-               OSError)
-
-
-@contextlib.contextmanager
-def user_errors():
-    """Turn the library's one-line errors into click errors: message on stderr, exit status 1."""
-    try:
-        yield
-    except BrokenPipeError:  # the reader went away (| head): click exits quietly
-        raise
-    except USER_ERRORS as e:
-        message = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
-        raise click.ClickException(message) from None
-    except MemoryError as e:  # numpy's says how much it could not allocate
-        raise click.ClickException(f"not enough memory: {e}") from None
-
-
 def _console(stderr=False):
     return Console(stderr=stderr, no_color="NO_COLOR" in os.environ or None, highlight=False)
 

@@ -3,14 +3,11 @@ nothing, and the forward pass against PyTorch's bidirectional LSTM and GRU with 
 
 import numpy as np
 import pytest
+from gradcheck import rel_error
 
 from charrnn.classify import POOLS, Classifier, ClassifierConfig, reversal_index
 
 CELLS = [("rnn", "tanh"), ("lstm", "tanh"), ("gru", "tanh")]
-
-
-def rel_error(a, b):
-    return np.linalg.norm(a - b) / max(1e-12, np.linalg.norm(a) + np.linalg.norm(b))
 
 
 def loss_only(clf, ids, lengths, targets, weights=None):
