@@ -16,24 +16,11 @@ import math
 
 import numpy as np
 
+from .model import scatter_rows
+
 GELU_K = math.sqrt(2.0 / math.pi)
 GELU_A = 0.044715
 LN_EPS = 1e-5
-
-
-def scatter_rows(ids, values, out):
-    """Write into ``out`` (num_rows, D) the sums of the rows of ``values`` (N, D) by row id ``ids`` (N,).
-
-    Up to 256 rows, one product with the (num_rows, N) one-hot matrix is fastest; beyond that (CJK
-    vocabularies) ``np.add.at``.
-    """
-    if out.shape[0] <= 256:
-        indicator = np.zeros((out.shape[0], len(ids)), values.dtype)  # (V, N)
-        indicator[ids, np.arange(len(ids))] = 1
-        np.matmul(indicator, values, out=out)
-    else:
-        out.fill(0)
-        np.add.at(out, ids, values)
 
 
 # ---- embeddings: a character's row plus its position's row ------------------------------------------------

@@ -8,12 +8,12 @@ Loading never unpickles: ``np.load(..., allow_pickle=False)``.
 
 import json
 import os
-import secrets
 import zipfile
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .atomic import write_atomically
 from .data import Vocab
 from .models import LanguageModel, build_model, model_config
 
@@ -49,19 +49,8 @@ def save_checkpoint(path, ckpt):
 def write_archive(path, arrays, meta):
     """Write named ``arrays`` and the JSON-able ``meta`` (format and version added) to ``path`` atomically."""
     arrays = dict(arrays, meta=np.array(json.dumps(dict(meta, format=FORMAT, version=VERSION))))
+    write_atomically(path, ".npz", lambda f: np.savez(f, **arrays))
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.npz")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, unlike mkstemp's 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -17,9 +17,10 @@ with one line naming the rule. Nothing is unpickled or evaluated.
 import json
 import math
 import os
-import secrets
 
 import numpy as np
+
+from .atomic import write_atomically
 
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation's limit
 METADATA_KEY = "__metadata__"
@@ -66,22 +67,14 @@ def write_safetensors(path, tensors, metadata=None):
         offset += arrays[name].nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as the reference writer leaves it
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.safetensors")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, unlike mkstemp's 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(len(encoded).to_bytes(8, "little"))
-            f.write(encoded)
-            for value in arrays.values():
-                f.write(value.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def write(f):
+        f.write(len(encoded).to_bytes(8, "little"))
+        f.write(encoded)
+        for value in arrays.values():
+            f.write(value.tobytes())
+
+    write_atomically(path, ".safetensors", write)
 
 
 def read_safetensors(path):

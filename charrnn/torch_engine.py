@@ -30,7 +30,7 @@ import numpy as np
 
 from .export import to_torch_names
 from .packed import Packed
-from .parallel import WorkerError
+from .parallel import Engine, WorkerError
 
 DEVICES = ("cpu", "cuda")
 
@@ -151,7 +151,7 @@ class _TorchOps:
         return a.T
 
 
-class TorchEngine:
+class TorchEngine(Engine):
     """Loss, gradients and scores by PyTorch on ``device``, over this process's share of the streams."""
 
     def __init__(self, model, device="cpu", distributed=None):
@@ -231,15 +231,6 @@ class TorchEngine:
     def writer(self):
         """Whether this process writes checkpoints and reports (process 0, or the only one)."""
         return self.distributed is None or self.distributed.writer
-
-    def close(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # -- the computation ----------------------------------------------------------------------------------------
 

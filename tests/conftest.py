@@ -7,6 +7,8 @@ from click.testing import CliRunner
 
 from charrnn.cli import main
 
+pytest.register_assert_rewrite("resumecheck")  # its asserts explain their failures like a test's
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED = os.path.join(ROOT, "data", "shakespeare.txt")
 TINYSHAKESPEARE = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt"))
