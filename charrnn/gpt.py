@@ -17,8 +17,8 @@ Parameters: ``wte`` (V, C), ``wpe`` (P, C), per block k ``h{k}.ln1.g``/``.b`` (C
 (C, 3C), ``h{k}.attn.b_qkv`` (3C,), ``h{k}.attn.W_proj`` (C, C), ``h{k}.attn.b_proj`` (C,), ``h{k}.ln2.g``/``.b``,
 ``h{k}.mlp.W_fc`` (C, 4C), ``h{k}.mlp.b_fc`` (4C,), ``h{k}.mlp.W_proj`` (4C, C), ``h{k}.mlp.b_proj`` (C,),
 ``ln_f.g``/``.b``, ``W_hy`` (C, V), ``b_y`` (V,). The output layer is not tied to ``wte`` (README).
-Dropout (training only) acts on the embeddings and on each residual branch's output, as nanoGPT's
-``resid_dropout``; the attention weights themselves are not dropped.
+Dropout (training only) acts where nanoGPT's does: on the embeddings, on the attention weights after
+the softmax (``attn_dropout``) and on each residual branch's output (``resid_dropout``).
 """
 
 import math
@@ -151,7 +151,8 @@ class CharGPT:
         rate = self.config.dropout if dropout is None else dropout
         masks = None
         if dropout_rng is not None and rate > 0:
-            masks = _DropoutMasks(dropout_rng, rate, (B, T, C), self.config.num_layers, self.dtype)
+            masks = _DropoutMasks(dropout_rng, rate, (B, T, C), self.config.num_heads, self.config.num_layers,
+                                  self.dtype)
         x, caches = self._forward(inputs, masks)
         xf, lnf_cache = L.layernorm_forward(x.reshape(B * T, C), self.params["ln_f.g"], self.params["ln_f.b"])
         logits = xf @ self.params["W_hy"]  # (B·T, V)
@@ -211,7 +212,8 @@ class CharGPT:
         p, h = self.params, f"h{k}."
         a, ln1 = L.layernorm_forward(x.reshape(B * T, C), p[h + "ln1.g"], p[h + "ln1.b"])
         a, attn = L.attention_forward(a.reshape(B, T, C), p[h + "attn.W_qkv"], p[h + "attn.b_qkv"],
-                                      p[h + "attn.W_proj"], p[h + "attn.b_proj"], self.config.num_heads)
+                                      p[h + "attn.W_proj"], p[h + "attn.b_proj"], self.config.num_heads,
+                                      att_mask=None if masks is None else masks.weights[k])
         if masks is not None:
             a *= masks.attn[k]
         x = x + a  # (B, T, C)
@@ -246,17 +248,20 @@ class CharGPT:
 
 
 class _DropoutMasks:
-    """Inverted-dropout masks (B, T, C) for one training step: the embeddings, and each block's two branches."""
+    """Inverted-dropout masks for one training step: (B, T, C) for the embeddings and each block's two
+    branches, (B, nh, T, T) for each block's attention weights."""
 
-    def __init__(self, rng, rate, shape, num_layers, dtype):
+    def __init__(self, rng, rate, shape, num_heads, num_layers, dtype):
         keep = 1.0 - rate
+        B, T, _ = shape
 
-        def mask():
+        def mask(shape):
             return (rng.random(shape, dtype=np.float32) < keep).astype(dtype) / dtype.type(keep)
 
-        self.embedding = mask()
-        self.attn = [mask() for _ in range(num_layers)]
-        self.mlp = [mask() for _ in range(num_layers)]
+        self.embedding = mask(shape)
+        self.attn = [mask(shape) for _ in range(num_layers)]
+        self.mlp = [mask(shape) for _ in range(num_layers)]
+        self.weights = [mask((B, num_heads, T, T)) for _ in range(num_layers)]
 
 
 def _softmax_cross_entropy(logits, targets):
