@@ -10,7 +10,7 @@ import pytest
 from charrnn.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from charrnn.data import Vocab
 from charrnn.model import CharRNN, ModelConfig, init_params, param_shapes
-from charrnn.sample import Stepper, filter_logits, generate
+from charrnn.sample import RowStepper, Stepper, filter_logits, generate
 
 VOCAB = Vocab(tuple("\n !,.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 
@@ -65,6 +65,30 @@ def test_stepper_matches_batched_forward(model, hidden):
     stepper = Stepper(net, net.initial_state(1))
     for t, idx in enumerate(ids):
         np.testing.assert_allclose(stepper.step([idx])[0], logits[t, 0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("model,activation", [("lstm", "tanh"), ("rnn", "tanh"), ("rnn", "relu"), ("rnn", "sigmoid")])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_row_stepper_matches_batched_forward(model, activation, layers):
+    """One stream in place, layer inputs and states side by side in one row: the batched forward's logits."""
+    config = ModelConfig(len(VOCAB), model, 16, layers, activation=activation, dtype="float64")
+    net = CharRNN(config, rng=np.random.default_rng(0))
+    ids = np.random.default_rng(1).integers(0, len(VOCAB), 12)
+    start = tuple(np.random.default_rng(2).normal(size=s.shape) for s in net.initial_state(1))
+    logits, _ = net.forward(ids[:, None], start)
+    stepper = RowStepper(net, start)
+    for t, idx in enumerate(ids):
+        np.testing.assert_allclose(stepper.step([idx])[0], logits[t, 0], rtol=1e-10, atol=1e-12)
+
+
+def test_sampling_uses_the_row_stepper_for_one_lstm_or_rnn_stream():
+    for model, batch_size, kind in [("lstm", 1, RowStepper), ("rnn", 1, RowStepper), ("lstm", 2, Stepper),
+                                    ("gru", 1, Stepper)]:
+        net = CharRNN(ModelConfig(len(VOCAB), model, 8, 2), rng=np.random.default_rng(0))
+        stepper, _ = net.start_sampling(np.array([1, 2]), batch_size)
+        assert type(stepper) is kind
+    with pytest.raises(ValueError, match="LSTM or Elman"):
+        RowStepper(net, net.initial_state(1))  # a GRU
 
 
 def test_sampling_is_reproducible_and_seeded():
