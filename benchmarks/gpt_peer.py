@@ -2,10 +2,10 @@
 
 Pre-LN blocks, ``c_attn`` (C -> 3C) and ``F.scaled_dot_product_attention(is_causal=True)``, an MLP of
 4C with GELU, learned position embeddings, ``lm_head`` tied to ``wte`` (nanoGPT's choice), AdamW with
-weight decay on the matrices only, gradient-norm clipping at 1.0, nanoGPT's initialisation. Two
-differences from nanoGPT, both to be the same model as charrnn's: GELU is the tanh form (charrnn's;
-nanoGPT's ``nn.GELU()`` is erf), and dropout (when on) acts on the embeddings and the residual branches
-only, not on the attention weights. torch is imported lazily.
+weight decay on the matrices only, gradient-norm clipping at 1.0, nanoGPT's initialisation. One
+difference from nanoGPT, to be the same model as charrnn's: GELU is the tanh form (charrnn's;
+nanoGPT's ``nn.GELU()`` is erf). Dropout (when on) acts where nanoGPT's does: embeddings, attention
+weights (``dropout_p`` of scaled_dot_product_attention) and residual branches. torch is imported lazily.
 """
 
 import math
@@ -28,7 +28,8 @@ def build(vocab, hidden, layers, heads, context, dropout=0.0):
             B, T, C = x.size()
             q, k, v = self.c_attn(x).split(C, dim=2)
             q, k, v = (z.view(B, T, heads, C // heads).transpose(1, 2) for z in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout if self.training else 0.0,
+                                               is_causal=True)
             y = y.transpose(1, 2).contiguous().view(B, T, C)
             return self.resid_dropout(self.c_proj(y))
 

@@ -139,11 +139,13 @@ def causal_bias(T, dtype):
     return np.triu(np.full((T, T), -np.inf, dtype), k=1)
 
 
-def attention_forward(x, W_qkv, b_qkv, W_proj, b_proj, num_heads):
+def attention_forward(x, W_qkv, b_qkv, W_proj, b_proj, num_heads, att_mask=None):
     """Causal self-attention over x (B, T, C) -> (B, T, C).
 
     q, k, v = x W_qkv + b_qkv split into nh heads; each position attends to itself and the positions
     before it: softmax(q k^T / sqrt(hs) + causal) v; the heads, side by side, go through W_proj.
+    ``att_mask`` (B, nh, T, T), if given, multiplies the attention weights after the softmax (inverted
+    dropout: zeros and 1 / keep), so a position reads a random subset of the values it attends to.
     """
     B, T, C = x.shape
     nh = num_heads
@@ -156,17 +158,18 @@ def attention_forward(x, W_qkv, b_qkv, W_proj, b_proj, num_heads):
     att = np.matmul(q, k.transpose(0, 1, 3, 2))  # (B, nh, T, T)
     att += causal_bias(T, att.dtype)
     _softmax_in_place(att)
-    y = np.matmul(att, v)  # (B, nh, T, hs)
+    dropped = att if att_mask is None else att * att_mask  # (B, nh, T, T): the weights v is read with
+    y = np.matmul(dropped, v)  # (B, nh, T, hs)
     y = y.transpose(0, 2, 1, 3).reshape(B * T, C)  # (B·T, C): the heads side by side
     out = y @ W_proj
     out += b_proj
-    cache = (x, q, k, v, att, y, W_qkv, W_proj)
+    cache = (x, q, k, v, att, att_mask, dropped, y, W_qkv, W_proj)
     return out.reshape(B, T, C), cache
 
 
 def attention_backward(dout, cache):
     """dout (B, T, C) -> {"x": (B, T, C), "W_qkv", "b_qkv", "W_proj", "b_proj"}."""
-    x, q, k, v, att, y, W_qkv, W_proj = cache
+    x, q, k, v, att, att_mask, dropped, y, W_qkv, W_proj = cache
     B, nh, T, hs = q.shape
     C = nh * hs
     dout = dout.reshape(B * T, C)
@@ -175,8 +178,10 @@ def attention_backward(dout, cache):
     dy = (dout @ W_proj.T).reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
     dqkv = np.empty((B, T, 3, nh, hs), x.dtype)
     dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)  # views (B, nh, T, hs) into dqkv
-    dv[...] = np.matmul(att.transpose(0, 1, 3, 2), dy)
+    dv[...] = np.matmul(dropped.transpose(0, 1, 3, 2), dy)
     datt = np.matmul(dy, v.transpose(0, 1, 3, 2))  # (B, nh, T, T)
+    if att_mask is not None:
+        datt *= att_mask  # through the dropout, back to the softmax's output
     # softmax backward: dS = att * (datt - sum(datt * att)); masked entries have att = 0
     row = np.einsum("bhij,bhij->bhi", datt, att)[..., None]  # (B, nh, T, 1)
     datt -= row

@@ -193,6 +193,7 @@ class RNNCell:
     state_names = ("h",)
     extra_widths = ()
     separate_hproj_grad = False
+    whole_preactivation = True  # pre = x_proj + h_proj as a whole: ``activate`` can start from one product
 
     def __init__(self, activation="tanh"):
         if activation not in ACTIVATIONS:
@@ -209,10 +210,17 @@ class RNNCell:
         pre, h_prev, h = cache
         matmul(h_prev, step_weights.W_hh_blocks, scratch.hproj_blocks)
         add(pre, scratch.hproj_last, h)
+        self.activate(cache, scratch, h)
+
+    def activate(self, cache, scratch, pre=None):
+        """The step's elementwise part, h = act(pre), from the whole (scaled) pre-activation ``pre`` (B, H);
+        by default the step's own slab ``cache.pre``."""
+        h = cache.h
+        pre = cache.pre if pre is None else pre
         if self.activation == "relu":
-            maximum(h, 0, out=h)
+            maximum(pre, 0, out=h)
         else:
-            tanh(h, h)
+            tanh(pre, h)
             if self.activation == "sigmoid":
                 tanh_to_sigmoid_(h)
 
@@ -262,6 +270,7 @@ class LSTMCell:
     state_names = ("h", "c")
     extra_widths = (1,)  # tanh(c)
     separate_hproj_grad = False
+    whole_preactivation = True  # pre = x_proj + h_proj as a whole: ``activate`` can start from one product
 
     def gate_scale(self, H):
         return np.concatenate([np.full(3 * H, 0.5), np.ones(H)])
@@ -273,10 +282,17 @@ class LSTMCell:
         return LSTMCache(gates, _column_blocks(gates, 4), active, active[:3], i, f, o, g, h_prev, c_prev, h, c, tanh_c)
 
     def step_forward(self, cache, step_weights, scratch):
-        _, by_gate, active, sigmoids, i, f, o, g, h_prev, c_prev, h, c, tanh_c = cache
-        pre, tmp = scratch.hproj, scratch.tmp  # pre: (4, B, H)
-        matmul(h_prev, step_weights.W_hh_blocks, scratch.hproj_blocks)
-        add(by_gate, pre, pre)
+        pre = scratch.hproj  # (4, B, H)
+        matmul(cache.h_prev, step_weights.W_hh_blocks, scratch.hproj_blocks)
+        add(cache.by_gate, pre, pre)
+        self.activate(cache, scratch, pre)
+
+    def activate(self, cache, scratch, pre=None):
+        """The step's elementwise part, from the whole (scaled) pre-activation ``pre`` (4, B, H), gate-major;
+        by default the step's own slab read gate-major, ``cache.active`` (computed in place)."""
+        _, _, active, sigmoids, i, f, o, g, _, c_prev, h, c, tanh_c = cache
+        tmp = scratch.tmp
+        pre = active if pre is None else pre
         tanh(pre, active)  # t; the sigmoid gates are (1 + t) / 2, see the module docstring
         tanh_to_sigmoid_(sigmoids)
         multiply(f, c_prev, c)
@@ -339,6 +355,7 @@ class GRUCell:
     state_names = ("h",)
     extra_widths = (1,)  # hn + b_hn
     separate_hproj_grad = True
+    whole_preactivation = False  # n = tanh(xn + r * hn): hn must stay apart from xn
 
     def gate_scale(self, H):
         return np.concatenate([np.full(2 * H, 0.5), np.ones(H)])

@@ -344,9 +344,11 @@ def _write_json_atomic(path, obj):
 
 
 class StreamBatches:
-    """The ids cut into B contiguous streams; chunk j of an epoch is the next T characters of each.
+    """The ids cut into B contiguous streams; chunk j of an epoch is the next T characters of each (what a
+    recurrent model needs: each stream's state carries from one chunk to the next).
 
-    ``chunk(j)`` returns (inputs, targets), both (T, B) int arrays, targets shifted by one.
+    ``chunk(j, epoch)`` returns (inputs, targets), both (T, B) int arrays, targets shifted by one; every
+    epoch cuts the same chunks.
     """
 
     def __init__(self, ids, batch_size, seq_length):
@@ -356,7 +358,40 @@ class StreamBatches:
         self.chunks_per_epoch = self.stream_length // seq_length
         self.starts = np.arange(batch_size) * self.stream_length  # (B,)
 
-    def chunk(self, j):
-        offsets = self.starts[:, None] + j * self.seq_length + np.arange(self.seq_length + 1)  # (B, T+1)
-        window = np.asarray(self.ids[offsets], dtype=np.intp).T  # (T+1, B)
-        return window[:-1], window[1:]
+    def chunk(self, j, epoch=0):
+        return _windows(self.ids, self.starts + j * self.seq_length, self.seq_length)
+
+
+class WindowBatches:
+    """B windows of T + 1 characters at random places in the ids per chunk, for a model that carries no
+    state between chunks (gpt), as nanoGPT samples its batches: no two steps read neighbouring text.
+
+    Chunk j of epoch e takes its B starts from a generator seeded with (seed, e, j), so a resumed run
+    reads what the uninterrupted one would. An epoch has as many chunks as ``StreamBatches`` cuts (B·T
+    characters each: about one pass over the text's characters, each read by chance).
+    """
+
+    def __init__(self, ids, batch_size, seq_length, seed):
+        self.ids, self.seed = ids, seed
+        self.batch_size, self.seq_length = batch_size, seq_length
+        self.chunks_per_epoch = (len(ids) - 1) // batch_size // seq_length
+
+    def chunk(self, j, epoch=0):
+        starts = np.random.default_rng([self.seed, epoch, j]).integers(0, len(self.ids) - self.seq_length,
+                                                                       self.batch_size)  # (B,)
+        return _windows(self.ids, starts, self.seq_length)
+
+
+def batches_for(model, ids, batch_size, seq_length, seed):
+    """How training reads the ids: contiguous streams for a recurrent model, random windows for a model
+    with a bounded context (gpt)."""
+    if model.context_length is None:
+        return StreamBatches(ids, batch_size, seq_length)
+    return WindowBatches(ids, batch_size, seq_length, seed)
+
+
+def _windows(ids, starts, seq_length):
+    """(inputs, targets), (T, B) each, from the T + 1 characters at each of the B ``starts``."""
+    offsets = starts[:, None] + np.arange(seq_length + 1)  # (B, T+1)
+    window = np.asarray(ids[offsets], dtype=np.intp).T  # (T+1, B)
+    return window[:-1], window[1:]

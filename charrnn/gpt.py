@@ -17,8 +17,8 @@ Parameters: ``wte`` (V, C), ``wpe`` (P, C), per block k ``h{k}.ln1.g``/``.b`` (C
 (C, 3C), ``h{k}.attn.b_qkv`` (3C,), ``h{k}.attn.W_proj`` (C, C), ``h{k}.attn.b_proj`` (C,), ``h{k}.ln2.g``/``.b``,
 ``h{k}.mlp.W_fc`` (C, 4C), ``h{k}.mlp.b_fc`` (4C,), ``h{k}.mlp.W_proj`` (4C, C), ``h{k}.mlp.b_proj`` (C,),
 ``ln_f.g``/``.b``, ``W_hy`` (C, V), ``b_y`` (V,). The output layer is not tied to ``wte`` (README).
-Dropout (training only) acts on the embeddings and on each residual branch's output, as nanoGPT's
-``resid_dropout``; the attention weights themselves are not dropped.
+Dropout (training only) acts where nanoGPT's does: on the embeddings, on the attention weights after
+the softmax (``attn_dropout``) and on each residual branch's output (``resid_dropout``).
 """
 
 import math
@@ -151,7 +151,8 @@ class CharGPT:
         rate = self.config.dropout if dropout is None else dropout
         masks = None
         if dropout_rng is not None and rate > 0:
-            masks = _DropoutMasks(dropout_rng, rate, (B, T, C), self.config.num_layers, self.dtype)
+            masks = _DropoutMasks(dropout_rng, rate, (B, T, C), self.config.num_heads, self.config.num_layers,
+                                  self.dtype)
         x, caches = self._forward(inputs, masks)
         xf, lnf_cache = L.layernorm_forward(x.reshape(B * T, C), self.params["ln_f.g"], self.params["ln_f.b"])
         logits = xf @ self.params["W_hy"]  # (B·T, V)
@@ -211,7 +212,8 @@ class CharGPT:
         p, h = self.params, f"h{k}."
         a, ln1 = L.layernorm_forward(x.reshape(B * T, C), p[h + "ln1.g"], p[h + "ln1.b"])
         a, attn = L.attention_forward(a.reshape(B, T, C), p[h + "attn.W_qkv"], p[h + "attn.b_qkv"],
-                                      p[h + "attn.W_proj"], p[h + "attn.b_proj"], self.config.num_heads)
+                                      p[h + "attn.W_proj"], p[h + "attn.b_proj"], self.config.num_heads,
+                                      att_mask=None if masks is None else masks.weights[k])
         if masks is not None:
             a *= masks.attn[k]
         x = x + a  # (B, T, C)
@@ -246,17 +248,20 @@ class CharGPT:
 
 
 class _DropoutMasks:
-    """Inverted-dropout masks (B, T, C) for one training step: the embeddings, and each block's two branches."""
+    """Inverted-dropout masks for one training step: (B, T, C) for the embeddings and each block's two
+    branches, (B, nh, T, T) for each block's attention weights."""
 
-    def __init__(self, rng, rate, shape, num_layers, dtype):
+    def __init__(self, rng, rate, shape, num_heads, num_layers, dtype):
         keep = 1.0 - rate
+        B, T, _ = shape
 
-        def mask():
+        def mask(shape):
             return (rng.random(shape, dtype=np.float32) < keep).astype(dtype) / dtype.type(keep)
 
-        self.embedding = mask()
-        self.attn = [mask() for _ in range(num_layers)]
-        self.mlp = [mask() for _ in range(num_layers)]
+        self.embedding = mask(shape)
+        self.attn = [mask(shape) for _ in range(num_layers)]
+        self.mlp = [mask(shape) for _ in range(num_layers)]
+        self.weights = [mask((B, num_heads, T, T)) for _ in range(num_layers)]
 
 
 def _softmax_cross_entropy(logits, targets):
@@ -282,9 +287,11 @@ class KVSampler:
     character is predicted from at least half a context of the characters before it (all of them, while
     they fit). Position embeddings are absolute, so a cache cannot be shifted: it must be recomputed.
 
-    A step reads the weights folded once per sampler: each LayerNorm's gain and shift into the product
-    after it (``(x̂ g + b) W + c = x̂ (g W) + (b W + c)``), and the attention scale into the query columns,
-    so a block costs fewer numpy calls per character.
+    A step reads the weights folded once per sampler, so a block costs fewer numpy calls per character:
+    each LayerNorm's gain and shift into the product after it (``(x̂ g + b) W + c = x̂ (g W) + (b W + c)``),
+    the attention scale into the query columns, GELU's factor 1/2 into the MLP's second product, and
+    the biases of the products after a LayerNorm and after GELU into a last row of their weights, read
+    by a column of ones kept beside the product's input (``normed``, ``hidden``: (B, C+1), (B, 4C+1)).
     """
 
     def __init__(self, model, batch_size=1):
@@ -297,23 +304,26 @@ class KVSampler:
         self.ids = np.zeros((batch_size, self.P), np.intp)  # (B, P): the ids whose keys and values are cached,
         self.n = 0  # in the first n columns
         self.blocks = [self._folded(k) for k in range(cfg.num_layers)]
+        C = cfg.hidden_size
+        self.normed = np.ones((batch_size, C + 1), model.dtype)  # a LayerNorm's x̂, then a column of ones
+        self.hidden = np.ones((batch_size, 4 * C + 1), model.dtype)  # 2 GELU(x W_fc), then a column of ones
+        self.gelu_tmp = np.empty((batch_size, 4 * C), model.dtype)
         p = model.params
-        self.W_out = p["ln_f.g"][:, None] * p["W_hy"]  # (C, V)
-        self.b_out = p["ln_f.b"] @ p["W_hy"] + p["b_y"]  # (V,)
+        self.W_out = np.concatenate([p["ln_f.g"][:, None] * p["W_hy"], (p["ln_f.b"] @ p["W_hy"] + p["b_y"])[None]])
 
     def _folded(self, k):
         """Block k's weights as a step reads them (see the class docstring)."""
         p, h, C = self.model.params, f"h{k}.", self.model.config.hidden_size
-        W_qkv = p[h + "ln1.g"][:, None] * p[h + "attn.W_qkv"]  # (C, 3C)
-        b_qkv = p[h + "ln1.b"] @ p[h + "attn.W_qkv"] + p[h + "attn.b_qkv"]  # (3C,)
+        W_qkv = np.concatenate([  # (C+1, 3C): ln1's gain, then its shift and the bias as the last row
+            p[h + "ln1.g"][:, None] * p[h + "attn.W_qkv"],
+            (p[h + "ln1.b"] @ p[h + "attn.W_qkv"] + p[h + "attn.b_qkv"])[None]])
         W_qkv[:, :C] *= 1.0 / math.sqrt(self.hs)  # the query columns
-        b_qkv[:C] *= 1.0 / math.sqrt(self.hs)
-        return {
-            "W_qkv": W_qkv, "b_qkv": b_qkv, "W_proj": p[h + "attn.W_proj"], "b_proj": p[h + "attn.b_proj"],
-            "W_fc": p[h + "ln2.g"][:, None] * p[h + "mlp.W_fc"],  # (C, 4C)
-            "b_fc": p[h + "ln2.b"] @ p[h + "mlp.W_fc"] + p[h + "mlp.b_fc"],  # (4C,)
-            "W_mlp": p[h + "mlp.W_proj"], "b_mlp": p[h + "mlp.b_proj"],
-        }  # fmt: skip
+        W_fc = np.concatenate([  # (C+1, 4C): ln2 folded in, as ln1 into W_qkv
+            p[h + "ln2.g"][:, None] * p[h + "mlp.W_fc"],
+            (p[h + "ln2.b"] @ p[h + "mlp.W_fc"] + p[h + "mlp.b_fc"])[None]])
+        W_mlp = np.concatenate([0.5 * p[h + "mlp.W_proj"], p[h + "mlp.b_proj"][None]])  # (4C+1, C)
+        return {"W_qkv": W_qkv, "W_proj": p[h + "attn.W_proj"], "b_proj": p[h + "attn.b_proj"], "W_fc": W_fc,
+                "W_mlp": W_mlp}
 
     def prime(self, ids):
         """Fill the cache from ``ids`` (B, n), 1 <= n <= P; the logits (B, V) after them."""
@@ -343,10 +353,12 @@ class KVSampler:
             keep = max(1, self.P // 2)
             return self.prime(np.concatenate([self.ids[:, self.P - keep + 1 :], ids[:, None]], axis=1))
         p, n, B = self.model.params, self.n, len(ids)
+        normed, hidden = self.normed, self.hidden
+        C = normed.shape[1] - 1
         x = p["wte"][ids] + p["wpe"][n]  # (B, C)
         for k, w in enumerate(self.blocks):
-            qkv = _normalized_rows(x) @ w["W_qkv"]  # (B, 3C): ln1 and the scale folded in
-            qkv += w["b_qkv"]
+            _normalize_rows(x, normed[:, :C])
+            qkv = normed @ w["W_qkv"]  # (B, 3C): ln1, its bias and the scale folded in
             q, key, value = qkv.reshape(B, 3, self.nh, self.hs).transpose(1, 0, 2, 3)  # (B, nh, hs) each
             self.keys[k, :, :, n] = key
             self.values[k, :, :, n] = value
@@ -357,28 +369,37 @@ class KVSampler:
             y = np.matmul(att[:, :, None, :], self.values[k, :, :, : n + 1])  # (B, nh, 1, hs)
             x += y.reshape(B, -1) @ w["W_proj"]
             x += w["b_proj"]
-            m = _normalized_rows(x) @ w["W_fc"]  # (B, 4C): ln2 folded in
-            m += w["b_fc"]
-            m, _ = L.gelu_forward(m)
-            x += m @ w["W_mlp"]
-            x += w["b_mlp"]
+            _normalize_rows(x, normed[:, :C])
+            m = hidden[:, : 4 * C]
+            np.matmul(normed, w["W_fc"], out=m)  # (B, 4C): ln2 and its bias folded in
+            _double_gelu(m, self.gelu_tmp)
+            x += hidden @ w["W_mlp"]  # the 1/2 and the bias folded in
         self.ids[:, n] = ids
         self.n = n + 1
-        logits = _normalized_rows(x) @ self.W_out
-        logits += self.b_out
-        return logits
+        _normalize_rows(x, normed[:, :C])
+        return normed @ self.W_out  # (B, V): ln_f and the output bias folded in
 
 
-def _normalized_rows(x):
-    """(x - mean) / sqrt(var + eps) of each row of x (B, C): LayerNorm before its gain and shift."""
+def _normalize_rows(x, out):
+    """(x - mean) / sqrt(var + eps) of each row of x (B, C), into ``out``: LayerNorm before its gain and shift."""
     C = x.shape[1]
     if x.shape[0] == 1:  # one row (sampling one text): scalars instead of (1, 1) arrays, fewer calls
-        xc = x - float(np.add.reduce(x[0])) / C
-        xc *= 1.0 / math.sqrt(float(np.dot(xc[0], xc[0])) / C + L.LN_EPS)
-        return xc
-    xc = x - np.add.reduce(x, axis=1, keepdims=True) * (1.0 / C)
-    var = np.add.reduce(xc * xc, axis=1, keepdims=True)  # (B, 1): C times the variance
+        np.subtract(x, float(np.add.reduce(x[0])) / C, out=out)
+        np.multiply(out, 1.0 / math.sqrt(float(np.dot(out[0], out[0])) / C + L.LN_EPS), out=out)
+        return
+    np.subtract(x, np.add.reduce(x, axis=1, keepdims=True) * (1.0 / C), out=out)
+    var = np.add.reduce(out * out, axis=1, keepdims=True)  # (B, 1): C times the variance
     var *= 1.0 / C
     var += L.LN_EPS
-    xc /= np.sqrt(var, out=var)
-    return xc
+    out /= np.sqrt(var, out=var)
+
+
+def _double_gelu(x, t):
+    """x <- 2 GELU(x) = x (1 + tanh(k (x + a x^3))), in place; ``t``, x's shape, is scratch."""
+    np.multiply(x, x, out=t)
+    t *= L.GELU_A * L.GELU_K
+    t += L.GELU_K
+    t *= x
+    np.tanh(t, out=t)
+    t += 1.0
+    x *= t

@@ -262,14 +262,16 @@ class CharRNN:
         return loss, grads, final_state
 
     def start_sampling(self, prime, batch_size=1):
-        """A ``Stepper`` (sample.py) for ``batch_size`` streams after ``prime`` (n,) ids, read in pieces of
-        ``PRIME_CHUNK`` (a seed of any length costs time, not memory), and the logits (V,) after them."""
-        from .sample import PRIME_CHUNK, Stepper
+        """A ``Stepper`` (sample.py; an ``InPlaceStepper`` for an LSTM or RNN) for ``batch_size`` streams
+        after ``prime`` (n,) ids, read in pieces of ``PRIME_CHUNK`` (a seed of any length costs time, not
+        memory), and the logits (V,) after them."""
+        from .sample import PRIME_CHUNK, InPlaceStepper, Stepper
 
         prime, state = np.asarray(prime), self.initial_state(1)
         for j in range(0, len(prime), PRIME_CHUNK):
             logits, state = self.forward(prime[j : j + PRIME_CHUNK, None], state)  # (T, 1, V)
-        return Stepper(self, tuple(np.repeat(s, batch_size, axis=1) for s in state)), logits[-1, 0]
+        stepper = InPlaceStepper if self.cell.whole_preactivation else Stepper
+        return stepper(self, tuple(np.repeat(s, batch_size, axis=1) for s in state)), logits[-1, 0]
 
     def step_weights(self, k, batch_size, weight_mask=None, backward=True):
         """Layer k's ``StepWeights`` at ``batch_size`` (cells.make_step_weights: the gate scale folded in;

@@ -74,13 +74,14 @@ PRESETS = {
     # --model gpt alone trains; the context length is --seq-length
     "gpt": {
         "model": "gpt",
-        "num_layers": 2,
+        "num_layers": 4,
         "num_heads": 4,
         "hidden_size": 128,
         "seq_length": 64,
         "batch_size": 12,
         "dropout": 0.0,
-        "late_dropout": None,
+        "late_dropout": 0.2,  # long runs: dropout rises from 0 to 0.2 between epochs 12 and 40
+        "late_dropout_epochs": (12.0, 40.0),
         "average": 0,
         "optimizer": "adam",
         "learning_rate": 3e-3,

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .data import CorpusError, StreamBatches, file_key, load_corpus
+from .data import CorpusError, StreamBatches, batches_for, file_key, load_corpus
 from .evaluate import streams_nll
 from .finetune import extend_vocab
 from .model import check_params
@@ -224,7 +224,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
 def _train_loop(run, reporter):
     """The training loop over a started run: see the module docstring."""
     config, model, optimizer, pos, state = run.config, run.model, run.optimizer, run.pos, run.state
-    batches = StreamBatches(run.train_ids, config.batch_size, config.seq_length)
+    batches = batches_for(model, run.train_ids, config.batch_size, config.seq_length, config.random_seed)
     chars_per_step = config.batch_size * config.seq_length
     metrics_path, mode = os.path.join(config.checkpoint_dir, "metrics.jsonl"), "a" if run.resumed else "w"
     if not run.writer:
@@ -253,11 +253,12 @@ def _train_loop(run, reporter):
     with engine, _SignalCatcher() as signals, open(metrics_path, mode) as metrics:
         try:
             while stop_reason is None:
-                # data: the next chunk of every stream; a new pass over the data starts from zero state
-                # (also when a resumed position is past the end of a corpus that has since shrunk)
+                # data: the next chunk of every stream (gpt: of random windows); a new pass over the data
+                # starts from zero state (also when a resumed position is past the end of a corpus that has
+                # since shrunk)
                 if pos.chunk >= batches.chunks_per_epoch:
                     pos.epoch, pos.chunk, state = pos.epoch + 1, 0, None
-                inputs, targets = batches.chunk(pos.chunk)
+                inputs, targets = batches.chunk(pos.chunk, pos.epoch)
                 # schedule: this step's learning rate and dropout
                 epoch_now = pos.epoch + pos.chunk / batches.chunks_per_epoch
                 progress = budget_progress(config, pos.step, epoch_now, time.perf_counter() - start)

@@ -10,7 +10,7 @@ import pytest
 from charrnn.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from charrnn.data import Vocab
 from charrnn.model import CharRNN, ModelConfig, init_params, param_shapes
-from charrnn.sample import Stepper, filter_logits, generate
+from charrnn.sample import InPlaceStepper, Stepper, filter_logits, generate
 
 VOCAB = Vocab(tuple("\n !,.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 
@@ -65,6 +65,30 @@ def test_stepper_matches_batched_forward(model, hidden):
     stepper = Stepper(net, net.initial_state(1))
     for t, idx in enumerate(ids):
         np.testing.assert_allclose(stepper.step([idx])[0], logits[t, 0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("model,activation", [("lstm", "tanh"), ("rnn", "tanh"), ("rnn", "relu"), ("rnn", "sigmoid")])
+@pytest.mark.parametrize("layers,streams", [(1, 1), (3, 1), (2, 4), (3, 3)])
+def test_in_place_stepper_matches_batched_forward(model, activation, layers, streams):
+    """States updated in place, each layer's input and state as one slice: the batched forward's logits."""
+    config = ModelConfig(len(VOCAB), model, 16, layers, activation=activation, dtype="float64")
+    net = CharRNN(config, rng=np.random.default_rng(0))
+    ids = np.random.default_rng(1).integers(0, len(VOCAB), (12, streams))  # (T, B)
+    start = tuple(np.random.default_rng(2).normal(size=s.shape) for s in net.initial_state(streams))
+    logits, _ = net.forward(ids, start)
+    stepper = InPlaceStepper(net, start)
+    for t in range(len(ids)):
+        np.testing.assert_allclose(stepper.step(ids[t]), logits[t], rtol=1e-10, atol=1e-12)
+
+
+def test_sampling_uses_the_in_place_stepper_for_lstm_and_rnn():
+    for model, kind in [("lstm", InPlaceStepper), ("rnn", InPlaceStepper), ("gru", Stepper)]:
+        net = CharRNN(ModelConfig(len(VOCAB), model, 8, 2), rng=np.random.default_rng(0))
+        for batch_size in (1, 3):
+            stepper, _ = net.start_sampling(np.array([1, 2]), batch_size)
+            assert type(stepper) is kind and stepper.batch_size == batch_size
+    with pytest.raises(ValueError, match="LSTM or Elman"):
+        InPlaceStepper(net, net.initial_state(1))  # a GRU
 
 
 def test_sampling_is_reproducible_and_seeded():

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from charrnn.data import CorpusError, StreamBatches, load_corpus, read_codes, scan_vocab
+from charrnn.data import CorpusError, StreamBatches, WindowBatches, batches_for, load_corpus, read_codes, scan_vocab
 
 
 def decode(corpus):
@@ -74,3 +74,33 @@ def test_stream_batches_are_contiguous_streams():
     np.testing.assert_array_equal(x0[:, 2], np.arange(498, 508))  # stream 2 starts at 2 * 249
     np.testing.assert_array_equal(y0, x0 + 1)  # targets are the next character
     np.testing.assert_array_equal(x1[0], x0[-1] + 1)  # chunk 1 continues where chunk 0 ended
+
+
+def test_window_batches_are_random_windows_fixed_by_seed_epoch_and_chunk():
+    ids = np.arange(1000)
+    batches = WindowBatches(ids, batch_size=4, seq_length=10, seed=7)
+    assert batches.chunks_per_epoch == StreamBatches(ids, 4, 10).chunks_per_epoch == 24
+    x, y = batches.chunk(3, epoch=2)
+    assert x.shape == y.shape == (10, 4)
+    np.testing.assert_array_equal(x, x[0] + np.arange(10)[:, None])  # each column a window of the text
+    np.testing.assert_array_equal(y, x + 1)
+    starts = np.concatenate([batches.chunk(j, e)[0][0] for e in range(3) for j in range(24)])
+    assert starts.min() >= 0 and starts.max() + 10 <= 999  # every target inside the text
+    assert len(set(starts.tolist())) > 200  # places all over it
+    again = WindowBatches(ids, 4, 10, seed=7)
+    for j, e in [(3, 2), (0, 0), (23, 5)]:  # the same windows for a resumed run
+        np.testing.assert_array_equal(again.chunk(j, e)[0], batches.chunk(j, e)[0])
+    assert not np.array_equal(batches.chunk(3, 1)[0], x)  # another epoch, other windows
+    assert not np.array_equal(WindowBatches(ids, 4, 10, seed=8).chunk(3, 2)[0], x)
+
+
+def test_recurrent_models_read_streams_and_gpt_random_windows():
+    from charrnn.gpt import CharGPT, GPTConfig
+    from charrnn.model import CharRNN, ModelConfig
+
+    ids = np.arange(100)
+    rnn = CharRNN(ModelConfig(5, "gru", 4, 1), rng=np.random.default_rng(0))
+    gpt = CharGPT(GPTConfig(5, hidden_size=4, num_layers=1, num_heads=1, context_length=8),
+                  rng=np.random.default_rng(0))
+    assert type(batches_for(rnn, ids, 2, 8, seed=0)) is StreamBatches
+    assert type(batches_for(gpt, ids, 2, 8, seed=0)) is WindowBatches

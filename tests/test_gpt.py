@@ -61,9 +61,15 @@ def test_mlp_gradients():
     check_layer(L.mlp_forward, L.mlp_backward, inputs, (N, C), rng)
 
 
-def test_attention_gradients():
+def dropout_mask(rng, shape, rate=0.4):
+    return (rng.random(shape) >= rate) / (1 - rate)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_attention_gradients(dropout):
     rng = np.random.default_rng(4)
     B, T, C, nh = 2, 5, 6, 2
+    att_mask = dropout_mask(rng, (B, nh, T, T)) if dropout else None
     inputs = {
         "x": rng.normal(size=(B, T, C)),
         "W_qkv": rng.normal(0, 0.5, (C, 3 * C)),
@@ -73,13 +79,14 @@ def test_attention_gradients():
     }
 
     def forward(**kw):
-        return L.attention_forward(**kw, num_heads=nh)
+        return L.attention_forward(**kw, num_heads=nh, att_mask=att_mask)
 
     check_layer(forward, L.attention_backward, inputs, (B, T, C), rng)
 
 
-def naive_attention(x, W_qkv, b_qkv, W_proj, b_proj, nh):
-    """One sequence, one head, one position at a time: the oracle for the batched version."""
+def naive_attention(x, W_qkv, b_qkv, W_proj, b_proj, nh, att_mask=None):
+    """One sequence, one head, one position at a time: the oracle for the batched version (``att_mask``:
+    attention dropout, each position's weights times its row of the mask)."""
     B, T, C = x.shape
     hs = C // nh
     out = np.zeros((B, T, C))
@@ -92,7 +99,10 @@ def naive_attention(x, W_qkv, b_qkv, W_proj, b_proj, nh):
             for t in range(T):
                 scores = k[: t + 1, cols] @ q[t, cols] / np.sqrt(hs)
                 p = np.exp(scores - scores.max())
-                rows.append((p / p.sum()) @ v[: t + 1, cols])
+                p /= p.sum()
+                if att_mask is not None:
+                    p *= att_mask[b, h, t, : t + 1]
+                rows.append(p @ v[: t + 1, cols])
             heads.append(np.array(rows))
         out[b] = np.concatenate(heads, axis=1) @ W_proj + b_proj
     return out
@@ -111,6 +121,10 @@ def test_attention_is_causal_and_matches_naive():
     out2, _ = L.attention_forward(later, *weights, nh)
     np.testing.assert_array_equal(out2[:, :3], out[:, :3])
     assert not np.allclose(out2[:, 3:], out[:, 3:])
+    att_mask = dropout_mask(rng, (B, nh, T, T))
+    dropped, _ = L.attention_forward(x, *weights, nh, att_mask=att_mask)
+    np.testing.assert_allclose(dropped, naive_attention(x, *weights, nh, att_mask), rtol=1e-12, atol=1e-12)
+    assert not np.allclose(dropped, out)
 
 
 def tiny_model(dtype="float64", **overrides):

@@ -98,7 +98,8 @@ def test_presets_and_the_gpt_recipe():
     assert isinstance(model, GPTConfig)
     assert (model.num_layers, model.num_heads, model.hidden_size, model.context_length) == (
         recipe["num_layers"], recipe["num_heads"], recipe["hidden_size"], recipe["seq_length"])
-    assert config.learning_rate == recipe["learning_rate"] and config.late_dropout is None
+    assert config.learning_rate == recipe["learning_rate"]
+    assert (config.late_dropout, config.late_dropout_epochs) == (recipe["late_dropout"], recipe["late_dropout_epochs"])
     model, config = preset_configs("nanogpt-cpu")
     assert (model.num_layers, model.num_heads, model.hidden_size, model.context_length, config.batch_size,
             model.dropout) == (4, 4, 128, 64, 12, 0.0)
