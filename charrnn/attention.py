@@ -85,13 +85,18 @@ def layernorm_backward(dout, cache):
 # ---- GELU, tanh form: 0.5 x (1 + tanh(k (x + a x^3))) ----------------------------------------------------------
 
 
-def gelu_forward(x):
-    """x (any shape) -> GELU(x), same shape."""
-    u = x * x
+def gelu_tanh(x, out=None):
+    """tanh(k (x + a x^3)) of x (any shape), into ``out`` if given: GELU(x) is 0.5 x (1 + this)."""
+    u = np.multiply(x, x, out=out)
     u *= GELU_A * GELU_K
     u += GELU_K
     u *= x  # k (x + a x^3)
-    t = np.tanh(u, out=u)
+    return np.tanh(u, out=u)
+
+
+def gelu_forward(x):
+    """x (any shape) -> GELU(x), same shape."""
+    t = gelu_tanh(x)
     out = t + 1.0
     out *= x
     out *= 0.5

@@ -355,7 +355,7 @@ class StreamBatches:
         self.ids = ids
         self.batch_size, self.seq_length = batch_size, seq_length
         self.stream_length = (len(ids) - 1) // batch_size
-        self.chunks_per_epoch = self.stream_length // seq_length
+        self.chunks_per_epoch = _chunks_per_epoch(ids, batch_size, seq_length)
         self.starts = np.arange(batch_size) * self.stream_length  # (B,)
 
     def chunk(self, j, epoch=0):
@@ -374,7 +374,7 @@ class WindowBatches:
     def __init__(self, ids, batch_size, seq_length, seed):
         self.ids, self.seed = ids, seed
         self.batch_size, self.seq_length = batch_size, seq_length
-        self.chunks_per_epoch = (len(ids) - 1) // batch_size // seq_length
+        self.chunks_per_epoch = _chunks_per_epoch(ids, batch_size, seq_length)
 
     def chunk(self, j, epoch=0):
         starts = np.random.default_rng([self.seed, epoch, j]).integers(0, len(self.ids) - self.seq_length,
@@ -388,6 +388,11 @@ def batches_for(model, ids, batch_size, seq_length, seed):
     if model.context_length is None:
         return StreamBatches(ids, batch_size, seq_length)
     return WindowBatches(ids, batch_size, seq_length, seed)
+
+
+def _chunks_per_epoch(ids, batch_size, seq_length):
+    """Chunks of B·T characters in an epoch: the T-long pieces of each of B streams over the ids."""
+    return (len(ids) - 1) // batch_size // seq_length
 
 
 def _windows(ids, starts, seq_length):

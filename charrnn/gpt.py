@@ -396,10 +396,6 @@ def _normalize_rows(x, out):
 
 def _double_gelu(x, t):
     """x <- 2 GELU(x) = x (1 + tanh(k (x + a x^3))), in place; ``t``, x's shape, is scratch."""
-    np.multiply(x, x, out=t)
-    t *= L.GELU_A * L.GELU_K
-    t += L.GELU_K
-    t *= x
-    np.tanh(t, out=t)
+    L.gelu_tanh(x, out=t)
     t += 1.0
     x *= t

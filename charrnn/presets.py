@@ -36,6 +36,11 @@ GPT_ONLY = tuple(name for name in GPT_OPTIONS if name not in RNN_OPTIONS)  # num
 # the seeds' set-ups have none of the regularisers the project's recipe added
 _NO_REGULARISATION = {"dropout": 0.0, "late_dropout": None, "average": 0, "weight_decay": 0.0, "weight_drop": 0.0}
 
+# how nanoGPT trains shakespeare_char (its config files): AdamW 1e-3 with 100 warm-up steps and cosine
+# decay, norm clipping at 1, weight decay 0.1, an evaluation every 250 steps; no dropout rise, no average
+_NANOGPT_TRAINING = {"late_dropout": None, "average": 0, "optimizer": "adam", "learning_rate": 1e-3,
+                     "lr_schedule": "cosine", "warmup": 100, "grad_clip": 1.0, "weight_decay": 0.1, "eval_every": 250}
+
 PRESETS = {
     # the dataclasses' defaults are the project's recipe
     "default": {name: DEFAULTS[name] for name in _RECIPE_FIELDS},
@@ -101,16 +106,8 @@ PRESETS = {
         "seq_length": 64,
         "batch_size": 12,
         "dropout": 0.0,
-        "late_dropout": None,
-        "average": 0,
-        "optimizer": "adam",
-        "learning_rate": 1e-3,
-        "lr_schedule": "cosine",
-        "warmup": 100,
-        "grad_clip": 1.0,
-        "weight_decay": 0.1,
+        **_NANOGPT_TRAINING,
         "max_steps": 2000,
-        "eval_every": 250,
     },
     # nanoGPT's shakespeare_char "baby GPT": 6 layers, 6 heads, 384 wide, context 256, batch 64, dropout 0.2,
     # AdamW 1e-3, 5,000 steps, an evaluation every 250
@@ -122,16 +119,8 @@ PRESETS = {
         "seq_length": 256,
         "batch_size": 64,
         "dropout": 0.2,
-        "late_dropout": None,
-        "average": 0,
-        "optimizer": "adam",
-        "learning_rate": 1e-3,
-        "lr_schedule": "cosine",
-        "warmup": 100,
-        "grad_clip": 1.0,
-        "weight_decay": 0.1,
+        **_NANOGPT_TRAINING,
         "max_steps": 5000,
-        "eval_every": 250,
     },
 }
 
