@@ -5,10 +5,11 @@
         nll, state = engine.chunk_nll(inputs, targets, state)
 
 The model, its parameters and the optimizer stay charrnn's. Each step the engine hands PyTorch the
-parameters as one flat vector (shared with numpy on the CPU, copied to a GPU), builds from views of it
-the weights of one ``nn.LSTM``/``nn.GRU``/``nn.RNN`` layer per charrnn layer through export.py's
-translation table (so autograd carries the gradient back into charrnn's layout, one flat vector again),
-runs forward and backward, and returns the gradient as charrnn's ``Packed`` dict. One module per layer,
+parameters as one flat vector (shared with numpy on the CPU, copied to a GPU) and builds from it, through
+export.py's translation table, the weights of one ``nn.LSTM``/``nn.GRU``/``nn.RNN`` layer per charrnn
+layer. Those values are copied into each module's own parameters (on a GPU, cuDNN keeps them in one
+block, which it needs), forward and backward run, and the modules' gradients go back through the table
+by autograd into charrnn's layout, one flat vector again, returned as charrnn's ``Packed`` dict. One module per layer,
 so charrnn's dropout (on every layer's output, the top one included) and weight drop (on ``W_hh``)
 apply where the numpy engine applies them. Dropout masks come from a seed drawn from the training
 RNG per step, as in the worker pool (weight-drop masks from the seed alone, the same in every process).
@@ -24,7 +25,6 @@ import datetime
 import hashlib
 import os
 import re
-import warnings
 
 import numpy as np
 
@@ -170,14 +170,11 @@ class TorchEngine(Engine):
         nn, H = torch.nn, config.hidden_size
         cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.model]
         extra = {"nonlinearity": config.activation} if config.model == "rnn" else {}
-        self.layers = [  # weights come from the parameters each call (torch.func.functional_call)
+        self.layers = [  # their parameters take charrnn's values at every call (``_forward``)
             cls(config.vocab_size if k == 0 else H, H, 1, **extra).to(self.device, self.dtype)
             for k in range(config.num_layers)
         ]
         self.grads = Packed(model.shapes, model.dtype)
-        # the layers' weights are views made each step, so cuDNN copies them into one block per call (cheap
-        # beside the step); its warning about it would be printed once per process
-        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
 
     # -- the engine's calls -------------------------------------------------------------------------------------
 
@@ -193,10 +190,15 @@ class TorchEngine(Engine):
             seed = int(dropout_rng.integers(2**63))
         flat = self._flat_params().requires_grad_()
         with torch.enable_grad():
-            logits, final = self._forward(flat, inputs[:, lo:hi], self._state_slice(state, lo, hi), dropout, seed)
+            logits, final, bridges = self._forward(flat, inputs[:, lo:hi], self._state_slice(state, lo, hi),
+                                                   dropout, seed)
             loss = self._cross_entropy(logits, targets[:, lo:hi], "mean")
             share = (hi - lo) / B
-            (loss * share).backward()
+            (loss * share).backward()  # into flat (the output layer) and the modules' own parameters
+            # the modules' gradients, back through the translation table into flat
+            torch.autograd.backward([w for w, _ in bridges], [p.grad for _, p in bridges])
+        for layer in self.layers:
+            layer.zero_grad(set_to_none=True)
         parts = [flat.grad, (loss.detach() * share).reshape(1)]
         total = self._sum_over_processes(parts, final, lo, hi, B)
         grads_t, loss_t, state_t = total
@@ -211,7 +213,8 @@ class TorchEngine(Engine):
         with torch.no_grad():
             flat = self._flat_params()
             if hi > lo:
-                logits, final = self._forward(flat, inputs[:, lo:hi], self._state_slice(state, lo, hi), 0.0, None)
+                logits, final, _ = self._forward(flat, inputs[:, lo:hi], self._state_slice(state, lo, hi), 0.0,
+                                                 None)
                 nll = self._cross_entropy(logits, targets[:, lo:hi], "sum")
             else:  # fewer streams than processes (a short validation text): nothing here
                 cfg = self.model.config
@@ -261,7 +264,9 @@ class TorchEngine(Engine):
         return tuple(self.torch.from_numpy(np.ascontiguousarray(s[:, lo:hi])).to(self.device) for s in state)
 
     def _forward(self, flat, inputs, state, dropout, seed):
-        """Logits (T, b, V) and the final state per layer for this process's streams ``inputs`` (T, b)."""
+        """Logits (T, b, V) and the final state per layer for this process's streams ``inputs`` (T, b), and
+        the bridges: (weight made from ``flat``, the module parameter that took its value) pairs, for the
+        weights that need a gradient."""
         torch, cfg, model = self.torch, self.model.config, self.model
         T, b = inputs.shape
         params, offset = {}, 0
@@ -282,13 +287,18 @@ class TorchEngine(Engine):
                 params[f"l{k}.W_hh"] = W_hh * (mask / keep)
         weights = to_torch_names(params, cfg, self.ops)
         x = torch.nn.functional.one_hot(self._ids(inputs), cfg.vocab_size).to(self.dtype)  # (T, b, V)
-        finals = []
+        finals, bridges = [], []
         for k, layer in enumerate(self.layers):
-            layer_weights = {name: weights[f"rnn.{name[:-1]}{k}"] for name, _ in layer.named_parameters()}
+            with torch.no_grad():
+                for name, own in layer.named_parameters():
+                    weight = weights[f"rnn.{name[:-1]}{k}"]
+                    own.copy_(weight)
+                    if weight.requires_grad:
+                        bridges.append((weight, own))
             h0 = None if state is None else tuple(s[k : k + 1] for s in state)
             if h0 is not None and cfg.model != "lstm":
                 h0 = h0[0]
-            x, final = torch.func.functional_call(layer, layer_weights, (x, h0))  # x: (T, b, H)
+            x, final = layer(x, h0)  # x: (T, b, H)
             finals.append(final if cfg.model == "lstm" else (final,))
             if generator is not None and dropout > 0:
                 keep = 1.0 - dropout
@@ -296,7 +306,7 @@ class TorchEngine(Engine):
                 x = x * (mask.to(self.dtype) / keep)
         logits = x @ params["W_hy"] + params["b_y"]  # (T, b, V)
         final_state = tuple(torch.cat([f[i] for f in finals]).detach() for i in range(len(finals[0])))
-        return logits, final_state
+        return logits, final_state, bridges
 
     def _sum_over_processes(self, parts, final, lo, hi, B):
         """(sum of parts[0], sum of parts[1], full (L, B, H) state tuple as numpy) over the processes: one

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 from charrnn.torch_engine import TorchEngine, TorchEngineError  # noqa: E402
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))]
 
 
 def twin_models(model, activation="tanh", **extra):
@@ -18,13 +19,14 @@ def twin_models(model, activation="tanh", **extra):
     return net, CharRNN(config, params=dict(net.params))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("model,activation", CELLS)
-def test_loss_gradients_state_and_scores_match_numpy(model, activation):
+def test_loss_gradients_state_and_scores_match_numpy(model, activation, device):
     net, reference = twin_models(model, activation)
     rng = np.random.default_rng(1)
     inputs, targets = rng.integers(0, 11, (9, 5)), rng.integers(0, 11, (9, 5))
     state = tuple(rng.normal(size=(2, 5, 16)) for _ in net.cell.state_names)
-    with TorchEngine(net) as engine:
+    with TorchEngine(net, device=device) as engine:
         for carried in (None, state):
             loss, grads, final = engine.loss_and_grads(inputs, targets, carried)
             want_loss, want_grads, want_final = reference.loss_and_grads(inputs, targets, carried)

@@ -17,6 +17,7 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import main
 
 torch = pytest.importorskip("torch")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EXACT = ["--hidden-size", "16", "--num-layers", "2", "--batch-size", "6", "--seq-length", "12", "--dtype", "float64",
          "--dropout", "0", "--late-dropout", "0", "--weight-drop", "0", "--eval-every", "5", "--sample-length", "0",
@@ -94,8 +95,10 @@ def test_engine_torch_without_torch_is_one_line(tmp_path, small_text):
 def torchrun(args, nproc=2, timeout=180):
     """Run ``args`` under torchrun; on a hang, end torchrun and its processes (a session of their own)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *args]
+    # the rank script lives in a temporary folder: charrnn comes from this checkout, installed or not
+    path = os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}, start_new_session=True)
     try:
         _, err = proc.communicate(timeout=timeout)
     finally:
