@@ -205,7 +205,7 @@ def evaluate_text(model, vocab, text, seq_length=512):
 @dataclass
 class LineScore:
     number: int  # 1-based
-    text: str
+    text: str  # the line as in the file, its newline and any characters outside the vocabulary included
     result: EvalResult
 
 
@@ -222,31 +222,31 @@ def score_lines(model, vocab, path, reset_per_line=False, batch_size=256):
         yield from _score_lines_batched(model, vocab, lines, batch_size)
         return
     scorer = _Scorer(model, vocab)
-    text_of = _texts(vocab)
     for number, codes in lines:
         if reset_per_line:
             scorer.reset()
         nlls, oov = scorer.score(codes)
-        ids = vocab.ids_of_codes(codes)
-        yield LineScore(number, text_of(ids[ids >= 0]), EvalResult(float(nlls.sum()), len(nlls), dict(oov)))
+        yield LineScore(number, line_text(vocab, codes), EvalResult(float(nlls.sum()), len(nlls), dict(oov)))
 
 
-def _texts(vocab):
-    """A function from in-vocabulary ids (N,) to their text."""
-    symbols = np.array([vocab.decoder()(i) for i in range(len(vocab))], dtype=object)
-    return lambda ids: "".join(symbols[ids].tolist())
+def line_text(vocab, codes):
+    """The text of a line's code points (or bytes, decoded as a whole), every character shown: those outside
+    the vocabulary too."""
+    if vocab.bytes_mode:
+        return bytes(codes.astype(np.uint8)).decode(vocab.encoding, errors="replace")
+    return "".join(map(chr, codes.tolist()))
 
 
 def _score_lines_batched(model, vocab, numbered_lines, batch_size, block_lines=8192):
     """LineScores of (number, codes) lines, each from a fresh state, ``block_lines`` lines scored at once."""
-    text_of = _texts(vocab)
     start = vocab.newline_id()
     while True:
         block = list(itertools.islice(numbered_lines, block_lines))
         if not block:
             return
-        seqs, oovs = [], []
+        seqs, oovs, texts = [], [], []
         for _, codes in block:
+            texts.append(line_text(vocab, codes))
             ids = vocab.ids_of_codes(codes)
             unknown = ids < 0
             oov = Counter()
@@ -258,8 +258,8 @@ def _score_lines_batched(model, vocab, numbered_lines, batch_size, block_lines=8
             oovs.append(dict(oov))
         totals, counts = score_line_batch(model, [ids if start is None else np.concatenate([[start], ids])
                                                   for ids in seqs], batch_size)
-        for (number, _), ids, total, count, oov in zip(block, seqs, totals, counts, oovs):
-            yield LineScore(number, text_of(ids), EvalResult(float(total), int(count), oov))
+        for (number, _), text, total, count, oov in zip(block, texts, totals, counts, oovs):
+            yield LineScore(number, text, EvalResult(float(total), int(count), oov))
 
 
 def score_line_batch(model, sequences, batch_size=256, max_tokens=8192):

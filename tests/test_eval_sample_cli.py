@@ -54,6 +54,29 @@ def test_out_of_vocabulary_characters_are_reported_and_left_out(tmp_path, ckpt_p
     assert "outside the vocabulary" in cli_stdout("eval", ckpt_path, str(dirty))
 
 
+@pytest.mark.parametrize("mode", ["--per-line", "--reset-per-line"])
+def test_per_line_text_is_the_line_as_written(tmp_path, ckpt_path, cli_stdout, mode):
+    """Characters outside the vocabulary are left out of the score, not out of the line shown."""
+    text = tmp_path / "dirty.txt"
+    text.write_text("to be or ñot to be 😀\nplain\n", encoding="utf-8")
+    lines = [json.loads(line) for line in cli_stdout("eval", ckpt_path, str(text), mode, "--json").splitlines()]
+    assert [line["text"] for line in lines[:2]] == ["to be or ñot to be 😀\n", "plain\n"]
+    assert lines[0]["oov"] == {"ñ": 1, "😀": 1}
+
+
+def test_per_line_text_of_a_bytes_model_is_decoded_whole(tmp_path):
+    """A bytes model's line is decoded as a whole (a UTF-8 character spans several ids)."""
+    from charrnn.evaluate import score_lines
+
+    vocab = Vocab(tuple(range(256)), bytes_mode=True)
+    model = CharRNN(ModelConfig(256, "gru", 8, 1), rng=np.random.default_rng(0))
+    path = tmp_path / "utf8.txt"
+    path.write_text("naïve café ✓\n", encoding="utf-8")
+    for reset in (False, True):
+        (line,) = score_lines(model, vocab, str(path), reset_per_line=reset)
+        assert line.text == "naïve café ✓\n" and line.result.chars == len("naïve café ✓\n".encode())
+
+
 def test_greedy_is_deterministic_and_top_k_1_is_greedy(ckpt_path, cli_stdout):
     greedy = cli_stdout("sample", ckpt_path, "--seed", "The ", "--temperature", "0", "--length", "80")
     assert greedy == cli_stdout("sample", ckpt_path, "--seed", "The ", "--temperature", "0", "--length", "80",
