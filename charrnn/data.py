@@ -61,13 +61,6 @@ class Vocab:
     def symbol_text(self, code):
         return f"\\x{code:02x}" if self.bytes_mode else chr(code)
 
-    def decoder(self):
-        """A function from one id to printable text (bytes are decoded incrementally)."""
-        if not self.bytes_mode:
-            return self.symbols.__getitem__
-        decode = codecs.getincrementaldecoder(self.encoding)(errors="replace").decode
-        return lambda i: decode(bytes((self.symbols[i],)))
-
     def extended(self, other):
         """This vocabulary plus the symbols of ``other`` it lacks, in the sorted order ids follow."""
         if other.bytes_mode != self.bytes_mode:

@@ -15,6 +15,7 @@ generator of its own (``sample_rngs``), so sample i is the same text whatever N 
 ``generate`` gives with that generator.
 """
 
+import codecs
 from typing import NamedTuple
 
 import numpy as np
@@ -196,8 +197,28 @@ def _prime(model, vocab, seed, batch_size):
     return model.start_sampling(prime, batch_size)
 
 
-def _seed_text(vocab, seed):
-    return seed if isinstance(seed, str) else seed.decode(vocab.encoding, errors="replace")
+class _Text:
+    """The text of the samples' seed and of each character they draw. A bytes model decodes each sample's
+    bytes as one stream, its seed first: a character of several bytes comes out whole with its last byte
+    ('' before it), and bytes that are no text in the model's encoding come out as U+FFFD."""
+
+    def __init__(self, vocab, num_samples):
+        self.num_samples, self.bytes_mode = num_samples, vocab.bytes_mode
+        self.symbols = vocab.symbols if vocab.bytes_mode else np.array(vocab.symbols, dtype=object)
+        new_decoder = codecs.getincrementaldecoder(vocab.encoding)
+        self.decoders = [new_decoder(errors="replace").decode for _ in range(num_samples)] if vocab.bytes_mode else []
+
+    def seed(self, seed):
+        """The seed's text (str, or bytes for a bytes model), once per sample."""
+        if isinstance(seed, str):
+            return [seed] * self.num_samples
+        return [decode(seed) for decode in self.decoders]
+
+    def pieces(self, ids):
+        """ids (N,): each sample's newest character -> N pieces of text."""
+        if not self.bytes_mode:
+            return self.symbols[ids].tolist()
+        return [decode(bytes((self.symbols[i],))) for decode, i in zip(self.decoders, ids)]
 
 
 def generate_batch(model, vocab, num_samples, seed="", length=200, temperature=1.0, top_k=None, top_p=None,
@@ -212,9 +233,9 @@ def generate_batch(model, vocab, num_samples, seed="", length=200, temperature=1
     if len(rngs) != num_samples:
         raise ValueError(f"{len(rngs)} random generators for {num_samples} samples")
     stepper, first_logits = _prime(model, vocab, seed, num_samples)
+    text = _Text(vocab, num_samples)
     if seed:
-        yield [_seed_text(vocab, seed)] * num_samples
-    symbols = np.array([vocab.decoder()(i) for i in range(len(vocab))], dtype=object)
+        yield text.seed(seed)
     logits = np.broadcast_to(first_logits, (num_samples, len(first_logits)))
     filtered = top_k is not None or top_p is not None
     z = np.empty((num_samples, len(vocab)))  # float64 scores: logits / temperature + Gumbel noise
@@ -234,7 +255,7 @@ def generate_batch(model, vocab, num_samples, seed="", length=200, temperature=1
                 np.multiply(logits, 1.0 / temperature, out=z)
                 z += noise[t % NOISE_BLOCK]
             ids = z.argmax(axis=1)
-        yield symbols[ids].tolist()
+        yield text.pieces(ids)
         if t + 1 < length:
             logits = stepper.step(ids)
 

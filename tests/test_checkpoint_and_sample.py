@@ -10,7 +10,7 @@ import pytest
 from charrnn.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from charrnn.data import Vocab
 from charrnn.model import CharRNN, ModelConfig, init_params, param_shapes
-from charrnn.sample import InPlaceStepper, Stepper, filter_logits, generate
+from charrnn.sample import InPlaceStepper, Stepper, filter_logits, generate, generate_batch
 
 VOCAB = Vocab(tuple("\n !,.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 
@@ -155,3 +155,37 @@ def test_checkpoints_get_the_permissions_the_umask_gives(tmp_path, small_text, u
     for name in ("latest.npz", "best.npz"):
         assert stat.S_IMODE(os.stat(ck / name).st_mode) == mode, name
     assert not [f for f in os.listdir(ck) if f.startswith(".tmp-")]  # no temporary file left behind
+
+
+class _Scripted:
+    """A stand-in model whose most likely next symbol follows ``script`` (ids), whatever it is fed."""
+
+    def __init__(self, script, vocab_size):
+        self.logits = np.eye(vocab_size)[list(script)] * 10.0  # (n, V)
+
+    def start_sampling(self, prime, batch_size):
+        scripted = self
+
+        class Stepper:
+            t = 0
+
+            def step(self, ids):
+                self.t += 1
+                return np.repeat(scripted.logits[self.t][None], batch_size, axis=0)
+
+        return Stepper(), self.logits[0]
+
+
+@pytest.mark.parametrize("seed", [b"", "caf", "caf\xc3".encode("latin-1")])
+def test_bytes_models_sample_characters_of_several_bytes_whole(seed):
+    """A bytes model's samples are decoded as byte streams: é and ✓ arrive whole, at their last byte."""
+    vocab = Vocab(tuple(range(256)), bytes_mode=True)
+    wanted = "é✓ a\n"
+    script = list(wanted.encode("utf-8"))
+    if isinstance(seed, bytes) and seed.endswith(b"\xc3"):
+        script = script[1:]  # the seed's last byte is é's first
+    for pieces in (list(generate(_Scripted(script, 256), vocab, seed, len(script), temperature=0)),
+                   [p[1] for p in generate_batch(_Scripted(script, 256), vocab, 2, seed, len(script), temperature=0)]):
+        text = "".join(pieces)
+        assert text.endswith(wanted) and "\ufffd" not in text
+        assert "" in pieces  # a lead byte alone shows nothing yet
