@@ -167,11 +167,16 @@ def finetune_configs(base, preset="default", **given):
     than the checkpoint's is refused by ``train``). A cell other than the preset's gets its own tuned
     learning rate, as in a fresh run."""
     given = _known({k: v for k, v in given.items() if v is not None})
-    if base.model.config.model == "gpt":
-        raise ValueError("--init-from fine-tunes rnn, lstm and gru checkpoints, not gpt")
-    model_config, config = preset_configs(preset, **given)
     saved = asdict(base.model.config)
-    model_config = replace(model_config, **{k: saved[k] for k in RNN_OPTIONS if k not in given})
+    if _is_gpt(saved["model"]) and "model" not in given:  # a gpt checkpoint trains with the gpt recipe
+        preset = preset if _is_gpt(preset_options(preset, {})["model"]) else "gpt"
+    model_config, config = preset_configs(preset, **given)
+    kept = {k: saved[k] for k in (GPT_OPTIONS if _is_gpt(model_config.model) else RNN_OPTIONS)
+            if k not in given and k in saved}
+    if _is_gpt(model_config.model) and "seq_length" not in given and "context_length" in saved:
+        kept["context_length"] = saved["context_length"]  # gpt trains on windows of its context length
+        config = replace(config, seq_length=saved["context_length"])
+    model_config = replace(model_config, **kept)
     tokens = {"bytes_mode": base.vocab.bytes_mode, "encoding": base.vocab.encoding}
     config = replace(config, **{k: v for k, v in tokens.items() if k not in given})
     if "learning_rate" not in given and model_config.model != preset_options(preset, {})["model"]:

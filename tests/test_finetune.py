@@ -10,6 +10,7 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import main
 from charrnn.data import Vocab
 from charrnn.finetune import check_same_shape, extend_vocab
+from charrnn.gpt import CharGPT, GPTConfig
 from charrnn.model import CharRNN, ModelConfig
 
 OLD = Vocab(tuple("\n !,.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
@@ -48,6 +49,24 @@ def test_known_characters_keep_their_weights_and_new_ones_are_fresh(cell):
     old_logits, _ = trained.forward(ids)
     new_logits, _ = model.forward(np.array(new_pos)[ids])
     np.testing.assert_allclose(new_logits[..., new_pos], old_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_a_gpt_keeps_its_known_rows_and_its_logits_on_known_text():
+    """gpt: the token embedding's rows (wte), not l0.W_xh, carry the known symbols; positions are kept."""
+    config = GPTConfig(len(OLD), hidden_size=16, num_layers=2, num_heads=2, context_length=8, dtype="float64")
+    trained = CharGPT(config, rng=np.random.default_rng(0))
+    for value in trained.params.values():
+        value += np.random.default_rng(1).normal(0, 0.3, value.shape)
+    model = extend_vocab(trained, OLD, NEW, np.random.default_rng(7), np.ones(len(NEW), np.int64))
+    new_pos = [NEW.symbols.index(s) for s in OLD.symbols]
+    np.testing.assert_array_equal(model.params["wte"][new_pos], trained.params["wte"])
+    np.testing.assert_array_equal(model.params["wpe"], trained.params["wpe"])
+    ids = np.random.default_rng(2).integers(0, len(OLD), (8, 3))
+    np.testing.assert_allclose(model.forward(np.array(new_pos)[ids])[0][..., new_pos], trained.forward(ids)[0],
+                               rtol=1e-12, atol=1e-12)
+    wanted = GPTConfig(0, hidden_size=16, num_layers=2, num_heads=2, context_length=16, dtype="float64")
+    with pytest.raises(ValueError, match="cannot fine-tune with seq-length 16: the checkpoint's model has 8"):
+        check_same_shape(trained.config, wanted)
 
 
 def test_the_shape_cannot_change_but_dropout_can():
@@ -155,3 +174,26 @@ def test_init_from_errors(tmp_path, corpora, args, message):
     assert "Usage:" not in result.stderr and "Try " not in result.stderr, result.stderr  # one line, not click's three
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert not (tmp_path / "out" / "latest.npz").exists()
+
+
+def test_init_from_fine_tunes_a_gpt_with_its_context(tmp_path, corpora):
+    """A gpt checkpoint fine-tunes with the gpt recipe and its own shape and context length; new characters
+    get fresh embedding rows."""
+    base, new, _, unseen = corpora
+    ck = tmp_path / "gpt"
+    shape = ["--hidden-size", "16", "--num-layers", "1", "--num-heads", "2", "--seq-length", "24"]
+    result = invoke("train", base, "--model", "gpt", *shape, "--checkpoint-dir", ck, "--max-steps", "30",
+                    "--batch-size", "8", "--sample-length", "0", "--eval-every", "30")
+    assert result.exit_code == 0, result.output
+    trained = load_checkpoint(str(ck / "latest.npz"))
+    result = invoke("train", new, "--init-from", ck, "--checkpoint-dir", tmp_path / "tuned", "--max-steps", "1",
+                    "--learning-rate", "1e-30", "--batch-size", "8", "--sample-length", "0")
+    assert result.exit_code == 0, result.output
+    tuned = load_checkpoint(str(tmp_path / "tuned" / "latest.npz"))
+    assert (tuned.model.config.model, tuned.model.config.context_length, tuned.meta["train"]["seq_length"]) == (
+        "gpt", 24, 24)
+    known = [tuned.vocab.symbols.index(s) for s in trained.vocab.symbols]
+    np.testing.assert_array_equal(tuned.model.params["wte"][known], trained.model.params["wte"])
+    assert len(tuned.vocab) == len(trained.vocab) + len(unseen)
+    refused = invoke("train", new, "--init-from", ck, "--checkpoint-dir", tmp_path / "out", "--seq-length", "32")
+    assert refused.exit_code == 1 and "cannot fine-tune with seq-length 32" in refused.stderr
