@@ -7,12 +7,14 @@ A product of one row by a (C, 3C) matrix takes microseconds; OpenBLAS still spli
 threads, and where the cores are busy (a loaded machine, other processes) the split waits for a
 descheduled thread: sampling at batch 1 ran 10x slower on 2 threads than on 1 on a shared 2-core
 machine. Best effort: where numpy's BLAS is not an OpenBLAS this module can find (Linux, by the
-libraries mapped into the process), ``blas_threads`` changes nothing.
+libraries mapped into the process), ``blas_threads`` changes nothing. ``available_cpus`` says how
+many CPUs this process may use (worker processes, scoring threads).
 """
 
 import contextlib
 import ctypes
 import functools
+import os
 
 _NAMES = (  # (setter, getter) as the OpenBLAS builds numpy ships name them
     ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
@@ -63,3 +65,11 @@ def blas_threads(n):
         yield
     finally:
         set_threads(before)
+
+
+def available_cpus():
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -6,13 +6,17 @@
 
 import itertools
 import math
+import queue
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .blas import available_cpus, blas_threads
 from .data import read_codes, text_to_codes
 from .model import log_softmax
+from .models import build_model
 
 
 @dataclass
@@ -262,31 +266,60 @@ def _score_lines_batched(model, vocab, numbered_lines, batch_size, block_lines=8
             yield LineScore(number, text, EvalResult(float(total), int(count), oov))
 
 
-def score_line_batch(model, sequences, batch_size=256, max_tokens=8192):
+def score_line_batch(model, sequences, batch_size=256, max_tokens=8192, threads=None):
     """Summed -log p of each id sequence's characters after its first, each read from a fresh state.
 
     The sequences are sorted by length and run ``batch_size`` at a time as one (T, B) batch, padded
     at the end and masked (a padded position never reaches an earlier one), in windows of at most
-    ``max_tokens`` // B steps with the state carried. Returns (totals (N,) float64, counts (N,)).
+    ``max_tokens`` // B steps with the state carried. The batches are independent: ``threads`` of them
+    (default: one per CPU) run at once, each on its own copy of the model with one BLAS thread (numpy
+    lets go of the GIL inside products and element-wise operations on arrays this size). Returns (totals
+    (N,) float64, counts (N,)).
     """
     lengths = np.array([max(len(s) - 1, 0) for s in sequences])  # characters scored per sequence
     totals = np.zeros(len(sequences))
     order = np.argsort(lengths, kind="stable")
     order = order[lengths[order] > 0]
-    for g in range(0, len(order), batch_size):
-        group = order[g : g + batch_size]
-        T = int(lengths[group[-1]])  # the longest, last in sorted order
-        B = batch_size if len(order) >= batch_size else len(group)  # one batch size per file: one set of buffers
-        padded = np.zeros((T + 1, B), np.intp)  # (T+1, B) ids, zeros after each sequence's end
-        for j, row in enumerate(group):
-            padded[: lengths[row] + 1, j] = sequences[row]
-        scored = np.arange(T)[:, None] < lengths[group]  # (T, len(group)) true where a character is scored
-        state, window = None, max(1, max_tokens // B)
-        for t in range(0, T, window):
-            end = min(t + window, T)
-            nlls, state = chunk_nlls(model, padded[t:end], padded[t + 1 : end + 1], state)  # (end - t, B)
-            totals[group] += np.where(scored[t:end], nlls[:, : len(group)], 0).sum(axis=0, dtype=np.float64)
+    groups = [order[g : g + batch_size] for g in range(0, len(order), batch_size)]
+    B = batch_size if len(order) >= batch_size else len(order)  # one batch size per file: one set of buffers
+    threads = min(threads or available_cpus(), len(groups))
+    if threads <= 1:
+        for group in groups:
+            totals[group] = _score_group(model, sequences, lengths, group, B, max_tokens)
+        return totals, lengths
+    free = queue.SimpleQueue()  # the model and its copies: one per running batch
+    for replica in [model] + [build_model(model.config, params=model.params) for _ in range(threads - 1)]:
+        free.put(replica)
+
+    def score(group):
+        replica = free.get()
+        try:
+            return _score_group(replica, sequences, lengths, group, B, max_tokens)
+        finally:
+            free.put(replica)
+
+    with blas_threads(1), ThreadPoolExecutor(threads) as pool:
+        for group, group_totals in zip(groups, pool.map(score, groups)):
+            totals[group] = group_totals
     return totals, lengths
+
+
+def _score_group(model, sequences, lengths, group, B, max_tokens):
+    """Summed -log p of each sequence of ``group`` (indices, sorted by length, at most B) from a fresh state."""
+    T = int(lengths[group[-1]])  # the longest, last in sorted order
+    padded = np.zeros((T + 1, B), np.intp)  # (T+1, B) ids, zeros after each sequence's end
+    for j, row in enumerate(group):
+        padded[: lengths[row] + 1, j] = sequences[row]
+    scored = np.arange(T)[:, None] < lengths[group]  # (T, len(group)) true where a character is scored
+    totals = np.zeros(len(group))
+    state, window = None, max(1, max_tokens // B)
+    for t in range(0, T, window):
+        end = min(t + window, T)
+        nlls, state = chunk_nlls(model, padded[t:end], padded[t + 1 : end + 1], state)  # (end - t, B)
+        totals += np.where(scored[t:end], nlls[:, : len(group)], 0).sum(axis=0, dtype=np.float64)
+    return totals
+
+
 def iter_lines(path, vocab):
     """The file's lines as code point (or byte) arrays, each with its newline."""
     pending = []

@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .blas import available_cpus
 from .evaluate import chunk_nll
 from .models import build_model, model_config, param_shapes
 from .packed import Packed
@@ -107,14 +108,6 @@ class Reply(NamedTuple):
 
     value: object = None
     error: str | None = None
-
-
-def available_cpus():
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _pin(pid, index, workers):

@@ -125,14 +125,16 @@ def test_reset_per_line_batched_gives_the_one_by_one_figures(tmp_path, model, dt
     assert got[3].result.oov == {"#": 3} and got[-1].result.chars == len("ends here")
 
 
-def test_line_batch_in_windows_and_groups_and_without_a_newline_symbol():
-    """Windows shorter than the lines (state carried), groups of 3, and a vocabulary with no newline:
-    each sequence's first character is then context only."""
+@pytest.mark.parametrize("threads", [1, 3])
+def test_line_batch_in_windows_and_groups_and_without_a_newline_symbol(threads):
+    """Windows shorter than the lines (state carried), groups of 3 (one after another, or three at once on
+    threads, each with its own copy of the model), and a vocabulary with no newline: each sequence's first
+    character is then context only."""
     vocab = Vocab(tuple("abcdefgh"))
     net = CharRNN(ModelConfig(len(vocab), "lstm", 12, 2, dtype="float64"), rng=np.random.default_rng(4))
     rng = np.random.default_rng(5)
-    sequences = [rng.integers(0, 8, n) for n in (0, 1, 2, 17, 5, 30, 9, 2, 64)]
-    totals, counts = score_line_batch(net, sequences, batch_size=3, max_tokens=12)
+    sequences = [rng.integers(0, 8, n) for n in (0, 1, 2, 17, 5, 30, 9, 2, 64, 40, 3, 22, 7)]
+    totals, counts = score_line_batch(net, sequences, batch_size=3, max_tokens=12, threads=threads)
     for seq, total, count in zip(sequences, totals, counts):
         assert count == max(len(seq) - 1, 0)
         if count:
