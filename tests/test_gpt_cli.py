@@ -192,14 +192,8 @@ def test_serve_scores_and_generates_with_a_gpt(small_text):
         thread.join(5)
 
 
-def test_init_from_and_the_torch_engine_refuse_gpt_in_one_line(tmp_path, small_text):
-    """(gpt exports as nanoGPT's GPT: tests/test_export.py.)"""
-    ck = str(tmp_path / "ck")
-    assert run(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "2", *TINY]).exit_code == 0
-    result = CliRunner().invoke(main, ["export", ck, str(tmp_path / "m.safetensors")])
-    assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", str(tmp_path / "f"), "--init-from", ck])
-    assert result.exit_code == 1 and "--init-from fine-tunes rnn, lstm and gru checkpoints, not gpt" in result.output
+def test_the_torch_engine_refuses_gpt_in_one_line(tmp_path, small_text):
+    """(gpt exports as nanoGPT's GPT: tests/test_export.py; --init-from fine-tunes it: tests/test_finetune.py.)"""
     pytest.importorskip("torch")
     result = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", str(tmp_path / "t"), *TINY,
                                        "--engine", "torch", "--max-steps", "2"])
