@@ -2,6 +2,7 @@
 
     flock /work/signals/bench.lock python benchmarks/gpt.py                 # training and sampling tables
     python benchmarks/gpt.py --only train --rounds 2 --seconds 10
+    python benchmarks/gpt.py --where-sampling nanogpt-cpu                  # a sampled character's time, by part
 
 Training: characters/s of a full step (forward, backward, clipped AdamW update) on tinyshakespeare ids
 (random ids where the corpus is absent) at nanoGPT's shakespeare_char CPU set-up and a mid set-up;
@@ -236,6 +237,45 @@ def where_time_goes(setup, steps=5):
     print("  (attention_* include their two linear layers; linear_* are the MLP's)")
 
 
+def where_sampling_goes(setup, chars=2000):
+    """A sampled character's time at batch 1: the median plain step, the median slide (the window's
+    recompute) and its share, and the four products of each block and the output layer alone."""
+    import timeit
+
+    import numpy as np
+
+    from charrnn.blas import blas_threads
+    from charrnn.gpt import CharGPT, GPTConfig, KVSampler
+
+    layers, heads, width, context, _ = SETUPS[setup]
+    model = CharGPT(GPTConfig(65, hidden_size=width, num_layers=layers, num_heads=heads, context_length=context),
+                    rng=np.random.default_rng(0))
+    sampler = KVSampler(model)
+    ids = np.random.default_rng(0).integers(0, 65, chars + 1)
+    sampler.prime(ids[None, :1])
+    plain, slides = [], []
+    for i in range(1, chars + 1):
+        slide = sampler.n == sampler.P
+        start = time.perf_counter()
+        sampler.step(ids[i : i + 1])
+        (slides if slide else plain).append(time.perf_counter() - start)
+    rows, total = sampler.rows, sum(plain) + sum(slides)
+
+    def products():
+        for w in sampler.blocks:
+            np.dot(rows["normed"], w["W_qkv"], out=rows["qkv"])
+            np.dot(rows["heads"], w["W_proj"])
+            np.dot(rows["normed"], w["W_fc"], out=rows["fc_out"])
+            np.dot(rows["hidden"], w["W_mlp"])
+        np.dot(rows["normed"], sampler.W_out)
+
+    with blas_threads(1):
+        alone = min(timeit.repeat(products, number=2000, repeat=5)) / 2000
+    print(f"{setup}: {chars / total:,.0f} chars/s; plain step median {np.median(plain) * 1e6:.0f} us, of which the "
+          f"products alone {alone * 1e6:.0f} us; the window's recompute median {np.median(slides) * 1e6:.0f} us every "
+          f"{context - context // 2} characters, {sum(slides) / total:.0%} of the time")
+
+
 RUNNERS = {
     "charrnn-train": charrnn_train,
     "torch-train": torch_train,
@@ -287,6 +327,7 @@ def main():
     ap.add_argument("--memory", action="store_true", help="peak memory only: one short run of each, in turn")
     ap.add_argument("--where", metavar="SETUP", help="per-layer time of a worker's share instead (run with "
                     "OPENBLAS_NUM_THREADS=1)")
+    ap.add_argument("--where-sampling", metavar="SETUP", help="where a sampled character's time goes instead")
     ap.add_argument("--child", nargs=3, metavar=("KIND", "SETUP", "SECONDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -303,6 +344,10 @@ def main():
     if args.where:
         print(machine())
         where_time_goes(args.where)
+        return
+    if args.where_sampling:
+        print(machine())
+        where_sampling_goes(args.where_sampling)
         return
     sys.path.insert(0, HERE)
     import peers
