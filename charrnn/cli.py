@@ -20,6 +20,7 @@ from .cells import ACTIVATIONS
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .classify_cli import classify
 from .cli_errors import user_errors
+from .data import quoted
 from .evaluate import EvalResult, evaluate_file, score_lines
 from .export import export_checkpoint, import_safetensors
 from .model import DTYPES
@@ -392,7 +393,7 @@ def eval_command(checkpoint, file, per_line, reset_per_line, as_json):
     console.print(f"bpc        {result.bpc:.4f} bits/char")
     console.print(f"perplexity {result.perplexity:.3f}")
     if result.oov:
-        listed = ", ".join(f"{k!r}×{v}" for k, v in sorted(result.oov.items(), key=lambda kv: -kv[1])[:10])
+        listed = ", ".join(f"{quoted(k)}×{v}" for k, v in sorted(result.oov.items(), key=lambda kv: -kv[1])[:10])
         console.print(f"left out {sum(result.oov.values()):,} characters outside the vocabulary: {listed}")
 
 

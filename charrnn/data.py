@@ -50,7 +50,7 @@ class Vocab:
         ids = self.ids_of_codes(codes)
         if (ids < 0).any():
             unknown = sorted({self.symbol_text(int(c)) for c in codes[ids < 0]})
-            raise KeyError(", ".join(repr(u) for u in unknown))
+            raise KeyError(", ".join(map(quoted, unknown)))
         return ids
 
     def newline_id(self):
@@ -59,6 +59,7 @@ class Vocab:
         return idx if idx >= 0 else None
 
     def symbol_text(self, code):
+        """A symbol as text: the character, or a byte's name, \\xNN."""
         return f"\\x{code:02x}" if self.bytes_mode else chr(code)
 
     def extended(self, other):
@@ -73,6 +74,12 @@ class Vocab:
     @classmethod
     def from_json(cls, obj):
         return cls(tuple(obj["symbols"]), obj["bytes_mode"], obj["encoding"])
+
+
+def quoted(symbol):
+    """A symbol's text (``Vocab.symbol_text``) for a message: a character as repr shows it (whitespace and
+    invisible characters escaped), a byte's name as it is, in quotes (repr would double its backslash)."""
+    return repr(symbol) if len(symbol) == 1 else f"'{symbol}'"
 
 
 def text_to_codes(text, bytes_mode):

@@ -34,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from . import __version__
+from .data import quoted
 from .evaluate import evaluate_text
 from .models import build_model
 from .sample import generate
@@ -335,7 +336,7 @@ class Handler(BaseHTTPRequestHandler):
         with self.replica() as model:
             result = evaluate_text(model, vocab, _model_text(vocab, text))
         if result.chars == 0:
-            unknown = _cut(", ".join(map(repr, result.oov)))
+            unknown = _cut(", ".join(map(quoted, result.oov)))
             raise RequestError(f"text has no character the model knows (unknown: {unknown})")
         self.send_json(HTTPStatus.OK, result.to_json())
 

@@ -77,6 +77,20 @@ def test_per_line_text_of_a_bytes_model_is_decoded_whole(tmp_path):
         assert line.text == "naïve café ✓\n" and line.result.chars == len("naïve café ✓\n".encode())
 
 
+def test_a_bytes_models_messages_name_unseen_bytes_once_escaped(tmp_path, cli):
+    """A byte outside a --bytes model's vocabulary is shown as '\\xff', not repr's '\\\\xff'."""
+    path = str(tmp_path / "bytes.npz")
+    vocab = Vocab(tuple(b"abc\n"), bytes_mode=True)
+    save_checkpoint(path, Checkpoint(CharRNN(ModelConfig(4, "gru", 8, 1), rng=np.random.default_rng(0)), vocab,
+                                     {"step": 1}))
+    text = tmp_path / "t.bin"
+    text.write_bytes(b"abc\xff\n")
+    result = cli(["eval", path, str(text)])
+    assert result.exit_code == 0 and "'\\xff'×1" in result.stdout, result.output
+    result = cli(["sample", path, "--seed", "aé", "--length", "5"])
+    assert result.exit_code == 1 and "'\\xa9', '\\xc3'" in result.output, result.output
+
+
 def test_greedy_is_deterministic_and_top_k_1_is_greedy(ckpt_path, cli_stdout):
     greedy = cli_stdout("sample", ckpt_path, "--seed", "The ", "--temperature", "0", "--length", "80")
     assert greedy == cli_stdout("sample", ckpt_path, "--seed", "The ", "--temperature", "0", "--length", "80",
