@@ -438,7 +438,8 @@ def info(checkpoint):
     average = meta.get("train", {}).get("average")
     table.add_row("weights", f"running average over {average} steps (--average)" if average else "as trained")
     table.add_row("step", str(meta.get("step", "-")))  # an import has no training position
-    table.add_row("epoch", str(meta.get("epoch", "-")))
+    epoch, chunk = meta.get("epoch", "-"), meta.get("chunk", 0)
+    table.add_row("epoch", f"{epoch} complete, then {chunk:,} steps into the next" if chunk else str(epoch))
     if "elapsed" in meta:
         table.add_row("time trained", f"{meta['elapsed']:.1f} s")
     if meta.get("init_from"):

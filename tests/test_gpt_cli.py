@@ -41,6 +41,8 @@ def test_train_sample_eval_info(tmp_path, small_text):
     assert ev["loss"] < np.log(len(ckpt.vocab))
     info = run(["info", ck])
     assert "num_heads" in info.output and "context_length" in info.output
+    epoch, chunk = ckpt.meta["epoch"], ckpt.meta["chunk"]
+    assert chunk > 0 and f"{epoch} complete, then {chunk} steps into the next" in info.output
 
 
 def test_per_line_scores_add_up_to_the_file(tmp_path, small_text):
