@@ -312,6 +312,7 @@ class KVSampler:
         # a step's buffers, and the views of them that give the heads their shapes
         self.x = np.empty((B, C), dtype)  # the residual stream
         self.normed = np.ones((B, C + 1), dtype)  # a LayerNorm's x̂, then a column of ones
+        self.normed_x = self.normed[:, :C]  # (B, C): where a LayerNorm writes
         self.qkv = np.empty((B, 3 * C), dtype)
         self.query = self.qkv[:, :C].reshape(B, nh, hs, 1)
         self.key = self.qkv[:, C : 2 * C].reshape(B, nh, hs)
@@ -319,13 +320,14 @@ class KVSampler:
         self.heads = np.ones((B, C + 1), dtype)  # the heads' outputs side by side, then a column of ones
         self.heads_out = self.heads[:, :C].reshape(B, nh, hs, 1)
         self.hidden = np.ones((B, 4 * C + 1), dtype)  # 2 GELU(x W_fc), then a column of ones
+        self.fc_out = self.hidden[:, : 4 * C]  # (B, 4C): where the MLP's first product writes
         self.gelu_tmp = np.empty((B, 4 * C), dtype)
         # the buffers as the products read and write them: for one text their single rows, so that np.dot
         # runs a matrix-vector product (a third less time per product than a (1, K) matrix through matmul)
         rows = (lambda a: a[0]) if B == 1 else (lambda a: a)
         self.product = np.dot if B == 1 else np.matmul  # matmul writes into (B, 4C) columns of ``hidden``
         self.rows = {name: rows(getattr(self, name)) for name in ("normed", "qkv", "heads", "hidden")}
-        self.rows["fc_out"] = rows(self.hidden[:, : 4 * C])
+        self.rows["fc_out"] = rows(self.fc_out)
 
     def _folded(self, k):
         """Block k's weights as a step reads them (see the class docstring)."""
@@ -348,7 +350,7 @@ class KVSampler:
         C, nh, hs, p = self.x.shape[1], self.nh, self.hs, self.model.params
         rows = B * n
         normed, heads = np.ones((rows, C + 1), self.x.dtype), np.ones((rows, C + 1), self.x.dtype)
-        hidden = np.ones((rows, 4 * C + 1), self.x.dtype)
+        hidden, gelu_tmp = np.ones((rows, 4 * C + 1), self.x.dtype), np.empty((rows, 4 * C), self.x.dtype)
         future = np.triu(np.full((n, n), -np.inf, self.x.dtype), 1)  # (n, n): -inf above the diagonal
         x = (p["wte"][ids] + p["wpe"][:n]).reshape(rows, C)  # (B n, C)
         for k, w in enumerate(self.blocks):
@@ -365,7 +367,7 @@ class KVSampler:
             x += heads @ w["W_proj"]
             _normalize_rows(x, normed[:, :C])
             np.matmul(normed, w["W_fc"], out=hidden[:, : 4 * C])
-            _double_gelu(hidden[:, : 4 * C], np.empty((rows, 4 * C), self.x.dtype))
+            _double_gelu(hidden[:, : 4 * C], gelu_tmp)
             x += hidden @ w["W_mlp"]
         self.ids[:, :n] = ids
         self.n = n
@@ -387,8 +389,7 @@ class KVSampler:
         if self.n == self.P:  # slide: the last P // 2 characters, ids the newest, recomputed
             keep = max(1, self.P // 2)
             return self.prime(np.concatenate([self.ids[:, self.P - keep + 1 :], ids[:, None]], axis=1))
-        p, n, x, rows, product = self.model.params, self.n, self.x, self.rows, self.product
-        normed, fc_out = self.normed[:, : x.shape[1]], self.hidden[:, : 4 * x.shape[1]]
+        p, n, x, rows, product, normed = self.model.params, self.n, self.x, self.rows, self.product, self.normed_x
         np.add(p["wte"][ids], p["wpe"][n], out=x)  # (B, C)
         for k, w in enumerate(self.blocks):
             _normalize_rows(x, normed)
@@ -403,7 +404,7 @@ class KVSampler:
             x += product(rows["heads"], w["W_proj"])  # its bias folded in
             _normalize_rows(x, normed)
             product(rows["normed"], w["W_fc"], out=rows["fc_out"])  # (B, 4C): ln2 and its bias folded in
-            _double_gelu(fc_out, self.gelu_tmp)
+            _double_gelu(self.fc_out, self.gelu_tmp)
             x += product(rows["hidden"], w["W_mlp"])  # the 1/2 and the bias folded in
         self.ids[:, n] = ids
         self.n = n + 1
