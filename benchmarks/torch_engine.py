@@ -2,6 +2,7 @@
 
     python benchmarks/torch_engine.py                    # CPU rows: LSTM 512x2, torch vs numpy; 1 -> 2 processes
     python benchmarks/torch_engine.py --device cuda      # GPU rows: LSTM 1024x3 B=128 T=100 (a machine with CUDA)
+    python benchmarks/torch_engine.py --model gpt        # gpt rows: the mid set-up on a CPU, nanoGPT's on a GPU
     python benchmarks/torch_engine.py --markdown --repeat 5
 
 Every figure is chars/s of training steps as ``charrnn train`` takes them (the engine's forward and
@@ -25,12 +26,13 @@ ROOT = os.path.dirname(HERE)
 TINYSHAKESPEARE = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
 VOCAB = 65
 
-CPU_ROWS = [  # (label, peer label, [runs]); a run: engine, device, processes, threads
-    ("lstm H=512 L=2 B=32 T=100", (("numpy", "cpu", 1, None), ("torch", "cpu", 1, None))),
-    ("lstm H=512 L=2 B=32 T=100", (("torch", "cpu", 1, 1), ("torch", "cpu", 2, 1))),
+CPU_RUNS = [  # (peer run, run); a run: engine, device, processes, threads
+    (("numpy", "cpu", 1, None), ("torch", "cpu", 1, None)),
+    (("torch", "cpu", 1, 1), ("torch", "cpu", 2, 1)),
 ]
-CPU_MODEL = ("lstm", 512, 2, 32, 100)
-GPU_MODEL = ("lstm", 1024, 3, 128, 100)
+# a model: (cell, width, layers, batch, T = context for gpt, heads for gpt)
+CPU_MODELS = {"lstm": ("lstm", 512, 2, 32, 100, 0), "gpt": ("gpt", 192, 6, 32, 128, 6)}  # gpt: the mid set-up
+GPU_MODELS = {"lstm": ("lstm", 1024, 3, 128, 100, 0), "gpt": ("gpt", 384, 6, 64, 256, 6)}  # gpt: --preset nanogpt
 
 
 def machine_header():
@@ -84,13 +86,18 @@ def child(engine_name, device, model_spec, steps):
 
     sys.path.insert(0, ROOT)
     from charrnn.data import StreamBatches
+    from charrnn.gpt import CharGPT, GPTConfig
     from charrnn.model import CharRNN, ModelConfig
     from charrnn.optim import make_optimizer
     from charrnn.parallel import default_workers, make_engine
     from charrnn.torch_engine import Distributed, TorchEngine
 
-    cell, hidden, layers, batch, seq = model_spec
-    model = CharRNN(ModelConfig(VOCAB, cell, hidden, layers, dropout=0.0), rng=np.random.default_rng(0))
+    cell, hidden, layers, batch, seq, heads = model_spec
+    if cell == "gpt":
+        config = GPTConfig(VOCAB, hidden_size=hidden, num_layers=layers, num_heads=heads, context_length=seq)
+        model = CharGPT(config, rng=np.random.default_rng(0))
+    else:
+        model = CharRNN(ModelConfig(VOCAB, cell, hidden, layers, dropout=0.0), rng=np.random.default_rng(0))
     batches = StreamBatches(token_ids(2_000_000), batch, seq)
     optimizer = make_optimizer("adam", model.params, 2e-3, 5.0, 0.1)
     distributed = Distributed.from_environment(device) if engine_name == "torch" else None
@@ -136,6 +143,13 @@ def measure(run, model_spec, steps):
     return report["chars_per_sec"], report["optimizer_share"]
 
 
+def describe_model(spec):
+    cell, hidden, layers, batch, seq, heads = spec
+    if cell == "gpt":
+        return f"gpt C={hidden} L={layers} heads={heads} B={batch} context={seq}"
+    return f"{cell} H={hidden} L={layers} B={batch} T={seq}"
+
+
 def describe(run):
     engine, device, processes, threads = run
     if engine == "numpy":
@@ -163,6 +177,7 @@ def compare(label, peer_run, run, model_spec, steps, repeat, peer_steps=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--model", choices=("lstm", "gpt"), default="lstm")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run [default: 8 cpu, 30 cuda]")
     parser.add_argument("--markdown", action="store_true")
@@ -174,15 +189,16 @@ def main():
         return
     print(machine_header(), flush=True)
     if args.device == "cpu":
-        spec, steps = CPU_MODEL, args.steps or 8
-        plan = [(label, runs[0], runs[1]) for label, runs in CPU_ROWS]
+        spec, steps = CPU_MODELS[args.model], args.steps or 8
+        label = describe_model(spec)
+        plan = [(label, peer, run) for peer, run in CPU_RUNS]
     else:
         import torch
 
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: PyTorch sees no CUDA GPU here")
-        spec, steps = GPU_MODEL, args.steps or 30
-        label = "lstm H=1024 L=3 B=128 T=100"
+        spec, steps = GPU_MODELS[args.model], args.steps or 30
+        label = describe_model(spec)
         plan = [(label, ("numpy", "cpu", 1, None), ("torch", "cuda", 1, None))]
         if torch.cuda.device_count() > 1:
             n = torch.cuda.device_count()

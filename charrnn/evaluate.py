@@ -61,7 +61,7 @@ def chunk_nll(model, inputs, targets, state):
     return float(nlls.sum()), state
 
 
-def window_nlls(model, ids, start, offset=0, batch_size=64):
+def window_nlls(model, ids, start, offset=0, batch_size=64, engine=None):
     """-log p of ids[start:] (N,), each given the characters before it that a model with a context of P
     characters sees: sliding windows of P characters, placed by position in the text, not by chunk.
 
@@ -69,10 +69,17 @@ def window_nlls(model, ids, start, offset=0, batch_size=64):
     1..P are predicted from all the characters before them (window 0..P-1); after that, windows start
     at S, 2S, 3S, ... and character t is predicted by the window starting at ((t - P - 1) // S + 1) S:
     from at least P - S + 1 and at most P characters before it. A character's score depends only on its
-    position and the text, so any split of a text into pieces gives the same numbers.
+    position and the text, so any split of a text into pieces gives the same numbers. ``engine``
+    (parallel.py, torch_engine.py), if given, computes the windows' scores.
     """
     P = model.context_length
     S = max(1, P // 2)
+
+    def score(window):  # (n+1, W) ids -> -log p of window[1:] (n, W)
+        if engine is not None:
+            return engine.chunk_nlls(window[:-1], window[1:])[0]
+        return chunk_nlls(model, window[:-1], window[1:], None)[0]
+
     ids = np.asarray(ids, dtype=np.intp)
     end = offset + len(ids)
     windows, t = [], offset + start  # (first input, first target, last target + 1), positions in the text
@@ -87,14 +94,14 @@ def window_nlls(model, ids, start, offset=0, batch_size=64):
         group = full[b : b + batch_size]
         rows = np.array([a - offset for a, _, _ in group])[:, None] + np.arange(P + 1)  # (W, P+1)
         window = ids[rows].T  # (P+1, W)
-        nlls, _ = chunk_nlls(model, window[:-1], window[1:], None)  # (P, W)
+        nlls = score(window)  # (P, W)
         pieces.extend(nlls[t - a - 1 :, j] for j, (a, t, _) in enumerate(group))
     by_start = dict(zip(full, pieces))
     nlls = []
     for a, t, stop in windows:
         if (a, t, stop) not in by_start:  # a window the text's end cuts short
             window = ids[a - offset : stop - offset, None]  # (n+1, 1)
-            by_start[a, t, stop] = chunk_nlls(model, window[:-1], window[1:], None)[0][t - a - 1 :, 0]
+            by_start[a, t, stop] = score(window)[t - a - 1 :, 0]
         nlls.append(by_start[a, t, stop])
     return np.concatenate(nlls) if nlls else np.zeros(0)
 
@@ -103,15 +110,15 @@ def streams_nll(model, ids, batch_size, seq_length, engine=None):
     """Summed -log p over ids[1:] given what precedes each, in B contiguous streams, state carried.
 
     The streams cover ids[0 : B·L + 1]; the remainder continues the last stream, so every
-    character after the first is scored once. ``engine`` (parallel.py) scores the B streams on its
-    workers. A model with a bounded context (gpt) reads sliding windows instead (``window_nlls``).
+    character after the first is scored once. ``engine`` (parallel.py, torch_engine.py) scores the B
+    streams. A model with a bounded context (gpt) reads sliding windows instead (``window_nlls``).
     Returns (total nats, characters scored).
     """
     n = len(ids) - 1
     if n <= 0:
         return 0.0, 0
     if model.context_length is not None:
-        return float(window_nlls(model, ids, 1).sum()), n
+        return float(window_nlls(model, ids, 1, engine=engine).sum()), n
     B = min(batch_size, n)
     L = n // B
     starts = np.arange(B) * L  # (B,)

@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .blas import available_cpus
-from .evaluate import chunk_nll
+from .evaluate import chunk_nll, chunk_nlls
 from .models import build_model, model_config, param_shapes
 from .packed import Packed
 
@@ -145,6 +145,11 @@ class Engine:
     ``workers`` processes; a context manager that closes it."""
 
     workers = 1
+
+    def chunk_nlls(self, inputs, targets, state=None):
+        """-log p of each of ``targets`` (T, B), and the state after them: in this process, by the model
+        (the scores of a gpt model's validation windows)."""
+        return chunk_nlls(self.model, inputs, targets, state)
 
     def close(self):
         pass

@@ -13,6 +13,8 @@ by autograd into charrnn's layout, one flat vector again, returned as charrnn's 
 so charrnn's dropout (on every layer's output, the top one included) and weight drop (on ``W_hh``)
 apply where the numpy engine applies them. Dropout masks come from a seed drawn from the training
 RNG per step, as in the worker pool (weight-drop masks from the seed alone, the same in every process).
+A gpt model needs no modules: its forward (torch_gpt.py) reads views of the flat vector directly, and
+its dropout draws from torch's generator, seeded for each step and process the same way.
 
 Data-parallel (``Distributed``, from torchrun's environment): every process runs the same training loop
 over the same batches, but computes forward and backward over its contiguous share of the B streams
@@ -31,6 +33,7 @@ import numpy as np
 from .export import to_torch_names
 from .packed import Packed
 from .parallel import Engine, WorkerError
+from .torch_gpt import gpt_logits
 
 DEVICES = ("cpu", "cuda")
 
@@ -158,8 +161,8 @@ class TorchEngine(Engine):
         torch = import_torch()
         check_device(torch, device.split(":")[0])
         config = model.config
-        if config.model not in ("rnn", "lstm", "gru"):
-            raise TorchEngineError(f"--engine torch trains rnn, lstm and gru models, not {config.model}")
+        if config.model not in ("rnn", "lstm", "gru", "gpt"):
+            raise TorchEngineError(f"--engine torch trains rnn, lstm, gru and gpt models, not {config.model}")
         if config.model == "rnn" and config.activation not in ("tanh", "relu"):
             raise TorchEngineError(f"--engine torch runs rnn with tanh or relu, not {config.activation}")
         self.torch, self.model, self.distributed = torch, model, distributed
@@ -167,14 +170,17 @@ class TorchEngine(Engine):
         self.workers = distributed.world_size if distributed else 1
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[config.dtype]
         self.ops = _TorchOps(torch)
-        nn, H = torch.nn, config.hidden_size
+        self.layers = [] if config.model == "gpt" else self._rnn_layers()
+        self.grads = Packed(model.shapes, model.dtype)
+
+    def _rnn_layers(self):
+        """One nn.LSTM/GRU/RNN layer per charrnn layer; their parameters take charrnn's values at every call."""
+        nn, config = self.torch.nn, self.model.config
         cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.model]
         extra = {"nonlinearity": config.activation} if config.model == "rnn" else {}
-        self.layers = [  # their parameters take charrnn's values at every call (``_forward``)
-            cls(config.vocab_size if k == 0 else H, H, 1, **extra).to(self.device, self.dtype)
-            for k in range(config.num_layers)
-        ]
-        self.grads = Packed(model.shapes, model.dtype)
+        H = config.hidden_size
+        return [cls(config.vocab_size if k == 0 else H, H, 1, **extra).to(self.device, self.dtype)
+                for k in range(config.num_layers)]
 
     # -- the engine's calls -------------------------------------------------------------------------------------
 
@@ -186,7 +192,7 @@ class TorchEngine(Engine):
         lo, hi = self._share(B)
         dropout = cfg.dropout if dropout is None else dropout
         seed = None
-        if dropout_rng is not None and (dropout > 0 or cfg.weight_drop > 0):
+        if dropout_rng is not None and (dropout > 0 or getattr(cfg, "weight_drop", 0.0) > 0):  # gpt: no weight drop
             seed = int(dropout_rng.integers(2**63))
         flat = self._flat_params().requires_grad_()
         with torch.enable_grad():
@@ -195,8 +201,8 @@ class TorchEngine(Engine):
             loss = self._cross_entropy(logits, targets[:, lo:hi], "mean")
             share = (hi - lo) / B
             (loss * share).backward()  # into flat (the output layer) and the modules' own parameters
-            # the modules' gradients, back through the translation table into flat
-            torch.autograd.backward([w for w, _ in bridges], [p.grad for _, p in bridges])
+            if bridges:  # the modules' gradients, back through the translation table into flat
+                torch.autograd.backward([w for w, _ in bridges], [p.grad for _, p in bridges])
         for layer in self.layers:
             layer.zero_grad(set_to_none=True)
         parts = [flat.grad, (loss.detach() * share).reshape(1)]
@@ -207,21 +213,25 @@ class TorchEngine(Engine):
 
     def chunk_nll(self, inputs, targets, state=None):
         """As ``evaluate.chunk_nll``: summed -log p of ``targets`` over all B streams, and the state after them."""
+        nlls, state = self.chunk_nlls(inputs, targets, state)
+        return float(nlls.sum()), state
+
+    def chunk_nlls(self, inputs, targets, state=None):
+        """As ``evaluate.chunk_nlls``: -log p of each of ``targets`` (T, B), as a (T, B) array; the state after."""
         torch = self.torch
-        B = inputs.shape[1]
+        T, B = inputs.shape
         lo, hi = self._share(B)
         with torch.no_grad():
             flat = self._flat_params()
+            nlls = flat.new_zeros((T, B))
             if hi > lo:
                 logits, final, _ = self._forward(flat, inputs[:, lo:hi], self._state_slice(state, lo, hi), 0.0,
                                                  None)
-                nll = self._cross_entropy(logits, targets[:, lo:hi], "sum")
+                nlls[:, lo:hi] = self._cross_entropy(logits, targets[:, lo:hi], "none").reshape(T, hi - lo)
             else:  # fewer streams than processes (a short validation text): nothing here
-                cfg = self.model.config
-                empty = flat.new_zeros((cfg.num_layers, 0, cfg.hidden_size))
-                final, nll = tuple(empty for _ in self.model.cell.state_names), flat.new_zeros(())
-            _, nll_t, state_t = self._sum_over_processes([flat.new_zeros(0), nll.reshape(1)], final, lo, hi, B)
-        return float(nll_t.item()), state_t
+                final = tuple(torch.from_numpy(s).to(self.device) for s in self.model.initial_state(0))
+            _, nlls_t, state_t = self._sum_over_processes([flat.new_zeros(0), nlls.reshape(-1)], final, lo, hi, B)
+        return nlls_t.reshape(T, B).cpu().numpy(), state_t
 
     def agree(self, value):
         """Process 0's value of a small integer in every process; the value itself in one process."""
@@ -266,15 +276,32 @@ class TorchEngine(Engine):
     def _forward(self, flat, inputs, state, dropout, seed):
         """Logits (T, b, V) and the final state per layer for this process's streams ``inputs`` (T, b), and
         the bridges: (weight made from ``flat``, the module parameter that took its value) pairs, for the
-        weights that need a gradient."""
-        torch, cfg, model = self.torch, self.model.config, self.model
-        T, b = inputs.shape
+        weights that need a gradient (none for gpt, whose forward reads ``flat`` itself)."""
         params, offset = {}, 0
-        for name, shape in model.shapes.items():
+        for name, shape in self.model.shapes.items():
             size = int(np.prod(shape))
             params[name] = flat[offset : offset + size].view(shape)
             offset += size
         rank = self.distributed.rank if self.distributed else 0
+        if self.model.config.model == "gpt":
+            return self._gpt_forward(params, inputs, dropout, None if seed is None else _derive(seed, rank))
+        return self._rnn_forward(params, inputs, state, dropout, seed, rank)
+
+    def _gpt_forward(self, params, inputs, dropout, seed):
+        """The gpt model's logits (T, b, V), no state or bridges; dropout from torch's generator, seeded."""
+        torch, config, ids = self.torch, self.model.config, self._ids(inputs).T  # (b, T)
+        if seed is None or dropout == 0:
+            return gpt_logits(torch, params, ids, config).transpose(0, 1), (), []
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device.index or torch.cuda.current_device()] if cuda else []):
+            torch.manual_seed(seed)
+            logits = gpt_logits(torch, params, ids, config, dropout)
+        return logits.transpose(0, 1), (), []
+
+    def _rnn_forward(self, params, inputs, state, dropout, seed, rank):
+        """The recurrent model's part of ``_forward``: one module per layer, weights copied in each call."""
+        torch, cfg = self.torch, self.model.config
+        T, b = inputs.shape
         generator = mask_generator = None
         if seed is not None:
             generator = torch.Generator(self.device).manual_seed(_derive(seed, rank))
@@ -310,18 +337,19 @@ class TorchEngine(Engine):
 
     def _sum_over_processes(self, parts, final, lo, hi, B):
         """(sum of parts[0], sum of parts[1], full (L, B, H) state tuple as numpy) over the processes: one
-        all-reduce of one buffer; in a single process, the parts themselves."""
-        S = len(final)
-        L, _, H = final[0].shape
+        all-reduce of one buffer; in a single process, the parts themselves. A gpt model's state is ``()``."""
         if self.distributed is None:
             return parts[0], parts[1], tuple(s.cpu().numpy() for s in final)
+        S = len(final)
+        L, _, H = final[0].shape if S else (0, 0, 0)
         state = parts[1].new_zeros((S, L, B, H))
-        state[:, :, lo:hi] = self.torch.stack(final)
+        if S:
+            state[:, :, lo:hi] = self.torch.stack(final)
         buffer = self.torch.cat([parts[0].detach().reshape(-1), parts[1].detach(), state.reshape(-1)])
         self.distributed.all_reduce(buffer)
-        n = parts[0].numel()
-        full = buffer[n + 1 :].reshape(S, L, B, H).cpu().numpy()
-        return buffer[:n], buffer[n : n + 1], tuple(full)
+        n, m = parts[0].numel(), parts[1].numel()
+        full = buffer[n + m :].reshape(S, L, B, H).cpu().numpy()
+        return buffer[:n], buffer[n : n + m], tuple(full)
 
 
 def _derive(seed, index):

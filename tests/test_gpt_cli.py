@@ -192,12 +192,3 @@ def test_serve_scores_and_generates_with_a_gpt(small_text):
         server.shutdown()
         server.server_close()
         thread.join(5)
-
-
-def test_the_torch_engine_refuses_gpt_in_one_line(tmp_path, small_text):
-    """(gpt exports as nanoGPT's GPT: tests/test_export.py; --init-from fine-tunes it: tests/test_finetune.py.)"""
-    pytest.importorskip("torch")
-    result = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", str(tmp_path / "t"), *TINY,
-                                       "--engine", "torch", "--max-steps", "2"])
-    assert result.exit_code == 1 and "not gpt" in result.output
-    assert len(result.output.strip().splitlines()) == 1

@@ -57,9 +57,31 @@ def test_torch_engine_trains_as_the_numpy_engine(tmp_path, small_text, model, op
     np.testing.assert_allclose(got.flat, want.flat, rtol=0, atol=1e-9)
 
 
-def test_torch_engine_resume_is_bit_identical(tmp_path, small_text):
+GPT_EXACT = ["--model", "gpt", "--hidden-size", "16", "--num-layers", "2", "--num-heads", "2", "--batch-size", "6",
+             "--seq-length", "12", "--dtype", "float64", "--dropout", "0", "--late-dropout", "0", "--eval-every", "5",
+             "--sample-length", "0", "--random-seed", "3", "--lr-schedule", "cosine", "--max-steps", "8"]
+
+
+def test_torch_engine_trains_gpt_as_the_numpy_engine(tmp_path, small_text):
+    """gpt, float64, no dropout: the same parameters after 8 steps (1e-9) and the same validation losses,
+    which the torch engine scores too (sliding windows, evaluate.window_nlls)."""
+    numpy_dir, torch_dir = str(tmp_path / "numpy"), str(tmp_path / "torch")
+    assert train([small_text, "--checkpoint-dir", numpy_dir, "--workers", "1", *GPT_EXACT]).exit_code == 0
+    result = train([small_text, "--checkpoint-dir", torch_dir, "--engine", "torch", *GPT_EXACT])
+    assert result.exit_code == 0, result.output
+    val = {}
+    for name in ("numpy", "torch"):
+        with open(os.path.join(str(tmp_path / name), "metrics.jsonl")) as f:
+            val[name] = [r["val_loss"] for r in map(json.loads, f) if "val_loss" in r]
+    assert len(val["numpy"]) == 2 and val["numpy"][0] - val["numpy"][1] > 1e-5
+    np.testing.assert_allclose(val["torch"], val["numpy"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(params_of(torch_dir).flat, params_of(numpy_dir).flat, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("exact", [EXACT, GPT_EXACT], ids=["gru", "gpt"])
+def test_torch_engine_resume_is_bit_identical(tmp_path, small_text, exact):
     """With dropout: 2N steps in one run equal N steps and N more after --resume."""
-    opts = [*EXACT[:-6], "--dropout", "0.2", "--random-seed", "4", "--lr-schedule", "constant", "--engine", "torch"]
+    opts = [*exact[:-6], "--dropout", "0.2", "--random-seed", "4", "--lr-schedule", "constant", "--engine", "torch"]
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     assert train([small_text, "--checkpoint-dir", one, "--max-steps", "10", *opts]).exit_code == 0
     assert train([small_text, "--checkpoint-dir", two, "--max-steps", "5", *opts]).exit_code == 0
@@ -115,30 +137,34 @@ def end_session(proc):
     proc.wait()
 
 
+MODELS = {"lstm": 'ModelConfig(0, "lstm", 16, 2, dropout=0.0, dtype="float64")',
+          "gpt": 'GPTConfig(0, hidden_size=16, num_layers=2, num_heads=2, context_length=12, dtype="float64")'}
 GLOO_RUN = """
-model = ModelConfig(0, "lstm", 16, 2, dropout=0.0, dtype="float64")
+model = {model}
 config = TrainConfig(batch_size=5, seq_length=12, max_steps=6, eval_every=4, sample_length=0, random_seed=3,
                      late_dropout=None, checkpoint_dir=out, engine="torch", max_time=None)
 result = train(corpus, model, config)
 """
-RANK_SCRIPT = f"""
+RANK_SCRIPT = """
 import os, sys
 import numpy as np
-from charrnn import ModelConfig, TrainConfig, train
+from charrnn import GPTConfig, ModelConfig, TrainConfig, train
 corpus, out = sys.argv[1:3]
-{GLOO_RUN}
+{run}
 np.save(os.path.join(out, "rank%s.npy" % os.environ["RANK"]), result.model.params.flat)
 """
 
 
-def test_two_processes_with_gloo_train_as_one(tmp_path, small_text):
+@pytest.mark.parametrize("model", MODELS)
+def test_two_processes_with_gloo_train_as_one(tmp_path, small_text, model):
     """torchrun, 2 processes, gloo on the CPU, 5 streams split 2 + 3: after 6 steps the parameters equal one
     process with the whole batch (1e-6) and are bit for bit the same in both processes."""
+    run = GLOO_RUN.format(model=MODELS[model])
     script = tmp_path / "rank.py"
-    script.write_text(RANK_SCRIPT)
+    script.write_text(RANK_SCRIPT.format(run=run))
     one, two = tmp_path / "one", tmp_path / "two"
     namespace = {"corpus": small_text, "out": str(one), **vars(charrnn)}
-    exec(GLOO_RUN, namespace)  # the same run in this one process, the whole batch here
+    exec(run, namespace)  # the same run in this one process, the whole batch here
     want = namespace["result"].model.params.flat
     returncode, err = torchrun([str(script), small_text, str(two)])
     assert returncode == 0, err[-3000:]
