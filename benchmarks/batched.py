@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -35,6 +34,7 @@ sys.path.insert(0, HERE)
 
 import machine  # noqa: E402
 import peers  # noqa: E402
+import timing  # noqa: E402
 
 VOCAB = 65
 
@@ -61,27 +61,14 @@ def _vocab_and_model(cell, hidden, layers):
     return Vocab(symbols), model
 
 
-def _timed(run, rounds_seconds, warm=True):
-    """Best chars/s of ``run()`` (returns the characters it made or read) over ``rounds_seconds`` of calls;
-    ``warm``: one untimed call first (buffers, pages, BLAS threads)."""
-    if warm:
-        run()
-    best, start = 0.0, time.perf_counter()
-    while time.perf_counter() - start < rounds_seconds or best == 0:
-        t = time.perf_counter()
-        chars = run()
-        best = max(best, chars / (time.perf_counter() - t))
-    return best
-
-
 def charrnn_sample(samples, seconds):
     from charrnn.sample import generate, generate_batch
 
     vocab, model = _vocab_and_model("lstm", 512, 2)
     if samples == 1:
-        return _timed(lambda: sum(1 for _ in generate(model, vocab, "", LENGTH, random_seed=0)), seconds)
-    return _timed(lambda: samples * sum(1 for _ in generate_batch(model, vocab, samples, "", LENGTH, random_seed=0)),
-                  seconds)
+        return timing.best_rate(lambda: sum(1 for _ in generate(model, vocab, "", LENGTH, random_seed=0)), seconds)
+    return timing.best_rate(
+        lambda: samples * sum(1 for _ in generate_batch(model, vocab, samples, "", LENGTH, random_seed=0)), seconds)
 
 
 def torch_sample(samples, mode, seconds):
@@ -120,7 +107,7 @@ def torch_sample(samples, mode, seconds):
                     prev = torch.multinomial(torch.softmax(head(x), dim=-1), 1)[:, 0]
             return samples * LENGTH
 
-        return _timed(run, seconds)
+        return timing.best_rate(run, seconds)
 
 
 def products_sample(samples, seconds):
@@ -140,7 +127,7 @@ def products_sample(samples, seconds):
                 np.matmul(x, m, out=out)
         return samples * LENGTH
 
-    return _timed(run, seconds)
+    return timing.best_rate(run, seconds)
 
 
 def _lines_file(count):
@@ -163,8 +150,9 @@ def score_lines_run(src, cell, hidden, layers, seconds):
 
     vocab, model = _vocab_and_model(cell, hidden, layers)
     path = _lines_file(10_000)
-    return _timed(lambda: sum(line.result.chars for line in score_lines(model, vocab, path, reset_per_line=True)),
-                  seconds, warm=False)  # a run is long: its own warm-up is a small part of it
+    return timing.best_rate(  # a run is long: its own warm-up is a small part of it
+        lambda: sum(line.result.chars for line in score_lines(model, vocab, path, reset_per_line=True)), seconds,
+        warmup=0)
 
 
 def eval_file_run(cell, hidden, layers, chars, seconds):
@@ -177,7 +165,7 @@ def eval_file_run(cell, hidden, layers, chars, seconds):
             text = f.read(chars)
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
-    return _timed(lambda: evaluate_file(model, vocab, path).chars, seconds, warm=False)
+    return timing.best_rate(lambda: evaluate_file(model, vocab, path).chars, seconds, warmup=0)
 
 
 def eval_products(cell, hidden, layers, seconds, chars, window=512):
@@ -206,7 +194,7 @@ def eval_products(cell, hidden, layers, seconds, chars, window=512):
                     np.matmul(h, W, out=out)
         return chars // window * window
 
-    return _timed(run, seconds)
+    return timing.best_rate(run, seconds)
 
 
 def worker(kind, args, seconds):

@@ -17,7 +17,6 @@ same time, and scores both, the majority class and fastText (``supervised -minn 
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,25 +24,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import machine  # noqa: E402
+
 DATA = os.path.join(ROOT, "data")
 TRAIN, VALID, TEST = (os.path.join(DATA, f"names.{s}.txt") for s in ("train", "valid", "test"))
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def machine():
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor())
-    import numpy as np
-
-    blas = "?"
-    try:
-        config = np.show_config(mode="dicts")
-        info = config["Build Dependencies"]["blas"]
-        blas = f"{info.get('name')} {info.get('version')}"
-    except Exception:  # older numpy: no dict mode
-        pass
-    return (f"CPU: {model}, {os.cpu_count()} cores; numpy {np.__version__} with BLAS {blas}; "
-            f"python {platform.python_version()}")
 
 
 def child(task, threads, **kw):
@@ -278,7 +264,7 @@ def main():
         spec = json.loads(args.spec)
         print(json.dumps(TASKS[spec.pop("task")](**spec)))
         return
-    print(machine(), flush=True)
+    print(machine.describe(), flush=True)
     print(f"{args.threads} BLAS / torch threads; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
     common = {"threads": args.threads, "hidden": args.hidden}
     if args.what in ("speed", "predict"):

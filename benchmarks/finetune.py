@@ -18,27 +18,20 @@ Loss after N steps does not depend on the machine's load; the seeds' range shows
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 import tempfile
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import machine  # noqa: E402
+
 TINYSHAKESPEARE = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt"))
 BUNDLED = os.path.join(ROOT, "data", "shakespeare.txt")
 NEW_PLAYS = ("JULIUS CAESAR", "MACBETH", "OTHELLO, THE MOOR OF VENICE", "THE MERCHANT OF VENICE",
              "MUCH ADO ABOUT NOTHING", "TWELFTH NIGHT; OR, WHAT YOU WILL", "THE TWO GENTLEMEN OF VERONA")
-
-
-def machine():
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    return f"CPU {cpu}, {os.cpu_count()} cores, numpy {np.__version__}, BLAS {blas['name']} {blas.get('version', '')}"
 
 
 def write_new_corpus(directory):
@@ -73,7 +66,7 @@ def main():
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
-    print(machine(), flush=True)
+    print(machine.describe(), flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         plays = os.path.join(tmp, "plays")
@@ -123,7 +116,7 @@ def main():
               f"{min(scratch) / min(tuned):>7.3f} [{min(ratios):.3f}-{max(ratios):.3f}]")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "seeds": seeds, "rows": table}, f, indent=2)
+            json.dump({"machine": machine.describe(), "seeds": seeds, "rows": table}, f, indent=2)
 
 
 if __name__ == "__main__":

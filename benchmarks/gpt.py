@@ -25,6 +25,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import machine  # noqa: E402
+import timing  # noqa: E402
+
 # the corpus beside the repository (../shared/data), or beside a worktree's parent (../../shared/data)
 CORPUS = next((p for p in (os.path.join(HERE, *up, "shared", "data", "tinyshakespeare.txt")
                            for up in ((os.pardir, os.pardir), (os.pardir, os.pardir, os.pardir)))
@@ -35,27 +38,6 @@ SETUPS = {  # name: (layers, heads, width, context, batch)
     "mid": (6, 6, 192, 128, 32),
 }
 SAMPLE_LENGTH = 1000
-
-
-def machine():
-    """CPU model, cores and BLAS, for the top of the output."""
-    import numpy as np
-
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    blas = "unknown BLAS"
-    try:
-        from threadpoolctl import threadpool_info
-
-        blas = ", ".join(f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)" for i in threadpool_info())
-    except ImportError:
-        config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        blas = f"{config['name']} {config.get('version', '')}"
-    return f"{model}, {os.cpu_count()} cores, numpy {np.__version__} with {blas}"
 
 
 def _peak_rss_mb(pids=()):
@@ -100,7 +82,7 @@ def charrnn_train(setup, seconds):
     workers = default_workers(batch, min_streams=model.min_streams_per_worker)
     with make_engine(model, batch, context, workers) as engine:
         opt = make_optimizer("adam", model.params, 1e-3, grad_clip=1.0, weight_decay=0.1)
-        chunk, steps = 0, 0
+        chunk = 0
 
         def step():
             nonlocal chunk
@@ -108,17 +90,12 @@ def charrnn_train(setup, seconds):
             _, grads, _ = engine.loss_and_grads(inputs, targets)
             opt.step(model.params, grads)
             chunk += 1
+            return batch * context
 
-        step()
-        step()
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            step()
-            steps += 1
-        elapsed = time.perf_counter() - start
+        chars_per_sec = timing.rate(step, seconds)
         pids = [proc.pid for proc in getattr(engine, "procs", [])]
         rss = _peak_rss_mb(pids)
-    return {"chars_per_sec": steps * batch * context / elapsed, "peak_rss_mb": rss, "workers": engine.workers}
+    return {"chars_per_sec": chars_per_sec, "peak_rss_mb": rss, "workers": engine.workers}
 
 
 def torch_train(setup, seconds, threads=None):
@@ -141,15 +118,9 @@ def torch_train(setup, seconds, threads=None):
         x = torch.stack([data[i : i + context] for i in starts])
         y = torch.stack([data[i + 1 : i + 1 + context] for i in starts])
         gpt_peer.train_step(model, opt, x, y)
+        return batch * context
 
-    step()
-    step()
-    start, steps = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        step()
-        steps += 1
-    elapsed = time.perf_counter() - start
-    return {"chars_per_sec": steps * batch * context / elapsed, "peak_rss_mb": _peak_rss_mb(),
+    return {"chars_per_sec": timing.rate(step, seconds), "peak_rss_mb": _peak_rss_mb(),
             "threads": torch.get_num_threads()}
 
 
@@ -162,17 +133,16 @@ def charrnn_sample(setup, seconds):
     model = CharGPT(GPTConfig(65, hidden_size=width, num_layers=layers, num_heads=heads, context_length=context),
                     rng=np.random.default_rng(0))
     rng = np.random.default_rng(0)
-    best = float("inf")
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or best == float("inf"):
-        t = time.perf_counter()
+
+    def sample():
         sampler, logits = model.start_sampling(np.array([0]))
         gumbel = rng.gumbel(size=(SAMPLE_LENGTH, 65))
         for i in range(SAMPLE_LENGTH):  # generate()'s loop: Gumbel-max picking at temperature 1
             idx = int((logits + gumbel[i]).argmax())
             logits = sampler.step(idx)
-        best = min(best, time.perf_counter() - t)
-    return {"chars_per_sec": SAMPLE_LENGTH / best, "peak_rss_mb": _peak_rss_mb()}
+        return SAMPLE_LENGTH
+
+    return {"chars_per_sec": timing.best_rate(sample, seconds, warmup=0), "peak_rss_mb": _peak_rss_mb()}
 
 
 def torch_sample(setup, seconds, cached, threads=None):
@@ -186,13 +156,13 @@ def torch_sample(setup, seconds, cached, threads=None):
     torch.manual_seed(0)
     model = gpt_peer.build(65, width, layers, heads, context).eval()
     generate = gpt_peer.generate_kv_cache if cached else gpt_peer.generate_no_cache
-    best = float("inf")
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or best == float("inf"):
-        t = time.perf_counter()
+
+    def sample():
         generate(model, torch.zeros((1, 1), dtype=torch.long), SAMPLE_LENGTH, context)
-        best = min(best, time.perf_counter() - t)
-    return {"chars_per_sec": SAMPLE_LENGTH / best, "peak_rss_mb": _peak_rss_mb(), "threads": torch.get_num_threads()}
+        return SAMPLE_LENGTH
+
+    return {"chars_per_sec": timing.best_rate(sample, seconds, warmup=0), "peak_rss_mb": _peak_rss_mb(),
+            "threads": torch.get_num_threads()}
 
 
 def where_time_goes(setup, steps=5):
@@ -335,24 +305,24 @@ def main():
         print(json.dumps(RUNNERS[kind](setup, float(seconds))))
         return
     if args.memory:
-        print(machine())
+        print(machine.describe())
         print("| set-up | run | peak RSS MB |\n|---|---|---:|")
         for setup in args.setups.split(","):
             for kind in RUNNERS:
                 print(f"| {setup} | {kind} | {child(kind, setup, 1.0)['peak_rss_mb']:.0f} |", flush=True)
         return
     if args.where:
-        print(machine())
+        print(machine.describe())
         where_time_goes(args.where)
         return
     if args.where_sampling:
-        print(machine())
+        print(machine.describe())
         where_sampling_goes(args.where_sampling)
         return
     sys.path.insert(0, HERE)
     import peers
 
-    print(machine())
+    print(machine.describe())
     if not peers.torch_available():
         sys.exit("torch is not installed: the peers need it (pip install torch)")
     import torch

@@ -127,9 +127,9 @@ def main():
         return
     if not os.path.exists(CORPUS):
         sys.exit(f"{CORPUS} is not here")
-    from gpt import machine
+    import machine
 
-    print(machine())
+    print(machine.describe())
     marks = [float(m) for m in args.report_at.split(",")] if args.report_at else sorted(
         {m for m in (60, 120, 300, 900, 1800) if m < args.max_time} | {args.max_time})
     keep = args.keep or os.path.join("/tmp", f"gpt-learning-{os.getpid()}")

@@ -15,7 +15,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -30,19 +29,11 @@ from charrnn.data import Vocab
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.sample import generate
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
+
 MODELS = [("lstm", 128, 2), ("gru", 512, 2)]
 VOCAB = Vocab(tuple(chr(c) for c in range(32, 97)))  # 65 symbols, as tinyshakespeare's
-
-
-def machine():
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor() or "unknown CPU")
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        blas = f"{blas.get('name')} {blas.get('version')}"
-    except (TypeError, KeyError):
-        blas = "unknown BLAS"
-    return f"{model}, {os.cpu_count()} CPUs, numpy {np.__version__} with {blas}, Python {platform.python_version()}"
 
 
 def start_server(checkpoint, length):
@@ -112,7 +103,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--length", type=int, default=2000, help="characters per request")
     args = ap.parse_args(argv)
-    print(f"# {machine()}")
+    print(f"# {machine.describe()}")
     print(f"# {args.rounds} rounds, {args.length} characters per request, temperature 0.8")
     print("| model | library chars/s (best) | JSON answer / library | stream / library | first event (ms) "
           "| 2 streams at once, together / library |")

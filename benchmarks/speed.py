@@ -31,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import machine  # noqa: E402
+import timing  # noqa: E402
 from peers import TRAIN_CONFIGS  # noqa: E402  (cell, hidden, layers, batch, seq): the same configurations
 
 SAMPLE_CONFIGS = [(128, 2), (512, 2)]
@@ -80,7 +81,7 @@ def charrnn_train(cell, hidden, layers, batch, seq, seconds, optimizer="adam", d
     model = CharRNN(config, rng=np.random.default_rng(0))
     lr = {"adam": 2e-3, "adagrad": 0.1}[optimizer]
     batches = StreamBatches(ids, batch, seq)
-    state, chunk, steps = None, 0, 0
+    state, chunk = None, 0
     with make_engine(model, batch, seq, default_workers(batch)) as engine:
         opt = make_optimizer(optimizer, model.params, lr, grad_clip=5.0)
 
@@ -90,14 +91,9 @@ def charrnn_train(cell, hidden, layers, batch, seq, seconds, optimizer="adam", d
             _, grads, state = engine.loss_and_grads(inputs, targets, state)
             opt.step(model.params, grads)
             chunk += 1
+            return batch * seq
 
-        for _ in range(2):
-            step()
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            step()
-            steps += 1
-        elapsed = time.perf_counter() - start
+        chars_per_sec = timing.rate(step, seconds)
         worker_pids = [proc.pid for proc in getattr(engine, "procs", [])]
         workers_rss = sum(process_peak_rss_mb(pid) for pid in worker_pids)
         pss = sum(process_pss_mb(pid) for pid in [os.getpid(), *worker_pids])
@@ -105,7 +101,7 @@ def charrnn_train(cell, hidden, layers, batch, seq, seconds, optimizer="adam", d
     params = sum(p.nbytes for p in model.params.values())
     opt_state = sum(v.nbytes for v in opt.state.values())
     return {
-        "chars_per_sec": steps * batch * seq / elapsed,
+        "chars_per_sec": chars_per_sec,
         "peak_rss_mb": peak_rss,  # summed over the processes
         "pss_mb": pss,  # all processes' memory at the end of the run, shared pages counted once
         "workers": max(1, len(worker_pids)),

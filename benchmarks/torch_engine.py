@@ -16,13 +16,15 @@ NCCL on GPU), each process with its contiguous share of the B streams; process 0
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import machine  # noqa: E402
+
 TINYSHAKESPEARE = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
 VOCAB = 65
 
@@ -36,34 +38,15 @@ GPU_MODELS = {"lstm": ("lstm", 1024, 3, 128, 100, 0), "gpt": ("gpt", 384, 6, 64,
 
 
 def machine_header():
-    """CPU model, core count, BLAS, torch and CUDA: printed at the top of every run."""
-    import numpy as np
-
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    blas = "unknown"
-    try:
-        from threadpoolctl import threadpool_info
-
-        pools = threadpool_info()
-        blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)" for i in pools)
-    except ImportError:
-        config = np.show_config(mode="dicts") if np.lib.NumpyVersion(np.__version__) >= "1.25.0" else {}
-        blas = config.get("Build Dependencies", {}).get("blas", {}).get("name", "unknown")
-    lines = [f"CPU: {model}, {cores} cores; numpy {np.__version__} with {blas}"]
+    """The machine (benchmarks/machine.py), then the GPU PyTorch sees."""
+    lines = [machine.describe()]
     try:
         import torch
 
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-        lines.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads; CUDA GPU: {gpu} "
-                     f"({torch.cuda.device_count()} visible)")
+        lines.append(f"CUDA GPU: {gpu} ({torch.cuda.device_count()} visible)")
     except ImportError:
-        lines.append("torch: not installed")
+        pass
     return "\n".join(lines)
 
 
