@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import learning  # noqa: E402
-from learning import at_times, child_env, run_charrnn  # noqa: E402
+from learning import child_env, print_curves, run_charrnn  # noqa: E402
 
 # the corpus beside the repository (../shared/data), or beside a worktree's parent (../../shared/data)
 CORPUS = next((p for p in (os.path.join(HERE, *up, "shared", "data", "tinyshakespeare.txt")
@@ -155,12 +155,7 @@ def main():
         threads = args.peer_threads or "default"
         rows.append({"run": f"torch nanoGPT-style, same shape, lr {spec['lr']}, {threads} threads", "curve": curve,
                      "steps": curve[-1][2]})
-    print(f"{'run':<60}" + "".join(f"{int(m):>8}s" for m in marks) + f"{'best':>8}{'steps':>8}")
-    for row in rows:
-        at = at_times(row["curve"], marks)
-        cells = "".join(f"{v:>9.4f}" if v is not None else f"{'-':>9}" for v in at)
-        best = min(v for _, v, _ in row["curve"])
-        print(f"{row['run'][:60]:<60}{cells}{best:>8.4f}{row['steps']:>8}")
+    print_curves(rows, marks, 60, steps=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"marks": marks, "rows": rows}, f, indent=2)

@@ -65,6 +65,16 @@ def at_times(curve, marks):
     return values
 
 
+def print_curves(rows, marks, width, steps=False):
+    """The table: each run's validation loss at each mark and its best (and its steps), one row per run."""
+    tail = f"{'steps':>8}" if steps else ""
+    print(f"{'run':<{width}}" + "".join(f"{int(m):>8}s" for m in marks) + f"{'best':>8}{tail}")
+    for row in rows:
+        cells = "".join(f"{v:>9.4f}" if v is not None else f"{'-':>9}" for v in at_times(row["curve"], marks))
+        best = min(v for _, v, _ in row["curve"])
+        print(f"{row['run'][:width]:<{width}}{cells}{best:>8.4f}" + (f"{row['steps']:>8}" if steps else ""))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--max-time", type=float, default=300)
@@ -98,10 +108,7 @@ def main():
                 rows.append({"run": f"torch LSTM H={hidden} L={layers} B={batch} T={seq}", "curve": curve,
                              "at": at_times(curve, marks), "best": min(v for _, v, _ in curve),
                              "steps": curve[-1][2]})
-    print(f"{'run':<52}" + "".join(f"{int(m):>8}s" for m in marks) + f"{'best':>8}")
-    for row in rows:
-        cells = "".join(f"{v:>9.4f}" if v is not None else f"{'-':>9}" for v in row["at"])
-        print(f"{row['run'][:52]:<52}{cells}{row['best']:>8.4f}")
+    print_curves(rows, marks, 52)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"marks": marks, "rows": rows}, f, indent=2)
