@@ -229,15 +229,16 @@ def where_sampling_goes(setup, chars=2000):
         start = time.perf_counter()
         sampler.step(ids[i : i + 1])
         (slides if slide else plain).append(time.perf_counter() - start)
-    rows, total = sampler.rows, sum(plain) + sum(slides)
+    total = sum(plain) + sum(slides)
+    normed, heads, hidden = sampler.normed, sampler.heads, sampler.hidden
 
     def products():
         for w in sampler.blocks:
-            np.dot(rows["normed"], w["W_qkv"], out=rows["qkv"])
-            np.dot(rows["heads"], w["W_proj"])
-            np.dot(rows["normed"], w["W_fc"], out=rows["fc_out"])
-            np.dot(rows["hidden"], w["W_mlp"])
-        np.dot(rows["normed"], sampler.W_out)
+            np.dot(normed, w["W_qkv"])
+            np.dot(heads, w["W_proj"])
+            np.dot(normed, w["W_fc"], out=sampler.fc_out)
+            np.dot(hidden, w["W_mlp"])
+        np.dot(normed, sampler.W_out)
 
     with blas_threads(1):
         alone = min(timeit.repeat(products, number=2000, repeat=5)) / 2000

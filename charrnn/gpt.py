@@ -287,93 +287,98 @@ class KVSampler:
     character is predicted from at least half a context of the characters before it (all of them, while
     they fit). Position embeddings are absolute, so a cache cannot be shifted: it must be recomputed.
 
+    The cache holds one row per block, text and position: the position's query, key and value as the
+    block's qkv product wrote them, (3C,). A step's product writes straight into its position's row,
+    and what a step at position n reads of the cache (that row, its query by head, the keys and values
+    of positions 0..n by head) are views made once per sampler, for every n: no copies, no slicing.
+
     A step reads the weights folded once per sampler, so a block costs fewer numpy calls per character:
-    each LayerNorm's gain and shift into the product after it (``(x̂ g + b) W + c = x̂ (g W) + (b W + c)``),
-    the attention scale into the query columns, GELU's factor 1/2 into the MLP's second product, and
-    the bias of every product after the embeddings into a last row of its weights, read by a column of
-    ones kept beside the product's input (``normed``, ``heads``, ``hidden``: (B, C+1), (B, C+1), (B, 4C+1)).
-    A step's products write into those buffers, and views of them made once (``query``, ``key``, ``value``,
-    ``heads_out``) give the heads their shapes without a call per step; values are cached transposed,
-    (hs, P) per head, so the weighted sum over positions is one product with no transpose.
+    each LayerNorm's gain, shift and centering into the product after it (with x̂ = (x - mean x) / σ,
+    ``(x̂ g + b) W + c = (x / σ) M + (b W + c)``, M being g W less its column means), the attention scale
+    into the query columns, GELU's factor 1/2 into the MLP's second product, and the bias of every
+    product after the embeddings into a last row of its weights, read by a column of ones kept beside
+    the product's input (``normed``, ``heads``, ``hidden``: (B, C+1), (B, C+1), (B, 4C+1)).
     """
 
     def __init__(self, model, batch_size=1):
         cfg = model.config
         self.model, self.P, B, C = model, cfg.context_length, batch_size, cfg.hidden_size
         self.nh, self.hs = cfg.num_heads, C // cfg.num_heads
-        nh, hs, dtype = self.nh, self.hs, model.dtype
-        self.keys = np.zeros((cfg.num_layers, B, nh, self.P, hs), dtype)  # (L, B, nh, P, hs)
-        self.values = np.zeros((cfg.num_layers, B, nh, hs, self.P), dtype)  # (L, B, nh, hs, P): transposed
+        dtype = model.dtype
+        self.cache = np.zeros((cfg.num_layers, B, self.P, 3 * C), dtype)  # (L, B, P, 3C): q, k, v by position
         self.ids = np.zeros((B, self.P), np.intp)  # (B, P): the ids whose keys and values are cached,
         self.n = 0  # in the first n columns
         self.blocks = [self._folded(k) for k in range(cfg.num_layers)]
         p = model.params
-        self.W_out = np.concatenate([p["ln_f.g"][:, None] * p["W_hy"], (p["ln_f.b"] @ p["W_hy"] + p["b_y"])[None]])
-        # a step's buffers, and the views of them that give the heads their shapes
-        self.x = np.empty((B, C), dtype)  # the residual stream
-        self.normed = np.ones((B, C + 1), dtype)  # a LayerNorm's x̂, then a column of ones
-        self.normed_x = self.normed[:, :C]  # (B, C): where a LayerNorm writes
-        self.qkv = np.empty((B, 3 * C), dtype)
-        self.query = self.qkv[:, :C].reshape(B, nh, hs, 1)
-        self.key = self.qkv[:, C : 2 * C].reshape(B, nh, hs)
-        self.value = self.qkv[:, 2 * C :].reshape(B, nh, hs)
-        self.heads = np.ones((B, C + 1), dtype)  # the heads' outputs side by side, then a column of ones
-        self.heads_out = self.heads[:, :C].reshape(B, nh, hs, 1)
-        self.hidden = np.ones((B, 4 * C + 1), dtype)  # 2 GELU(x W_fc), then a column of ones
-        self.fc_out = self.hidden[:, : 4 * C]  # (B, 4C): where the MLP's first product writes
-        self.gelu_tmp = np.empty((B, 4 * C), dtype)
-        # the buffers as the products read and write them: for one text their single rows, so that np.dot
-        # runs a matrix-vector product (a third less time per product than a (1, K) matrix through matmul)
-        rows = (lambda a: a[0]) if B == 1 else (lambda a: a)
+        self.W_out = np.concatenate([_centered(p["ln_f.g"][:, None] * p["W_hy"]),
+                                     (p["ln_f.b"] @ p["W_hy"] + p["b_y"])[None]])  # (C+1, V)
+        # a step's buffers; for one text, their single rows, so that np.dot runs matrix-vector products (a
+        # third less time per product than a (1, K) matrix through matmul) and a step has no batch axis
+        one = (lambda a: a[0]) if B == 1 else (lambda a: a)
         self.product = np.dot if B == 1 else np.matmul  # matmul writes into (B, 4C) columns of ``hidden``
-        self.rows = {name: rows(getattr(self, name)) for name in ("normed", "qkv", "heads", "hidden")}
-        self.rows["fc_out"] = rows(self.fc_out)
+        self.x = one(np.empty((B, C), dtype))  # the residual stream
+        self.normed = one(np.ones((B, C + 1), dtype))  # a LayerNorm's x / σ, then a column of ones
+        self.heads = one(np.ones((B, C + 1), dtype))  # the heads' outputs side by side, then a column of ones
+        self.hidden = one(np.ones((B, 4 * C + 1), dtype))  # 2 GELU(x W_fc), then a column of ones
+        self.normed_x, self.fc_out = self.normed[..., :C], self.hidden[..., : 4 * C]  # where those are written
+        self.heads_out = self.heads[..., :C].reshape(*self.x.shape[:-1], self.nh, self.hs, 1)  # (B?, nh, hs, 1)
+        self.gelu_tmp = np.empty_like(self.fc_out)
+        self.averaging = np.full(C, 1.0 / C, dtype)  # x · this is x's mean
+        self.views = [[self._views(k, n, one) for n in range(self.P)] for k in range(cfg.num_layers)]
 
     def _folded(self, k):
         """Block k's weights as a step reads them (see the class docstring)."""
         p, h, C = self.model.params, f"h{k}.", self.model.config.hidden_size
-        W_qkv = np.concatenate([  # (C+1, 3C): ln1's gain, then its shift and the bias as the last row
-            p[h + "ln1.g"][:, None] * p[h + "attn.W_qkv"],
+        W_qkv = np.concatenate([  # (C+1, 3C): ln1's gain and centering, then its shift and the bias as the last row
+            _centered(p[h + "ln1.g"][:, None] * p[h + "attn.W_qkv"]),
             (p[h + "ln1.b"] @ p[h + "attn.W_qkv"] + p[h + "attn.b_qkv"])[None]])
         W_qkv[:, :C] *= 1.0 / math.sqrt(self.hs)  # the query columns
         W_proj = np.concatenate([p[h + "attn.W_proj"], p[h + "attn.b_proj"][None]])  # (C+1, C)
         W_fc = np.concatenate([  # (C+1, 4C): ln2 folded in, as ln1 into W_qkv
-            p[h + "ln2.g"][:, None] * p[h + "mlp.W_fc"],
+            _centered(p[h + "ln2.g"][:, None] * p[h + "mlp.W_fc"]),
             (p[h + "ln2.b"] @ p[h + "mlp.W_fc"] + p[h + "mlp.b_fc"])[None]])
         W_mlp = np.concatenate([0.5 * p[h + "mlp.W_proj"], p[h + "mlp.b_proj"][None]])  # (4C+1, C)
         return {"W_qkv": W_qkv, "W_proj": W_proj, "W_fc": W_fc, "W_mlp": W_mlp}
+
+    def _views(self, k, n, one):
+        """What a step at position n reads and writes of block k's cache: (row (B?, 3C), query (B?, nh, hs, 1),
+        keys (B?, nh, n+1, hs), values (B?, nh, hs, n+1)); B? is no axis for one text."""
+        B, C, nh, hs = self.cache.shape[1], self.x.shape[-1], self.nh, self.hs
+        cache = self.cache[k]  # (B, P, 3C)
+        row = cache[:, n]  # (B, 3C)
+        query = row[:, :C].reshape(B, nh, hs, 1)
+        keys = cache[:, : n + 1, C : 2 * C].reshape(B, n + 1, nh, hs).transpose(0, 2, 1, 3)
+        values = cache[:, : n + 1, 2 * C :].reshape(B, n + 1, nh, hs).transpose(0, 2, 3, 1)
+        return one(row), one(query), one(keys), one(values)
 
     def prime(self, ids):
         """Fill the cache from ``ids`` (B, n), 1 <= n <= P, all positions in one pass; the logits (B, V) after them."""
         ids = np.asarray(ids, np.intp)
         B, n = ids.shape
-        C, nh, hs, p = self.x.shape[1], self.nh, self.hs, self.model.params
-        rows = B * n
-        normed, heads = np.ones((rows, C + 1), self.x.dtype), np.ones((rows, C + 1), self.x.dtype)
-        hidden, gelu_tmp = np.ones((rows, 4 * C + 1), self.x.dtype), np.empty((rows, 4 * C), self.x.dtype)
-        future = np.triu(np.full((n, n), -np.inf, self.x.dtype), 1)  # (n, n): -inf above the diagonal
-        x = (p["wte"][ids] + p["wpe"][:n]).reshape(rows, C)  # (B n, C)
+        C, nh, hs, p, dtype = self.model.config.hidden_size, self.nh, self.hs, self.model.params, self.model.dtype
+        future = np.triu(np.full((n, n), -np.inf, dtype), 1)  # (n, n): -inf above the diagonal
+        x = (p["wte"][ids] + p["wpe"][:n]).reshape(B * n, C)  # (B n, C), then (B, C) in the last block
         for k, w in enumerate(self.blocks):
-            _normalize_rows(x, normed[:, :C])
-            q, key, value = (normed @ w["W_qkv"]).reshape(B, n, 3, nh, hs).transpose(2, 0, 3, 1, 4)  # (B, nh, n, hs)
-            self.keys[k, :, :, :n] = key
-            self.values[k, :, :, :, :n] = value.swapaxes(2, 3)
-            att = q @ key.swapaxes(2, 3)  # (B, nh, n, n)
-            att += future
+            qkv = self.cache[k, :, :n]  # (B, n, 3C): the product writes the keys and values in place
+            np.matmul(_with_ones(_normalize_rows(x)).reshape(B, n, C + 1), w["W_qkv"], out=qkv)
+            q, key, value = (qkv[..., j * C : (j + 1) * C].reshape(B, n, nh, hs).transpose(0, 2, 1, 3)
+                             for j in range(3))  # (B, nh, n, hs) each
+            mask = future
+            if k == len(self.blocks) - 1:  # the last block: only the last position's output is needed
+                q, mask, x = q[:, :, -1:], future[-1:], x.reshape(B, n, C)[:, -1]
+            att = q @ key.swapaxes(2, 3)  # (B, nh, rows per text, n)
+            att += mask
             att -= att.max(axis=-1, keepdims=True)
             np.exp(att, out=att)
             att /= att.sum(axis=-1, keepdims=True)
-            heads[:, :C] = (att @ value).transpose(0, 2, 1, 3).reshape(rows, C)  # (B n, C)
-            x += heads @ w["W_proj"]
-            _normalize_rows(x, normed[:, :C])
-            np.matmul(normed, w["W_fc"], out=hidden[:, : 4 * C])
-            _double_gelu(hidden[:, : 4 * C], gelu_tmp)
-            x += hidden @ w["W_mlp"]
+            heads = (att @ value).transpose(0, 2, 1, 3).reshape(len(x), C)  # (rows, C)
+            x = x + _with_ones(heads) @ w["W_proj"]
+            hidden = _with_ones(_normalize_rows(x)) @ w["W_fc"]  # (rows, 4C)
+            _double_gelu(hidden, np.empty_like(hidden))
+            x += _with_ones(hidden) @ w["W_mlp"]
         self.ids[:, :n] = ids
         self.n = n
-        last = x.reshape(B, n, C)[:, -1]  # (B, C)
-        _normalize_rows(last, normed[:B, :C])
-        return normed[:B] @ self.W_out  # (B, V)
+        return _with_ones(_normalize_rows(x)) @ self.W_out  # (B, V)
 
     @property
     def window(self):
@@ -389,41 +394,57 @@ class KVSampler:
         if self.n == self.P:  # slide: the last P // 2 characters, ids the newest, recomputed
             keep = max(1, self.P // 2)
             return self.prime(np.concatenate([self.ids[:, self.P - keep + 1 :], ids[:, None]], axis=1))
-        p, n, x, rows, product, normed = self.model.params, self.n, self.x, self.rows, self.product, self.normed_x
-        np.add(p["wte"][ids], p["wpe"][n], out=x)  # (B, C)
-        for k, w in enumerate(self.blocks):
-            _normalize_rows(x, normed)
-            product(rows["normed"], w["W_qkv"], out=rows["qkv"])  # (B, 3C): ln1, its bias and the scale folded in
-            self.keys[k, :, :, n] = self.key  # (B, nh, hs)
-            self.values[k, :, :, :, n] = self.value
-            att = np.matmul(self.keys[k, :, :, : n + 1], self.query)  # (B, nh, n+1, 1)
-            att -= att.max(axis=2, keepdims=True)
+        p, n, x, product, normed = self.model.params, self.n, self.x, self.product, self.normed
+        np.add(p["wte"][ids[0] if x.ndim == 1 else ids], p["wpe"][n], out=x)  # (B?, C)
+        for w, views in zip(self.blocks, self.views):
+            row, query, keys, values = views[n]
+            self._normalize(x)
+            product(normed, w["W_qkv"], out=row)  # (B?, 3C), into the cache: ln1, its bias and the scale folded in
+            att = np.matmul(keys, query)  # (B?, nh, n+1, 1)
+            np.subtract(att, np.maximum.reduce(att, axis=-2, keepdims=True), out=att)
             np.exp(att, out=att)
-            att /= att.sum(axis=2, keepdims=True)
-            np.matmul(self.values[k, :, :, :, : n + 1], att, out=self.heads_out)  # (B, nh, hs, 1)
-            x += product(rows["heads"], w["W_proj"])  # its bias folded in
-            _normalize_rows(x, normed)
-            product(rows["normed"], w["W_fc"], out=rows["fc_out"])  # (B, 4C): ln2 and its bias folded in
+            np.matmul(values, att, out=self.heads_out)  # (B?, nh, hs, 1): the weighted sum, not yet normalized
+            np.divide(self.heads_out, np.add.reduce(att, axis=-2, keepdims=True), out=self.heads_out)
+            x += product(self.heads, w["W_proj"])  # its bias folded in
+            self._normalize(x)
+            product(normed, w["W_fc"], out=self.fc_out)  # (B?, 4C): ln2 and its bias folded in
             _double_gelu(self.fc_out, self.gelu_tmp)
-            x += product(rows["hidden"], w["W_mlp"])  # the 1/2 and the bias folded in
+            x += product(self.hidden, w["W_mlp"])  # the 1/2 and the bias folded in
         self.ids[:, n] = ids
         self.n = n + 1
-        _normalize_rows(x, normed)
-        return self.normed @ self.W_out  # (B, V): ln_f and the output bias folded in
+        self._normalize(x)
+        return product(normed, self.W_out).reshape(len(ids), -1)  # (B, V): ln_f and the output bias folded in
+
+    def _normalize(self, x):
+        """What a LayerNorm leaves to compute once its gain, shift and centering are folded into the next
+        weights: x / σ for one text's row (C,) (three numpy calls), (x - mean x) / σ for rows (B, C), into
+        ``normed``. σ is the LayerNorm's (the variance of the row, plus eps, square-rooted)."""
+        if x.ndim > 1:
+            self.normed_x[...] = _normalize_rows(x)
+            return
+        mean = float(np.dot(x, self.averaging))
+        var = max(float(np.dot(x, x)) / len(x) - mean * mean, 0.0)
+        np.multiply(x, 1.0 / math.sqrt(var + L.LN_EPS), out=self.normed_x)
 
 
-def _normalize_rows(x, out):
-    """(x - mean) / sqrt(var + eps) of each row of x (B, C), into ``out``: LayerNorm before its gain and shift."""
-    C = x.shape[1]
-    if x.shape[0] == 1:  # one row (sampling one text): scalars instead of (1, 1) arrays, fewer calls
-        np.subtract(x, float(np.add.reduce(x, axis=None)) / C, out=out)
-        np.multiply(out, 1.0 / math.sqrt(float(np.vdot(out, out)) / C + L.LN_EPS), out=out)
-        return
-    np.subtract(x, np.add.reduce(x, axis=1, keepdims=True) * (1.0 / C), out=out)
-    var = np.add.reduce(out * out, axis=1, keepdims=True)  # (B, 1): C times the variance
-    var *= 1.0 / C
+def _centered(W):
+    """W (C, N) less the mean of its rows: x W_centered = (x - mean x) W, so a LayerNorm need not center."""
+    return W - W.mean(axis=0, keepdims=True)
+
+
+def _with_ones(x):
+    """x (R, K) with a column of ones after it, (R, K+1): what reads a bias folded into a last weight row."""
+    return np.concatenate([x, np.ones((len(x), 1), x.dtype)], axis=1)
+
+
+def _normalize_rows(x):
+    """(x - mean) / sqrt(var + eps) of each row of x (R, C), a new array: LayerNorm before its gain and shift."""
+    out = x - np.add.reduce(x, axis=1, keepdims=True) * (1.0 / x.shape[1])
+    var = np.add.reduce(out * out, axis=1, keepdims=True)  # (R, 1): C times the variance
+    var *= 1.0 / x.shape[1]
     var += L.LN_EPS
     out /= np.sqrt(var, out=var)
+    return out
 
 
 def _double_gelu(x, t):
