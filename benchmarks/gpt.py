@@ -234,10 +234,10 @@ def where_sampling_goes(setup, chars=2000):
 
     def products():
         for w in sampler.blocks:
-            np.dot(normed, w["W_qkv"])
-            np.dot(heads, w["W_proj"])
-            np.dot(normed, w["W_fc"], out=sampler.fc_out)
-            np.dot(hidden, w["W_mlp"])
+            np.dot(normed, w.W_qkv)
+            np.dot(heads, w.W_proj)
+            np.dot(normed, w.W_fc, out=sampler.fc_out)
+            np.dot(hidden, w.W_mlp)
         np.dot(normed, sampler.W_out)
 
     with blas_threads(1):

@@ -23,6 +23,7 @@ the softmax (``attn_dropout``) and on each residual branch's output (``resid_dro
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -320,10 +321,10 @@ class KVSampler:
         self.normed = one(np.ones((B, C + 1), dtype))  # a LayerNorm's x / σ, then a column of ones
         self.heads = one(np.ones((B, C + 1), dtype))  # the heads' outputs side by side, then a column of ones
         self.hidden = one(np.ones((B, 4 * C + 1), dtype))  # 2 GELU(x W_fc), then a column of ones
-        self.normed_x, self.fc_out = self.normed[..., :C], self.hidden[..., : 4 * C]  # where those are written
+        self.fc_out = self.hidden[..., : 4 * C]  # where the MLP's first product writes
         self.heads_out = self.heads[..., :C].reshape(*self.x.shape[:-1], self.nh, self.hs, 1)  # (B?, nh, hs, 1)
         self.gelu_tmp = np.empty_like(self.fc_out)
-        self.averaging = np.full(C, 1.0 / C, dtype)  # x · this is x's mean
+        self.normalize = _normalizer(self.normed[..., :C])  # normalize(x) writes x / σ into ``normed``
         self.views = [[self._views(k, n, one) for n in range(self.P)] for k in range(cfg.num_layers)]
 
     def _folded(self, k):
@@ -338,7 +339,7 @@ class KVSampler:
             _centered(p[h + "ln2.g"][:, None] * p[h + "mlp.W_fc"]),
             (p[h + "ln2.b"] @ p[h + "mlp.W_fc"] + p[h + "mlp.b_fc"])[None]])
         W_mlp = np.concatenate([0.5 * p[h + "mlp.W_proj"], p[h + "mlp.b_proj"][None]])  # (4C+1, C)
-        return {"W_qkv": W_qkv, "W_proj": W_proj, "W_fc": W_fc, "W_mlp": W_mlp}
+        return _BlockWeights(W_qkv, W_proj, W_fc, W_mlp)
 
     def _views(self, k, n, one):
         """What a step at position n reads and writes of block k's cache: (row (B?, 3C), query (B?, nh, hs, 1),
@@ -360,7 +361,7 @@ class KVSampler:
         x = (p["wte"][ids] + p["wpe"][:n]).reshape(B * n, C)  # (B n, C), then (B, C) in the last block
         for k, w in enumerate(self.blocks):
             qkv = self.cache[k, :, :n]  # (B, n, 3C): the product writes the keys and values in place
-            np.matmul(_with_ones(_normalize_rows(x)).reshape(B, n, C + 1), w["W_qkv"], out=qkv)
+            np.matmul(_with_ones(_normalize_rows(x)).reshape(B, n, C + 1), w.W_qkv, out=qkv)
             q, key, value = (qkv[..., j * C : (j + 1) * C].reshape(B, n, nh, hs).transpose(0, 2, 1, 3)
                              for j in range(3))  # (B, nh, n, hs) each
             mask = future
@@ -372,10 +373,10 @@ class KVSampler:
             np.exp(att, out=att)
             att /= att.sum(axis=-1, keepdims=True)
             heads = (att @ value).transpose(0, 2, 1, 3).reshape(len(x), C)  # (rows, C)
-            x = x + _with_ones(heads) @ w["W_proj"]
-            hidden = _with_ones(_normalize_rows(x)) @ w["W_fc"]  # (rows, 4C)
+            x = x + _with_ones(heads) @ w.W_proj
+            hidden = _with_ones(_normalize_rows(x)) @ w.W_fc  # (rows, 4C)
             _double_gelu(hidden, np.empty_like(hidden))
-            x += _with_ones(hidden) @ w["W_mlp"]
+            x += _with_ones(hidden) @ w.W_mlp
         self.ids[:, :n] = ids
         self.n = n
         return _with_ones(_normalize_rows(x)) @ self.W_out  # (B, V)
@@ -394,37 +395,55 @@ class KVSampler:
         if self.n == self.P:  # slide: the last P // 2 characters, ids the newest, recomputed
             keep = max(1, self.P // 2)
             return self.prime(np.concatenate([self.ids[:, self.P - keep + 1 :], ids[:, None]], axis=1))
-        p, n, x, product, normed = self.model.params, self.n, self.x, self.product, self.normed
-        np.add(p["wte"][ids[0] if x.ndim == 1 else ids], p["wpe"][n], out=x)  # (B?, C)
-        for w, views in zip(self.blocks, self.views):
+        # the hot path: numpy's functions and the buffers as locals (a Python lookup each costs a call's tenth)
+        p, n, x, product, normalize = self.model.params, self.n, self.x, self.product, self.normalize
+        normed = self.normed
+        heads, heads_out, hidden, fc_out, gelu_tmp = self.heads, self.heads_out, self.hidden, self.fc_out, self.gelu_tmp
+        matmul, subtract, exp, divide, add, maximum = np.matmul, np.subtract, np.exp, np.divide, np.add, np.maximum
+        add(p["wte"][ids[0] if x.ndim == 1 else ids], p["wpe"][n], out=x)  # (B?, C)
+        for (W_qkv, W_proj, W_fc, W_mlp), views in zip(self.blocks, self.views):
             row, query, keys, values = views[n]
-            self._normalize(x)
-            product(normed, w["W_qkv"], out=row)  # (B?, 3C), into the cache: ln1, its bias and the scale folded in
-            att = np.matmul(keys, query)  # (B?, nh, n+1, 1)
-            np.subtract(att, np.maximum.reduce(att, axis=-2, keepdims=True), out=att)
-            np.exp(att, out=att)
-            np.matmul(values, att, out=self.heads_out)  # (B?, nh, hs, 1): the weighted sum, not yet normalized
-            np.divide(self.heads_out, np.add.reduce(att, axis=-2, keepdims=True), out=self.heads_out)
-            x += product(self.heads, w["W_proj"])  # its bias folded in
-            self._normalize(x)
-            product(normed, w["W_fc"], out=self.fc_out)  # (B?, 4C): ln2 and its bias folded in
-            _double_gelu(self.fc_out, self.gelu_tmp)
-            x += product(self.hidden, w["W_mlp"])  # the 1/2 and the bias folded in
+            normalize(x)
+            product(normed, W_qkv, out=row)  # (B?, 3C), into the cache: ln1, its bias and the scale folded in
+            att = matmul(keys, query)  # (B?, nh, n+1, 1)
+            subtract(att, maximum.reduce(att, axis=-2, keepdims=True), out=att)
+            exp(att, out=att)
+            matmul(values, att, out=heads_out)  # (B?, nh, hs, 1): the weighted sum, not yet normalized
+            divide(heads_out, add.reduce(att, axis=-2, keepdims=True), out=heads_out)
+            x += product(heads, W_proj)  # its bias folded in
+            normalize(x)
+            product(normed, W_fc, out=fc_out)  # (B?, 4C): ln2 and its bias folded in
+            _double_gelu(fc_out, gelu_tmp)
+            x += product(hidden, W_mlp)  # the 1/2 and the bias folded in
         self.ids[:, n] = ids
         self.n = n + 1
-        self._normalize(x)
+        normalize(x)
         return product(normed, self.W_out).reshape(len(ids), -1)  # (B, V): ln_f and the output bias folded in
 
-    def _normalize(self, x):
-        """What a LayerNorm leaves to compute once its gain, shift and centering are folded into the next
-        weights: x / σ for one text's row (C,) (three numpy calls), (x - mean x) / σ for rows (B, C), into
-        ``normed``. σ is the LayerNorm's (the variance of the row, plus eps, square-rooted)."""
-        if x.ndim > 1:
-            self.normed_x[...] = _normalize_rows(x)
-            return
-        mean = float(np.dot(x, self.averaging))
-        var = max(float(np.dot(x, x)) / len(x) - mean * mean, 0.0)
-        np.multiply(x, 1.0 / math.sqrt(var + L.LN_EPS), out=self.normed_x)
+
+class _BlockWeights(NamedTuple):
+    """A block's weights as ``KVSampler`` reads them (its docstring): folded, with bias rows."""
+
+    W_qkv: np.ndarray  # (C+1, 3C)
+    W_proj: np.ndarray  # (C+1, C)
+    W_fc: np.ndarray  # (C+1, 4C)
+    W_mlp: np.ndarray  # (4C+1, C)
+
+
+def _normalizer(out):
+    """normalize(x): what a LayerNorm leaves to compute once its gain, shift and centering are folded into
+    the next weights, into ``out``: x / σ for one text's row (C,), in three numpy calls; (x - mean x) / σ
+    for rows (B, C). σ is the LayerNorm's: the row's variance plus eps, square-rooted."""
+    if out.ndim > 1:
+        return lambda x: _normalize_rows(x, out)
+    C, dot, multiply = len(out), np.dot, np.multiply
+    averaging = np.full(C, 1.0 / C, out.dtype)  # x · averaging is x's mean
+
+    def normalize_row(x):
+        mean = float(dot(x, averaging))
+        var = float(dot(x, x)) / C - mean * mean
+        multiply(x, 1.0 / math.sqrt(max(var, 0.0) + L.LN_EPS), out=out)
+    return normalize_row
 
 
 def _centered(W):
@@ -437,9 +456,10 @@ def _with_ones(x):
     return np.concatenate([x, np.ones((len(x), 1), x.dtype)], axis=1)
 
 
-def _normalize_rows(x):
-    """(x - mean) / sqrt(var + eps) of each row of x (R, C), a new array: LayerNorm before its gain and shift."""
-    out = x - np.add.reduce(x, axis=1, keepdims=True) * (1.0 / x.shape[1])
+def _normalize_rows(x, out=None):
+    """(x - mean) / sqrt(var + eps) of each row of x (R, C), into ``out`` or a new array: LayerNorm before its
+    gain and shift."""
+    out = np.subtract(x, np.add.reduce(x, axis=1, keepdims=True) * (1.0 / x.shape[1]), out=out)
     var = np.add.reduce(out * out, axis=1, keepdims=True)  # (R, 1): C times the variance
     var *= 1.0 / x.shape[1]
     var += L.LN_EPS
@@ -447,8 +467,13 @@ def _normalize_rows(x):
     return out
 
 
-def _double_gelu(x, t):
-    """x <- 2 GELU(x) = x (1 + tanh(k (x + a x^3))), in place; ``t``, x's shape, is scratch."""
-    L.gelu_tanh(x, out=t)
-    t += 1.0
-    x *= t
+def _double_gelu(x, t, multiply=np.multiply, add=np.add, tanh=np.tanh):
+    """x <- 2 GELU(x) = x (1 + tanh(k (x + a x^3))), in place; ``t``, x's shape, is scratch (as
+    attention.gelu_tanh, with numpy's functions bound once: this runs once per block and character)."""
+    multiply(x, x, out=t)
+    multiply(t, L.GELU_A * L.GELU_K, out=t)
+    add(t, L.GELU_K, out=t)
+    multiply(t, x, out=t)
+    tanh(t, out=t)
+    add(t, 1.0, out=t)
+    multiply(x, t, out=x)
