@@ -36,7 +36,7 @@ from .train import train as train_model
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 def _console(stderr=False):
-    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ or None, highlight=False)
+    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ or None, highlight=False, soft_wrap=True)
 
 
 class OneLineUsageError(click.ClickException):

@@ -54,6 +54,16 @@ def test_out_of_vocabulary_characters_are_reported_and_left_out(tmp_path, ckpt_p
     assert "outside the vocabulary" in cli_stdout("eval", ckpt_path, str(dirty))
 
 
+def test_eval_report_lines_are_not_wrapped_when_piped(tmp_path, ckpt_path, cli_stdout):
+    """Output that is not a terminal (a pipe, a file) keeps each line whole, however long the path."""
+    deep = tmp_path / ("a-folder-with-a-long-name-" * 3) / "held-out-text.txt"
+    deep.parent.mkdir()
+    deep.write_text("to be or not to be\n")
+    lines = cli_stdout("eval", ckpt_path, str(deep)).splitlines()
+    assert lines[0].startswith(str(deep)) and lines[0].endswith("chars/s)") and len(lines[0]) > 120
+    assert lines[1].startswith("loss ")
+
+
 @pytest.mark.parametrize("mode", ["--per-line", "--reset-per-line"])
 def test_per_line_text_is_the_line_as_written(tmp_path, ckpt_path, cli_stdout, mode):
     """Characters outside the vocabulary are left out of the score, not out of the line shown."""
