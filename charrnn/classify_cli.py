@@ -16,7 +16,7 @@ from .classify import POOLS, ClassifierConfig
 from .classify_data import FORMATS, LABEL_PREFIX, read_labelled, split_labels
 from .classify_eval import TextClassifier, evaluate_predictions, load_classifier
 from .classify_train import CLASS_WEIGHTS, LR_SCHEDULES, ClassifyTrainConfig, train_classifier, train_config_from
-from .cli_errors import user_errors
+from .cli_errors import FiniteFloatRange, user_errors
 from .model import DTYPES, MODELS
 from .optim import OPTIMIZERS
 from .train import Reporter
@@ -73,7 +73,7 @@ def _explicit(ctx, name):
               help="fasttext: __label__NAME tokens, then the text; tsv: LABEL<TAB>TEXT (labels comma-separated).")
 @click.option("--valid", "valid_path", type=click.Path(exists=True, dir_okay=False, readable=True),
               help="Validation file [default: hold out --valid-frac of FILE].")
-@click.option("--valid-frac", type=click.FloatRange(0, 1, max_open=True), default=TRAIN_DEFAULTS.valid_frac,
+@click.option("--valid-frac", type=FiniteFloatRange(0, 1, max_open=True), default=TRAIN_DEFAULTS.valid_frac,
               show_default=True)
 @click.option("--model", type=click.Choice(MODELS), default=MODEL_DEFAULTS.model,
               show_default=True, help="Recurrent cell.")
@@ -86,35 +86,35 @@ def _explicit(ctx, name):
               help="last: the final states joined; mean, max: over the text's positions.")
 @click.option("--activation", type=click.Choice(ACTIVATIONS), default=MODEL_DEFAULTS.activation, show_default=True,
               help="For --model rnn.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=MODEL_DEFAULTS.dropout,
+@click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=MODEL_DEFAULTS.dropout,
               show_default=True,
               help="Dropout on each layer's output.")
 @click.option("--dtype", type=click.Choice(DTYPES), default=MODEL_DEFAULTS.dtype, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN_DEFAULTS.batch_size, show_default=True)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=TRAIN_DEFAULTS.optimizer, show_default=True)
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS.learning_rate,
+@click.option("--learning-rate", type=FiniteFloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS.learning_rate,
               show_default=True)
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TRAIN_DEFAULTS.lr_schedule, show_default=True,
               help="cosine: down to 0 over the budget (--max-steps, --max-epochs, else --max-time).")
-@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=TRAIN_DEFAULTS.lr_decay,
+@click.option("--lr-decay", type=FiniteFloatRange(0, 1, min_open=True), default=TRAIN_DEFAULTS.lr_decay,
               show_default=True,
               help="Per-epoch factor of the exponential schedule.")
 @click.option("--lr-decay-after", type=click.IntRange(min=0), default=TRAIN_DEFAULTS.lr_decay_after, show_default=True,
               help="Epochs before the exponential decay starts.")
-@click.option("--grad-clip", type=click.FloatRange(min=0), default=TRAIN_DEFAULTS.grad_clip, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=TRAIN_DEFAULTS.weight_decay, show_default=True)
+@click.option("--grad-clip", type=FiniteFloatRange(min=0), default=TRAIN_DEFAULTS.grad_clip, show_default=True)
+@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=TRAIN_DEFAULTS.weight_decay, show_default=True)
 @click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=TRAIN_DEFAULTS.class_weight,
               show_default=True,
               help="balanced: each label's examples weigh N / (labels x its count), for unbalanced labels.")
-@click.option("--char-dropout", type=click.FloatRange(0, 1, max_open=True), default=TRAIN_DEFAULTS.char_dropout,
+@click.option("--char-dropout", type=FiniteFloatRange(0, 1, max_open=True), default=TRAIN_DEFAULTS.char_dropout,
               show_default=True,
               help="Replace this fraction of training characters by the unknown one (so unseen characters are learnt).")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Steps [default: once per epoch].")
 @click.option("--patience", type=click.IntRange(min=1), default=TRAIN_DEFAULTS.patience, show_default=True,
               help="Stop after this many evaluations without a new best validation accuracy.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in all.")
-@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS.max_time,
+@click.option("--max-epochs", type=FiniteFloatRange(min=0, min_open=True), default=None)
+@click.option("--max-time", type=FiniteFloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS.max_time,
               show_default=True,
               help="Stop after this many seconds of this run.")
 @click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Make the run reproducible.")
@@ -214,7 +214,7 @@ def _print_per_label(report):
 @click.argument("file", type=click.File("rb"), default="-")
 @click.option("-k", "k", type=click.IntRange(min=1), default=1, show_default=True, help="Labels per line.")
 @click.option("--prob", is_flag=True, help="Follow each label with its probability.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--threshold", type=FiniteFloatRange(0, 1), default=0.0, show_default=True,
               help="Print only labels of at least this probability.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="fasttext", show_default=True,
               help="How labels a line may start with are written (they are ignored).")

@@ -19,7 +19,7 @@ from . import __version__
 from .cells import ACTIVATIONS
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .classify_cli import classify
-from .cli_errors import user_errors
+from .cli_errors import FiniteFloatRange, user_errors
 from .data import quoted
 from .evaluate import EvalResult, evaluate_file, score_lines
 from .export import export_checkpoint, import_safetensors
@@ -166,37 +166,37 @@ def _preset_default(name):
               f"[default: {PRESETS['gpt']['num_heads']}, or the preset's]")
 @click.option("--activation", type=click.Choice(ACTIVATIONS),
               help=f"For --model rnn. [default: {DEFAULTS['activation']}]")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
+@click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True),
               help=f"Dropout on each layer's output. {_preset_default('dropout')}")
-@click.option("--weight-drop", type=click.FloatRange(0, 1, max_open=True),
+@click.option("--weight-drop", type=FiniteFloatRange(0, 1, max_open=True),
               help=f"Fraction of recurrent weights dropped per step (DropConnect). {_preset_default('weight_drop')}")
 @click.option("--dtype", type=click.Choice(DTYPES), help=_preset_default("dtype"))
 @click.option("--batch-size", type=click.IntRange(min=1), help=f"Streams B. {_preset_default('batch_size')}")
 @click.option("--seq-length", type=click.IntRange(min=1),
               help=f"BPTT length T; for gpt the context length. {_preset_default('seq_length')}")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), help=_preset_default("optimizer"))
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True),
+@click.option("--learning-rate", type=FiniteFloatRange(min=0, min_open=True),
               help="[default: the preset's; with another --optimizer, tuned for it and the model]")
 @click.option("--lr-schedule", type=click.Choice(SCHEDULES), help=_preset_default("lr_schedule"))
-@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True),
+@click.option("--lr-decay", type=FiniteFloatRange(0, 1, min_open=True),
               help=f"Per-epoch factor of the exponential schedule. {_preset_default('lr_decay')}")
 @click.option("--lr-decay-after", type=click.IntRange(min=0),
               help=f"Epochs before the exponential decay starts. {_preset_default('lr_decay_after')}")
 @click.option("--warmup", type=click.IntRange(min=0), metavar="STEPS",
               help=f"Linear learning-rate warm-up over the first STEPS steps. {_preset_default('warmup')}")
-@click.option("--grad-clip", type=click.FloatRange(min=0),
+@click.option("--grad-clip", type=FiniteFloatRange(min=0),
               help=f"Clip each gradient element to [-C, C]; 0 disables. {_preset_default('grad_clip')}")
-@click.option("--weight-decay", type=click.FloatRange(min=0), help=_preset_default("weight_decay"))
+@click.option("--weight-decay", type=FiniteFloatRange(min=0), help=_preset_default("weight_decay"))
 @click.option("--average", type=click.IntRange(min=0), metavar="STEPS",
               help="Validate, save and sample a running average of the weights over about STEPS steps; 0: off. "
               f"{_preset_default('average')}")
-@click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS["val_frac"],
+@click.option("--val-frac", type=FiniteFloatRange(0, 1, max_open=True), default=DEFAULTS["val_frac"],
               show_default=True, help="Tail of the corpus held out for validation.")
 @click.option("--eval-every", type=click.IntRange(min=1), help=f"Steps. {_preset_default('eval_every')}")
 @click.option("--patience", type=click.IntRange(min=1), help="Stop after this many evaluations without a new best.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps in all.")
-@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True))
-@click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
+@click.option("--max-epochs", type=FiniteFloatRange(min=0, min_open=True))
+@click.option("--max-time", type=FiniteFloatRange(min=0, min_open=True),
               help="Stop after this many seconds of training in all (a resumed run counts the time already trained). "
               f"{_preset_default('max_time')}")
 @click.option("--random-seed", type=click.IntRange(min=0), help="Make the run reproducible.")
@@ -212,10 +212,10 @@ def _preset_default(name):
               help="Fine-tune: start from CHECKPOINT's weights (new characters get new rows) with a fresh optimizer, "
               "schedule and step count.")
 @click.option("--overwrite", is_flag=True, help="Start afresh even if --checkpoint-dir holds a model (it is replaced).")
-@click.option("--late-dropout", type=click.FloatRange(0, 1, max_open=True),
+@click.option("--late-dropout", type=FiniteFloatRange(0, 1, max_open=True),
               help="Raise dropout linearly from --dropout to this rate between --late-dropout-epochs. "
               f"{_preset_default('late_dropout')}")
-@click.option("--late-dropout-epochs", type=(click.FloatRange(min=0), click.FloatRange(min=0)), metavar="A B",
+@click.option("--late-dropout-epochs", type=(FiniteFloatRange(min=0), FiniteFloatRange(min=0)), metavar="A B",
               help=f"Epochs where the rise starts and ends. {_preset_default('late_dropout_epochs')}")
 @click.option("--workers", type=click.IntRange(min=1),
               help="Processes that compute each step, a share of the streams each. [default: one per CPU, "
@@ -280,19 +280,21 @@ def _print_summary(result):
               "after a newline).")
 @click.option("--prime-file", type=click.File("rb"), default=None, metavar="FILE",
               help="Prime with the text of FILE ('-': standard input), of any length, as --seed does.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--temperature", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
               help="Below 1: safer; above 1: wilder; 0: always the most likely character.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample among the K likeliest characters.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--top-p", type=FiniteFloatRange(0, 1, min_open=True), default=None,
               help="Sample within the smallest set of characters holding probability P.")
 @click.option("--length", type=click.IntRange(min=1), default=500, show_default=True, help="Characters to generate.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="Independent samples, generated side by side as one batch, separated by a blank line.")
 @click.option("--random-seed", type=click.IntRange(min=0), default=None,
               help="Same seed, same text; sample i is the same whatever --num-samples is.")
-@click.option("-o", "--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
-              help="Write the text to this file instead of standard output.")
-def sample(checkpoint, seed, prime_file, temperature, top_k, top_p, length, num_samples, random_seed, output):
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              help="Write the text to this file instead of standard output (kept if it exists: see --overwrite).")
+@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
+def sample(checkpoint, seed, prime_file, temperature, top_k, top_p, length, num_samples, random_seed, output,
+           overwrite):
     """Generate text from CHECKPOINT (a .npz file, or a directory: best.npz, else latest.npz).
 
     The text is written as it is generated. Several samples are generated side by side, up to 256
@@ -316,10 +318,18 @@ def sample(checkpoint, seed, prime_file, temperature, top_k, top_p, length, num_
             ckpt.vocab.encode(seed)
         except KeyError as e:
             raise click.ClickException(f"{source} has characters the model has never seen: {e.args[0]}") from None
+    if output != "-":
+        _refuse_existing(output, overwrite)
+    with click.open_file(output, "w", encoding="utf-8") as out:
+        _write_samples(out, stream_samples(ckpt.model, ckpt.vocab, num_samples, seed, length, temperature, top_k,
+                                           top_p, random_seed))
+
+
+def _write_samples(output, pieces):
+    """Write (sample index, text) pieces as they come, samples separated by a blank line."""
     interactive = output.isatty() if hasattr(output, "isatty") else False
     current = 0
-    for i, piece in stream_samples(ckpt.model, ckpt.vocab, num_samples, seed, length, temperature, top_k, top_p,
-                                   random_seed):
+    for i, piece in pieces:
         if i != current:
             output.write("\n\n")
             current = i

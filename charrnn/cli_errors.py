@@ -1,6 +1,8 @@
-"""The library's errors a user can cause, as the command line reports them: one line, exit status 1."""
+"""The library's errors a user can cause, as the command line reports them: one line, exit status 1; and
+the number type every option uses."""
 
 import contextlib
+import math
 
 import click
 
@@ -28,3 +30,13 @@ def user_errors():
         raise click.ClickException(message) from None
     except MemoryError as e:  # numpy's says how much it could not allocate
         raise click.ClickException(f"not enough memory: {e}") from None
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, refusing nan and inf (a nan passes every range check: no comparison is true)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number

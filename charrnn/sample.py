@@ -16,6 +16,7 @@ generator of its own (``sample_rngs``), so sample i is the same text whatever N 
 """
 
 import codecs
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -229,6 +230,8 @@ def generate_batch(model, vocab, num_samples, seed="", length=200, temperature=1
     Sample i draws from ``sample_rngs(random_seed, num_samples)[i]`` (``random_seed`` may also be a
     list of Generators, one per sample); the other arguments are ``generate``'s.
     """
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number, 0 or more, not {temperature}")
     rngs = sample_rngs(random_seed, num_samples)
     if len(rngs) != num_samples:
         raise ValueError(f"{len(rngs)} random generators for {num_samples} samples")
@@ -265,10 +268,11 @@ def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top
 
     ``seed`` (str, or bytes for a --bytes model; any length) primes the hidden state (an empty seed
     starts as if after a newline); ``temperature``
-    0 picks the most likely character every time. ``random_seed`` is a seed or a numpy Generator.
+    0 picks the most likely character every time. ``random_seed`` is a seed or a numpy Generator; a seed
+    gives the text ``charrnn sample --random-seed`` gives (its first sample: ``sample_rngs(seed, 1)[0]``).
     Raises KeyError naming seed characters that are not in the vocabulary.
     """
-    rng = random_seed if isinstance(random_seed, np.random.Generator) else np.random.default_rng(random_seed)
+    rng = random_seed if isinstance(random_seed, np.random.Generator) else sample_rngs(random_seed, 1)[0]
     for pieces in generate_batch(model, vocab, 1, seed, length, temperature, top_k, top_p, [rng]):
         yield pieces[0]
 

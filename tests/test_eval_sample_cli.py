@@ -118,6 +118,34 @@ def test_num_samples_and_output_file(tmp_path, ckpt_path, cli_stdout):
     assert len([s for s in samples if s.startswith("A")]) >= 3
 
 
+def test_sample_refuses_to_write_over_a_file_and_nonfinite_temperatures(tmp_path, ckpt_path, cli, cli_stdout):
+    """-o onto an existing file (a checkpoint, say) is refused in one line, the file intact; nan and inf
+    temperatures are refused (a nan passes every range check)."""
+    before = open(ckpt_path, "rb").read()
+    result = cli(["sample", ckpt_path, "--length", "5", "-o", ckpt_path])
+    assert result.exit_code == 1 and "already exists; give --overwrite" in result.output
+    assert open(ckpt_path, "rb").read() == before
+    out = tmp_path / "out.txt"
+    out.write_text("old")
+    assert cli_stdout("sample", ckpt_path, "--length", "5", "-o", str(out), "--overwrite") == ""
+    assert out.read_text() != "old"
+    for value in ("nan", "inf"):
+        result = cli(["sample", ckpt_path, "--temperature", value])
+        assert result.exit_code == 2 and "is not a finite number" in result.output
+
+
+def test_sample_random_seed_is_generates_and_the_servers(ckpt_path, cli_stdout):
+    """The CLI's --random-seed N gives the text of generate(random_seed=N), which the server's random_seed
+    gives (tests/test_server.py)."""
+    from charrnn.checkpoint import load_checkpoint
+    from charrnn.sample import generate
+
+    ckpt = load_checkpoint(ckpt_path)
+    text = "".join(generate(ckpt.model, ckpt.vocab, "ROMEO", 60, temperature=0.8, random_seed=7))
+    assert cli_stdout("sample", ckpt_path, "--seed", "ROMEO", "--length", "60", "--temperature", "0.8",
+                      "--random-seed", "7") == text + "\n"
+
+
 def test_info(ckpt_path, cli_stdout):
     text = cli_stdout("info", ckpt_path)
     for expected in ("lstm", "hidden_size", "60 symbols", "parameters", "format version", "2.5000"):
