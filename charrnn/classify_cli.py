@@ -8,7 +8,6 @@ from dataclasses import asdict, fields
 
 import click
 from click.core import ParameterSource
-from rich.console import Console
 from rich.table import Table
 
 from .cells import ACTIVATIONS
@@ -16,7 +15,7 @@ from .classify import POOLS, ClassifierConfig
 from .classify_data import FORMATS, LABEL_PREFIX, read_labelled, split_labels
 from .classify_eval import TextClassifier, evaluate_predictions, load_classifier
 from .classify_train import CLASS_WEIGHTS, LR_SCHEDULES, ClassifyTrainConfig, train_classifier, train_config_from
-from .cli_errors import FiniteFloatRange, user_errors
+from .cli_errors import FiniteFloatRange, console, user_errors
 from .model import DTYPES, MODELS
 from .optim import OPTIMIZERS
 from .train import Reporter
@@ -204,9 +203,9 @@ def _print_per_label(report):
     matrix = Table("gold \\ predicted", *report["confusion"]["labels"], title="confusion matrix")
     for name, row in zip(report["confusion"]["labels"], report["confusion"]["counts"]):
         matrix.add_row(name, *(str(c) if c else "." for c in row))
-    console = Console(no_color="NO_COLOR" in os.environ or None, highlight=False, width=200)
-    console.print(table)
-    console.print(matrix)
+    out = console()
+    out.print(table)
+    out.print(matrix)
 
 
 @classify.command(context_settings=CONTEXT_SETTINGS)
@@ -293,4 +292,4 @@ def info(checkpoint):
     table.add_row("position", f"step {meta.get('step')}: epoch {meta.get('epoch')}, batch {meta.get('batch')}")
     best = meta.get("best_accuracy")
     table.add_row("best validation accuracy", f"{best:.4f}" if best is not None else "-")
-    Console(no_color="NO_COLOR" in os.environ or None, highlight=False).print(table)
+    console().print(table)

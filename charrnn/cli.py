@@ -11,7 +11,6 @@ from collections import Counter
 from dataclasses import asdict
 
 import click
-from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
@@ -19,7 +18,7 @@ from . import __version__
 from .cells import ACTIVATIONS
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .classify_cli import classify
-from .cli_errors import FiniteFloatRange, user_errors
+from .cli_errors import FiniteFloatRange, console, user_errors
 from .data import quoted
 from .evaluate import EvalResult, evaluate_file, score_lines
 from .export import export_checkpoint, import_safetensors
@@ -31,14 +30,11 @@ from .presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resume
 from .sample import stream_samples
 from .schedule import SCHEDULES
 from .server import ServeConfig, make_server, serve_until_signal
+from .torch_engine import TorchEngineError, import_torch
 from .train import DEVICES, ENGINES, Reporter
 from .train import train as train_model
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-def _console(stderr=False):
-    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ or None, highlight=False, soft_wrap=True)
-
-
 class OneLineUsageError(click.ClickException):
     """A usage error as one line, ``Error: ... (charrnn sample --help)``, exit status 2 as click's own."""
 
@@ -123,7 +119,8 @@ class ConsoleReporter(Reporter):
         if "val_loss" in info:
             self.write(
                 f"step {step:,}  epoch {info['epoch']:.2f}  train loss {info['train_loss']:.4f}  "
-                f"val loss {info['val_loss']:.4f}  {info['chars_per_sec']:,.0f} chars/s  {info['elapsed']:.0f}s"
+                f"val loss {info['val_loss']:.4f}  {info['chars_per_sec']:,.0f} chars/s in steps  "
+                f"{info['elapsed']:.0f}s"
             )
 
     def message(self, text):
@@ -134,8 +131,14 @@ class ConsoleReporter(Reporter):
         self.write("---- sample ----\n" + text + "\n----------------")
 
     def write(self, text):
-        if not self.quiet:
+        if self.quiet:
+            return
+        try:
             tqdm.write(text, file=sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader went away (| head): training goes on, its reports to nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.message("note: standard output was closed; training goes on and writes its checkpoints")
 
     def close(self):
         if self.bar is not None:
@@ -250,6 +253,8 @@ def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
             resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
             meta = load_checkpoint(resume).meta
             model_config, config = None, resume_config(meta.get("train", {}), meta.get("model"), **given)
+            if config.engine == "torch" and "engine" not in given:
+                _check_kept_engine(resume)
         elif init_from is not None:
             model_config, config = finetune_configs(load_checkpoint(init_from), preset, **given)
         else:
@@ -262,6 +267,16 @@ def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
         ctx.exit(128 + result.interrupted_by)
 
 
+def _check_kept_engine(checkpoint):
+    """A run trained with --engine torch resumes with it: say so if this Python has no PyTorch."""
+    try:
+        import_torch()
+    except TorchEngineError:
+        raise click.ClickException(f"{checkpoint} was trained with --engine torch, which --resume keeps, and "
+                                   "PyTorch is not installed here: pip install 'charrnn[torch]', or resume "
+                                   "with --engine numpy") from None
+
+
 def _print_summary(result):
     table = Table(title="training finished", show_header=False)
     table.add_row("stopped by", result.stop_reason)
@@ -269,9 +284,10 @@ def _print_summary(result):
     if result.best_val_loss is not None:
         bits = result.best_val_loss / 0.6931471805599453
         table.add_row("best val loss", f"{result.best_val_loss:.4f} nats/char ({bits:.3f} bits/char)")
-    table.add_row("time", f"{result.elapsed:.1f} s at {result.chars_per_sec:,.0f} chars/s")
+    table.add_row("time", f"{result.elapsed:.1f} s, {result.chars_per_sec:,.0f} chars/s all told (validation, "
+                          "checkpoints and start-up included)")
     table.add_row("checkpoints", result.checkpoint_dir)
-    _console().print(table)
+    console().print(table)
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
@@ -396,15 +412,15 @@ def eval_command(checkpoint, file, per_line, reset_per_line, as_json):
         click.echo(json.dumps({"file": file, **result.to_json(), "seconds": seconds,
                                "chars_per_sec": result.chars / seconds}))
         return
-    console = _console()
-    console.print(f"{file}: {result.chars:,} characters scored in {seconds:.2f} s "
-                  f"({result.chars / seconds:,.0f} chars/s)")
-    console.print(f"loss       {result.loss:.4f} nats/char")
-    console.print(f"bpc        {result.bpc:.4f} bits/char")
-    console.print(f"perplexity {result.perplexity:.3f}")
+    out = console()
+    out.print(f"{file}: {result.chars:,} characters scored in {seconds:.2f} s "
+               f"({result.chars / seconds:,.0f} chars/s)")
+    out.print(f"loss       {result.loss:.4f} nats/char")
+    out.print(f"bpc        {result.bpc:.4f} bits/char")
+    out.print(f"perplexity {result.perplexity:.3f}")
     if result.oov:
         listed = ", ".join(f"{quoted(k)}×{v}" for k, v in sorted(result.oov.items(), key=lambda kv: -kv[1])[:10])
-        console.print(f"left out {sum(result.oov.values()):,} characters outside the vocabulary: {listed}")
+        out.print(f"left out {sum(result.oov.values()):,} characters outside the vocabulary: {listed}")
 
 
 def _print_lines(lines, as_json):
@@ -420,9 +436,9 @@ def _print_lines(lines, as_json):
                                    "chars": r.chars, "oov": r.oov, "text": line.text}))
         else:
             table.add_row(str(line.number), f"{-r.total_nll:.2f}", f"{r.bpc:.3f}" if r.chars else "-",
-                          str(r.chars), repr(line.text[:60]))
+                          str(r.chars), repr(line.text[:60]) + ("…" if len(line.text) > 60 else ""))
     if not as_json and table.row_count:  # an empty file is an error, not an empty table
-        _console().print(table)
+        console().print(table)
     return total
 
 
@@ -442,8 +458,9 @@ def info(checkpoint):
     table = Table(title=path, show_header=False)
     for key, value in asdict(cfg).items():
         table.add_row(key, str(value))
-    preview = "".join(ckpt.vocab.symbol_text(s) if ckpt.vocab.bytes_mode else s for s in ckpt.vocab.symbols)
-    table.add_row("vocabulary", f"{len(ckpt.vocab)} symbols: {preview[:80]!r}")
+    symbols = [ckpt.vocab.symbol_text(s) if ckpt.vocab.bytes_mode else s for s in ckpt.vocab.symbols]
+    more = f" and {len(symbols) - 80} more" if len(symbols) > 80 else ""
+    table.add_row("vocabulary", f"{len(ckpt.vocab)} symbols: {''.join(symbols[:80])!r}{more}")
     table.add_row("parameters", f"{ckpt.model.num_params():,}")
     average = meta.get("train", {}).get("average")
     table.add_row("weights", f"running average over {average} steps (--average)" if average else "as trained")
@@ -457,7 +474,7 @@ def info(checkpoint):
     val = meta.get("last_val_loss")
     table.add_row("val loss", f"{val:.4f}" if val is not None else "-")
     table.add_row("format version", str(meta["version"]))
-    _console().print(table)
+    console().print(table)
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)

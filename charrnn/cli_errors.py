@@ -1,10 +1,13 @@
-"""The library's errors a user can cause, as the command line reports them: one line, exit status 1; and
-the number type every option uses."""
+"""What the commands (cli.py, classify_cli.py) share: the library's errors a user can cause, reported in
+one line with exit status 1; the number type every option uses; the console reports are printed on."""
 
 import contextlib
 import math
+import os
+import sys
 
 import click
+from rich.console import Console
 
 from .checkpoint import CheckpointError
 from .classify_data import LabelledDataError
@@ -40,3 +43,12 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
+
+
+def console(stderr=False):
+    """rich's console for a command's report: a terminal's width on a terminal; piped or redirected, no
+    width limit, so a table keeps its natural width and a line stays whole (nothing cut or wrapped)."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 100_000
+    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ or None, highlight=False, soft_wrap=True,
+                   width=width)

@@ -451,7 +451,8 @@ def _fine_tuned_model(base, model_config, corpus, val_ids, rng, reporter):
     new = [corpus.vocab.symbol_text(s) if corpus.vocab.bytes_mode else s
            for s in corpus.vocab.symbols if s not in base.vocab.symbols]
     if new:
-        reporter.message(f"note: {len(new)} characters new to the model: {''.join(new)[:40]!r}")
+        more = f" and {len(new) - 40} more" if len(new) > 40 else ""
+        reporter.message(f"note: {len(new)} characters new to the model: {''.join(new[:40])!r}{more}")
     counts = corpus.counts - np.bincount(val_ids, minlength=len(corpus.vocab))  # the training text's
     try:
         return extend_vocab(base.model, base.vocab, corpus.vocab, rng, counts, config=model_config)

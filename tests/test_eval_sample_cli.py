@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from charrnn.checkpoint import Checkpoint, save_checkpoint
+from charrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from charrnn.data import Vocab
 from charrnn.model import CharRNN, ModelConfig
 
@@ -137,13 +137,26 @@ def test_sample_refuses_to_write_over_a_file_and_nonfinite_temperatures(tmp_path
 def test_sample_random_seed_is_generates_and_the_servers(ckpt_path, cli_stdout):
     """The CLI's --random-seed N gives the text of generate(random_seed=N), which the server's random_seed
     gives (tests/test_server.py)."""
-    from charrnn.checkpoint import load_checkpoint
     from charrnn.sample import generate
 
     ckpt = load_checkpoint(ckpt_path)
     text = "".join(generate(ckpt.model, ckpt.vocab, "ROMEO", 60, temperature=0.8, random_seed=7))
     assert cli_stdout("sample", ckpt_path, "--seed", "ROMEO", "--length", "60", "--temperature", "0.8",
                       "--random-seed", "7") == text + "\n"
+
+
+def test_piped_tables_keep_a_row_per_line(tmp_path, ckpt_path, cli_stdout):
+    """Piped (not a terminal), a table is as wide as it needs: rich wrapped and cut rows at 80 columns."""
+    text = tmp_path / "long.txt"
+    text.write_text("ROMEO: " + "But soft, what light through yonder window breaks? " * 4 + "\nIt is the east.\n")
+    rows = [line for line in cli_stdout("eval", ckpt_path, str(text), "--per-line").splitlines() if line[0] == "│"]
+    assert len(rows) == 2 and rows[0].endswith("Bu'… │") and "'It is the east.\\n'" in rows[1]
+    big = CharRNN(ModelConfig(100, "rnn", 8, 1), rng=np.random.default_rng(0))
+    path = str(tmp_path / "big.npz")
+    save_checkpoint(path, Checkpoint(big, Vocab(tuple(chr(0x100 + i) for i in range(100))), {"step": 1}))
+    vocabulary = [line for line in cli_stdout("info", path).splitlines() if "vocabulary" in line]
+    assert len(vocabulary) == 1 and vocabulary[0].endswith("'" + "".join(chr(0x100 + i) for i in range(80)) +
+                                                           "' and 20 more │")
 
 
 def test_info(ckpt_path, cli_stdout):
@@ -182,6 +195,21 @@ def test_quiet_training_prints_nothing(tmp_path, small_text, cli):
     result = cli(["train", small_text, "--checkpoint-dir", str(tmp_path / "ck"), "--max-steps",
                   "5", "--hidden-size", "16", "-q"])
     assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
+
+
+def test_training_goes_on_when_its_output_is_closed(tmp_path, small_text):
+    """charrnn train ... | head -1: the reader leaves after the first line; training runs to its end (it used
+    to stop silently with exit status 1 at its next report), saying so once on stderr."""
+    ck = tmp_path / "ck"
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", small_text, "--checkpoint-dir", str(ck),
+                             "--max-steps", "30", "--eval-every", "5", "--hidden-size", "16", "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("training ")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert "standard output was closed; training goes on" in err
+    assert load_checkpoint(str(ck / "latest.npz")).meta["step"] == 30
 
 
 def test_no_color_and_version(monkeypatch, ckpt_path, cli_stdout):

@@ -112,6 +112,17 @@ def test_engine_torch_without_torch_is_one_line(tmp_path, small_text):
                           env=env, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "Error: --engine torch needs PyTorch: pip install 'charrnn[torch]'"
+    # a run trained with --engine torch, resumed where there is no PyTorch: the engine came from the checkpoint
+    ck = str(tmp_path / "ran")
+    assert train([small_text, "--checkpoint-dir", ck, "--engine", "torch", *EXACT[:-2], "--max-steps", "2"]
+                 ).exit_code == 0
+    resume = [sys.executable, "-m", "charrnn", "train", small_text, "--checkpoint-dir", ck, "--resume",
+              "--max-steps", "4"]
+    proc = subprocess.run(resume, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "was trained with --engine torch, which --resume keeps" in proc.stderr and "--engine numpy" in proc.stderr
+    proc = subprocess.run([*resume, "--engine", "numpy"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
 
 
 def torchrun(args, nproc=2, timeout=180):
