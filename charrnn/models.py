@@ -6,9 +6,13 @@ CharGPT (gpt.py). Training, the engines, scoring, sampling and checkpoints call 
     model = build_model(config, rng=numpy.random.default_rng(0))
 """
 
+import math
 from typing import Protocol
 
+import numpy as np
+
 from . import gpt, model
+from .cells import make_cell
 from .gpt import CharGPT, GPTConfig
 from .model import MODELS, CharRNN, ModelConfig
 
@@ -57,3 +61,17 @@ def build_model(config, params=None, rng=None):
 def param_shapes(config):
     """The shape of every parameter, by name, of the model ``config`` describes."""
     return (gpt if isinstance(config, GPTConfig) else model).param_shapes(config)
+
+
+def training_memory(config, batch_size, seq_length, copies=4):
+    """(bytes for ``copies`` of the parameters, bytes for one step's activations) that training ``config``
+    at ``batch_size`` × ``seq_length`` needs at the least, from the shapes alone: a run that cannot fit is
+    refused before anything is allocated. Four copies: the model, its gradient and Adam's two moments."""
+    itemsize = np.dtype(config.dtype).itemsize
+    n = sum(math.prod(shape) for shape in param_shapes(config).values())
+    B, T, L, H, V = batch_size, seq_length, config.num_layers, config.hidden_size, config.vocab_size
+    if isinstance(config, GPTConfig):  # per block: a dozen (B, T, C) arrays and the attention weights (B, nh, T, T)
+        activations = L * (12 * B * T * H + 2 * B * config.num_heads * T * T)
+    else:  # per layer: the gates and the states of every timestep
+        activations = L * T * B * H * (make_cell(config.model).n_gates + 2)
+    return copies * n * itemsize, (activations + 2 * B * T * V) * itemsize

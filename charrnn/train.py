@@ -26,7 +26,7 @@ from .data import CorpusError, StreamBatches, batches_for, file_key, load_corpus
 from .evaluate import streams_nll
 from .finetune import extend_vocab
 from .model import check_params
-from .models import LanguageModel, build_model
+from .models import CharGPT, CharRNN, LanguageModel, build_model, training_memory
 from .optim import OPTIMIZERS, WeightAverage, make_optimizer
 from .parallel import WorkerError, default_workers, make_engine
 from .sample import generate
@@ -365,6 +365,8 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
     fine-tuning the model of ``init_from``. Of several processes, process 0 prepares the directory and the
     corpus cache while the others wait."""
     config.validate()
+    if model_config is not None and resume is None and init_from is None:
+        _check_memory(model_config, config)  # before --overwrite clears anything
     base = _load_base(init_from, resume, config)  # before --overwrite clears anything
     writer = distributed is None or distributed.writer
     if not writer:
@@ -489,6 +491,43 @@ def _check_resumable(ckpt, config):
                 f"cannot resume with {name.replace('_', '-')} {getattr(config, name)}: the checkpoint was "
                 f"trained with {saved[name]}"
             )
+
+
+def _check_memory(model_config, config):
+    """Refuse, in one line, a model whose training cannot fit in the memory this machine has free (a lower
+    bound, reckoned from the shapes, with a vocabulary of 2: the corpus is not read yet)."""
+    free = _free_memory()
+    if free is None:
+        return
+    model_config = replace(model_config, vocab_size=max(model_config.vocab_size, 2))
+    try:
+        model_config.validate()
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    kind = CharGPT if model_config.model == "gpt" else CharRNN
+    workers = 1 if config.engine == "torch" else config.workers or default_workers(
+        config.batch_size, min_streams=kind.min_streams_per_worker)
+    # with worker processes, a copy of the parameters and a gradient per worker in shared memory besides
+    params, step = training_memory(model_config, config.batch_size, config.seq_length,
+                                   copies=4 + (workers if workers > 1 else 0))
+    if params + step > free:
+        raise TrainingError(
+            f"this model needs at least {(params + step) / 1e9:,.1f} GB to train ({params / 1e9:,.1f} GB for its "
+            f"parameters, gradients and optimizer state, {step / 1e9:,.1f} GB for a step of {config.batch_size} x "
+            f"{config.seq_length} characters), more than the {free / 1e9:.1f} GB free here: make it smaller, or "
+            "lower --batch-size or --seq-length")
+
+
+def _free_memory():
+    """Bytes of memory available to a new process (Linux's MemAvailable), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _fresh_model(model_config, corpus, val_ids, rng):

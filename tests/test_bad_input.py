@@ -161,3 +161,17 @@ def test_a_model_too_large_for_memory_is_one_line(tmp_path, small_text, cli, mon
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert result.stderr.startswith("Error: not enough memory: Unable to allocate")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="free memory is read from Linux's /proc/meminfo")
+@pytest.mark.parametrize("args", [["--hidden-size", "200000"],  # 8.6 TB of parameters and optimizer state
+                                  ["--model", "gpt", "--hidden-size", "32", "--num-heads", "2", "--seq-length",
+                                   "100000"]])  # 2.5 TB of attention weights a step
+def test_a_model_that_cannot_fit_is_refused_before_anything_is_touched(tmp_path, small_text, trained, cli, args):
+    """Refused in one line before the corpus is read or --overwrite clears the previous model (it used to
+    be killed by the kernel, or fail in a worker after writing a step-0 checkpoint)."""
+    before = (trained / "latest.npz").read_bytes()
+    result = cli(["train", small_text, "--checkpoint-dir", str(trained), "--overwrite", "--max-steps", "1", *args])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "needs at least" in result.stderr and "GB free here" in result.stderr
+    assert (trained / "latest.npz").read_bytes() == before
