@@ -499,9 +499,14 @@ def plot(checkpoint_dir, output):
     click.echo(f"wrote {output}")
 
 
-def _refuse_existing(output, overwrite):
-    """A file already at OUTPUT (a checkpoint, the corpus, the input itself) is kept unless --overwrite."""
-    if os.path.exists(output) and not overwrite:
+def _refuse_existing(output, overwrite, source=None):
+    """A file already at OUTPUT (a checkpoint, the corpus) is kept unless --overwrite; the command's own input
+    ``source``, even with it."""
+    if not os.path.exists(output):
+        return
+    if source is not None and os.path.exists(source) and os.path.samefile(output, source):
+        raise click.ClickException(f"{output} is the file being read; write to another name")
+    if not overwrite:
         raise click.ClickException(f"{output} already exists; give --overwrite to replace it, or another name")
 
 
@@ -520,11 +525,11 @@ def export_command(checkpoint, output, overwrite):
     Example:
       charrnn export checkpoints/best.npz model.safetensors
     """
-
-
-    _refuse_existing(output, overwrite)
     with user_errors():
-        ckpt = export_checkpoint(checkpoint, output)
+        source = resolve_checkpoint(checkpoint)
+    _refuse_existing(output, overwrite, source)
+    with user_errors():
+        ckpt = export_checkpoint(source, output)
     click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
 
 
@@ -543,9 +548,9 @@ def import_command(source, output, overwrite):
       charrnn import model.safetensors imported.npz
       charrnn sample imported.npz --seed "ROMEO:"
     """
-
-
-    _refuse_existing(output, overwrite)
+    if not output.endswith(".npz"):
+        raise click.ClickException(f"{output}: a charrnn checkpoint's name ends in .npz; give OUTPUT one")
+    _refuse_existing(output, overwrite, source)
     with user_errors():
         ckpt = import_safetensors(source, output)
     click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")

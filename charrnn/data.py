@@ -73,7 +73,7 @@ class Vocab:
 
     @classmethod
     def from_json(cls, obj):
-        return cls(tuple(obj["symbols"]), obj["bytes_mode"], obj["encoding"])
+        return cls(tuple(obj["symbols"]), obj.get("bytes_mode", False), obj.get("encoding", "utf-8"))
 
 
 def quoted(symbol):

@@ -227,6 +227,8 @@ def _read_metadata(path, metadata):
             raise ExportError(f"{path}: {key} in the metadata is not valid JSON") from None
         if not isinstance(values[key], dict):
             raise ExportError(f"{path}: {key} in the metadata must be a JSON object")
+    if "symbols" not in values[VOCAB_KEY]:
+        raise ExportError(f'{path}: {VOCAB_KEY} in the metadata has no "symbols" (the characters, in id order)')
     try:
         vocab = Vocab.from_json(values[VOCAB_KEY])
     except (KeyError, TypeError, ValueError) as e:

@@ -103,14 +103,14 @@ def test_export_then_import_is_bit_identical(tmp_path, model, activation, dtype)
 
 
 def test_import_of_a_model_trained_in_pytorch(tmp_path):
-    """A PyTorch module's own state_dict (nonzero recurrent biases, float32, minimal metadata) imports,
-    and charrnn computes what PyTorch computes."""
+    """A PyTorch module's own state_dict (nonzero recurrent biases, float32, minimal metadata: the vocabulary's
+    symbols alone) imports, and charrnn computes what PyTorch computes."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     config = {"vocab_size": len(VOCAB), "model": "gru", "hidden_size": 12, "num_layers": 2}
     module = torch_model(config)
     tensors = {k: v.float().numpy() for k, v in module.state_dict().items()}
-    metadata = {"charrnn.model": json.dumps(config), "charrnn.vocab": json.dumps(VOCAB.to_json())}
+    metadata = {"charrnn.model": json.dumps(config), "charrnn.vocab": json.dumps({"symbols": list(VOCAB.symbols)})}
     write_safetensors(str(tmp_path / "t.safetensors"), tensors, metadata)
     ckpt = import_safetensors(str(tmp_path / "t.safetensors"), str(tmp_path / "t.npz"))
     assert ckpt.model.config.dtype == "float32"
@@ -225,7 +225,7 @@ def export_tensors(tmp_path, model="lstm"):
          "unknown fields: colour"),
         (lambda t, m: m.pop("charrnn.vocab"), "no charrnn.vocab"),
         (lambda t, m: m.update({"charrnn.vocab": "{"}), "not valid JSON"),
-        (lambda t, m: m.update({"charrnn.vocab": json.dumps({"symbols": ["a"]})}), "not a vocabulary"),
+        (lambda t, m: m.update({"charrnn.vocab": json.dumps({"bytes_mode": False})}), 'has no "symbols"'),
         (lambda t, m: t.update({"decoder.bias": np.zeros(38, np.int32)}), "I32, which does not fit|int32"),
     ],
 )
@@ -276,15 +276,21 @@ def test_export_and_import_never_write_over_an_existing_file(tmp_path):
     make_checkpoint(tmp_path / "m.npz")
     before = (tmp_path / "m.npz").read_bytes()
     runner = CliRunner()
-    result = runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.npz")])
-    assert result.exit_code == 1 and result.output.count("\n") == 1 and "already exists" in result.output
-    assert (tmp_path / "m.npz").read_bytes() == before
+    for overwrite in ([], ["--overwrite"]):  # its own input: never, --overwrite or not
+        result = runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.npz"), *overwrite])
+        assert result.exit_code == 1 and result.output.count("\n") == 1 and "is the file being read" in result.output
+        assert (tmp_path / "m.npz").read_bytes() == before
     assert runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors")]).exit_code == 0
     result = runner.invoke(main, ["import", str(tmp_path / "m.safetensors"), str(tmp_path / "m.npz")])
     assert result.exit_code == 1 and "--overwrite" in result.output
     assert (tmp_path / "m.npz").read_bytes() == before
     result = runner.invoke(main, ["import", str(tmp_path / "m.safetensors"), str(tmp_path / "m.npz"), "--overwrite"])
     assert result.exit_code == 0, result.output
+    exported = (tmp_path / "m.safetensors").read_bytes()
+    for output in ("m.safetensors", "m.txt"):  # its own input, even with --overwrite; a name without .npz
+        result = runner.invoke(main, ["import", str(tmp_path / "m.safetensors"), str(tmp_path / output), "--overwrite"])
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert (tmp_path / "m.safetensors").read_bytes() == exported and not (tmp_path / "m.txt").exists()
     result = runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"), "--overwrite"])
     assert result.exit_code == 0, result.output
 
