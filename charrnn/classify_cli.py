@@ -170,7 +170,10 @@ def train(ctx, file, valid_path, resume, overwrite, quiet, **options):
 def test(checkpoint, file, k, fmt, per_label, as_json):
     """Score CHECKPOINT on the labelled FILE: N, P@K, R@K (as fastText), accuracy and macro-F1.
 
-    Lines with labels the model never saw are counted, reported on stderr, and scored as wrong.
+    A label the model never saw is reported on stderr and can never be predicted: a line with no other
+    label is scored as wrong; a line that also has a known label is right if that one is predicted (a
+    line is right when its top prediction is one of its labels). The confusion matrix has a row per
+    line and gold label.
 
     \b
     Example:

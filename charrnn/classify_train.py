@@ -32,6 +32,7 @@ from .classify_data import (
     read_labelled,
 )
 from .classify_eval import KIND, TextClassifier, evaluate_predictions, load_classifier
+from .data import file_key
 from .optim import OPTIMIZERS, make_optimizer
 from .schedule import budget_progress, learning_rate
 from .train import Reporter, TrainingError, _clear_previous_model, _prepare_dir, _SignalCatcher
@@ -125,7 +126,7 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
     come from the data. Raises LabelledDataError, TrainingError or CheckpointError with a one-line reason;
     nothing in ``checkpoint_dir`` is touched until the data has been read and checked."""
     reporter = reporter or Reporter()
-    run = _start_run(train_path, model_config, config, valid_path, resume, overwrite)
+    run = _start_run(train_path, model_config, config, valid_path, resume, overwrite, reporter)
     config, pos, train = run.config, run.pos, run.train
     batches_per_epoch = math.ceil(len(train.encoded) / config.batch_size)
     reporter.start(None, {"params": run.model.num_params(), "train": len(train.encoded),
@@ -193,10 +194,10 @@ class _Run:
     valid: _Split | None
     pos: _Position
     rng: np.random.Generator
-    data_path: str
+    data_file: dict  # data.file_key of the training file: its path, size and modification time
 
 
-def _start_run(train_path, model_config, config, valid_path, resume, overwrite):
+def _start_run(train_path, model_config, config, valid_path, resume, overwrite, reporter):
     """Read and check the data (and the checkpoint to resume), then prepare the directory and build the
     model and optimizer, fresh or as saved."""
     config.validate()
@@ -226,6 +227,11 @@ def _start_run(train_path, model_config, config, valid_path, resume, overwrite):
         model = clf.model
         pos = _Position(**{k: meta[k] for k in asdict(_Position()) if k in meta})
         rng.bit_generator.state = pos.rng_state
+        _check_resume(config, pos, math.ceil(len(train.encoded) / config.batch_size), resume)
+        if meta.get("data_file") not in (None, file_key(train_path)):
+            reporter.message(f"warning: {train_path} is not the file {resume} was trained on, or it has changed "
+                             "since (name, size or modification time); training goes on from the saved position, "
+                             "and the validation lines drawn from it may differ")
     else:
         try:
             model = Classifier(replace(model_config, vocab_size=len(vocab) + 1, num_classes=len(labels)), rng=rng)
@@ -239,7 +245,15 @@ def _start_run(train_path, model_config, config, valid_path, resume, overwrite):
             optimizer.load_state(optimizer_state)
         except ValueError as e:
             raise CheckpointError(f"{resume}: cannot resume with optimizer {config.optimizer} ({e})") from None
-    return _Run(config, model, optimizer, vocab, labels, train, valid, pos, rng, os.path.abspath(train_path))
+    return _Run(config, model, optimizer, vocab, labels, train, valid, pos, rng, file_key(train_path))
+
+
+def _check_resume(config, pos, batches_per_epoch, resume):
+    """Refuse to resume a run that has already reached its step or epoch limit: a step would go past it."""
+    spent = _stop_reason(config, pos.epoch + pos.batch / batches_per_epoch, 0.0, None, pos.step)
+    if spent:
+        raise TrainingError(f"{resume}: its run already reached its limit ({spent} at step {pos.step}); give a "
+                            "larger --max-steps or --max-epochs to train on")
 
 
 def _step(run, rows):
@@ -281,7 +295,8 @@ def _evaluate(run):
 def _save(run, name):
     """A checkpoint: parameters, optimizer state, and as JSON the configs, vocabulary, labels and position."""
     meta = {"kind": KIND, "model": asdict(run.model.config), "vocab": run.vocab.to_json(),
-            "labels": run.labels.to_json(), "train": asdict(run.config), "data": run.data_path,
+            "labels": run.labels.to_json(), "train": asdict(run.config), "data": run.data_file["path"],
+            "data_file": run.data_file,
             **asdict(replace(run.pos, rng_state=run.rng.bit_generator.state))}
     arrays = {f"param/{k}": v for k, v in run.model.params.items()}
     arrays.update({f"opt/{k}": v for k, v in run.optimizer.state.items()})

@@ -333,7 +333,8 @@ def sample(checkpoint, seed, prime_file, temperature, top_k, top_p, length, num_
         try:
             ckpt.vocab.encode(seed)
         except KeyError as e:
-            raise click.ClickException(f"{source} has characters the model has never seen: {e.args[0]}") from None
+            what = "bytes" if ckpt.vocab.bytes_mode else "characters"
+            raise click.ClickException(f"{source} has {what} the model has never seen: {e.args[0]}") from None
     if output != "-":
         _refuse_existing(output, overwrite)
     with click.open_file(output, "w", encoding="utf-8") as out:
@@ -413,14 +414,14 @@ def eval_command(checkpoint, file, per_line, reset_per_line, as_json):
                                "chars_per_sec": result.chars / seconds}))
         return
     out = console()
-    out.print(f"{file}: {result.chars:,} characters scored in {seconds:.2f} s "
-               f"({result.chars / seconds:,.0f} chars/s)")
-    out.print(f"loss       {result.loss:.4f} nats/char")
-    out.print(f"bpc        {result.bpc:.4f} bits/char")
+    unit, units = ("byte", "bytes") if ckpt.vocab.bytes_mode else ("char", "characters")  # what a symbol is
+    out.print(f"{file}: {result.chars:,} {units} scored in {seconds:.2f} s ({result.chars / seconds:,.0f} {unit}s/s)")
+    out.print(f"loss       {result.loss:.4f} nats/{unit}")
+    out.print(f"bpc        {result.bpc:.4f} bits/{unit}")
     out.print(f"perplexity {result.perplexity:.3f}")
     if result.oov:
         listed = ", ".join(f"{quoted(k)}×{v}" for k, v in sorted(result.oov.items(), key=lambda kv: -kv[1])[:10])
-        out.print(f"left out {sum(result.oov.values()):,} characters outside the vocabulary: {listed}")
+        out.print(f"left out {sum(result.oov.values()):,} {units} outside the vocabulary: {listed}")
 
 
 def _print_lines(lines, as_json):

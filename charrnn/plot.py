@@ -19,8 +19,11 @@ def read_metrics(path):
 
 
 def plot_metrics(metrics_path, output):
-    """Draw train and validation loss (nats/char) against step and write the figure to ``output``."""
+    """Draw train and validation loss against step and write the figure to ``output``: nats per character
+    for a language model, nats per text (and validation accuracy in the title) for a classifier's run."""
     records = read_metrics(metrics_path)
+    classifier = any("val_accuracy" in r for r in records)  # charrnn classify's metrics
+    unit = "nats/text" if classifier else "nats/char"
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,9 +35,13 @@ def plot_metrics(metrics_path, output):
     if val:
         ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
         best = min(r["val_loss"] for r in val)
-        ax.set_title(f"best validation loss {best:.4f} nats/char ({best / math.log(2):.3f} bits/char)")
+        if classifier:
+            accuracy = max(r.get("val_accuracy", 0.0) for r in val)
+            ax.set_title(f"best validation loss {best:.4f} nats/text, best accuracy {accuracy:.3f}")
+        else:
+            ax.set_title(f"best validation loss {best:.4f} nats/char ({best / math.log(2):.3f} bits/char)")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/char)")
+    ax.set_ylabel(f"loss ({unit})")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -99,8 +99,11 @@ def test_resume_continues_exactly(tmp_path):
     assert result.exit_code == 0, result.output
     a, b = (load_classifier(str(d / "latest.npz"))[0].model.params.flat for d in (once, twice))
     np.testing.assert_array_equal(a, b)
-
-
+    # at its limit, a resume is refused in one line (it took one step past it per call), the run intact
+    before = (twice / "latest.npz").read_bytes()
+    result = run("train", data, "--max-epochs", "2", "--checkpoint-dir", twice, "--resume", "-q")
+    assert result.exit_code == 1 and "already reached its limit (max-epochs" in result.output
+    assert result.output.count("\n") == 1 and (twice / "latest.npz").read_bytes() == before
 
 def test_resume_on_a_shorter_file_starts_its_next_epoch(tmp_path):
     """The saved batch is past the end of a training file that has since shrunk: the next epoch starts
@@ -111,8 +114,9 @@ def test_resume_on_a_shorter_file_starts_its_next_epoch(tmp_path):
     assert run("train", data, "--max-steps", "12", *args).exit_code == 0  # 15 batches per epoch
     head(TRAIN, 300, tmp_path / "train.txt")  # 5 batches per epoch now
     proc = subprocess.run([sys.executable, "-m", "charrnn", "classify", "train", data, "--max-steps", "14", "--resume",
-                           *map(str, args)], capture_output=True, text=True, timeout=60)
+                           *(str(a) for a in args if a != "-q")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+    assert "has changed since" in proc.stderr  # a changed training file is named, as charrnn train does
     position = json.loads(str(np.load(ck / "latest.npz")["meta"]))
     assert position["step"] == 14, position
 
