@@ -128,7 +128,7 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
     reporter = reporter or Reporter()
     run = _start_run(train_path, model_config, config, valid_path, resume, overwrite, reporter)
     config, pos, train = run.config, run.pos, run.train
-    batches_per_epoch = math.ceil(len(train.encoded) / config.batch_size)
+    batches_per_epoch = len(length_buckets(train.encoded.lengths, config.batch_size))  # long texts: smaller batches
     reporter.start(None, {"params": run.model.num_params(), "train": len(train.encoded),
                           "valid": len(run.valid.encoded) if run.valid else 0, "labels": len(run.labels),
                           "vocab": len(run.vocab), "seed": config.random_seed, "batches_per_epoch": batches_per_epoch})
@@ -227,7 +227,7 @@ def _start_run(train_path, model_config, config, valid_path, resume, overwrite, 
         model = clf.model
         pos = _Position(**{k: meta[k] for k in asdict(_Position()) if k in meta})
         rng.bit_generator.state = pos.rng_state
-        _check_resume(config, pos, math.ceil(len(train.encoded) / config.batch_size), resume)
+        _check_resume(config, pos, len(length_buckets(train.encoded.lengths, config.batch_size)), resume)
         if meta.get("data_file") not in (None, file_key(train_path)):
             reporter.message(f"warning: {train_path} is not the file {resume} was trained on, or it has changed "
                              "since (name, size or modification time); training goes on from the saved position, "
