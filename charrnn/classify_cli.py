@@ -161,14 +161,14 @@ def train(ctx, file, valid_path, resume, overwrite, quiet, **options):
 
 @classify.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, allow_dash=True))
 @click.option("-k", "k", type=click.IntRange(min=1), default=1, show_default=True, help="Predictions per line for P@K.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="fasttext", show_default=True)
 @click.option("--per-label", is_flag=True,
               help="Also precision, recall, F1, support per label, and a confusion matrix.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def test(checkpoint, file, k, fmt, per_label, as_json):
-    """Score CHECKPOINT on the labelled FILE: N, P@K, R@K (as fastText), accuracy and macro-F1.
+    """Score CHECKPOINT on the labelled FILE ('-': standard input): N, P@K, R@K (as fastText), accuracy and macro-F1.
 
     A label the model never saw is reported on stderr and can never be predicted: a line with no other
     label is scored as wrong; a line that also has a known label is right if that one is predicted (a

@@ -15,6 +15,7 @@ Texts become ids through the charrnn ``Vocab``: a character outside it maps to o
 """
 
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass
 
@@ -61,11 +62,14 @@ def split_labels(line, fmt="fasttext"):
 
 
 def read_lines(path):
-    """The file's lines as text (UTF-8, a byte-order mark dropped, "\n" or "\r\n" stripped); raise
-    LabelledDataError for a missing file, a directory or invalid UTF-8 (naming the line)."""
+    """The file's lines as text (UTF-8, a byte-order mark dropped, "\n" or "\r\n" stripped); ``-``: standard
+    input's. Raise LabelledDataError for a missing file, a directory or invalid UTF-8 (naming the line)."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        if path == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                raw = f.read()
     except IsADirectoryError:
         raise LabelledDataError(f"{path}: is a directory, not a text file") from None
     except OSError as e:

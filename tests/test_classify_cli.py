@@ -61,6 +61,8 @@ def test_test_prints_fasttext_lines_then_accuracy(trained):
     assert float(lines[1].split("\t")[1]) * 2 == pytest.approx(float(lines[2].split("\t")[1]), abs=3e-3)
     assert lines[3].startswith("accuracy\t") and lines[4].startswith("macro-F1\t")
     assert "confusion matrix" in result.output and "support" in result.output
+    with open(TEST, "rb") as f:  # '-': the same file through standard input
+        assert run("test", trained, "-", "-k", "2", "--per-label", input=f.read()).output == result.output
 
 
 def test_predict_streams_one_line_per_line(trained):
