@@ -248,6 +248,8 @@ def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
     if resume is not None and init_from is not None:
         raise click.UsageError("--init-from starts a new run from a model's weights and --resume continues a run; "
                                "give one of them")
+    if resume is not None and _explicit(ctx, "preset"):
+        raise click.UsageError("--preset sets up a new run; --resume continues one with its own settings")
     with user_errors():
         if resume is not None:
             resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")

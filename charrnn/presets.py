@@ -195,6 +195,13 @@ def resume_config(saved, saved_model=None, **given):
             f"cannot resume a {saved_model.get('model')} checkpoint as --model {given['model']}; train a new "
             "model in another --checkpoint-dir (or with --overwrite)"
         )
+    changed = [k for k in MODEL_OPTIONS if k in given and saved_model and given[k] != saved_model.get(k)]
+    if changed:
+        k = changed[0]
+        raise ValueError(
+            f"--{k.replace('_', '-')} {given[k]}: a resumed run keeps its model's ({saved_model.get(k)}); to change "
+            "it, start from these weights with --init-from in another --checkpoint-dir"
+        )
     return TrainConfig(**{**{k: v for k, v in saved.items() if k in TRAIN_OPTIONS},
                           **{k: v for k, v in given.items() if k in TRAIN_OPTIONS}})
 

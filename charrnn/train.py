@@ -272,8 +272,13 @@ def _train_loop(run, reporter):
                 if not guard.finite(loss, grads):
                     state = None
                     continue
-                # update: the optimizer step, the running average, the state carried into the next chunk
-                optimizer.step(model.params, grads)
+                # update: the optimizer step (undone, as above, if it left a weight non-finite), the running
+                # average, the state carried into the next chunk
+                with np.errstate(over="ignore", invalid="ignore"):  # the guard reports it, in one line
+                    optimizer.step(model.params, grads)
+                if not guard.applied():
+                    state = None
+                    continue
                 if run.average is not None:
                     run.average.update(model.params, optimizer.steps)
                 state = new_state
@@ -414,6 +419,11 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
         state = ckpt.hidden_state or None
         _warn_if_corpus_changed(ckpt, corpus_keys, resume, reporter)
         _check_budget_left(config, pos, train_ids, resume)
+        if pos.lr_scale != 1.0:  # a --learning-rate given now is scaled too: say so
+            halvings = round(-math.log2(pos.lr_scale))
+            reporter.message(f"note: this run's learning rate was halved {halvings} time{'s' * (halvings != 1)} "
+                             f"(non-finite steps, the halving schedule); --learning-rate {config.learning_rate:g} "
+                             f"goes on at {config.learning_rate * pos.lr_scale:.3g}")
     elif base:
         model = _fine_tuned_model(base, model_config, corpus, val_ids, rng, reporter)
         pos, state, saved_average = _Position(), None, None
@@ -475,10 +485,12 @@ def _check_budget_left(config, pos, train_ids, resume):
     """Refuse to resume a run that has already reached a limit: one more step would go past it."""
     chunks_per_epoch = StreamBatches(train_ids, config.batch_size, config.seq_length).chunks_per_epoch
     spent = _stop_reason(config, pos, chunks_per_epoch, pos.elapsed, None)
+    if not spent and config.patience and pos.evals_since_best >= config.patience:
+        spent = f"patience: {pos.evals_since_best} evaluations without a better validation loss"
     if spent:
         raise TrainingError(
             f"{resume}: its run already reached its limit ({spent} at step {pos.step}, {pos.elapsed:.0f} s trained); "
-            "give a larger --max-steps, --max-epochs or --max-time to train on"
+            "give a larger --max-steps, --max-epochs, --max-time or --patience to train on"
         )
 
 
@@ -603,8 +615,9 @@ def _evaluate_and_save(run, engine, reporter, hidden):
 
 class _NonFiniteGuard:
     """Keeps the parameters and optimizer state of the last good evaluation. A step whose loss or
-    gradient is not finite is never applied: training goes back to them with half the learning rate,
-    and stops (saving them as latest.npz) after ``MAX_BAD_STEPS`` such steps in a row."""
+    gradient is not finite, or whose update leaves a weight non-finite (a rate far too high), is never
+    kept: training goes back to them with half the learning rate, and stops (saving them as latest.npz)
+    after ``MAX_BAD_STEPS`` such steps in a row, so no checkpoint ever holds a non-finite weight."""
 
     def __init__(self, run, reporter):
         self.run, self.reporter, self.bad_steps = run, reporter, 0
@@ -620,8 +633,17 @@ class _NonFiniteGuard:
     def finite(self, loss, grads):
         """True if the step may be applied; else restore the good state, halve the rate and return False."""
         if math.isfinite(loss) and np.isfinite(grads.flat).all():
+            return True
+        return self._restore("loss")
+
+    def applied(self):
+        """True if the update left every weight finite (the step counts as good); else as ``finite``."""
+        if np.isfinite(self.run.model.params.flat).all():
             self.bad_steps = 0
             return True
+        return self._restore("update")
+
+    def _restore(self, what):
         run = self.run
         self.bad_steps += 1
         run.model.params.flat[...] = self.good_params
@@ -629,12 +651,12 @@ class _NonFiniteGuard:
         if self.bad_steps > MAX_BAD_STEPS:
             _save(run, "latest.npz", None)
             raise TrainingError(
-                f"loss or gradient was not finite {self.bad_steps} times in a row, down to learning rate "
+                f"loss, gradient or update was not finite {self.bad_steps} times in a row, down to learning rate "
                 f"{run.optimizer.learning_rate:.3g}; stopped, with the model of step {self.good_step} in latest.npz"
             )
         run.pos.lr_scale /= 2
         self.reporter.message(
-            f"warning: non-finite loss at step {run.pos.step}; restored the parameters of step {self.good_step} "
+            f"warning: non-finite {what} at step {run.pos.step}; restored the parameters of step {self.good_step} "
             f"and halved the learning rate to {run.optimizer.learning_rate / 2:.3g}"
         )
         return False

@@ -57,6 +57,10 @@ def test_non_finite_steps_restore_the_last_evaluated_model_and_halve_the_rate(tm
     with open(tmp_path / "ck" / "metrics.jsonl") as f:
         rates = [json.loads(line)["learning_rate"] for line in f]
     assert rates[0] == pytest.approx(0.01) and rates[-1] == pytest.approx(0.0025)
+    reporter = Messages()  # resumed, the halvings still apply, and are said to
+    train(small_text, None, tiny_config(tmp_path, max_steps=32), resume=str(tmp_path / "ck" / "latest.npz"),
+          reporter=reporter)
+    assert any("halved 2 times" in m and "goes on at 0.0025" in m for m in reporter.messages), reporter.messages
 
 
 def test_repeated_non_finite_steps_stop_with_the_last_good_model_saved(tmp_path, small_text, monkeypatch):
@@ -66,6 +70,19 @@ def test_repeated_non_finite_steps_stop_with_the_last_good_model_saved(tmp_path,
     saved = load_checkpoint(str(tmp_path / "ck" / "latest.npz"))
     assert saved.meta["step"] == 11
     np.testing.assert_array_equal(saved.model.params.flat, seen[11])
+
+
+def test_a_rate_far_too_high_never_leaves_a_non_finite_weight_in_a_checkpoint(tmp_path, small_text):
+    """--learning-rate 1e30: each step's gradient is finite but its update overflows the weights. Such an
+    update is undone like a non-finite step, so six in a row stop the run with step 10's finite model (the
+    good and bad steps alternated before, never six in a row, and NaN weights were saved as best.npz)."""
+    reporter = Messages()
+    with pytest.raises(TrainingError, match="update was not finite 6 times in a row"):
+        train(small_text, ModelConfig(0, "gru", 16), tiny_config(tmp_path, max_steps=60, learning_rate=1e30,
+                                                                   optimizer="sgd"), reporter=reporter)
+    assert any("non-finite update" in m for m in reporter.messages)
+    for name in ("latest.npz", "best.npz"):
+        assert np.isfinite(load_checkpoint(str(tmp_path / "ck" / name)).model.params.flat).all(), name
 
 
 def test_sigkill_at_any_moment_leaves_a_loadable_latest_checkpoint(tmp_path, small_text):

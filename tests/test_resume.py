@@ -92,10 +92,32 @@ def test_a_finished_run_resumes_only_with_a_larger_limit(tmp_path, small_text):
     again = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", ck, "--resume"])
     assert again.exit_code == 1
     assert "its run already reached its limit (max-steps at step 20" in again.stderr
-    assert "give a larger --max-steps, --max-epochs or --max-time" in again.stderr
+    assert "give a larger --max-steps, --max-epochs, --max-time or --patience" in again.stderr
     longer = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", ck, "--resume", "--max-steps", "30"])
     assert longer.exit_code == 0, longer.output
     assert load_checkpoint(ck).meta["step"] == 30
+
+
+def test_resume_refuses_what_it_would_ignore_and_a_run_out_of_patience(tmp_path, small_text):
+    """A model option or --preset given with --resume was silently ignored; a run stopped by --patience
+    trained one more evaluation interval per resume. Each is refused in one line, the checkpoint intact."""
+    ck = str(tmp_path / "ck")
+    options = ["--checkpoint-dir", ck, "--hidden-size", "16", "--num-layers", "1", "--batch-size", "4",
+               "--seq-length", "8", "--sample-length", "0", "--random-seed", "0", "--eval-every", "2",
+               "--lr-schedule", "constant", "--learning-rate", "3", "--optimizer", "sgd", "--max-steps", "200"]
+    first = CliRunner().invoke(main, ["train", small_text, *options, "--patience", "1"])
+    assert first.exit_code == 0 and "patience" in first.output, first.output
+    before = open(os.path.join(ck, "latest.npz"), "rb").read()
+    for extra, message in ((["--hidden-size", "32"], "--hidden-size 32: a resumed run keeps its model's (16)"),
+                           (["--preset", "char-rnn"], "--preset sets up a new run"),
+                           ([], "its run already reached its limit (patience: ")):
+        result = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", ck, "--resume", *extra])
+        assert result.exit_code != 0 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert open(os.path.join(ck, "latest.npz"), "rb").read() == before
+    step = load_checkpoint(os.path.join(ck, "latest.npz")).meta["step"]
+    more = CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", ck, "--resume", "--patience", "50",
+                                     "--max-steps", str(step + 2)])
+    assert more.exit_code == 0, more.output
 
 
 def test_resume_on_a_shorter_corpus_starts_its_next_pass(tmp_path, small_text):
