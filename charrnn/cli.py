@@ -95,7 +95,7 @@ class ConsoleReporter(Reporter):
     def start(self, total_steps, info):
         self.write(
             f"training {info['params']:,} parameters on {info['train_chars']:,} characters "
-            f"(vocabulary {info['vocab']}, {info['chunks_per_epoch']:,} steps per epoch, "
+            f"(vocabulary {info['vocab']}, {_count(info['chunks_per_epoch'], 'step')} per epoch, "
             f"validation {info['val_chars']:,}, random seed {info['seed']}"
             + (f", {info['workers']} worker processes)" if info.get("workers", 1) > 1 else ")")
         )
@@ -277,6 +277,11 @@ def _check_kept_engine(checkpoint):
         raise click.ClickException(f"{checkpoint} was trained with --engine torch, which --resume keeps, and "
                                    "PyTorch is not installed here: pip install 'charrnn[torch]', or resume "
                                    "with --engine numpy") from None
+
+
+def _count(n, noun):
+    """'1 step', '2,000 steps'."""
+    return f"{n:,} {noun}{'s' if n != 1 else ''}"
 
 
 def _print_summary(result):
@@ -469,7 +474,7 @@ def info(checkpoint):
     table.add_row("weights", f"running average over {average} steps (--average)" if average else "as trained")
     table.add_row("step", str(meta.get("step", "-")))  # an import has no training position
     epoch, chunk = meta.get("epoch", "-"), meta.get("chunk", 0)
-    table.add_row("epoch", f"{epoch} complete, then {chunk:,} steps into the next" if chunk else str(epoch))
+    table.add_row("epoch", f"{epoch} complete, then {_count(chunk, 'step')} into the next" if chunk else str(epoch))
     if "elapsed" in meta:
         table.add_row("time trained", f"{meta['elapsed']:.1f} s")
     if meta.get("init_from"):
