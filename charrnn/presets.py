@@ -108,6 +108,7 @@ PRESETS = {
         "dropout": 0.0,
         **_NANOGPT_TRAINING,
         "max_steps": 2000,
+        "max_time": None,  # nanoGPT's runs are so many steps, however long they take
     },
     # nanoGPT's shakespeare_char "baby GPT": 6 layers, 6 heads, 384 wide, context 256, batch 64, dropout 0.2,
     # AdamW 1e-3, 5,000 steps, an evaluation every 250
@@ -121,6 +122,7 @@ PRESETS = {
         "dropout": 0.2,
         **_NANOGPT_TRAINING,
         "max_steps": 5000,
+        "max_time": None,
     },
 }
 
