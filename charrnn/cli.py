@@ -279,6 +279,22 @@ def _check_kept_engine(checkpoint):
                                    "with --engine numpy") from None
 
 
+def _training_summary(train):
+    """A checkpoint's training options in one line: optimizer, rate and schedule, batch, limits."""
+    schedule = train.get("lr_schedule", "?")
+    if train.get("warmup"):
+        schedule += f" after {train['warmup']} warm-up steps"
+    limits = [f"{train[k]:g} {unit}" for k, unit in (("max_steps", "steps"), ("max_epochs", "epochs"),
+                                                      ("max_time", "s")) if train.get(k)]
+    rise = ""
+    if train.get("late_dropout"):
+        start, end = train["late_dropout_epochs"]
+        rise = f", dropout rising to {train['late_dropout']:g} (epochs {start:g}-{end:g})"
+    return (f"{train.get('optimizer')} {train.get('learning_rate', 0):g}, {schedule}, batch "
+            f"{train.get('batch_size')} x {train.get('seq_length')}{rise}; limit {' or '.join(limits) or 'none'}; "
+            f"engine {train.get('engine')}")
+
+
 def _count(n, noun):
     """'1 step', '2,000 steps'."""
     return f"{n:,} {noun}{'s' if n != 1 else ''}"
@@ -479,6 +495,8 @@ def info(checkpoint):
         table.add_row("time trained", f"{meta['elapsed']:.1f} s")
     if meta.get("init_from"):
         table.add_row("fine-tuned from", meta["init_from"])
+    if meta.get("train"):
+        table.add_row("training", _training_summary(meta["train"]))
     val = meta.get("last_val_loss")
     table.add_row("val loss", f"{val:.4f}" if val is not None else "-")
     table.add_row("format version", str(meta["version"]))
