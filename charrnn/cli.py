@@ -301,7 +301,7 @@ def _count(n, noun):
 
 
 def _print_summary(result):
-    table = Table(title="training finished", show_header=False)
+    table = Table(title="training interrupted" if result.interrupted_by else "training finished", show_header=False)
     table.add_row("stopped by", result.stop_reason)
     table.add_row("steps", f"{result.step:,} (epoch {result.epoch:.2f})")
     if result.best_val_loss is not None:

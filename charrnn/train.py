@@ -430,6 +430,9 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
     else:
         model = _fresh_model(model_config, corpus, val_ids, rng)
         pos, state, saved_average = _Position(), None, None
+    if config.late_dropout is not None and config.late_dropout < getattr(model.config, "dropout", 0.0):
+        reporter.message(f"note: --late-dropout {config.late_dropout:g} is below the model's dropout "
+                         f"{model.config.dropout:g}: dropout stays at {model.config.dropout:g}")
     base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][model.config.model]
     optimizer = make_optimizer(config.optimizer, model.params, base_lr, config.grad_clip, config.weight_decay)
     average = WeightAverage(model.params, config.average, start=saved_average) if config.average else None

@@ -195,6 +195,9 @@ def test_quiet_training_prints_nothing(tmp_path, small_text, cli):
     result = cli(["train", small_text, "--checkpoint-dir", str(tmp_path / "ck"), "--max-steps",
                   "5", "--hidden-size", "16", "-q"])
     assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
+    noted = cli(["train", small_text, "--checkpoint-dir", str(tmp_path / "low"), "--max-steps", "2", "--hidden-size",
+                 "16", "--dropout", "0.3", "--late-dropout", "0.1", "--sample-length", "0"])
+    assert "note: --late-dropout 0.1 is below the model's dropout 0.3: dropout stays at 0.3" in noted.stderr
     info = cli(["info", str(tmp_path / "ck" / "latest.npz")]).stdout  # the run's training options too
     assert "adam 0.003, cosine, batch 32 x 100, dropout rising to 0.45 (epochs 4-16); limit 5 steps or 600 s" in info
 
