@@ -307,8 +307,8 @@ def _print_summary(result):
     if result.best_val_loss is not None:
         bits = result.best_val_loss / 0.6931471805599453
         table.add_row("best val loss", f"{result.best_val_loss:.4f} nats/char ({bits:.3f} bits/char)")
-    table.add_row("time", f"{result.elapsed:.1f} s, {result.chars_per_sec:,.0f} chars/s all told (validation, "
-                          "checkpoints and start-up included)")
+    table.add_row("time", f"{result.elapsed:.1f} s in this run, {result.chars_per_sec:,.0f} chars/s all told "
+                          "(validation, checkpoints and start-up included)")
     table.add_row("checkpoints", result.checkpoint_dir)
     console().print(table)
 

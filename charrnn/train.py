@@ -173,6 +173,8 @@ class _Position:
     lr_scale: float = 1.0  # halvings by the non-finite guard and the halving schedule
     halving: bool = False  # the halving schedule has started halving
     elapsed: float = 0.0  # seconds trained so far, in all runs: --max-time and a time-based schedule count them
+    loss_sum: float = 0.0  # the training losses since the last log line, so a resumed run logs the same means
+    loss_count: int = 0
     rng_state: dict = field(default_factory=dict)
 
 
@@ -247,7 +249,7 @@ def _train_loop(run, reporter):
     run_start = time.perf_counter()
     start = run_start - pos.elapsed  # the budget's clock: a resumed run goes on from the time already trained
     first_step = pos.step
-    last_log_time, last_log_step, loss_sum, loss_count = run_start, pos.step, 0.0, 0
+    last_log_time, last_log_step = run_start, pos.step
     stop_reason = None
     guard = _NonFiniteGuard(run, reporter)
     with engine, _SignalCatcher() as signals, open(metrics_path, mode) as metrics:
@@ -284,8 +286,8 @@ def _train_loop(run, reporter):
                 state = new_state
                 pos.step += 1
                 pos.chunk += 1
-                loss_sum += loss
-                loss_count += 1
+                pos.loss_sum += loss
+                pos.loss_count += 1
                 # stop, log, and at an evaluation validate, checkpoint and preview
                 elapsed = pos.elapsed = time.perf_counter() - start
                 stop_reason = _stop_reason(config, pos, batches.chunks_per_epoch, elapsed, signals.signum)
@@ -301,7 +303,7 @@ def _train_loop(run, reporter):
                     record = {
                         "step": pos.step,
                         "epoch": round(pos.epoch + pos.chunk / batches.chunks_per_epoch, 4),
-                        "train_loss": loss_sum / loss_count,
+                        "train_loss": pos.loss_sum / pos.loss_count,
                         "chars_per_sec": (pos.step - last_log_step) * chars_per_step / max(now - last_log_time, 1e-9),
                         "elapsed": round(elapsed, 3),
                         "learning_rate": optimizer.learning_rate,
@@ -316,7 +318,7 @@ def _train_loop(run, reporter):
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
                     reporter.step(pos.step, record)
-                    last_log_time, last_log_step, loss_sum, loss_count = time.perf_counter(), pos.step, 0.0, 0
+                    last_log_time, last_log_step, pos.loss_sum, pos.loss_count = time.perf_counter(), pos.step, 0.0, 0
                 if stop_reason == "interrupted" and not evaluating:
                     _save(run, "latest.npz", state)
         except WorkerError as e:  # the parameters here are those of the last completed step: keep them

@@ -61,6 +61,9 @@ def test_ctrl_c_and_resume_is_bit_identical_to_one_run(tmp_path, small_text):
     rates_one = {r["step"]: r["learning_rate"] for r in records(one)}
     rates_two = {r["step"]: r["learning_rate"] for r in records(two)}  # both parts, appended
     assert len(rates_one) == 40 and {step: rates_two[step] for step in rates_one} == rates_one  # went on
+    losses_one = {r["step"]: r["train_loss"] for r in records(one)}  # the mean since the last line, across
+    losses_two = {r["step"]: r["train_loss"] for r in records(two)}  # the interruption too
+    assert {step: losses_two[step] for step in losses_one} == losses_one
 
 
 def test_ctrl_c_and_resume_continue_the_time_budget_and_its_schedule(tmp_path, small_text):
