@@ -179,10 +179,12 @@ class _Position:
 
 
 class _SignalCatcher:
-    """Turns SIGINT/SIGTERM into a flag checked between steps, so a step is never cut in half."""
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so a step is never cut in half. The first
+    signal calls ``on_first(signum)`` (to say what happens); a second one exits at once (128 + its number),
+    for a validation that would take too long to wait for: the checkpoints are those last written."""
 
-    def __init__(self):
-        self.signum = None
+    def __init__(self, on_first=None):
+        self.signum, self.on_first = None, on_first
 
     def __enter__(self):
         self.previous = {}
@@ -194,7 +196,11 @@ class _SignalCatcher:
         return self
 
     def _catch(self, signum, frame):
+        if self.signum is not None:
+            raise SystemExit(128 + signum)
         self.signum = signum
+        if self.on_first is not None:
+            self.on_first(signum)
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
@@ -252,7 +258,11 @@ def _train_loop(run, reporter):
     last_log_time, last_log_step = run_start, pos.step
     stop_reason = None
     guard = _NonFiniteGuard(run, reporter)
-    with engine, _SignalCatcher() as signals, open(metrics_path, mode) as metrics:
+    def stopping(signum):
+        reporter.message("stopping after this step, with latest.npz saved (a validation under way finishes "
+                         "first); interrupt again to stop at once, keeping the checkpoints last written")
+
+    with engine, _SignalCatcher(stopping) as signals, open(metrics_path, mode) as metrics:
         try:
             while stop_reason is None:
                 # data: the next chunk of every stream (gpt: of random windows); a new pass over the data

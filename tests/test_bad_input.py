@@ -147,6 +147,7 @@ def test_signal_finishes_the_step_and_saves(tmp_path, small_text, sig, code):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     assert "Traceback" not in err and "training interrupted" in out
+    assert "stopping after this step" in err
     ckpt = load_checkpoint(str(ck / "latest.npz"))
     assert ckpt.meta["step"] >= 20
 
@@ -175,3 +176,28 @@ def test_a_model_that_cannot_fit_is_refused_before_anything_is_touched(tmp_path,
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert "needs at least" in result.stderr and "GB free here" in result.stderr
     assert (trained / "latest.npz").read_bytes() == before
+
+
+def test_a_second_signal_stops_at_once_during_a_long_validation(tmp_path, small_text):
+    """A validation pass can take minutes: the first Ctrl-C waits for it (and says so), a second one exits
+    at once (130) with the checkpoints last written intact (it was ignored until the pass ended)."""
+    ck = tmp_path / "ck"
+    text = tmp_path / "big.txt"
+    text.write_text(open(small_text, encoding="utf-8").read() * 15, encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "train", str(text), "--checkpoint-dir", str(ck), "--max-steps", "100000",
+         "--eval-every", "2", "--val-frac", "0.5", "--hidden-size", "256", "--batch-size", "4", "--seq-length", "8",
+         "--sample-length", "0", "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (ck / "latest.npz").exists():  # the first validation has ended
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next validation (two steps take a few ms, a validation seconds)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    start = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.time() - start < 2.0, err
+    assert "Traceback" not in err and "stopping after this step" in err
+    assert load_checkpoint(str(ck / "latest.npz")).meta["step"] >= 2
