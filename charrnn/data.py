@@ -7,9 +7,11 @@ memory-mapped for training, so a corpus of any size costs only the pages in use.
 """
 
 import codecs
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 
@@ -148,6 +150,11 @@ def corpus_files(paths, bytes_mode=False, skip_dir=None):
         if not found:
             raise CorpusError(f"{path}: no text files in this directory")
         files += found
+    first = {}
+    for i, f in enumerate(files):  # a file named twice (or also inside a directory given) would be read twice
+        j = first.setdefault(os.path.realpath(f), i)
+        if j != i:
+            raise CorpusError(f"{f}: given twice (also as {files[j]}); name each file once")
     return files
 
 
@@ -269,12 +276,22 @@ def load_corpus(paths, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None
         meta = {"key": key, "found": found.to_json(), "counts": found_counts.tolist(), "lengths": lengths,
                 "vocab": target.to_json()}
         _write_json_atomic(meta_path, meta)
+        _remove_other_caches(cache_dir, stem)
     index = {symbol: i for i, symbol in enumerate(target.symbols)}
     counts = np.zeros(len(target), np.int64)
     counts[[index[symbol] for symbol in found.symbols]] = found_counts
     ids = np.load(ids_path, mmap_mode="r")
     n_val = sum(_val_length(n, val_frac) for n in lengths)
     return Corpus(ids, target, counts, tuple(zip(files, lengths)), n_val, val_frac)
+
+
+def _remove_other_caches(cache_dir, stem):
+    """Delete the id caches of other corpora from ``cache_dir``: one run, one corpus (they would pile up)."""
+    for name in os.listdir(cache_dir):
+        path = os.path.join(cache_dir, name)
+        if re.fullmatch(r"corpus-[0-9a-f]{12}\.(ids\.npy|json)", name) and not path.startswith(stem + "."):
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 def file_key(path):

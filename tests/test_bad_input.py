@@ -60,6 +60,7 @@ def corrupt_checkpoint(tmp_path, trained, kind):
 # (name, how to build the command line, the message expected on stderr)
 CASES = [
     ("missing corpus", lambda t, s, c: ["train", str(t / "nope.txt")], "does not exist"),
+    ("a file given twice", lambda t, s, c: ["train", s, s], "given twice"),
     ("directory without text", lambda t, s, c: ["train", str(t / "emptydir")], "no text files in this directory"),
     ("empty corpus", lambda t, s, c: ["train", write(t / "e.txt", "")], "empty"),
     ("one distinct character", lambda t, s, c: ["train", write(t / "a.txt", "a" * 5000)], "only one distinct"),
@@ -201,3 +202,13 @@ def test_a_second_signal_stops_at_once_during_a_long_validation(tmp_path, small_
     assert proc.returncode == 130 and time.time() - start < 2.0, err
     assert "Traceback" not in err and "stopping after this step" in err
     assert load_checkpoint(str(ck / "latest.npz")).meta["step"] >= 2
+
+
+def test_a_checkpoint_directory_keeps_the_id_cache_of_its_corpus_alone(tmp_path, small_text, cli):
+    """A run on another corpus in the same directory (--overwrite) leaves one cache, not one per corpus."""
+    other = write(tmp_path / "other.txt", open(small_text, encoding="utf-8").read()[:5000])
+    ck = tmp_path / "ck"
+    for corpus in (small_text, other):
+        result = cli(["train", corpus, "--checkpoint-dir", str(ck), "--max-steps", "2", "--overwrite", *TINY])
+        assert result.exit_code == 0, result.output
+    assert len([n for n in os.listdir(ck) if n.startswith("corpus-")]) == 2  # its .ids.npy and .json
