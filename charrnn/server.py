@@ -22,6 +22,7 @@ import math
 import os
 import queue
 import secrets
+import select
 import signal
 import socket
 import socketserver
@@ -322,7 +323,7 @@ class Handler(BaseHTTPRequestHandler):
                 if request.stream:
                     self.send_text_events(pieces)
                 else:
-                    text = "".join(pieces)
+                    text = self.collect(pieces)
         # the replica is back before the answer ends: a client's next request finds it free
         if request.stream:
             seconds = round(time.monotonic() - started, 3)
@@ -339,6 +340,27 @@ class Handler(BaseHTTPRequestHandler):
             unknown = _cut(", ".join(map(quoted, result.oov)))
             raise RequestError(f"text has no character the model knows (unknown: {unknown})")
         self.send_json(HTTPStatus.OK, result.to_json())
+
+    def collect(self, pieces):
+        """The whole text of ``pieces``; a client that has hung up meanwhile (checked every FLUSH_SECONDS)
+        ends the generation, as a stream's does, so its slot is free again."""
+        parts, checked = [], time.monotonic()
+        for piece in pieces:
+            parts.append(piece)
+            if time.monotonic() - checked >= FLUSH_SECONDS:
+                if self.client_gone():
+                    raise ConnectionAbortedError("the client hung up before its answer was ready")
+                checked = time.monotonic()
+        return "".join(parts)
+
+    def client_gone(self):
+        """Whether the client has closed its end: its socket reads as ended (a request's body is read)."""
+        if not select.select([self.connection], [], [], 0)[0]:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def send_text_events(self, pieces):
         """Event stream headers, then ``data: {"text": ...}`` events as the text comes (see README)."""

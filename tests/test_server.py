@@ -361,6 +361,23 @@ def test_concurrency_cap_answers_503_and_disconnects_free_their_slot(model, capf
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_a_client_that_hangs_up_before_its_whole_answer_frees_its_slot(model, capfd):
+    """Not streamed, the answer comes at the end: a client that hung up before it held its slot (and a
+    CPU) until the whole length was generated; now the generation stops within a moment."""
+    server, thread = start_server(model, max_length=10**7, max_concurrent=1)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+        conn.request("POST", "/v1/generate", json.dumps({"length": 10**7}), JSON)  # minutes of generation
+        time.sleep(0.3)
+        assert call(server.server_port, "POST", "/v1/generate", {"length": 10})[0] == 503  # it holds the slot
+        conn.close()
+        assert answers_again(server.server_port, within=3.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_concurrent_requests_within_the_cap_all_get_their_own_text(port, model):
     bodies = [{"seed": "A", "length": 200, "random_seed": i} for i in range(2)]
     answers = [None] * len(bodies)
