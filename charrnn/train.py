@@ -319,6 +319,7 @@ def _train_loop(run, reporter):
                         "learning_rate": optimizer.learning_rate,
                         "dropout": dropout,
                     }
+                    pos.loss_sum, pos.loss_count = 0.0, 0  # logged: the checkpoint about to be written starts afresh
                     if evaluating:
                         stop_reason = _evaluate_and_save(run, engine, reporter, state) or stop_reason
                         if pos.last_val_loss is None or math.isfinite(pos.last_val_loss):
@@ -328,7 +329,7 @@ def _train_loop(run, reporter):
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
                     reporter.step(pos.step, record)
-                    last_log_time, last_log_step, pos.loss_sum, pos.loss_count = time.perf_counter(), pos.step, 0.0, 0
+                    last_log_time, last_log_step = time.perf_counter(), pos.step
                 if stop_reason == "interrupted" and not evaluating:
                     _save(run, "latest.npz", state)
         except WorkerError as e:  # the parameters here are those of the last completed step: keep them

@@ -66,6 +66,20 @@ def test_ctrl_c_and_resume_is_bit_identical_to_one_run(tmp_path, small_text):
     assert {step: losses_two[step] for step in losses_one} == losses_one
 
 
+def test_a_run_resumed_from_an_evaluation_logs_the_same_losses(tmp_path, small_text):
+    """A checkpoint written at an evaluation holds no training losses of the interval just logged (they were
+    counted again in the resumed run's next line, now and then, in the test above)."""
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    common = ["--lr-schedule", "constant", "--eval-every", "20"]
+    assert CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", one, *TINY, *common,
+                                     "--max-steps", "60"]).exit_code == 0
+    assert CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", two, *TINY, *common,
+                                     "--max-steps", "40"]).exit_code == 0
+    assert CliRunner().invoke(main, ["train", small_text, "--checkpoint-dir", two, "--resume",
+                                     "--max-steps", "60"]).exit_code == 0
+    assert [r["train_loss"] for r in records(two)] == [r["train_loss"] for r in records(one)]
+
+
 def test_ctrl_c_and_resume_continue_the_time_budget_and_its_schedule(tmp_path, small_text):
     ck = str(tmp_path / "ck")
     budget = 4.0
