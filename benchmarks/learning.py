@@ -20,6 +20,9 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import machine  # noqa: E402
+
 CORPUS = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "tinyshakespeare.txt"))
 ANCHORS = [  # (hidden, layers, batch, seq): the PyTorch recipes the issue names
     (512, 1, 32, 100),
@@ -87,6 +90,7 @@ def main():
     ap.add_argument("--keep", metavar="DIR", help="charrnn's checkpoint directory, kept (default: a temporary one)")
     ap.add_argument("extra", nargs="*", help="options for charrnn train (after --)")
     args = ap.parse_args()
+    print(machine.describe(), flush=True)
     if not os.path.exists(CORPUS):
         sys.exit(f"{CORPUS} is not here")
     marks = [float(m) for m in args.report_at.split(",")] if args.report_at else sorted(

@@ -19,6 +19,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import machine  # noqa: E402
+
 BUNDLED = os.path.join(HERE, "..", "data", "shakespeare.txt")
 
 
@@ -50,6 +53,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10,100,1024", help="corpus sizes in MB, comma-separated")
     args = ap.parse_args()
+    print(machine.describe(), flush=True)
     print(f"{'corpus':>10}{'first run':>12}{'peak RSS':>11}{'cached run':>12}{'peak RSS':>11}{'id cache':>11}")
     for size in map(int, args.sizes.split(",")):
         with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
