@@ -547,15 +547,25 @@ def _check_memory(model_config, config):
 
 
 def _free_memory():
-    """Bytes of memory available to a new process (Linux's MemAvailable), or None where it cannot be read."""
+    """Bytes of memory available to this process: Linux's MemAvailable, or less where a container's memory
+    limit (cgroup v2 or v1) leaves less; None where neither can be read."""
+    free = None
     try:
         with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+            free = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    for limit_path, usage_path in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_path) as f, open(usage_path) as g:
+                left = int(f.read()) - int(g.read())  # "max" (no limit) is not a number: skipped
+        except (OSError, ValueError):
+            continue
+        if left < 2**60:  # v1 writes a huge number for no limit
+            free = left if free is None else min(free, left)
+    return free
 
 
 def _fresh_model(model_config, corpus, val_ids, rng):
