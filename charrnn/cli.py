@@ -482,9 +482,7 @@ def info(checkpoint):
     table = Table(title=path, show_header=False)
     for key, value in asdict(cfg).items():
         table.add_row(key, str(value))
-    symbols = [ckpt.vocab.symbol_text(s) if ckpt.vocab.bytes_mode else s for s in ckpt.vocab.symbols]
-    more = f" and {len(symbols) - 80} more" if len(symbols) > 80 else ""
-    table.add_row("vocabulary", f"{len(ckpt.vocab)} symbols: {''.join(symbols[:80])!r}{more}")
+    table.add_row("vocabulary", f"{len(ckpt.vocab)} symbols: {ckpt.vocab.preview(ckpt.vocab.symbols, 80)}")
     table.add_row("parameters", f"{ckpt.model.num_params():,}")
     average = meta.get("train", {}).get("average")
     table.add_row("weights", f"running average over {average} steps (--average)" if average else "as trained")

@@ -64,6 +64,13 @@ class Vocab:
         """A symbol as text: the character, or a byte's name, \\xNN."""
         return f"\\x{code:02x}" if self.bytes_mode else chr(code)
 
+    def preview(self, symbols, limit):
+        """The first ``limit`` of ``symbols`` (some of this vocabulary's) as one quoted text, and how many more
+        there are: "'abc' and 13 more"."""
+        texts = [self.symbol_text(s) if self.bytes_mode else s for s in symbols[:limit]]
+        more = f" and {len(symbols) - limit} more" if len(symbols) > limit else ""
+        return f"{''.join(texts)!r}{more}"
+
     def extended(self, other):
         """This vocabulary plus the symbols of ``other`` it lacks, in the sorted order ids follow."""
         if other.bytes_mode != self.bytes_mode:

@@ -52,10 +52,14 @@ def model_config(fields):
     return ModelConfig(**fields)
 
 
+def model_class(config):
+    """CharGPT or CharRNN: the class of the model ``config`` describes."""
+    return CharGPT if isinstance(config, GPTConfig) else CharRNN
+
+
 def build_model(config, params=None, rng=None):
     """A CharGPT or CharRNN for ``config``, from ``params`` or freshly drawn from ``rng``."""
-    cls = CharGPT if isinstance(config, GPTConfig) else CharRNN
-    return cls(config, params=params, rng=rng)
+    return model_class(config)(config, params=params, rng=rng)
 
 
 def param_shapes(config):

@@ -26,7 +26,7 @@ from .data import CorpusError, StreamBatches, batches_for, file_key, load_corpus
 from .evaluate import streams_nll
 from .finetune import extend_vocab
 from .model import check_params
-from .models import CharGPT, CharRNN, LanguageModel, build_model, training_memory
+from .models import LanguageModel, build_model, model_class, training_memory
 from .optim import OPTIMIZERS, WeightAverage, make_optimizer
 from .parallel import WorkerError, default_workers, make_engine
 from .sample import generate
@@ -476,11 +476,9 @@ def _load_base(init_from, resume, config):
 
 def _fine_tuned_model(base, model_config, corpus, val_ids, rng, reporter):
     """``base``'s model over the corpus's vocabulary (finetune.py): new symbols get fresh rows."""
-    new = [corpus.vocab.symbol_text(s) if corpus.vocab.bytes_mode else s
-           for s in corpus.vocab.symbols if s not in base.vocab.symbols]
+    new = [s for s in corpus.vocab.symbols if s not in base.vocab.symbols]
     if new:
-        more = f" and {len(new) - 40} more" if len(new) > 40 else ""
-        reporter.message(f"note: {len(new)} characters new to the model: {''.join(new[:40])!r}{more}")
+        reporter.message(f"note: {len(new)} characters new to the model: {corpus.vocab.preview(new, 40)}")
     counts = corpus.counts - np.bincount(val_ids, minlength=len(corpus.vocab))  # the training text's
     try:
         return extend_vocab(base.model, base.vocab, corpus.vocab, rng, counts, config=model_config)
@@ -532,9 +530,7 @@ def _check_memory(model_config, config):
         model_config.validate()
     except ValueError as e:
         raise TrainingError(str(e)) from None
-    kind = CharGPT if model_config.model == "gpt" else CharRNN
-    workers = 1 if config.engine == "torch" else config.workers or default_workers(
-        config.batch_size, min_streams=kind.min_streams_per_worker)
+    workers = 1 if config.engine == "torch" else _numpy_workers(config, model_class(model_config))
     # with worker processes, a copy of the parameters and a gradient per worker in shared memory besides
     params, step = training_memory(model_config, config.batch_size, config.seq_length,
                                    copies=4 + (workers if workers > 1 else 0))
@@ -760,12 +756,18 @@ def _leaving(distributed):
             distributed.close()
 
 
+def _numpy_workers(config, model):
+    """The numpy engine's worker processes: ``--workers``, else as the CPUs and the batch allow ``model``
+    (a model or its class: its ``min_streams_per_worker``)."""
+    return config.workers or default_workers(config.batch_size, min_streams=model.min_streams_per_worker)
+
+
 def _start_engine(model, config, reporter, distributed=None):
     """PyTorch for ``--engine torch`` (torch_engine.py); else worker processes for the steps (parallel.py) as
     ``--workers`` asks, or as the CPUs and batch allow."""
     if config.engine == "torch":
         return TorchEngine(model, config.device, distributed)
-    workers = config.workers or default_workers(config.batch_size, min_streams=model.min_streams_per_worker)
+    workers = _numpy_workers(config, model)
     try:
         return make_engine(model, config.batch_size, config.seq_length, workers)
     except WorkerError as e:
