@@ -21,8 +21,8 @@ from .train import TrainConfig
 
 _RECIPE_FIELDS = (
     "model", "hidden_size", "num_layers", "activation", "dropout", "late_dropout", "late_dropout_epochs", "weight_drop",
-    "dtype", "batch_size", "seq_length", "optimizer", "learning_rate", "lr_schedule", "lr_decay", "lr_decay_after",
-    "warmup", "grad_clip", "weight_decay", "average", "eval_every", "max_time",
+    "dtype", "batch_size", "seq_length", "optimizer", "learning_rate", "lr_schedule", "min_lr", "lr_decay",
+    "lr_decay_after", "warmup", "grad_clip", "clip_mode", "weight_decay", "average", "eval_every", "max_time",
 )
 # every option's default, by name (the recurrent model's where both configs have a field)
 DEFAULTS = {**asdict(GPTConfig(vocab_size=0)), **asdict(ModelConfig(vocab_size=0)), **asdict(TrainConfig())}
