@@ -131,7 +131,9 @@ def training_summary(train):
     else:
         clip = f"each element to [-{clip:g}, {clip:g}] (clip-mode value)"
     floor = f"; min lr {train.get('min_lr', 0.0):g}" if train.get("lr_schedule") == "cosine" else ""
-    return (f"{train.get('optimizer')} {train.get('learning_rate', 0):g}, {schedule}, batch "
+    rate = train.get("learning_rate")
+    rate = f"{rate:g}" if rate is not None else "at the rate tuned for it and the model"
+    return (f"{train.get('optimizer')} {rate}, {schedule}, batch "
             f"{train.get('batch_size')} x {train.get('seq_length')}{rise}; limit {' or '.join(limits) or 'none'}; "
             f"engine {train.get('engine')}; gradient clip: {clip}{floor}")
 
