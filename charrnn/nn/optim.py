@@ -37,7 +37,8 @@ def clip_gradient(g, limit, mode="value"):
     if mode == "value":
         np.clip(g, -limit, limit, out=g)
         return None
-    norm = math.sqrt(float(np.dot(g, g)))
+    with np.errstate(over="ignore"):
+        norm = math.sqrt(float(np.dot(g, g)))
     if math.isinf(norm):  # the sum of squares overflowed float32, not the gradient: sum in float64
         norm = float(np.linalg.norm(g.astype(np.float64)))
     factor = limit / (norm + NORM_EPS)
