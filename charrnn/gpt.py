@@ -29,8 +29,7 @@ import numpy as np
 
 from .blas import blas_threads
 from .nn import attention as L
-from .nn.numerics import check_params
-from .nn.packed import Packed
+from .nn.packed import Packed, model_params
 
 DTYPES = ("float32", "float64")
 
@@ -112,10 +111,7 @@ class CharGPT:
         config.validate()
         self.config = config
         self.shapes = param_shapes(config)
-        if params is None:
-            params = init_params(config, rng if rng is not None else np.random.default_rng())
-        check_params(params, self.shapes, config.dtype)
-        self.params = Packed(self.shapes, config.dtype, params)
+        self.params = model_params(config, self.shapes, init_params, params, rng)
 
     @property
     def dtype(self):

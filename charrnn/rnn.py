@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .nn.cells import LayerBuffers, make_cell, make_step_weights
-from .nn.numerics import check_params, orthogonal, scatter_rows, softmax_cross_entropy
-from .nn.packed import Packed
+from .nn.layers import init_layer, layer_params, layer_shapes
+from .nn.numerics import scatter_rows, softmax_cross_entropy
+from .nn.packed import Packed, model_params
 
 RNN_KINDS = ("rnn", "lstm", "gru")
 DTYPES = ("float32", "float64")
@@ -56,38 +57,26 @@ class ModelConfig:
 
 def init_params(config, rng):
     """Fresh parameters: orthogonal recurrent blocks, LSTM forget bias 1, scaled input/output weights."""
-    dtype, H, V = config.dtype, config.hidden_size, config.vocab_size
-    G = make_cell(config.model, config.activation).n_gates
+    H, V = config.hidden_size, config.vocab_size
     params = {}
     for k in range(config.num_layers):
         fan_in = V if k == 0 else H
         # a one-hot input's row is the pre-activation itself: give it weight (std 2 learned fastest of 0.05, 0.5,
         # 1 and 2 on tinyshakespeare); a hidden input sums H terms, so 1/sqrt(H) keeps it at unit scale
         input_scale = 2.0 if k == 0 else 1.0 / np.sqrt(fan_in)
-        params[f"l{k}.W_xh"] = rng.normal(0.0, input_scale, (fan_in, G * H))
-        params[f"l{k}.W_hh"] = np.concatenate([orthogonal(H, rng) for _ in range(G)], axis=1)
-        bias = np.zeros(G * H)
-        if config.model == "lstm":
-            bias[H : 2 * H] = 1.0
-        params[f"l{k}.b"] = bias
-        if config.model == "gru":
-            params[f"l{k}.b_hn"] = np.zeros(H)
+        layer = init_layer(config, fan_in, input_scale, rng)
+        params.update({f"l{k}.{name}": value for name, value in layer.items()})
     params["W_hy"] = rng.normal(0.0, 1.0 / np.sqrt(H), (H, V))
     params["b_y"] = np.zeros(V)
-    return {name: value.astype(dtype) for name, value in params.items()}
+    return {name: value.astype(config.dtype) for name, value in params.items()}
 
 
 def param_shapes(config):
     """The shape of every parameter, by name, for ``config``."""
     H, V = config.hidden_size, config.vocab_size
-    G = make_cell(config.model, config.activation).n_gates * H
     shapes = {}
     for k in range(config.num_layers):
-        shapes[f"l{k}.W_xh"] = (V if k == 0 else H, G)
-        shapes[f"l{k}.W_hh"] = (H, G)
-        shapes[f"l{k}.b"] = (G,)
-        if config.model == "gru":
-            shapes[f"l{k}.b_hn"] = (H,)
+        shapes.update({f"l{k}.{name}": shape for name, shape in layer_shapes(config, V if k == 0 else H).items()})
     shapes["W_hy"] = (H, V)
     shapes["b_y"] = (V,)
     return shapes
@@ -106,10 +95,7 @@ class CharRNN:
         self.config = config
         self.cell = make_cell(config.model, config.activation)
         self.shapes = param_shapes(config)
-        if params is None:
-            params = init_params(config, rng if rng is not None else np.random.default_rng())
-        check_params(params, self.shapes, config.dtype)
-        self.params = Packed(self.shapes, config.dtype, params)  # views into self.params.flat
+        self.params = model_params(config, self.shapes, init_params, params, rng)  # views into self.params.flat
         self._buffers = {}  # B -> list of LayerBuffers (one per layer), reused across chunks
 
     @property
@@ -194,12 +180,7 @@ class CharRNN:
     def step_weights(self, k, batch_size, weight_mask=None, backward=True):
         """Layer k's ``StepWeights`` at ``batch_size`` (cells.make_step_weights: the gate scale folded in;
         W_hh times ``weight_mask``, weight drop, if given; with what backward reads if ``backward``)."""
-        return make_step_weights(self.cell, self._layer_params(k), batch_size, weight_mask, backward)
-
-    def _layer_params(self, k):
-        """Layer k's parameters without their ``l{k}.`` prefix: W_xh, W_hh, b (and b_hn)."""
-        prefix = f"l{k}."
-        return {name[len(prefix) :]: value for name, value in self.params.items() if name.startswith(prefix)}
+        return make_step_weights(self.cell, layer_params(self.params, f"l{k}."), batch_size, weight_mask, backward)
 
     def _layer_buffers(self, T, B):
         """The layers' buffers for batch B, holding at least T timesteps."""
@@ -248,19 +229,12 @@ class CharRNN:
         dx = d_top
         for k in reversed(range(self.config.num_layers)):
             buf = buffers[k]
-            G = buf.gates.shape[2]
             if masks is not None:
                 dx = dx * masks[k]
-            self._steps_backward(buf, buf.step_weights, dx)
-            d_xproj = buf.gates[:T].reshape(T * B, G)  # (T·B, G)
-            d_hproj = buf.d_hproj[:T].reshape(T * B, G)  # (T·B, G)
-            h_prev = buf.states[0][:T].reshape(T * B, H)  # (T·B, H)
-            np.matmul(h_prev.T, d_hproj, out=grads[f"l{k}.W_hh"])
+            buf.steps_backward(dx)
+            d_xproj = buf.recurrent_grads(T, grads, f"l{k}.")  # (T·B, G)
             if weight_masks is not None:
                 grads[f"l{k}.W_hh"] *= weight_masks[k]
-            np.add.reduce(d_xproj, axis=0, out=grads[f"l{k}.b"])
-            if f"l{k}.b_hn" in grads:
-                np.add.reduce(d_hproj[:, 2 * H :], axis=0, out=grads[f"l{k}.b_hn"])
             if k == 0:
                 scatter_rows(ids.reshape(-1), d_xproj, out=grads["l0.W_xh"])
             else:
@@ -272,13 +246,3 @@ class CharRNN:
         step, scratch = self.cell.step_forward, buf.scratch
         for cache in buf.caches[:T]:
             step(cache, step_weights, scratch)
-
-    def _steps_backward(self, buf, step_weights, dx):
-        """Backpropagation through time in one layer; dx (T, B, H) is the gradient from above."""
-        step, caches, scratch, dh = self.cell.step_backward, buf.caches, buf.scratch, buf.dh
-        for d in buf.d_state:
-            d.fill(0)
-        d_later = buf.d_state  # gradient w.r.t. the state after step t: none beyond the chunk
-        for t in reversed(range(len(dx))):
-            np.add(dx[t], d_later[0], dh)
-            d_later = step((dh, *d_later[1:]), caches[t], step_weights, scratch)

@@ -1,14 +1,34 @@
 """A training run's lifecycle, shared by the language-model trainer (train.py) and the classifier's
-(classify/train.py): the checkpoint directory's rules, signals, and where progress is reported.
+(classify/train.py): the checkpoint directory's rules, the position and time a run has reached (what
+resume continues), its limits and stop reasons, the random seed, the optimizer state it resumes, the
+metrics log, signals, the non-finite guard, and where progress is reported.
 
-    prepare_dir(config.checkpoint_dir)
-    clear_previous_model(config.checkpoint_dir, overwrite)   # a fresh run: refuse or clear an old model
-    with SignalCatcher() as signals:
-        while signals.signum is None: ...                    # Ctrl-C ends the step, then the run
+    open_checkpoint_dir(config.checkpoint_dir, fresh=resume is None, overwrite=overwrite)
+    config = with_seed(config)                                # draws a seed if none was given
+    pos = Position.from_meta(meta)                            # a subclass of Position, resumed (or Position())
+    check_budget_left(config, pos, epoch, resume)             # refuse to resume a run already at its limit
+    clock = Clock(pos.elapsed)                                # --max-time counts the time trained before
+    guard = NonFiniteGuard(model.params, optimizer, pos, reporter, save_latest)
+    with SignalCatcher() as signals, MetricsLog(directory, resumed) as log:
+        while ...:
+            if guard.update(loss, grads): ...                 # a non-finite step is never applied
+            pos.elapsed = clock.elapsed()
+            reason = stop_reason(config, pos, epoch, signals.signum)   # Ctrl-C ends the step, then the run
+            log.write(record)
 """
 
+import json
+import math
 import os
 import signal
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from .io.checkpoint import CheckpointError
+
+MAX_BAD_STEPS = 5  # non-finite steps in a row before a run stops
 
 
 class TrainingError(Exception):
@@ -63,6 +83,14 @@ class SignalCatcher:
             signal.signal(sig, handler)
 
 
+def stopping_note(reporter):
+    """SignalCatcher's ``on_first`` for a trainer: tell ``reporter`` what the first signal does."""
+    def note(signum):
+        reporter.message("stopping after this step, with latest.npz saved (a validation under way finishes "
+                         "first); interrupt again to stop at once, keeping the checkpoints last written")
+    return note
+
+
 def prepare_dir(path):
     """Make the checkpoint directory, or say in one line why it cannot be written."""
     try:
@@ -84,3 +112,187 @@ def clear_previous_model(directory, overwrite):
                     "--overwrite to start afresh in its place, or another --checkpoint-dir"
                 )
             os.unlink(path)
+
+
+def open_checkpoint_dir(directory, fresh, overwrite):
+    """Make the checkpoint directory; a ``fresh`` run (not a resumed one) then refuses, or with
+    ``overwrite`` clears, a model an earlier run left there."""
+    prepare_dir(directory)
+    if fresh:
+        clear_previous_model(directory, overwrite)
+
+
+@dataclass
+class Position:
+    """Where a run is, besides its parameters and optimizer state: what resume needs. Each trainer adds
+    its own fields (its place within the epoch, its validation bests)."""
+
+    step: int = 0
+    epoch: int = 0  # passes over the training data completed
+    evals_since_best: int = 0
+    lr_scale: float = 1.0  # halvings by the non-finite guard (and the language model's halving schedule)
+    elapsed: float = 0.0  # seconds trained so far, in all runs: --max-time and a time-based schedule count them
+    loss_sum: float = 0.0  # the training losses since the last log line, so a resumed run logs the same means
+    loss_count: int = 0
+    rng_state: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_meta(cls, meta):
+        """The position a checkpoint's metadata holds (fields it lacks, from older versions: their defaults)."""
+        return cls(**{k: meta[k] for k in asdict(cls()) if k in meta})
+
+    def to_meta(self, rng):
+        """The position as a checkpoint's metadata, with ``rng``'s state."""
+        return asdict(replace(self, rng_state=rng.bit_generator.state))
+
+    def count_loss(self, loss):
+        self.loss_sum += loss
+        self.loss_count += 1
+
+    def take_mean_loss(self):
+        """The mean training loss since the last log line; the sums start afresh."""
+        mean = self.loss_sum / max(self.loss_count, 1)
+        self.loss_sum, self.loss_count = 0.0, 0
+        return mean
+
+
+class Clock:
+    """Seconds trained, counting those of the runs before this one (``already``)."""
+
+    def __init__(self, already=0.0):
+        self.started = time.perf_counter()
+        self.start = self.started - already
+
+    def elapsed(self):
+        """Seconds trained in all runs so far."""
+        return time.perf_counter() - self.start
+
+    def this_run(self):
+        """Seconds since this run started."""
+        return time.perf_counter() - self.started
+
+
+def stop_reason(config, pos, epoch, signum=None):
+    """Why a run at ``pos`` (``epoch``: epochs done, with a fraction) stops now, or None: a signal, else
+    the first limit of ``config`` (max_steps, max_epochs, max_time, against ``pos.elapsed``) reached."""
+    if signum is not None:
+        return "interrupted"
+    if config.max_steps and pos.step >= config.max_steps:
+        return "max-steps"
+    if config.max_epochs and epoch >= config.max_epochs:
+        return "max-epochs"
+    if config.max_time and pos.elapsed >= config.max_time:
+        return "max-time"
+    return None
+
+
+def patience_spent(config, pos):
+    """"patience" once ``config.patience`` evaluations in a row brought no new best, else None."""
+    if config.patience and pos.evals_since_best >= config.patience:
+        return "patience"
+    return None
+
+
+def check_budget_left(config, pos, epoch, resume):
+    """Refuse to resume a run that has already reached a limit: one more step would go past it."""
+    spent = stop_reason(config, pos, epoch)
+    if not spent and patience_spent(config, pos):
+        spent = f"patience: {pos.evals_since_best} evaluations without a better validation loss"
+    if spent:
+        raise TrainingError(
+            f"{resume}: its run already reached its limit ({spent} at step {pos.step}, {pos.elapsed:.0f} s trained); "
+            "give a larger --max-steps, --max-epochs, --max-time or --patience to train on"
+        )
+
+
+def with_seed(config):
+    """``config`` with a random seed: its own, or one drawn now (and saved with the run)."""
+    if config.random_seed is not None:
+        return config
+    return replace(config, random_seed=int(np.random.SeedSequence().entropy % 2**32))
+
+
+def restore_optimizer(optimizer, state, resume, name):
+    """Load a checkpoint's optimizer ``state``; CheckpointError if it is not optimizer ``name``'s."""
+    try:
+        optimizer.load_state(state)
+    except ValueError as e:
+        raise CheckpointError(f"{resume}: cannot resume with optimizer {name} ({e})") from None
+
+
+class MetricsLog:
+    """``metrics.jsonl`` in the checkpoint directory: a JSON record a line, appended to by a resumed run,
+    flushed as written. ``writer`` False (a process other than torchrun's first): nothing is written."""
+
+    def __init__(self, directory, resumed, writer=True):
+        self.path = os.path.join(directory, "metrics.jsonl") if writer else os.devnull
+        self.mode = "a" if resumed and writer else "w"
+
+    def __enter__(self):
+        self.file = open(self.path, self.mode)
+        return self
+
+    def write(self, record):
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+class NonFiniteGuard:
+    """Keeps the parameters and optimizer state of the last good evaluation. A step whose loss or
+    gradient is not finite, or whose update leaves a weight non-finite (a rate far too high), is never
+    kept: training goes back to them with half the learning rate (``pos.lr_scale``), and stops (calling
+    ``save_latest()``, then raising TrainingError) after ``MAX_BAD_STEPS`` such steps in a row, so no
+    checkpoint ever holds a non-finite weight."""
+
+    def __init__(self, params, optimizer, pos, reporter, save_latest):
+        self.params, self.optimizer, self.pos, self.reporter = params, optimizer, pos, reporter
+        self.save_latest, self.bad_steps = save_latest, 0
+        self.remember()
+
+    def remember(self):
+        """Take the present parameters and optimizer state as the ones to go back to."""
+        self.good_params = self.params.flat.copy()
+        self.good_optimizer = {k: v.copy() for k, v in self.optimizer.state.items()}
+        self.good_step = self.pos.step
+
+    def update(self, loss, grads):
+        """The update phase: the optimizer's step with ``grads`` if they and ``loss`` are finite and it
+        leaves every weight finite; True if it was applied, else (the good state restored) False."""
+        if not self.finite(loss, grads):
+            return False
+        with np.errstate(over="ignore", invalid="ignore"):  # the guard reports it, in one line
+            self.optimizer.step(self.params, grads)
+        return self.applied()
+
+    def finite(self, loss, grads):
+        """True if the step may be applied; else restore the good state, halve the rate and return False."""
+        if math.isfinite(loss) and np.isfinite(grads.flat).all():
+            return True
+        return self._restore("loss")
+
+    def applied(self):
+        """True if the update left every weight finite (the step counts as good); else as ``finite``."""
+        if np.isfinite(self.params.flat).all():
+            self.bad_steps = 0
+            return True
+        return self._restore("update")
+
+    def _restore(self, what):
+        self.bad_steps += 1
+        self.params.flat[...] = self.good_params
+        self.optimizer.load_state(self.good_optimizer)
+        if self.bad_steps > MAX_BAD_STEPS:
+            self.save_latest()
+            raise TrainingError(
+                f"loss, gradient or update was not finite {self.bad_steps} times in a row, down to learning rate "
+                f"{self.optimizer.learning_rate:.3g}; stopped, with the model of step {self.good_step} in latest.npz"
+            )
+        self.pos.lr_scale /= 2
+        self.reporter.message(
+            f"warning: non-finite {what} at step {self.pos.step}; restored the parameters of step {self.good_step} "
+            f"and halved the learning rate to {self.optimizer.learning_rate / 2:.3g}"
+        )
+        return False

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..nn.cells import LayerBuffers, make_cell, make_step_weights
+from ..nn.layers import init_layer, layer_params, layer_shapes
 from ..nn.numerics import scatter_rows
-from ..nn.packed import Packed
+from ..nn.packed import Packed, model_params
 from ..rnn import RNN_KINDS
 
 POOLS = ("last", "mean", "max")
@@ -82,38 +83,30 @@ class ClassifierConfig:
 
 def param_shapes(config):
     """The shape of every parameter, by name."""
-    H, G = config.hidden_size, make_cell(config.model, config.activation).n_gates * config.hidden_size
     shapes = {}
     for k in range(config.num_layers):
+        n_in = config.vocab_size if k == 0 else config.output_size
         for d in config.directions:
-            shapes[f"l{k}.{d}.W_xh"] = (config.vocab_size if k == 0 else config.output_size, G)
-            shapes[f"l{k}.{d}.W_hh"] = (H, G)
-            shapes[f"l{k}.{d}.b"] = (G,)
-            if config.model == "gru":
-                shapes[f"l{k}.{d}.b_hn"] = (H,)
+            shapes.update({f"l{k}.{d}.{name}": shape for name, shape in layer_shapes(config, n_in).items()})
     shapes["W_out"] = (config.output_size, config.num_classes)
     shapes["b_out"] = (config.num_classes,)
     return shapes
 
 
 def init_params(config, rng):
-    """Fresh parameters, as charrnn's language model starts them: one-hot rows of std 2 (the unknown
-    character's row zero), 1/sqrt(fan-in) otherwise, orthogonal recurrent blocks, LSTM forget bias 1."""
-    H = config.hidden_size
+    """Fresh parameters, as charrnn's language model starts them (nn/layers.py): one-hot rows of std 2
+    (the unknown character's row zero), 1/sqrt(fan-in) otherwise, orthogonal recurrent blocks, LSTM
+    forget bias 1."""
     params = {}
-    for name, shape in param_shapes(config).items():
-        if name.endswith("W_hh"):
-            blocks = [np.linalg.qr(rng.normal(size=(H, H)))[0] for _ in range(shape[1] // H)]
-            params[name] = np.concatenate(blocks, axis=1)
-        elif name.startswith("l0.") and name.endswith("W_xh"):
-            params[name] = rng.normal(0.0, 2.0, shape)
-            params[name][-1] = 0.0
-        elif name.endswith(("W_xh", "W_out")):
-            params[name] = rng.normal(0.0, 1.0 / np.sqrt(shape[0]), shape)
-        else:
-            params[name] = np.zeros(shape)
-            if config.model == "lstm" and name.endswith(".b"):
-                params[name][H : 2 * H] = 1.0
+    for k in range(config.num_layers):
+        n_in = config.vocab_size if k == 0 else config.output_size
+        for d in config.directions:
+            layer = init_layer(config, n_in, 2.0 if k == 0 else 1.0 / np.sqrt(n_in), rng)
+            if k == 0:
+                layer["W_xh"][-1] = 0.0  # the unknown character
+            params.update({f"l{k}.{d}.{name}": value for name, value in layer.items()})
+    params["W_out"] = rng.normal(0.0, 1.0 / np.sqrt(config.output_size), (config.output_size, config.num_classes))
+    params["b_out"] = np.zeros(config.num_classes)
     return {name: value.astype(config.dtype) for name, value in params.items()}
 
 
@@ -160,7 +153,8 @@ class BiEncoder:
             outputs = []
             for d in cfg.directions:
                 run = dirs[k, d]
-                sp = run.step_weights = make_step_weights(self.cell, self._direction_params(k, d), B, backward=backward)
+                own = layer_params(self.params, f"l{k}.{d}.")
+                sp = run.step_weights = make_step_weights(self.cell, own, B, backward=backward)
                 gates = run.gates[:T]  # (T, B, G)
                 if k == 0:
                     x_d = ids if d == "fwd" else ids.reshape(-1)[rev].reshape(T, B)
@@ -206,15 +200,8 @@ class BiEncoder:
                 run, name = dirs[k, d], f"l{k}.{d}."
                 if (k, d) in p["masks"]:
                     dy[d] = dy[d] * p["masks"][k, d]
-                self._steps_backward(run, run.step_weights, dy[d])
-                G = run.gates.shape[2]
-                d_xproj = run.gates[:T].reshape(T * B, G)  # (T·B, G)
-                d_hproj = run.d_hproj[:T].reshape(T * B, G)  # (T·B, G)
-                h_prev = run.states[0][:T].reshape(T * B, H)  # (T·B, H)
-                np.matmul(h_prev.T, d_hproj, out=grads[name + "W_hh"])
-                np.add.reduce(d_xproj, axis=0, out=grads[name + "b"])
-                if cfg.model == "gru":
-                    np.add.reduce(d_hproj[:, 2 * H :], axis=0, out=grads[name + "b_hn"])
+                run.steps_backward(dy[d])
+                d_xproj = run.recurrent_grads(T, grads, name)  # (T·B, G)
                 x_d = p["inputs"][k, d]
                 if k == 0:
                     scatter_rows(x_d.reshape(-1), d_xproj, out=grads[name + "W_xh"])
@@ -251,11 +238,6 @@ class BiEncoder:
         np.put_along_axis(dy, at[None], d_pooled[None], axis=0)
         return dy
 
-    def _direction_params(self, k, d):
-        """Layer k's direction d's parameters without their prefix: W_xh, W_hh, b (and b_hn)."""
-        prefix = f"l{k}.{d}."
-        return {name[len(prefix) :]: value for name, value in self.params.items() if name.startswith(prefix)}
-
     def _directions(self, T, B):
         """The layers' buffers for batch B holding at least T steps; those of the two batch sizes used
         last are kept (a run's full batches and its last), so memory follows the batches, not their history."""
@@ -280,16 +262,6 @@ class BiEncoder:
                 for seq in buf.states:
                     seq[t + 1, n:] = seq[t, n:]
 
-    def _steps_backward(self, buf, sp, dy):
-        """Backpropagation through time in one direction; dy (T, B, H) is zero at padded positions."""
-        step, caches, scratch, dh = self.cell.step_backward, buf.caches, buf.scratch, buf.dh
-        for d in buf.d_state:
-            d.fill(0)
-        d_later = buf.d_state
-        for t in reversed(range(len(dy))):
-            np.add(dy[t], d_later[0], dh)
-            d_later = step((dh, *d_later[1:]), caches[t], sp, scratch)
-
 
 class Classifier:
     """The encoder and a softmax layer over its vectors."""
@@ -299,15 +271,7 @@ class Classifier:
         config.validate()
         self.config = config
         self.shapes = param_shapes(config)
-        if params is None:
-            params = init_params(config, rng if rng is not None else np.random.default_rng())
-        if set(params) != set(self.shapes):
-            raise ValueError("parameter names do not match the classifier config")
-        for name, shape in self.shapes.items():
-            if params[name].shape != shape or params[name].dtype != np.dtype(config.dtype):
-                raise ValueError(f"parameter {name} is {params[name].dtype}{params[name].shape}, expected "
-                                 f"{np.dtype(config.dtype)}{shape}")
-        self.params = Packed(self.shapes, config.dtype, params)
+        self.params = model_params(config, self.shapes, init_params, params, rng)
         self.encoder = BiEncoder(config, self.params)
 
     def num_params(self):

@@ -8,22 +8,22 @@ the batches in random order, so a batch pads little. After every epoch (or ``eva
 validation texts are scored: ``latest.npz`` is written, ``best.npz`` at the best validation accuracy
 (lower loss breaking ties), and training stops after ``patience`` evaluations without a new best.
 Checkpoints hold the config dataclasses, vocabulary and labels, so one file rebuilds the classifier;
-``resume`` continues from the exact batch, with the optimizer state and random generator.
+``resume`` continues from the exact batch, with the optimizer state, random generator and time trained so
+far. The run's lifecycle (directory rules, limits, signals, metrics, the non-finite guard) is ``charrnn
+train``'s, from runs.py.
 """
 
-import json
 import math
 import os
-import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from ..io.checkpoint import CheckpointError, write_archive
+from .. import runs
+from ..io.checkpoint import write_archive
 from ..io.corpus import file_key
 from ..nn.optim import OPTIMIZERS, check_clip_mode, make_optimizer
 from ..nn.schedule import budget_progress, check_min_lr, learning_rate
-from ..runs import Reporter, SignalCatcher, TrainingError, clear_previous_model, prepare_dir
 from .data import (
     FORMATS,
     LabelledDataError,
@@ -35,7 +35,7 @@ from .data import (
     read_labelled,
 )
 from .metrics import evaluate_predictions
-from .model import Classifier
+from .model import Classifier, ClassifierConfig
 from .predict import KIND, TextClassifier, load_classifier
 
 CLASS_WEIGHTS = ("none", "balanced")
@@ -103,16 +103,12 @@ class ClassifyResult:
 
 
 @dataclass
-class _Position:
-    """Where training is: everything besides parameters and optimizer state that resume needs."""
+class ClassifyPosition(runs.Position):
+    """Where classifier training is (runs.py Position), with its place in the epoch and its best validation."""
 
-    step: int = 0
-    epoch: int = 0
     batch: int = 0  # batches done in the current epoch
     best_accuracy: float | None = None
     best_loss: float | None = None
-    evals_since_best: int = 0
-    rng_state: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -128,62 +124,110 @@ class _Split:
 
 def train_classifier(train_path, model_config, config, valid_path=None, resume=None, reporter=None, overwrite=False):
     """Train on ``train_path``; return a ClassifyResult. ``model_config``'s vocab_size and num_classes
-    come from the data. Raises LabelledDataError, TrainingError or CheckpointError with a one-line reason;
-    nothing in ``checkpoint_dir`` is touched until the data has been read and checked."""
-    reporter = reporter or Reporter()
-    run = _start_run(train_path, model_config, config, valid_path, resume, overwrite, reporter)
-    config, pos, train = run.config, run.pos, run.train
-    batches_per_epoch = len(length_buckets(train.encoded.lengths, config.batch_size))  # long texts: smaller batches
-    reporter.start(None, {"params": run.model.num_params(), "train": len(train.encoded),
+    come from the data. With ``resume`` the run goes on as ``charrnn train`` does: from its exact batch,
+    optimizer state and random generator, with the time already trained counting against ``max_time``
+    and a time-based schedule. Raises LabelledDataError, TrainingError or CheckpointError with a one-line
+    reason; nothing in ``checkpoint_dir`` is touched until the data has been read and checked."""
+    reporter = reporter or runs.Reporter()
+    run = _start_run(_Request(train_path, model_config, config, valid_path, resume, overwrite), reporter)
+    config, pos = run.config, run.pos
+    batches_per_epoch = len(length_buckets(run.train.encoded.lengths, config.batch_size))  # long texts: smaller
+    reporter.start(None, {"params": run.model.num_params(), "train": len(run.train.encoded),
                           "valid": len(run.valid.encoded) if run.valid else 0, "labels": len(run.labels),
                           "vocab": len(run.vocab), "seed": config.random_seed, "batches_per_epoch": batches_per_epoch})
-    metrics_path = os.path.join(config.checkpoint_dir, "metrics.jsonl")
-    start = time.perf_counter()
-    seen, loss_sum, loss_count = 0, 0.0, 0
-    stop_reason = None
-    with SignalCatcher() as signals, open(metrics_path, "a" if resume else "w") as metrics:
-        while stop_reason is None:
-            # the epoch's batches: a function of the seed and the epoch alone, so resume finds its place
-            order = length_buckets(train.encoded.lengths, config.batch_size,
-                                   np.random.default_rng([config.random_seed, pos.epoch]))
-            if pos.batch >= len(order):  # resumed past the end of a training file that has since shrunk
-                pos.epoch, pos.batch = pos.epoch + 1, 0
-                continue
-            while pos.batch < len(order) and stop_reason is None:
-                # one step at the schedule's rate
-                epoch = pos.epoch + pos.batch / len(order)
-                progress = budget_progress(config, pos.step, epoch, time.perf_counter() - start)
-                run.optimizer.learning_rate = learning_rate(config, config.learning_rate, 1.0, progress, epoch)
-                loss = _step(run, order[pos.batch])
-                if loss is None:
-                    reporter.message(f"warning: non-finite loss at step {pos.step}; the update was skipped")
-                else:
-                    loss_sum, loss_count = loss_sum + loss, loss_count + 1
-                pos.step, pos.batch, seen = pos.step + 1, pos.batch + 1, seen + len(order[pos.batch])
-                if pos.batch == len(order):
-                    pos.epoch, pos.batch = pos.epoch + 1, 0
-                # stop, evaluate, log
-                elapsed = time.perf_counter() - start
-                epoch = pos.epoch + pos.batch / len(order)
-                stop_reason = _stop_reason(config, epoch, elapsed, signals.signum, pos.step)
-                end_of_epoch = pos.batch == 0
-                if stop_reason or (config.eval_every and pos.step % config.eval_every == 0) or (
-                        not config.eval_every and end_of_epoch):
-                    record = {"step": pos.step, "epoch": round(epoch, 4),
-                              "train_loss": loss_sum / max(loss_count, 1),
-                              "examples_per_sec": seen / max(elapsed, 1e-9), "elapsed": round(elapsed, 3)}
-                    record.update(_evaluate(run))
-                    metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
-                    reporter.step(pos.step, record)
-                    loss_sum, loss_count = 0.0, 0
-                    stop_reason = stop_reason or _patience(config, pos)
-                if end_of_epoch:
-                    break
+    guard = runs.NonFiniteGuard(run.model.params, run.optimizer, pos, reporter, lambda: _save(run, "latest.npz"))
+    loop = _Loop(runs.Clock(pos.elapsed), guard)
+    with runs.SignalCatcher(runs.stopping_note(reporter)) as signals, \
+            runs.MetricsLog(config.checkpoint_dir, resumed=resume is not None) as log:
+        while loop.stop_reason is None:
+            _train_step(run, loop, signals, log, reporter)
     reporter.close()
-    elapsed = time.perf_counter() - start
+    elapsed = loop.clock.this_run()
     return ClassifyResult(pos.step, pos.epoch + pos.batch / batches_per_epoch, pos.best_accuracy, pos.best_loss,
-                          elapsed, seen / max(elapsed, 1e-9), stop_reason, config.checkpoint_dir, signals.signum)
+                          elapsed, loop.seen / max(elapsed, 1e-9), loop.stop_reason, config.checkpoint_dir,
+                          signals.signum)
+
+
+@dataclass
+class _Loop:
+    """What the loop carries from step to step besides the run's position."""
+
+    clock: runs.Clock
+    guard: runs.NonFiniteGuard
+    seen: int = 0  # texts trained on in this run
+    order: list | None = None  # the batches of epoch ``order_epoch``
+    order_epoch: int | None = None
+    stop_reason: str | None = None
+
+
+def _train_step(run, loop, signals, log, reporter):
+    """One step, phase by phase; sets ``loop.stop_reason`` when the run is to stop."""
+    config, pos = run.config, run.pos
+    # data: the epoch's batches, a function of the seed and the epoch alone so that resume finds its place;
+    # past the end of a training file that has since shrunk, the next epoch starts
+    order = _epoch_batches(run, loop)
+    if pos.batch >= len(order):
+        pos.epoch, pos.batch = pos.epoch + 1, 0
+        return
+    rows = order[pos.batch]
+    # schedule: this step's learning rate
+    epoch = pos.epoch + pos.batch / len(order)
+    progress = budget_progress(config, pos.step, epoch, loop.clock.elapsed())
+    run.optimizer.learning_rate = learning_rate(config, config.learning_rate, pos.lr_scale, progress, epoch)
+    # forward and backward
+    loss, grads = _loss_and_grads(run, rows)
+    # update: a non-finite step is never applied (back to the last evaluated weights, at half the rate)
+    if not loop.guard.update(loss, grads):
+        return
+    pos.step, pos.batch, loop.seen = pos.step + 1, pos.batch + 1, loop.seen + len(rows)
+    pos.count_loss(loss)
+    if pos.batch == len(order):
+        pos.epoch, pos.batch = pos.epoch + 1, 0
+    # stop: a limit reached (the time trained before a resume counts), or a signal
+    pos.elapsed = loop.clock.elapsed()
+    loop.stop_reason = runs.stop_reason(config, pos, pos.epoch + pos.batch / len(order), signals.signum)
+    # evaluate, checkpoint and log; an interruption leaves no trace (no extra evaluation to sway patience),
+    # so that --resume goes on exactly as the uninterrupted run
+    due = pos.step % config.eval_every == 0 if config.eval_every else pos.batch == 0
+    if due or loop.stop_reason not in (None, "interrupted"):
+        _log(run, loop, log, reporter, len(order))
+    elif loop.stop_reason == "interrupted":
+        _save(run, "latest.npz")
+
+
+def _epoch_batches(run, loop):
+    """The batches (rows of the training texts) of the run's epoch, in their order."""
+    if loop.order_epoch != run.pos.epoch:
+        rng = np.random.default_rng([run.config.random_seed, run.pos.epoch])
+        loop.order = length_buckets(run.train.encoded.lengths, run.config.batch_size, rng)
+        loop.order_epoch = run.pos.epoch
+    return loop.order
+
+
+def _log(run, loop, log, reporter, batches_per_epoch):
+    """Evaluate and checkpoint, write the metrics record and report it; the training-loss sums start afresh."""
+    pos = run.pos
+    record = {"step": pos.step, "epoch": round(pos.epoch + pos.batch / batches_per_epoch, 4),
+              "train_loss": pos.take_mean_loss(), "examples_per_sec": loop.seen / max(loop.clock.this_run(), 1e-9),
+              "elapsed": round(pos.elapsed, 3), "learning_rate": run.optimizer.learning_rate}
+    record.update(_evaluate(run))
+    if math.isfinite(record.get("val_loss", 0.0)):
+        loop.guard.remember()
+    log.write(record)
+    reporter.step(pos.step, record)
+    loop.stop_reason = loop.stop_reason or runs.patience_spent(run.config, pos)
+
+
+@dataclass
+class _Request:
+    """What ``train_classifier`` was asked to do."""
+
+    train_path: str
+    model_config: ClassifierConfig
+    config: ClassifyTrainConfig
+    valid_path: str | None
+    resume: str | None
+    overwrite: bool
 
 
 @dataclass
@@ -197,82 +241,70 @@ class _Run:
     labels: LabelSet
     train: _Split
     valid: _Split | None
-    pos: _Position
+    pos: ClassifyPosition
     rng: np.random.Generator
-    data_file: dict  # data.file_key of the training file: its path, size and modification time
+    data_file: dict  # io/corpus.py file_key of the training file: its path, size and modification time
 
 
-def _start_run(train_path, model_config, config, valid_path, resume, overwrite, reporter):
+def _start_run(request, reporter):
     """Read and check the data (and the checkpoint to resume), then prepare the directory and build the
     model and optimizer, fresh or as saved."""
-    config.validate()
-    saved = load_classifier(resume) if resume is not None else None
+    request.config.validate()
+    saved = load_classifier(request.resume) if request.resume is not None else None
+    config, vocab, labels, train, valid = _read_data(request, saved)
+    runs.open_checkpoint_dir(config.checkpoint_dir, fresh=request.resume is None, overwrite=request.overwrite)
+    rng = np.random.default_rng(config.random_seed)
+    if saved:
+        clf, meta, optimizer_state = saved
+        model, pos = clf.model, ClassifyPosition.from_meta(meta)
+        rng.bit_generator.state = pos.rng_state
+        batches_per_epoch = len(length_buckets(train.encoded.lengths, config.batch_size))
+        runs.check_budget_left(config, pos, pos.epoch + pos.batch / batches_per_epoch, request.resume)
+        if meta.get("data_file") not in (None, file_key(request.train_path)):
+            reporter.message(f"warning: {request.train_path} is not the file {request.resume} was trained on, or it "
+                             "has changed since (name, size or modification time); training goes on from the saved "
+                             "position, and the validation lines drawn from it may differ")
+    else:
+        model_config = replace(request.model_config, vocab_size=len(vocab) + 1, num_classes=len(labels))
+        try:
+            model = Classifier(model_config, rng=rng)
+        except ValueError as e:
+            raise runs.TrainingError(str(e)) from None
+        pos = ClassifyPosition()
+    optimizer = make_optimizer(config.optimizer, model.params, config.learning_rate, config.grad_clip,
+                               config.weight_decay, config.clip_mode)
+    if saved:
+        runs.restore_optimizer(optimizer, optimizer_state, request.resume, config.optimizer)
+    return _Run(config, model, optimizer, vocab, labels, train, valid, pos, rng, file_key(request.train_path))
+
+
+def _read_data(request, saved):
+    """(config with a random seed, vocabulary, labels, training split, validation split or None); the
+    vocabulary and labels are those of the checkpoint ``saved`` (TextClassifier, meta, optimizer state) if any."""
+    config, train_path = runs.with_seed(request.config), request.train_path
     lines = read_labelled(train_path, config.format)
     labels = saved[0].labels if saved else LabelSet.from_lines(lines.labels, train_path)
     vocab = saved[0].vocab if saved else build_vocab(lines.texts)
     if saved:
         new = sorted({n for names in lines.labels for n in names} - set(labels.names))
         if new:
-            raise TrainingError(f"{train_path}: labels the checkpoint does not have ({', '.join(new[:5])}); "
+            raise runs.TrainingError(f"{train_path}: labels the checkpoint does not have ({', '.join(new[:5])}); "
                                 "cannot resume on it")
-    if config.random_seed is None:
-        config = replace(config, random_seed=int(np.random.SeedSequence().entropy % 2**32))
-    train_rows, valid_lines = _validation(lines, valid_path, config)
+    train_rows, valid_lines = _validation(lines, request.valid_path, config)
     weights_by_label = _class_weights(lines.labels, train_rows, labels, config.class_weight)
     train = _split([lines.texts[i] for i in train_rows], [lines.labels[i] for i in train_rows], vocab, labels,
                    weights_by_label)
     valid = _split(valid_lines[0], valid_lines[1], vocab, labels, None) if valid_lines else None
-
-    prepare_dir(config.checkpoint_dir)
-    if resume is None:
-        clear_previous_model(config.checkpoint_dir, overwrite)
-    rng = np.random.default_rng(config.random_seed)
-    if saved:
-        clf, meta, optimizer_state = saved
-        model = clf.model
-        pos = _Position(**{k: meta[k] for k in asdict(_Position()) if k in meta})
-        rng.bit_generator.state = pos.rng_state
-        _check_resume(config, pos, len(length_buckets(train.encoded.lengths, config.batch_size)), resume)
-        if meta.get("data_file") not in (None, file_key(train_path)):
-            reporter.message(f"warning: {train_path} is not the file {resume} was trained on, or it has changed "
-                             "since (name, size or modification time); training goes on from the saved position, "
-                             "and the validation lines drawn from it may differ")
-    else:
-        try:
-            model = Classifier(replace(model_config, vocab_size=len(vocab) + 1, num_classes=len(labels)), rng=rng)
-        except ValueError as e:
-            raise TrainingError(str(e)) from None
-        pos = _Position()
-    optimizer = make_optimizer(config.optimizer, model.params, config.learning_rate, config.grad_clip,
-                               config.weight_decay, config.clip_mode)
-    if saved:
-        try:
-            optimizer.load_state(optimizer_state)
-        except ValueError as e:
-            raise CheckpointError(f"{resume}: cannot resume with optimizer {config.optimizer} ({e})") from None
-    return _Run(config, model, optimizer, vocab, labels, train, valid, pos, rng, file_key(train_path))
+    return config, vocab, labels, train, valid
 
 
-def _check_resume(config, pos, batches_per_epoch, resume):
-    """Refuse to resume a run that has already reached its step or epoch limit: a step would go past it."""
-    spent = _stop_reason(config, pos.epoch + pos.batch / batches_per_epoch, 0.0, None, pos.step)
-    if spent:
-        raise TrainingError(f"{resume}: its run already reached its limit ({spent} at step {pos.step}); give a "
-                            "larger --max-steps or --max-epochs to train on")
-
-
-def _step(run, rows):
-    """Forward, backward and update on the texts ``rows``; the loss, or None if it was not finite (then
-    nothing is updated)."""
+def _loss_and_grads(run, rows):
+    """Forward and backward on the texts ``rows`` (with character dropout): the loss and its gradients."""
     batch = pad_batch(run.train.encoded, rows, len(run.vocab))
     if run.config.char_dropout:  # padding holds the unknown id already: only real characters change
         batch.ids[run.rng.random(batch.ids.shape) < run.config.char_dropout] = len(run.vocab)
-    loss, grads = run.model.loss_and_grads(batch.ids, batch.lengths, run.train.targets[batch.rows],
-                                           run.train.weights[batch.rows], dropout_rng=run.rng)
-    if not (math.isfinite(loss) and np.isfinite(grads.flat).all()):
-        return None
-    run.optimizer.step(run.model.params, grads)
-    return loss
+    return run.model.loss_and_grads(batch.ids, batch.lengths, run.train.targets[batch.rows],
+                                    run.train.weights[batch.rows], dropout_rng=run.rng)
 
 
 def _evaluate(run):
@@ -302,7 +334,7 @@ def _save(run, name):
     meta = {"kind": KIND, "model": asdict(run.model.config), "vocab": run.vocab.to_json(),
             "labels": run.labels.to_json(), "train": asdict(run.config), "data": run.data_file["path"],
             "data_file": run.data_file,
-            **asdict(replace(run.pos, rng_state=run.rng.bit_generator.state))}
+            **run.pos.to_meta(run.rng)}
     arrays = {f"param/{k}": v for k, v in run.model.params.items()}
     arrays.update({f"opt/{k}": v for k, v in run.optimizer.state.items()})
     write_archive(os.path.join(run.config.checkpoint_dir, name), arrays, meta)
@@ -346,21 +378,3 @@ def _split(texts, line_labels, vocab, labels, weights_by_label):
     targets, _ = labels.targets(line_labels)
     weights = targets @ weights_by_label if weights_by_label is not None else np.ones(len(texts))
     return _Split(encode_texts(texts, vocab), targets, weights, texts, line_labels)
-
-
-def _stop_reason(config, epoch, elapsed, signum, step):
-    if signum is not None:
-        return "interrupted"
-    if config.max_steps and step >= config.max_steps:
-        return "max-steps"
-    if config.max_epochs and epoch >= config.max_epochs:
-        return "max-epochs"
-    if config.max_time and elapsed >= config.max_time:
-        return "max-time"
-    return None
-
-
-def _patience(config, pos):
-    if config.patience and pos.evals_since_best >= config.patience:
-        return "patience"
-    return None

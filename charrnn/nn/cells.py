@@ -72,6 +72,13 @@ def tanh_to_sigmoid_(t):
     return t
 
 
+def tanh_derivative(y, out):
+    """Given y = tanh(a), leave its derivative 1 - y^2 in ``out``."""
+    multiply(y, y, out)
+    subtract(1, out, out)
+    return out
+
+
 def product_blocks(cell, batch_size):
     """How many column blocks the forward step's ``h_prev @ W_hh`` runs as: one per gate above batch 1."""
     return cell.n_gates if batch_size > 1 else 1
@@ -308,8 +315,7 @@ class LSTMCell:
         up_i, up_f, up_o, up_g = upstream
         deriv_sigmoids, deriv_g = deriv[:3], deriv[3]
         # dc += dh * o * (1 - tanh_c^2)
-        multiply(tanh_c, tanh_c, tmp)
-        subtract(1, tmp, tmp)
+        tanh_derivative(tanh_c, tmp)
         multiply(tmp, o, tmp)
         multiply(tmp, dh, tmp)
         add(dc, tmp, dc)
@@ -399,8 +405,7 @@ class GRUCell:
         multiply(dh, z, dh_prev)  # the direct path h_prev -> h
         # d(n pre) = dh * (1 - z) * (1 - n^2)
         multiply(one_minus_z, dh, one_minus_z)
-        multiply(n, n, tmp)
-        subtract(1, tmp, tmp)
+        tanh_derivative(n, tmp)
         multiply(tmp, one_minus_z, dn_pre)
         # d(r pre) = d(n pre) * hn * r * (1 - r);  d(hn) = d(n pre) * r
         subtract(1, r, tmp)
@@ -433,7 +438,7 @@ class LayerBuffers:
 
     def __init__(self, cell, capacity, B, H, dtype, d_hproj=None):
         G = cell.n_gates * H
-        self.capacity = capacity
+        self.cell, self.capacity = cell, capacity
         self.gates = np.empty((capacity, B, G), dtype)  # x_proj -> activated gates -> d(x_proj)
         self.states = tuple(np.empty((capacity + 1, B, H), dtype) for _ in cell.state_names)
         self.extra = tuple(np.empty((capacity, B, w * H), dtype) for w in cell.extra_widths)
@@ -454,3 +459,30 @@ class LayerBuffers:
             )
             for t in range(capacity)
         ]
+
+    def steps_backward(self, dy):
+        """Backpropagation through time over the chunk in these buffers, from ``dy`` (T, B, H), the gradient
+        of the layer's outputs (zero at a classifier's padding); d(x_proj) lands in ``gates``, d(h_proj)
+        in ``d_hproj``. No gradient flows beyond the chunk's last step."""
+        step, caches, scratch, dh, step_weights = self.cell.step_backward, self.caches, self.scratch, self.dh, \
+            self.step_weights
+        for d in self.d_state:
+            d.fill(0)
+        d_later = self.d_state  # gradient w.r.t. the state after step t
+        for t in reversed(range(len(dy))):
+            np.add(dy[t], d_later[0], dh)
+            d_later = step((dh, *d_later[1:]), caches[t], step_weights, scratch)
+
+    def recurrent_grads(self, T, grads, prefix):
+        """After ``steps_backward`` over T steps, write the gradients of the layer's W_hh, b (and b_hn),
+        named with ``prefix``, into ``grads``; return d(x_proj) (T·B, G), for W_xh's and the input's."""
+        _, B, G = self.gates.shape
+        H = self.dh.shape[1]
+        d_xproj = self.gates[:T].reshape(T * B, G)
+        d_hproj = self.d_hproj[:T].reshape(T * B, G)
+        h_prev = self.states[0][:T].reshape(T * B, H)
+        np.matmul(h_prev.T, d_hproj, out=grads[prefix + "W_hh"])
+        np.add.reduce(d_xproj, axis=0, out=grads[prefix + "b"])
+        if prefix + "b_hn" in grads:
+            np.add.reduce(d_hproj[:, 2 * H :], axis=0, out=grads[prefix + "b_hn"])
+        return d_xproj

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from .numerics import check_params
+
 
 class Packed(dict):
     """A dict of named arrays, each a view into the contiguous vector ``self.flat``."""
@@ -36,3 +38,13 @@ class Packed(dict):
 
     def shapes(self):
         return {name: value.shape for name, value in self.items()}
+
+
+def model_params(config, shapes, init, params=None, rng=None):
+    """A model's parameters, a ``Packed`` of ``shapes`` in ``config.dtype``: ``params`` (copied; ValueError
+    unless their names, shapes and dtype fit), or None for fresh ones, ``init(config, rng)`` (a new
+    generator if ``rng`` is None)."""
+    if params is None:
+        params = init(config, rng if rng is not None else np.random.default_rng())
+    check_params(params, shapes, config.dtype)
+    return Packed(shapes, config.dtype, params)
