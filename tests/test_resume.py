@@ -45,6 +45,7 @@ def train_cmd(corpus, ck, options, *args):
     return [sys.executable, "-m", "charrnn", "train", corpus, "--checkpoint-dir", ck, *options, *args]
 
 
+@pytest.mark.slow
 def test_ctrl_c_and_resume_is_bit_identical_to_one_run(tmp_path, small_text, resume_options):
     """Over the default cosine schedule, which spans the steps across the interruption."""
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
@@ -84,6 +85,7 @@ def test_a_run_resumed_from_an_evaluation_logs_the_same_losses(tmp_path, small_t
     assert [r["train_loss"] for r in records(two)] == [r["train_loss"] for r in records(one)]
 
 
+@pytest.mark.slow
 def test_ctrl_c_and_resume_continue_the_time_budget_and_its_schedule(tmp_path, small_text, cli, resume_options):
     ck = str(tmp_path / "ck")
     budget = 4.0
@@ -183,7 +185,8 @@ def test_resume_on_a_changed_corpus_warns(tmp_path, small_text, cli, resume_opti
     assert load_checkpoint(os.path.join(ck, "latest.npz")).meta["step"] == 15
 
 
-@pytest.mark.parametrize("workers,extra", [("1", []), ("2", []), ("2", ["--average", "7"])])
+@pytest.mark.parametrize("workers,extra", [("1", []), pytest.param("2", [], marks=pytest.mark.slow),
+                                           pytest.param("2", ["--average", "7"], marks=pytest.mark.slow)])
 def test_resume_is_bit_identical(tmp_path, small_text, workers, extra, cli, small_rnn):
     """2N steps in one run equal N steps, then N more after --resume (in one process, or on two workers;
     with a running average of the weights, the average and the weights training goes on from)."""
@@ -208,6 +211,7 @@ def test_resume_refuses_other_vocabulary(tmp_path, small_text, cli, small_rnn):
     assert "vocabulary differs" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_gpt_resume_is_bit_identical(tmp_path, small_text, workers, cli, tiny_gpt):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")

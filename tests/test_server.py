@@ -461,6 +461,7 @@ class Chromium:
             os.close(self.from_browser[0])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (Debian: apt-get install chromium)")
 def test_page_streams_generated_text_in_a_headless_browser(model, tmp_path):
     server, thread = start_server(model, max_length=20_000)

@@ -62,6 +62,7 @@ def test_halving_schedule_halves_then_stops(tmp_path, small_text, cli, small_rnn
     assert rates[0] == pytest.approx(1e-7) and rates[-1] == pytest.approx(0.5e-7)
 
 
+@pytest.mark.slow
 def test_late_dropout_rises_between_its_epochs(tmp_path, small_text, cli, small_rnn):
     ck = str(tmp_path / "ck")
     result = cli(["train", small_text, "--checkpoint-dir", ck, "--max-epochs", "3", "--dropout", "0.1",
@@ -209,6 +210,7 @@ def test_signal_finishes_the_step_and_saves(tmp_path, small_text, sig, code, tin
     assert ckpt.meta["step"] >= 20
 
 
+@pytest.mark.slow
 def test_a_second_signal_stops_at_once_during_a_long_validation(tmp_path, small_text):
     """A validation pass can take minutes: the first Ctrl-C waits for it (and says so), a second one exits
     at once (130) with the checkpoints last written intact (it was ignored until the pass ended)."""
@@ -234,6 +236,7 @@ def test_a_second_signal_stops_at_once_during_a_long_validation(tmp_path, small_
     assert load_checkpoint(str(ck / "latest.npz")).meta["step"] >= 2
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_moment_leaves_a_loadable_latest_checkpoint(tmp_path, small_text):
     """Kill training (checkpointing every step) at several moments; latest.npz always loads."""
     ck = tmp_path / "ck"

@@ -45,6 +45,7 @@ def test_train_sample_eval(tmp_path, small_text, cli, small_rnn):
     assert "bits/char" in human.output and "perplexity" in human.output
 
 
+@pytest.mark.slow
 def test_installed_console_script(tmp_path, small_text, small_rnn):
     exe = shutil.which("charrnn")
     if exe is None:
@@ -60,6 +61,7 @@ def test_installed_console_script(tmp_path, small_text, small_rnn):
     assert ev.returncode == 0 and json.loads(ev.stdout)["chars"] > 0
 
 
+@pytest.mark.slow
 def test_train_sample_eval_info(tmp_path, small_text, cli, tiny_gpt):
     ck = str(tmp_path / "ck")
     result = cli(["train", small_text, "--checkpoint-dir", ck, "--max-steps", "20", *tiny_gpt])
@@ -180,6 +182,7 @@ def test_quiet_training_prints_nothing(tmp_path, small_text, cli):
     assert "adam 0.003, cosine, batch 32 x 100, dropout rising to 0.45 (epochs 4-16); limit 5 steps or 600 s" in info
 
 
+@pytest.mark.slow
 def test_training_goes_on_when_its_output_is_closed(tmp_path, small_text):
     """charrnn train ... | head -1: the reader leaves after the first line; training runs to its end (it used
     to stop silently with exit status 1 at its next report), saying so once on stderr."""

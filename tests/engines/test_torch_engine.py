@@ -205,6 +205,7 @@ def test_one_line_errors(tmp_path, small_text, cli):
     assert result.exit_code == 1 and "torchrun" in result.output
 
 
+@pytest.mark.slow
 def test_engine_torch_without_torch_is_one_line(tmp_path, small_text, cli):
     """A Python where `import torch` fails (a blocking module first on the path)."""
     blocker = tmp_path / "block"

@@ -16,7 +16,7 @@ from charrnn.io.checkpoint import load_checkpoint
 
 torch = pytest.importorskip("torch")
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
+pytestmark = [pytest.mark.usefixtures("torch_one_thread"), pytest.mark.slow]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
