@@ -126,11 +126,14 @@ def sigint():
 # ---- checkpoints
 
 
-@pytest.fixture
-def trained(tmp_path, small_text, cli, tiny_rnn):
-    """A checkpoint directory (a Path) of a tiny model trained 5 steps on ``small_text``."""
-    ck = tmp_path / "ck"
-    result = cli(["train", small_text, "--checkpoint-dir", str(ck), "--max-steps", "5", *tiny_rnn])
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, shakespeare, cli, tiny_rnn):
+    """A checkpoint directory (a Path) of a tiny model trained 5 steps on the text of ``small_text``, once for
+    the session: the tests that use it read it, or check that a refused command left it as it was."""
+    ck = tmp_path_factory.mktemp("trained") / "ck"
+    with open(shakespeare, encoding="utf-8") as f:
+        (ck.parent / "small.txt").write_text(f.read(30_000), encoding="utf-8")
+    result = cli(["train", ck.parent / "small.txt", "--checkpoint-dir", ck, "--max-steps", "5", *tiny_rnn])
     assert result.exit_code == 0, result.output
     return ck
 
