@@ -1,12 +1,8 @@
 """Fine-tuning: --init-from carries a trained model to a new corpus, its vocabulary extended."""
 
-import os
-
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from charrnn.cli import main
 from charrnn.finetune import check_same_shape, extend_vocab
 from charrnn.gpt import CharGPT, GPTConfig
 from charrnn.io.checkpoint import load_checkpoint
@@ -14,6 +10,7 @@ from charrnn.io.corpus import Vocab
 from charrnn.rnn import CharRNN, ModelConfig
 
 OLD = Vocab(tuple("\n !,.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+
 NEW = OLD.extended(Vocab(tuple(sorted("[]{}0123456789é"))))
 
 
@@ -81,23 +78,12 @@ def test_the_shape_cannot_change_but_dropout_can():
             check_same_shape(trained.config, wanted)
 
 
-# ---- the command line: charrnn train NEW --init-from CHECKPOINT
-
-TINY = ["--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-length", "16",
-        "--sample-length", "0", "--random-seed", "0", "--eval-every", "20"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 @pytest.fixture(scope="module")
-def corpora(tmp_path_factory):
+def corpora(tmp_path_factory, shakespeare, cli, small_rnn):
     """A base text without brackets or digits with a model trained on it, and a new text (the next scenes)
     with them, both real."""
     tmp_path = tmp_path_factory.mktemp("corpora")
-    bundled = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "shakespeare.txt")
-    with open(bundled, encoding="utf-8") as f:
+    with open(shakespeare, encoding="utf-8") as f:
         text = f.read(60_000)
     base_text = "".join(c for c in text[:30_000] if c not in "[]0123456789")
     base, new = tmp_path / "base.txt", tmp_path / "new.txt"
@@ -106,18 +92,19 @@ def corpora(tmp_path_factory):
     unseen = sorted(set(text[30_000:]) - set(base_text))
     assert "[" in unseen and "]" in unseen
     ck = tmp_path / "base"
-    result = invoke("train", base, "--checkpoint-dir", ck, "--max-steps", "150", "--learning-rate", "1e-2", *TINY)
+    result = cli(["train", base, "--checkpoint-dir", ck, "--max-steps", "150", "--learning-rate", "1e-2", *small_rnn,
+                  "--eval-every", "20"])
     assert result.exit_code == 0, result.output
     return base, new, ck, unseen
 
 
-def test_init_from_starts_from_the_trained_weights_with_a_fresh_run(tmp_path, corpora):
+def test_init_from_starts_from_the_trained_weights_with_a_fresh_run(tmp_path, corpora, cli):
     base, new, ck, unseen = corpora
     trained = load_checkpoint(str(ck / "latest.npz"))
     tuned_dir = tmp_path / "tuned"
     # a vanishing learning rate: one step leaves every weight as it was, so the start itself is visible
-    result = invoke("train", new, "--init-from", ck / "latest.npz", "--checkpoint-dir", tuned_dir, "--max-steps", "1",
-                    "--learning-rate", "1e-30", "--sample-length", "0", "--random-seed", "3")
+    result = cli(["train", new, "--init-from", ck / "latest.npz", "--checkpoint-dir", tuned_dir, "--max-steps", "1",
+                    "--learning-rate", "1e-30", "--sample-length", "0", "--random-seed", "3"])
     assert result.exit_code == 0, result.output
     assert f"{len(unseen)} characters new to the model" in result.stderr
     tuned = load_checkpoint(str(tuned_dir / "latest.npz"))
@@ -127,7 +114,7 @@ def test_init_from_starts_from_the_trained_weights_with_a_fresh_run(tmp_path, co
     assert tuned.meta["init_from"] == str(ck / "latest.npz")
     assert float(tuned.optimizer_state["steps"]) == 1  # a fresh optimizer: one update, not 41
     assert tuned.model.config.hidden_size == 32 and tuned.model.config.num_layers == 2  # the checkpoint's shape
-    info = invoke("info", tuned_dir)
+    info = cli(["info", tuned_dir])
     assert info.exit_code == 0 and "fine-tuned from" in info.stdout and "time trained" in info.stdout
     known = [vocab.symbols.index(s) for s in trained.vocab.symbols]
     new_rows = [vocab.symbols.index(s) for s in unseen]
@@ -146,16 +133,17 @@ def test_init_from_starts_from_the_trained_weights_with_a_fresh_run(tmp_path, co
             np.testing.assert_array_equal(got, value)
 
 
-def test_a_fine_tuned_run_learns_faster_and_resumes(tmp_path, corpora):
+def test_a_fine_tuned_run_learns_faster_and_resumes(tmp_path, corpora, cli, small_rnn):
     base, new, ck, unseen = corpora
     runs = {}
     for name, extra in (("tuned", ["--init-from", ck]), ("scratch", [])):
         out = tmp_path / name
-        result = invoke("train", new, "--checkpoint-dir", out, "--max-steps", "20", *TINY, *extra)
+        result = cli(["train", new, "--checkpoint-dir", out, "--max-steps", "20", *small_rnn, "--eval-every", "20",
+                      *extra])
         assert result.exit_code == 0, result.output
         runs[name] = load_checkpoint(str(out / "latest.npz")).meta["last_val_loss"]
     assert runs["tuned"] < runs["scratch"] - 0.2  # what the base learned of English carries over
-    resumed = invoke("train", new, "--checkpoint-dir", tmp_path / "tuned", "--max-steps", "30", "--resume")
+    resumed = cli(["train", new, "--checkpoint-dir", tmp_path / "tuned", "--max-steps", "30", "--resume"])
     assert resumed.exit_code == 0, resumed.output  # the extended vocabulary resumes on the new text
     assert load_checkpoint(str(tmp_path / "tuned" / "latest.npz")).meta["step"] == 30
 
@@ -166,9 +154,9 @@ def test_a_fine_tuned_run_learns_faster_and_resumes(tmp_path, corpora):
     (["--model", "lstm"], "cannot fine-tune with model lstm: the checkpoint's model has gru"),
     (["--bytes"], "that model reads characters; fine-tune it with the same --bytes setting"),
 ])
-def test_init_from_errors(tmp_path, corpora, args, message):
+def test_init_from_errors(tmp_path, corpora, args, message, cli):
     base, new, ck, _ = corpora
-    result = invoke("train", new, "--init-from", ck, "--checkpoint-dir", tmp_path / "out", "--max-steps", "2", *args)
+    result = cli(["train", new, "--init-from", ck, "--checkpoint-dir", tmp_path / "out", "--max-steps", "2", *args])
     assert result.exit_code in (1, 2), result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert "Usage:" not in result.stderr and "Try " not in result.stderr, result.stderr  # one line, not click's three
@@ -176,18 +164,18 @@ def test_init_from_errors(tmp_path, corpora, args, message):
     assert not (tmp_path / "out" / "latest.npz").exists()
 
 
-def test_init_from_fine_tunes_a_gpt_with_its_context(tmp_path, corpora):
+def test_init_from_fine_tunes_a_gpt_with_its_context(tmp_path, corpora, cli):
     """A gpt checkpoint fine-tunes with the gpt recipe and its own shape and context length; new characters
     get fresh embedding rows."""
     base, new, _, unseen = corpora
     ck = tmp_path / "gpt"
     shape = ["--hidden-size", "16", "--num-layers", "1", "--num-heads", "2", "--seq-length", "24"]
-    result = invoke("train", base, "--model", "gpt", *shape, "--checkpoint-dir", ck, "--max-steps", "30",
-                    "--batch-size", "8", "--sample-length", "0", "--eval-every", "30")
+    result = cli(["train", base, "--model", "gpt", *shape, "--checkpoint-dir", ck, "--max-steps", "30",
+                    "--batch-size", "8", "--sample-length", "0", "--eval-every", "30"])
     assert result.exit_code == 0, result.output
     trained = load_checkpoint(str(ck / "latest.npz"))
-    result = invoke("train", new, "--init-from", ck, "--checkpoint-dir", tmp_path / "tuned", "--max-steps", "1",
-                    "--learning-rate", "1e-30", "--batch-size", "8", "--sample-length", "0")
+    result = cli(["train", new, "--init-from", ck, "--checkpoint-dir", tmp_path / "tuned", "--max-steps", "1",
+                    "--learning-rate", "1e-30", "--batch-size", "8", "--sample-length", "0"])
     assert result.exit_code == 0, result.output
     tuned = load_checkpoint(str(tmp_path / "tuned" / "latest.npz"))
     assert (tuned.model.config.model, tuned.model.config.context_length, tuned.meta["train"]["seq_length"]) == (
@@ -195,5 +183,5 @@ def test_init_from_fine_tunes_a_gpt_with_its_context(tmp_path, corpora):
     known = [tuned.vocab.symbols.index(s) for s in trained.vocab.symbols]
     np.testing.assert_array_equal(tuned.model.params["wte"][known], trained.model.params["wte"])
     assert len(tuned.vocab) == len(trained.vocab) + len(unseen)
-    refused = invoke("train", new, "--init-from", ck, "--checkpoint-dir", tmp_path / "out", "--seq-length", "32")
+    refused = cli(["train", new, "--init-from", ck, "--checkpoint-dir", tmp_path / "out", "--seq-length", "32"])
     assert refused.exit_code == 1 and "cannot fine-tune with seq-length 32" in refused.stderr

@@ -1,130 +1,11 @@
-"""The Transformer (attention.py, gpt.py): float64 gradient checks, a PyTorch reference, cached sampling."""
+"""The Transformer (gpt.py): float64 gradient checks of the whole model, cached sampling, its scoring windows
+and its step on the worker pool."""
 
 import numpy as np
 import pytest
 from gradcheck import numerical_grad, rel_error
 
 from charrnn.gpt import CharGPT, GPTConfig
-from charrnn.nn import attention as L
-
-
-def check_layer(forward, backward, inputs, dout_shape, rng, tol=1e-6):
-    """loss = sum(w * forward(**inputs)): every analytic gradient against the numerical one."""
-    w = rng.normal(size=dout_shape)
-
-    def loss():
-        out, _ = forward(**{k: v.copy() for k, v in inputs.items()})
-        return float((out * w).sum())
-
-    _, cache = forward(**{k: v.copy() for k, v in inputs.items()})
-    grads = backward(w.copy(), cache)
-    for name, value in inputs.items():
-        numeric = numerical_grad(loss, value)
-        assert grads[name].shape == value.shape
-        assert rel_error(grads[name], numeric) < tol, name
-
-
-def test_layernorm_gradients():
-    rng = np.random.default_rng(0)
-    N, C = 5, 6
-    inputs = {"x": rng.normal(1, 2, (N, C)), "g": rng.normal(1, 0.3, C), "b": rng.normal(0, 0.3, C)}
-    check_layer(L.layernorm_forward, L.layernorm_backward, inputs, (N, C), rng)
-
-
-def test_layernorm_normalises():
-    rng = np.random.default_rng(1)
-    out, _ = L.layernorm_forward(rng.normal(3, 5, (4, 32)), np.ones(32), np.zeros(32))
-    np.testing.assert_allclose(out.mean(axis=1), 0, atol=1e-12)
-    np.testing.assert_allclose(out.var(axis=1), 1, rtol=1e-3)
-
-
-def test_gelu_gradients_and_values():
-    rng = np.random.default_rng(2)
-    inputs = {"x": rng.normal(0, 2, (4, 7))}
-    check_layer(L.gelu_forward, L.gelu_backward, inputs, (4, 7), rng)
-    x = np.array([-3.0, -1.0, 0.0, 0.5, 2.0])
-    # the tanh form, written out
-    expected = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
-    np.testing.assert_allclose(L.gelu_forward(x.copy())[0], expected, rtol=1e-14)
-
-
-def test_mlp_gradients():
-    rng = np.random.default_rng(3)
-    N, C = 4, 3
-    inputs = {
-        "x": rng.normal(size=(N, C)),
-        "W_fc": rng.normal(0, 0.5, (C, 4 * C)),
-        "b_fc": rng.normal(0, 0.5, 4 * C),
-        "W_proj": rng.normal(0, 0.5, (4 * C, C)),
-        "b_proj": rng.normal(0, 0.5, C),
-    }
-    check_layer(L.mlp_forward, L.mlp_backward, inputs, (N, C), rng)
-
-
-def dropout_mask(rng, shape, rate=0.4):
-    return (rng.random(shape) >= rate) / (1 - rate)
-
-
-@pytest.mark.parametrize("dropout", [False, True])
-def test_attention_gradients(dropout):
-    rng = np.random.default_rng(4)
-    B, T, C, nh = 2, 5, 6, 2
-    att_mask = dropout_mask(rng, (B, nh, T, T)) if dropout else None
-    inputs = {
-        "x": rng.normal(size=(B, T, C)),
-        "W_qkv": rng.normal(0, 0.5, (C, 3 * C)),
-        "b_qkv": rng.normal(0, 0.5, 3 * C),
-        "W_proj": rng.normal(0, 0.5, (C, C)),
-        "b_proj": rng.normal(0, 0.5, C),
-    }
-
-    def forward(**kw):
-        return L.attention_forward(**kw, num_heads=nh, att_mask=att_mask)
-
-    check_layer(forward, L.attention_backward, inputs, (B, T, C), rng)
-
-
-def naive_attention(x, W_qkv, b_qkv, W_proj, b_proj, nh, att_mask=None):
-    """One sequence, one head, one position at a time: the oracle for the batched version (``att_mask``:
-    attention dropout, each position's weights times its row of the mask)."""
-    B, T, C = x.shape
-    hs = C // nh
-    out = np.zeros((B, T, C))
-    for b in range(B):
-        q, k, v = np.split(x[b] @ W_qkv + b_qkv, 3, axis=1)
-        heads = []
-        for h in range(nh):
-            cols = slice(h * hs, (h + 1) * hs)
-            rows = []
-            for t in range(T):
-                scores = k[: t + 1, cols] @ q[t, cols] / np.sqrt(hs)
-                p = np.exp(scores - scores.max())
-                p /= p.sum()
-                if att_mask is not None:
-                    p *= att_mask[b, h, t, : t + 1]
-                rows.append(p @ v[: t + 1, cols])
-            heads.append(np.array(rows))
-        out[b] = np.concatenate(heads, axis=1) @ W_proj + b_proj
-    return out
-
-
-def test_attention_is_causal_and_matches_naive():
-    rng = np.random.default_rng(5)
-    B, T, C, nh = 2, 6, 8, 4
-    x = rng.normal(size=(B, T, C))
-    weights = (rng.normal(0, 0.5, (C, 3 * C)), rng.normal(0, 0.5, 3 * C), rng.normal(0, 0.5, (C, C)),
-               rng.normal(0, 0.5, C))
-    out, _ = L.attention_forward(x, *weights, nh)
-    np.testing.assert_allclose(out, naive_attention(x, *weights, nh), rtol=1e-12, atol=1e-12)
-    later = x.copy()
-    later[:, 3:] += 1.0  # changing positions 3.. leaves positions 0..2 alone
-    out2, _ = L.attention_forward(later, *weights, nh)
-    np.testing.assert_array_equal(out2[:, :3], out[:, :3])
-    assert not np.allclose(out2[:, 3:], out[:, 3:])
-    att_mask = dropout_mask(rng, (B, nh, T, T))
-    dropped, _ = L.attention_forward(x, *weights, nh, att_mask=att_mask)
-    np.testing.assert_allclose(dropped, naive_attention(x, *weights, nh, att_mask), rtol=1e-12, atol=1e-12)
-    assert not np.allclose(dropped, out)
 
 
 def tiny_model(dtype="float64", **overrides):
@@ -192,53 +73,6 @@ def test_bad_shapes():
     model = tiny_model()
     with pytest.raises(ValueError, match="context"):
         model.forward(np.zeros((7, 1), int))
-
-
-def torch_reference(model):
-    """A PyTorch model written here from the equations (not from our code), loaded with ``model``'s weights."""
-    torch = pytest.importorskip("torch")
-    nn, F = torch.nn, torch.nn.functional
-    cfg, p = model.config, model.params
-    t = {name: torch.tensor(np.array(value)) for name, value in p.items()}
-
-    class Block(nn.Module):
-        def __init__(self, k):
-            super().__init__()
-            self.k = k
-
-        def forward(self, x):
-            h = f"h{self.k}."
-            B, T, C = x.shape
-            nh = cfg.num_heads
-            a = F.layer_norm(x, (C,), t[h + "ln1.g"], t[h + "ln1.b"], eps=1e-5)
-            q, k, v = (a @ t[h + "attn.W_qkv"] + t[h + "attn.b_qkv"]).split(C, dim=2)
-            q, k, v = (z.view(B, T, nh, C // nh).transpose(1, 2) for z in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            y = y.transpose(1, 2).reshape(B, T, C)
-            x = x + y @ t[h + "attn.W_proj"] + t[h + "attn.b_proj"]
-            m = F.layer_norm(x, (C,), t[h + "ln2.g"], t[h + "ln2.b"], eps=1e-5)
-            m = F.gelu(m @ t[h + "mlp.W_fc"] + t[h + "mlp.b_fc"], approximate="tanh")
-            return x + m @ t[h + "mlp.W_proj"] + t[h + "mlp.b_proj"]
-
-    blocks = [Block(k) for k in range(cfg.num_layers)]
-
-    def forward(ids):  # ids (B, T)
-        x = t["wte"][ids] + t["wpe"][: ids.shape[1]]
-        for block in blocks:
-            x = block(x)
-        x = F.layer_norm(x, (cfg.hidden_size,), t["ln_f.g"], t["ln_f.b"], eps=1e-5)
-        return x @ t["W_hy"] + t["b_y"]
-
-    return torch, forward
-
-
-def test_logits_match_pytorch():
-    model = tiny_model(vocab_size=11, hidden_size=12, num_layers=3, num_heads=3, context_length=9)
-    torch, reference = torch_reference(model)
-    ids = np.random.default_rng(12).integers(0, 11, (9, 4))  # (T, B)
-    logits, _ = model.forward(ids)
-    expected = reference(torch.tensor(ids.T)).numpy().transpose(1, 0, 2)
-    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("B", [1, 2])

@@ -1,10 +1,11 @@
 """The preset rules, as the Python API gets them (the CLI goes through the same functions)."""
 
+
 import pytest
 
+from charrnn import GPTConfig, TrainConfig
 from charrnn.presets import DEFAULTS, PRESETS, preset_configs, resume_config
 from charrnn.rnn import ModelConfig
-from charrnn.train import TrainConfig
 
 
 def test_default_preset_is_the_dataclasses_defaults():
@@ -45,3 +46,23 @@ def test_unknown_options_and_presets_are_refused():
         preset_configs(hiden_size=3)
     with pytest.raises(ValueError, match="preset must be one of"):
         preset_configs("char_rnn")
+
+
+def test_presets_and_the_gpt_recipe():
+    model, config = preset_configs(model="gpt")
+    recipe = PRESETS["gpt"]
+    assert isinstance(model, GPTConfig)
+    assert (model.num_layers, model.num_heads, model.hidden_size, model.context_length) == (
+        recipe["num_layers"], recipe["num_heads"], recipe["hidden_size"], recipe["seq_length"])
+    assert config.learning_rate == recipe["learning_rate"]
+    assert (config.late_dropout, config.late_dropout_epochs) == (recipe["late_dropout"], recipe["late_dropout_epochs"])
+    model, config = preset_configs("nanogpt-cpu")
+    assert (model.num_layers, model.num_heads, model.hidden_size, model.context_length, config.batch_size,
+            model.dropout) == (4, 4, 128, 64, 12, 0.0)
+    model, config = preset_configs("nanogpt", seq_length=128)
+    assert (model.num_layers, model.num_heads, model.hidden_size, model.context_length, config.batch_size,
+            model.dropout) == (6, 6, 384, 128, 64, 0.2)
+    model, _ = preset_configs("nanogpt", model="gru")  # the other kind: the default recipe under it
+    assert model.model == "gru" and model.hidden_size == PRESETS["default"]["hidden_size"]
+    with pytest.raises(ValueError, match="cannot resume a gpt checkpoint"):
+        resume_config({}, {"model": "gpt"}, model="gru")

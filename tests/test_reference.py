@@ -6,14 +6,18 @@ columns, one Python loop over timesteps and layers, the one-hot input as a produ
 one-hot matrix. The gradient checks show that backward matches forward; these show that forward is
 the model it claims to be, so a mistake made the same way in both (two gates swapped, a bias on the
 wrong block) fails here.
+
+The Transformer's forward pass is checked the same way against a PyTorch model written from its equations.
 """
 
 import numpy as np
 import pytest
 
+from charrnn.gpt import CharGPT, GPTConfig
 from charrnn.rnn import CharRNN, ModelConfig
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "sigmoid"), ("lstm", "tanh"), ("gru", "tanh")]
+
 V, H = 7, 8
 
 
@@ -121,3 +125,60 @@ def test_the_lstm_forget_bias_starts_on_the_block_the_reference_reads_as_f():
     for k in range(2):
         b = net.params[f"l{k}.b"]
         assert (b[H : 2 * H] == 1).all() and (np.delete(b, np.s_[H : 2 * H]) == 0).all()
+
+
+def torch_reference(model):
+    """A PyTorch model written here from the equations (not from our code), loaded with ``model``'s weights."""
+    torch = pytest.importorskip("torch")
+    nn, F = torch.nn, torch.nn.functional
+    cfg, p = model.config, model.params
+    t = {name: torch.tensor(np.array(value)) for name, value in p.items()}
+
+    class Block(nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, x):
+            h = f"h{self.k}."
+            B, T, C = x.shape
+            nh = cfg.num_heads
+            a = F.layer_norm(x, (C,), t[h + "ln1.g"], t[h + "ln1.b"], eps=1e-5)
+            q, k, v = (a @ t[h + "attn.W_qkv"] + t[h + "attn.b_qkv"]).split(C, dim=2)
+            q, k, v = (z.view(B, T, nh, C // nh).transpose(1, 2) for z in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = y.transpose(1, 2).reshape(B, T, C)
+            x = x + y @ t[h + "attn.W_proj"] + t[h + "attn.b_proj"]
+            m = F.layer_norm(x, (C,), t[h + "ln2.g"], t[h + "ln2.b"], eps=1e-5)
+            m = F.gelu(m @ t[h + "mlp.W_fc"] + t[h + "mlp.b_fc"], approximate="tanh")
+            return x + m @ t[h + "mlp.W_proj"] + t[h + "mlp.b_proj"]
+
+    blocks = [Block(k) for k in range(cfg.num_layers)]
+
+    def forward(ids):  # ids (B, T)
+        x = t["wte"][ids] + t["wpe"][: ids.shape[1]]
+        for block in blocks:
+            x = block(x)
+        x = F.layer_norm(x, (cfg.hidden_size,), t["ln_f.g"], t["ln_f.b"], eps=1e-5)
+        return x @ t["W_hy"] + t["b_y"]
+
+    return torch, forward
+
+
+def random_gpt():
+    """A float64 gpt with every parameter drawn at random (larger than the 0.02 initialisation)."""
+    config = GPTConfig(vocab_size=11, hidden_size=12, num_layers=3, num_heads=3, context_length=9, dtype="float64")
+    model = CharGPT(config, rng=np.random.default_rng(6))
+    rng = np.random.default_rng(7)
+    for value in model.params.values():
+        value[...] = rng.normal(0, 0.4, value.shape)
+    return model
+
+
+def test_logits_match_pytorch():
+    model = random_gpt()
+    torch, reference = torch_reference(model)
+    ids = np.random.default_rng(12).integers(0, 11, (9, 4))  # (T, B)
+    logits, _ = model.forward(ids)
+    expected = reference(torch.tensor(ids.T)).numpy().transpose(1, 0, 2)
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-10)

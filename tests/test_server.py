@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from charrnn.evaluate import evaluate_file, evaluate_text
+from charrnn.gpt import CharGPT, GPTConfig
 from charrnn.io.checkpoint import Checkpoint, save_checkpoint
 from charrnn.io.corpus import Vocab
 from charrnn.rnn import CharRNN, ModelConfig
@@ -26,8 +27,12 @@ from charrnn.sample import generate
 from charrnn.server import ServeConfig, make_server
 
 VOCAB = Vocab(tuple("\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+
 JSON = {"Content-Type": "application/json"}
+
+
 POST_SCORE = b"POST /v1/score HTTP/1.1\r\nContent-Type: application/json\r\n"
+
 LIMITS = {"max_length": 400, "max_concurrent": 2, "max_seed": 100, "max_body": 4096}
 
 
@@ -106,9 +111,6 @@ def parse_events(data):
 
 def expected_text(model, seed="", length=100, temperature=1.0, top_k=None, top_p=None, random_seed=None):
     return "".join(generate(model, VOCAB, seed, length, temperature, top_k, top_p, random_seed))
-
-
-# ---- generate, stream, score ----
 
 
 @pytest.mark.parametrize("options", [{}, {"temperature": 0.7, "top_k": 5}, {"top_p": 0.9}, {"temperature": 0}])
@@ -204,8 +206,6 @@ def test_page_and_info(port):
     assert info["limits"] == LIMITS
 
 
-# ---- bad requests: 4xx with a one-line JSON error, and the server goes on ----
-
 BAD_GENERATE = [
     (b"{bad", "not valid JSON"),
     (b"[1, 2]", "must be a JSON object"),
@@ -237,6 +237,7 @@ BAD_GENERATE = [
     ({"seed": "A" * 101}, "at most 100"),
     ({"seed": "".join(map(chr, range(0x4E00, 0x4E00 + 90)))}, "never seen: '一', '丁'"),
 ]
+
 BAD_SCORE = [
     ({}, 'needs a "text" field'),
     ({"text": ""}, "text is empty"),
@@ -311,9 +312,6 @@ def test_bodies_too_large_unsized_chunked_or_cut_short(port):
     assert status == 413 and "99,999,999 bytes" in answer["error"]
     assert raw(port, b"GET / HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n") == (431, {"error": "Line too long"})
     assert call_json(port, "/v1/generate", {"length": 5})[0] == 200
-
-
-# ---- concurrency and clients that go away ----
 
 
 def open_stream(port, length):
@@ -396,8 +394,6 @@ def test_concurrent_requests_within_the_cap_all_get_their_own_text(port, model):
             assert answer["text"] == expected_text(model, **body)
 
 
-# ---- the page in a real browser ----
-
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(name)), None)
 
@@ -465,6 +461,7 @@ class Chromium:
             os.close(self.from_browser[0])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (Debian: apt-get install chromium)")
 def test_page_streams_generated_text_in_a_headless_browser(model, tmp_path):
     server, thread = start_server(model, max_length=20_000)
@@ -526,9 +523,6 @@ def test_a_byte_model_reads_and_writes_text_in_its_encoding():
     finally:
         server.shutdown()
         server.server_close()
-
-
-# ---- the command: charrnn serve ----
 
 
 @pytest.fixture(scope="module")
@@ -622,3 +616,37 @@ def test_a_fault_of_the_servers_is_a_500_or_an_error_event_and_it_goes_on(model,
 
 
 ANY_INTERNAL = "internal error (see the server's log)"
+
+
+# ---- a gpt served
+
+
+def test_serve_scores_and_generates_with_a_gpt(small_text):
+    import http.client
+    import threading
+
+    from charrnn.evaluate import evaluate_text
+    from charrnn.io.corpus import Vocab
+    from charrnn.server import ServeConfig, make_server
+
+    vocab = Vocab(tuple("\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+    model = CharGPT(GPTConfig(len(vocab), hidden_size=16, num_layers=1, num_heads=2, context_length=8),
+                    rng=np.random.default_rng(0))
+    server = make_server(model, vocab, ServeConfig(port=0, quiet=True, timeout=5, max_concurrent=2))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        text = "To be, or not to be, that is the question."
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+        conn.request("POST", "/v1/score", json.dumps({"text": text}), {"Content-Type": "application/json"})
+        scored = json.loads(conn.getresponse().read())
+        assert scored["chars"] == len(text)
+        assert scored["loss"] == pytest.approx(evaluate_text(model, vocab, text).loss, rel=1e-6)
+        conn.request("POST", "/v1/generate", json.dumps({"seed": "To", "length": 30, "random_seed": 1}),
+                     {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 200 and len(response.read()) > 0
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -1,20 +1,25 @@
 """Export to and import from safetensors: PyTorch loads an export strictly and computes the same
-logits; export then import gives back every bit; files that lie are refused with one line."""
+logits; export then import gives back every bit; files that lie are refused with one line; the export
+and import commands."""
 
 import json
 import os
+import re
 import struct
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from charrnn import CharRNN, Checkpoint, ModelConfig, Vocab, load_checkpoint, save_checkpoint
-from charrnn.cli import main
 from charrnn.io.export import ExportError, export_checkpoint, import_safetensors, read_export
 from charrnn.io.safetensors import SafetensorsError, read_safetensors, write_safetensors
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 VOCAB = Vocab(tuple(sorted("\n !',.:;?abcdefghijklmnopqrstuvwxyzABC")))
+
+
 CASES = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
 
 
@@ -88,14 +93,13 @@ def test_reference_safetensors_reader_agrees(tmp_path):
 
 @pytest.mark.parametrize("model,activation", CASES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_export_then_import_is_bit_identical(tmp_path, model, activation, dtype):
+def test_export_then_import_is_bit_identical(tmp_path, model, activation, dtype, cli):
     net = make_checkpoint(tmp_path / "m.npz", model, activation, dtype=dtype)
     net.params["l0.b"][0] = -0.0  # even the sign of a zero survives
     save_checkpoint(str(tmp_path / "m.npz"), Checkpoint(net, VOCAB, {}))
-    runner = CliRunner()
-    result = runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors")])
+    result = cli(["export", str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors")])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(main, ["import", str(tmp_path / "m.safetensors"), str(tmp_path / "back.npz")])
+    result = cli(["import", str(tmp_path / "m.safetensors"), str(tmp_path / "back.npz")])
     assert result.exit_code == 0, result.output
     back = load_checkpoint(str(tmp_path / "back.npz"))
     assert back.model.config == net.config and back.vocab == VOCAB
@@ -121,19 +125,18 @@ def test_import_of_a_model_trained_in_pytorch(tmp_path):
     np.testing.assert_allclose(got, want.numpy(), atol=2e-5)
 
 
-def test_imported_checkpoint_samples_evaluates_and_trains(tmp_path):
+def test_imported_checkpoint_samples_evaluates_and_trains(tmp_path, cli):
     """An import samples, scores, and trains on from step 0 with a fresh optimizer (--resume)."""
     make_checkpoint(tmp_path / "m.npz", "lstm", dtype="float32")
     export_checkpoint(str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"))
     text = tmp_path / "t.txt"
     text.write_text("".join(VOCAB.symbols) * 40)
-    runner = CliRunner()
-    assert runner.invoke(main, ["import", str(tmp_path / "m.safetensors"), str(tmp_path / "i.npz")]).exit_code == 0
-    result = runner.invoke(main, ["sample", str(tmp_path / "i.npz"), "--length", "20", "--random-seed", "1"])
+    assert cli(["import", str(tmp_path / "m.safetensors"), str(tmp_path / "i.npz")]).exit_code == 0
+    result = cli(["sample", str(tmp_path / "i.npz"), "--length", "20", "--random-seed", "1"])
     assert result.exit_code == 0 and len(result.output) > 20
-    assert runner.invoke(main, ["eval", str(tmp_path / "i.npz"), str(text)]).exit_code == 0
+    assert cli(["eval", str(tmp_path / "i.npz"), str(text)]).exit_code == 0
     ck = str(tmp_path / "ck")
-    result = runner.invoke(main, ["train", str(text), "--resume", str(tmp_path / "i.npz"), "--checkpoint-dir", ck,
+    result = cli(["train", str(text), "--resume", str(tmp_path / "i.npz"), "--checkpoint-dir", ck,
                                   "--max-steps", "3", "--batch-size", "4", "--seq-length", "10", "--sample-length", "0",
                                   "--workers", "1"])
     assert result.exit_code == 0, result.output
@@ -238,20 +241,19 @@ def test_import_whose_tensors_do_not_match_metadata(tmp_path, change, message):
     assert "\n" not in str(info.value)
 
 
-def test_cli_errors_are_one_line(tmp_path):
-    runner = CliRunner()
+def test_cli_errors_are_one_line(tmp_path, cli):
     bad = write_raw(tmp_path / "bad.safetensors", {**GOOD, "b": {**GOOD["b"], "data_offsets": [4, 12]}}, bytes(16))
-    result = runner.invoke(main, ["import", bad, str(tmp_path / "out.npz")])
+    result = cli(["import", bad, str(tmp_path / "out.npz")])
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "overlap" in result.output
     assert not (tmp_path / "out.npz").exists()
     config = ModelConfig(len(VOCAB), "rnn", 8, 1, activation="sigmoid")
     save_checkpoint(str(tmp_path / "s.npz"), Checkpoint(CharRNN(config), VOCAB, {}))
-    result = runner.invoke(main, ["export", str(tmp_path / "s.npz"), str(tmp_path / "s.safetensors")])
+    result = cli(["export", str(tmp_path / "s.npz"), str(tmp_path / "s.safetensors")])
     assert result.exit_code == 1 and "no sigmoid nonlinearity" in result.output and result.output.count("\n") == 1
-    result = runner.invoke(main, ["export", bad, str(tmp_path / "x.safetensors")])
+    result = cli(["export", bad, str(tmp_path / "x.safetensors")])
     assert result.exit_code == 1 and "not a charrnn checkpoint" in result.output
     make_checkpoint(tmp_path / "ok.npz")
-    result = runner.invoke(main, ["export", str(tmp_path / "ok.npz"), str(tmp_path / "no" / "x.safetensors")])
+    result = cli(["export", str(tmp_path / "ok.npz"), str(tmp_path / "no" / "x.safetensors")])
     assert result.exit_code == 1 and "no/x.safetensors: cannot write (No such file" in result.output
 
 
@@ -259,8 +261,8 @@ def test_readme_pytorch_lines_load_an_export(tmp_path, monkeypatch):
     """The README's lines of PyTorch, run as written on an export, give charrnn's logits."""
     pytest.importorskip("torch")
     pytest.importorskip("safetensors")
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
-    block = readme.split("<!-- pytorch-load: tests/test_export.py runs this block -->\n```python\n")[1].split("```")[0]
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    block = re.search(r"<!-- pytorch-load: \S+ runs this block -->\n```python\n(.*?)```", readme, re.S)[1]
     net = make_checkpoint(tmp_path / "m.npz", "lstm", dtype="float32")
     export_checkpoint(str(tmp_path / "m.npz"), str(tmp_path / "model.safetensors"))
     monkeypatch.chdir(tmp_path)
@@ -270,28 +272,27 @@ def test_readme_pytorch_lines_load_an_export(tmp_path, monkeypatch):
     np.testing.assert_allclose(namespace["logits"].detach().numpy(), want, atol=1e-5)
 
 
-def test_export_and_import_never_write_over_an_existing_file(tmp_path):
+def test_export_and_import_never_write_over_an_existing_file(tmp_path, cli):
     """Export over the checkpoint it reads, or import over a trained checkpoint, is refused in one line
     and the file stays as it was; --overwrite replaces it."""
     make_checkpoint(tmp_path / "m.npz")
     before = (tmp_path / "m.npz").read_bytes()
-    runner = CliRunner()
     for overwrite in ([], ["--overwrite"]):  # its own input: never, --overwrite or not
-        result = runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.npz"), *overwrite])
+        result = cli(["export", str(tmp_path / "m.npz"), str(tmp_path / "m.npz"), *overwrite])
         assert result.exit_code == 1 and result.output.count("\n") == 1 and "is the file being read" in result.output
         assert (tmp_path / "m.npz").read_bytes() == before
-    assert runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors")]).exit_code == 0
-    result = runner.invoke(main, ["import", str(tmp_path / "m.safetensors"), str(tmp_path / "m.npz")])
+    assert cli(["export", str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors")]).exit_code == 0
+    result = cli(["import", str(tmp_path / "m.safetensors"), str(tmp_path / "m.npz")])
     assert result.exit_code == 1 and "--overwrite" in result.output
     assert (tmp_path / "m.npz").read_bytes() == before
-    result = runner.invoke(main, ["import", str(tmp_path / "m.safetensors"), str(tmp_path / "m.npz"), "--overwrite"])
+    result = cli(["import", str(tmp_path / "m.safetensors"), str(tmp_path / "m.npz"), "--overwrite"])
     assert result.exit_code == 0, result.output
     exported = (tmp_path / "m.safetensors").read_bytes()
     for output in ("m.safetensors", "m.txt"):  # its own input, even with --overwrite; a name without .npz
-        result = runner.invoke(main, ["import", str(tmp_path / "m.safetensors"), str(tmp_path / output), "--overwrite"])
+        result = cli(["import", str(tmp_path / "m.safetensors"), str(tmp_path / output), "--overwrite"])
         assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
         assert (tmp_path / "m.safetensors").read_bytes() == exported and not (tmp_path / "m.txt").exists()
-    result = runner.invoke(main, ["export", str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"), "--overwrite"])
+    result = cli(["export", str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"), "--overwrite"])
     assert result.exit_code == 0, result.output
 
 
@@ -306,12 +307,12 @@ def test_export_gets_the_permissions_of_any_new_file(tmp_path):
     assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o644
 
 
-def test_info_of_an_import_shows_no_none(tmp_path):
+def test_info_of_an_import_shows_no_none(tmp_path, cli):
     """An import has no training position: info shows '-' there, not Python's None."""
     make_checkpoint(tmp_path / "m.npz")
     export_checkpoint(str(tmp_path / "m.npz"), str(tmp_path / "m.safetensors"))
     import_safetensors(str(tmp_path / "m.safetensors"), str(tmp_path / "i.npz"))
-    result = CliRunner().invoke(main, ["info", str(tmp_path / "i.npz")])
+    result = cli(["info", str(tmp_path / "i.npz")])
     assert result.exit_code == 0 and "None" not in result.output and "step" in result.output
 
 

@@ -21,7 +21,7 @@ from charrnn.train import TrainConfig
 SHAPES = {"a": (3, 4), "b": (5,), "c": (2, 2, 3)}
 TINY = ["--model", "rnn", "--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-length", "8",
         "--sample-length", "0", "--random-seed", "0", "--workers", "1"]
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data")
 
 
 def packed_grads(scale, seed=0, dtype=np.float64):

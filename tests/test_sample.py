@@ -1,58 +1,20 @@
-import json
-import os
-import stat
-import subprocess
-import sys
+"""Sampling (sample.py): steppers against the batched forward, filters, seeds, batches of samples that are the
+samples one by one, priming in pieces, bytes models' characters whole."""
 
 import numpy as np
 import pytest
 
-from charrnn.io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from charrnn import sample as sample_module
 from charrnn.io.corpus import Vocab
-from charrnn.rnn import CharRNN, ModelConfig, init_params, param_shapes
-from charrnn.sample import InPlaceStepper, Stepper, filter_logits, generate, generate_batch
+from charrnn.rnn import CharRNN, ModelConfig
+from charrnn.sample import InPlaceStepper, Stepper, filter_logits, generate, generate_batch, sample_rngs, stream_samples
 
-VOCAB = Vocab(tuple("\n !,.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+VOCAB = Vocab(tuple("\n !,.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 
 
-def make_model(model="lstm", dtype="float32"):
-    config = ModelConfig(vocab_size=len(VOCAB), model=model, hidden_size=16, num_layers=2, dtype=dtype)
+def make_model(model="lstm", dtype="float64", hidden=24):  # float64: batch sizes round alike
+    config = ModelConfig(len(VOCAB), model, hidden, 2, dtype=dtype)
     return CharRNN(config, rng=np.random.default_rng(0))
-
-
-def test_param_shapes_match_init():
-    for model in ("rnn", "lstm", "gru"):
-        config = ModelConfig(vocab_size=9, model=model, hidden_size=5, num_layers=3)
-        params = init_params(config, np.random.default_rng(0))
-        assert {k: v.shape for k, v in params.items()} == param_shapes(config)
-        assert all(v.dtype == np.float32 for v in params.values())
-
-
-@pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
-def test_round_trip_gives_identical_logits(tmp_path, model):
-    net = make_model(model)
-    path = str(tmp_path / "m.npz")
-    hidden = tuple(np.ones((2, 3, 16), np.float32) for _ in net.cell.state_names)
-    save_checkpoint(path, Checkpoint(net, VOCAB, {"step": 7}, {"steps": np.array(3)}, hidden))
-    loaded = load_checkpoint(path)
-    ids = np.random.default_rng(1).integers(0, len(VOCAB), (20, 3))
-    np.testing.assert_array_equal(net.forward(ids)[0], loaded.model.forward(ids)[0])
-    assert loaded.vocab == VOCAB and loaded.meta["step"] == 7
-    assert loaded.model.config == net.config
-    for a, b in zip(hidden, loaded.hidden_state):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_directory_resolves_best_then_latest(tmp_path):
-    net = make_model()
-    save_checkpoint(str(tmp_path / "latest.npz"), Checkpoint(net, VOCAB, {"step": 1}))
-    assert load_checkpoint(str(tmp_path)).meta["step"] == 1
-    save_checkpoint(str(tmp_path / "best.npz"), Checkpoint(net, VOCAB, {"step": 2}))
-    assert load_checkpoint(str(tmp_path)).meta["step"] == 2
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(CheckpointError, match="no best.npz or latest.npz"):
-        load_checkpoint(str(empty))
 
 
 @pytest.mark.parametrize("model,hidden", [("gru", 16), ("lstm", 16), ("rnn", 16), ("gru", 256), ("lstm", 256)])
@@ -91,8 +53,20 @@ def test_sampling_uses_the_in_place_stepper_for_lstm_and_rnn():
         InPlaceStepper(net, net.initial_state(1))  # a GRU
 
 
+@pytest.mark.parametrize("model", ["lstm", "gru", "rnn"])
+def test_batched_stepper_matches_forward_stream_by_stream(model):
+    """B streams stepped together give, stream by stream, the batched forward's logits."""
+    net = make_model(model)
+    ids = np.random.default_rng(1).integers(0, len(VOCAB), (10, 3))  # (T, B)
+    start = tuple(np.random.default_rng(2).normal(size=s.shape) for s in net.initial_state(3))
+    logits, _ = net.forward(ids, start)
+    stepper = Stepper(net, start)
+    for t in range(len(ids)):
+        np.testing.assert_allclose(stepper.step(ids[t]), logits[t], rtol=1e-10, atol=1e-12)
+
+
 def test_sampling_is_reproducible_and_seeded():
-    net = make_model()
+    net = make_model(dtype="float32", hidden=16)
     a = "".join(generate(net, VOCAB, "ROMEO.", 200, 1.0, random_seed=5))
     b = "".join(generate(net, VOCAB, "ROMEO.", 200, 1.0, random_seed=5))
     c = "".join(generate(net, VOCAB, "ROMEO.", 200, 1.0, random_seed=6))
@@ -102,7 +76,7 @@ def test_sampling_is_reproducible_and_seeded():
 
 def test_unknown_seed_characters_are_named():
     with pytest.raises(KeyError, match="'#'"):
-        next(generate(make_model(), VOCAB, "ab#", 10))
+        next(generate(make_model(dtype="float32", hidden=16), VOCAB, "ab#", 10))
 
 
 def test_top_k_and_top_p_filter():
@@ -112,49 +86,56 @@ def test_top_k_and_top_p_filter():
     assert np.isfinite(filter_logits(logits, 1.0, top_p=0.85)).sum() == 3
 
 
-def test_refuses_pickled_and_foreign_files(tmp_path):
-    pickled = tmp_path / "pickled.npz"
-    np.savez(pickled, meta=np.array(json.dumps({"format": "charrnn-checkpoint", "version": 1})),
-             evil=np.array([object()], dtype=object))
-    with pytest.raises(CheckpointError, match="pickled"):
-        load_checkpoint(str(pickled))
-    foreign = tmp_path / "foreign.npz"
-    np.savez(foreign, x=np.zeros(3))
-    with pytest.raises(CheckpointError, match="not a charrnn checkpoint"):
-        load_checkpoint(str(foreign))
+def test_filter_logits_row_by_row_is_the_single_row_filter():
+    rows = np.random.default_rng(3).normal(size=(5, 12)) * 3
+    for kwargs in ({"top_k": 3}, {"top_p": 0.6}, {"top_k": 5, "top_p": 0.9}):
+        batched = filter_logits(rows, 0.7, **kwargs)
+        for row, out in zip(rows, batched):
+            np.testing.assert_array_equal(filter_logits(row, 0.7, **kwargs), out)
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    assert np.isfinite(filter_logits(logits, 1.0, top_p=0.5)).sum() == 1  # the likeliest alone holds 0.5
 
 
-def test_refuses_truncated_and_future(tmp_path):
+@pytest.mark.parametrize("options", [
+    {"temperature": 1.0}, {"temperature": 0.7}, {"temperature": 1.2, "top_k": 5}, {"temperature": 0.9, "top_p": 0.8},
+])
+def test_sample_i_is_the_same_whatever_the_number_of_samples(options):
+    """Sample i of a batch is what generate() gives with sample i's generator, for N = 1, 3 and 6."""
     net = make_model()
-    path = str(tmp_path / "m.npz")
-    save_checkpoint(path, Checkpoint(net, VOCAB, {}))
-    data = open(path, "rb").read()
-    truncated = tmp_path / "truncated.npz"
-    truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError):
-        load_checkpoint(str(truncated))
-    with np.load(path) as npz:
-        arrays = dict(npz)
-    meta = json.loads(str(arrays["meta"]))
-    meta["version"] = 99
-    arrays["meta"] = np.array(json.dumps(meta))
-    future = tmp_path / "future.npz"
-    np.savez(future, **arrays)
-    with pytest.raises(CheckpointError, match="version 99 is newer"):
-        load_checkpoint(str(future))
+    alone = ["".join(generate(net, VOCAB, "The ", 300, random_seed=rng, **options)) for rng in sample_rngs(7, 6)]
+    assert len(set(alone)) == 6 and all(len(text) == 304 for text in alone)
+    for n in (1, 3, 6):
+        texts = ["".join(pieces) for pieces in zip(*generate_batch(net, VOCAB, n, "The ", 300, random_seed=7,
+                                                                   **options))]
+        assert texts == alone[:n]
 
 
-@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
-def test_checkpoints_get_the_permissions_the_umask_gives(tmp_path, small_text, umask, mode):
-    """charrnn train writes latest.npz and best.npz as any new file would be (0644 under umask 022)."""
-    ck = tmp_path / "ck"
-    cmd = [sys.executable, "-m", "charrnn", "train", small_text, "--checkpoint-dir", str(ck), "--max-steps", "2",
-           "--hidden-size", "8", "--num-layers", "1", "--batch-size", "2", "--sample-length", "0", "-q"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.umask(umask))
-    assert done.returncode == 0, done.stderr
-    for name in ("latest.npz", "best.npz"):
-        assert stat.S_IMODE(os.stat(ck / name).st_mode) == mode, name
-    assert not [f for f in os.listdir(ck) if f.startswith(".tmp-")]  # no temporary file left behind
+def test_greedy_batch_repeats_one_text():
+    net = make_model()
+    texts = ["".join(p) for p in zip(*generate_batch(net, VOCAB, 4, "", 50, temperature=0))]
+    assert len(set(texts)) == 1 and texts[0] == "".join(generate(net, VOCAB, "", 50, temperature=0))
+
+
+def test_stream_samples_in_order_whatever_the_batch_size():
+    net = make_model("gru")
+    runs = []
+    for batch_size in (1, 2, 5, 256):
+        pieces = list(stream_samples(net, VOCAB, 5, "A", 40, random_seed=11, batch_size=batch_size))
+        indices = [i for i, _ in pieces]
+        assert indices == sorted(indices)  # each sample complete before the next
+        runs.append(["".join(p for i, p in pieces if i == k) for k in range(5)])
+    assert all(run == runs[0] for run in runs)
+    assert runs[0] == ["".join(generate(net, VOCAB, "A", 40, random_seed=rng)) for rng in sample_rngs(11, 5)]
+
+
+def test_priming_in_pieces_equals_one_pass(monkeypatch, small_text):
+    with open(small_text, encoding="utf-8") as f:
+        text = f.read(3000)
+    vocab = Vocab(tuple(sorted(set(text))))
+    model = CharRNN(ModelConfig(len(vocab), "lstm", 32, 2, dtype="float64"), rng=np.random.default_rng(1))
+    whole = "".join(generate(model, vocab, seed=text, length=200, temperature=0))
+    monkeypatch.setattr(sample_module, "PRIME_CHUNK", 7)
+    assert "".join(generate(model, vocab, seed=text, length=200, temperature=0)) == whole
 
 
 class _Scripted:

@@ -15,7 +15,7 @@ from charrnn.classify.model import Classifier
 from charrnn.classify.predict import load_classifier
 from charrnn.cli import main
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data")
 TRAIN, VALID = (os.path.join(DATA, f"names.{s}.txt") for s in ("train", "valid"))
 TIMING = ("elapsed", "examples_per_sec")  # the only fields of a record that may differ between equal runs
 
@@ -62,7 +62,8 @@ def test_resume_continues_the_time_budget_and_the_schedule(tmp_path, names):
     """--max-time counts the time trained before a resume, and a time-based cosine schedule goes on from
     where it was (both restarted from zero)."""
     ck = tmp_path / "ck"
-    args = ["--valid", VALID, "--hidden-size", "16", "--eval-every", "2", "--random-seed", "1", "--checkpoint-dir", ck]
+    args = ["--valid", VALID, "--hidden-size", "16", "--eval-every", "2", "--random-seed", "1", "--checkpoint-dir", ck,
+            "--patience", "100000"]  # the budget alone stops it
     result = classify(names, "--max-time", "1", "--lr-schedule", "cosine", "--learning-rate", "0.004", *args)
     assert result.exit_code == 0, result.output
     trained = meta(ck / "latest.npz")["elapsed"]
