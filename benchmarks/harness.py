@@ -74,19 +74,25 @@ def blas():
 
 
 def machine_line():
-    """CPU, cores, BLAS as the children see it, numpy, torch (and a CUDA GPU), Python: printed by every run."""
+    """CPU, cores, BLAS as the children see it, numpy, torch (and a CUDA GPU), Python: printed by every run. Read
+    in a child, so that this process does not load torch (its peak memory would pass to its children)."""
+    code = "from benchmarks import harness; print(harness.software())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), cwd=ROOT)
+    return (f"CPU: {cpu_model()}, {os.cpu_count()} cores; {out.stdout.strip() or software()}; "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+
+
+def software():
     import numpy as np
 
-    child_blas = subprocess.run([sys.executable, "-c", "from benchmarks import harness; print(harness.blas())"],
-                                capture_output=True, text=True, env=child_env(), cwd=ROOT).stdout.strip()
-    text = f"CPU: {cpu_model()}, {os.cpu_count()} cores; BLAS: {child_blas or blas()}; numpy {np.__version__}"
+    text = f"BLAS: {blas()}; numpy {np.__version__}"
     if have_torch():
         import torch
 
         text += f"; torch {torch.__version__} ({torch.get_num_threads()} threads)"
         if torch.cuda.is_available():
             text += f"; GPU: {torch.cuda.get_device_name(0)} ({torch.cuda.device_count()} visible)"
-    return f"{text}; Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    return f"{text}; Python {platform.python_version()}"
 
 
 def have_torch():
