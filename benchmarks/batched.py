@@ -134,7 +134,8 @@ def base_source(commit):
 def main(argv):
     ap = harness.parser(__doc__, repeat=3, seconds=4.0)
     ap.add_argument("--only", choices=["sample", "lines", "eval"], action="append")
-    ap.add_argument("--base", default="5548594", help="the commit whose score_lines the lines part compares against")
+    ap.add_argument("--base", default="5548594", help="lines: the commit to compare against [default: the last that "
+                    "scored one line at a time]")
     ap.add_argument("--torch-sampler", choices=["lstmcell", "lstm"], default="lstmcell")
     ap.add_argument("--eval-chars", type=int, default=50_000, help="characters the eval part scores")
     args = harness.start(ap, argv)
@@ -165,7 +166,7 @@ def main(argv):
             results = harness.alternate({"new": (score_lines, {**kw, "src": harness.ROOT}),
                                          "base": (score_lines, {**kw, "src": base})}, rounds)
             table.add(harness.ratio_row(results, "new", "base"),
-                      what=f"eval --per-line --reset-per-line, 10,000 lines, {cell.upper()} {h}x{l}: now / {args.base}")
+                      what=f"per-line scoring, {kw['lines']:,} lines, {cell.upper()} {h}x{l}: now / {args.base}")
     if "eval" in only:
         for cell, h, l in [("gru", 16, 2)] if small else [("lstm", 128, 2), ("gru", 512, 2), ("lstm", 512, 2)]:
             kw = {"cell": cell, "hidden": h, "layers": l, "chars": 1000 if small else args.eval_chars,
