@@ -32,7 +32,7 @@ TRAIN, VALID, TEST = (os.path.join(DATA, f"names.{s}.txt") for s in ("train", "v
 
 
 def _data(path=TRAIN):
-    from charrnn.classify_data import LabelSet, build_vocab, encode_texts, read_labelled
+    from charrnn.classify.data import LabelSet, build_vocab, encode_texts, read_labelled
 
     lines = read_labelled(path)
     labels = LabelSet.from_lines(lines.labels)
@@ -41,15 +41,15 @@ def _data(path=TRAIN):
 
 
 def _score(probs, labels):
-    from charrnn.classify_data import read_labelled
-    from charrnn.classify_eval import evaluate_predictions
+    from charrnn.classify.data import read_labelled
+    from charrnn.classify.metrics import evaluate_predictions
 
     report = evaluate_predictions(probs, read_labelled(TEST).labels, labels)
     return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
 
 
 def _models(cell, hidden, torch_side, dropout=0.0):
-    from charrnn.classify import Classifier, ClassifierConfig
+    from charrnn.classify.model import Classifier, ClassifierConfig
 
     lines, labels, vocab, encoded, targets = _data()
     if torch_side:
@@ -63,8 +63,8 @@ def _models(cell, hidden, torch_side, dropout=0.0):
 
 
 def speed(cell, hidden, batch, seconds, threads, torch_side):
-    from charrnn.classify_data import length_buckets, pad_batch
-    from charrnn.optim import make_optimizer
+    from charrnn.classify.data import length_buckets, pad_batch
+    from charrnn.nn.optim import make_optimizer
 
     _, labels, vocab, encoded, targets, model = _models(cell, hidden, torch_side)
     if torch_side:
@@ -86,8 +86,8 @@ def speed(cell, hidden, batch, seconds, threads, torch_side):
 
 
 def predict(cell, hidden, texts, threads, torch_side):
-    from charrnn.classify_data import encode_texts, length_buckets, pad_batch
-    from charrnn.classify_eval import TextClassifier
+    from charrnn.classify.data import encode_texts, length_buckets, pad_batch
+    from charrnn.classify.predict import TextClassifier
 
     lines, labels, vocab, _, _, model = _models(cell, hidden, torch_side)
     names = (lines.texts * (texts // len(lines.texts) + 1))[:texts]
@@ -121,7 +121,7 @@ def predict_cli(checkpoint, texts):
 
 
 def accuracy_charrnn(seconds, options, checkpoint_dir, threads):
-    from charrnn.classify_eval import TextClassifier
+    from charrnn.classify.predict import TextClassifier
 
     subprocess.run([sys.executable, "-m", "charrnn", "classify", "train", TRAIN, "--valid", VALID, "--max-time",
                     str(seconds), "--checkpoint-dir", checkpoint_dir, "--random-seed", "1", "-q", *options],
@@ -134,7 +134,7 @@ def accuracy_torch(seconds, hidden, dropout, threads):
     """The PyTorch script trained for ``seconds``, validating after each epoch; the best epoch scored."""
     import torch
 
-    from charrnn.classify_data import encode_texts, length_buckets, pad_batch, read_labelled
+    from charrnn.classify.data import encode_texts, length_buckets, pad_batch, read_labelled
 
     torch.set_num_threads(threads)
     _, labels, vocab, encoded, targets, model = _models("lstm", hidden, True, dropout)
@@ -166,7 +166,7 @@ def accuracy_torch(seconds, hidden, dropout, threads):
 def accuracy_fasttext(tuned, threads):
     import fasttext
 
-    from charrnn.classify_data import LabelSet
+    from charrnn.classify.data import LabelSet
 
     start = time.perf_counter()
     model = fasttext.train_supervised(TRAIN, minn=2, maxn=5, thread=threads, verbose=0, seed=1,

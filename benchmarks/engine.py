@@ -27,9 +27,9 @@ TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
 def train_steps(engine, device, spec, steps, threads=None):
     """Time ``steps`` steps in this process (or in each of torchrun's); process 0 reports."""
     from charrnn import CharGPT, CharRNN, GPTConfig, ModelConfig
-    from charrnn.data import StreamBatches
-    from charrnn.optim import make_optimizer
-    from charrnn.parallel import default_workers, make_engine
+    from charrnn.engines.pool import default_workers, make_engine
+    from charrnn.io.corpus import StreamBatches
+    from charrnn.nn.optim import make_optimizer
 
     cell, hidden, layers, batch, seq, heads = spec
     if cell == "gpt":
@@ -41,7 +41,7 @@ def train_steps(engine, device, spec, steps, threads=None):
     optimizer = make_optimizer("adam", model.params, 2e-3, 5.0, 0.1)
     distributed = None
     if engine == "torch":
-        from charrnn.torch_engine import Distributed, TorchEngine
+        from charrnn.engines.torch_engine import Distributed, TorchEngine
 
         distributed = Distributed.from_environment(device)
         runner = TorchEngine(model, device, distributed)

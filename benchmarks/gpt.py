@@ -31,9 +31,9 @@ def _model(shape, vocab=65):
 
 
 def charrnn_train(shape, seconds):
-    from charrnn.data import StreamBatches
-    from charrnn.optim import make_optimizer
-    from charrnn.parallel import default_workers, make_engine
+    from charrnn.engines.pool import default_workers, make_engine
+    from charrnn.io.corpus import StreamBatches
+    from charrnn.nn.optim import make_optimizer
 
     ids, vocab = harness.token_ids(400_000)
     model, (_, _, _, context, batch) = _model(shape, vocab), shape

@@ -23,9 +23,9 @@ VOCAB = 65
 
 def charrnn_train(cell, hidden, layers, batch, seq, seconds, optimizer="adam", dtype="float32"):
     from charrnn import CharRNN, ModelConfig
-    from charrnn.data import StreamBatches
-    from charrnn.optim import make_optimizer
-    from charrnn.parallel import default_workers, make_engine
+    from charrnn.engines.pool import default_workers, make_engine
+    from charrnn.io.corpus import StreamBatches
+    from charrnn.nn.optim import make_optimizer
 
     ids, _ = harness.token_ids(2_000_000 if batch > 1 else 200_000)
     model = CharRNN(ModelConfig(VOCAB, cell, hidden, layers, dtype=dtype, dropout=0.0), rng=np.random.default_rng(0))
