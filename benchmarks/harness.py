@@ -18,6 +18,7 @@ import argparse
 import ctypes
 import glob
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -77,16 +78,19 @@ def machine_line():
     """CPU, cores, BLAS as the children see it, numpy, torch (and a CUDA GPU), Python: printed by every run. Read
     in a child, so that this process does not load torch (its peak memory would pass to its children)."""
     code = "from benchmarks import harness; print(harness.software())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), cwd=ROOT)
-    return (f"CPU: {cpu_model()}, {os.cpu_count()} cores; {out.stdout.strip() or software()}; "
+    out = "" if SMOKE else subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                          env=child_env(), cwd=ROOT).stdout.strip()
+    return (f"CPU: {cpu_model()}, {os.cpu_count()} cores; {out or software(load_torch=False)}; "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
-def software():
+def software(load_torch=True):
     import numpy as np
 
     text = f"BLAS: {blas()}; numpy {np.__version__}"
-    if have_torch():
+    if have_torch() and not load_torch:
+        text += f"; torch {importlib.metadata.version('torch')}"
+    elif have_torch():
         import torch
 
         text += f"; torch {torch.__version__} ({torch.get_num_threads()} threads)"
@@ -292,8 +296,11 @@ def start(ap, argv):
     global SMOKE
     args = ap.parse_args(argv)
     SMOKE = args.smoke
-    if args.smoke:
-        args.repeat, args.seconds = 1, 0.01
+    if args.smoke:  # one thread: a toy model's products are not worth a second one (and on a loaded machine
+        args.repeat, args.seconds = 1, 0.01  # PyTorch's spinning OpenMP threads make it crawl)
+        os.environ.update({name: "1" for name in THREAD_VARIABLES})
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
     if args.corpus:
         os.environ["CHARRNN_CORPUS"] = os.path.abspath(args.corpus)
     print(machine_line(), flush=True)

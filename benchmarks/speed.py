@@ -71,8 +71,8 @@ def charrnn_sample(hidden, layers, seconds, length=2000):
     return {"chars_per_sec": harness.rate(run, seconds, warmup=1), "peak_rss_mb": harness.peak_rss_mb()}
 
 
-def torch_sample(hidden, layers, mode, seconds):
-    run = peers.lstm_sampler(hidden, layers, 1, mode, length=200)
+def torch_sample(hidden, layers, mode, seconds, length=200):
+    run = peers.lstm_sampler(hidden, layers, 1, mode, length=length)
     return {"chars_per_sec": harness.rate(run, seconds, warmup=1), "peak_rss_mb": harness.peak_rss_mb()}
 
 
@@ -134,10 +134,12 @@ def main(argv):
         if not wanted(config):
             continue
         kw = {"hidden": h, "layers": l, "seconds": args.seconds}
-        contenders = {"ours": (charrnn_sample, kw), "bound": (products_alone, kw)}
+        contenders = {"ours": (charrnn_sample, {**kw, **({"length": 20} if args.smoke else {})}),
+                      "bound": (products_alone, kw)}
         if torch:
-            contenders.update(lstm=(torch_sample, {**kw, "mode": "lstm"}),
-                              cell=(torch_sample, {**kw, "mode": "lstmcell"}))
+            small = {"length": 20} if args.smoke else {}
+            contenders.update(lstm=(torch_sample, {**kw, **small, "mode": "lstm"}),
+                              cell=(torch_sample, {**kw, **small, "mode": "lstmcell"}))
         results = harness.alternate(contenders, args.repeat)
         if not torch:
             table.add(what="sample", config=config, ours=max(r["chars_per_sec"] for r in results["ours"]))
