@@ -15,6 +15,7 @@ output products, nothing else.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -167,6 +168,8 @@ def main(argv):
                                          "base": (score_lines, {**kw, "src": base})}, rounds)
             table.add(harness.ratio_row(results, "new", "base"),
                       what=f"per-line scoring, {kw['lines']:,} lines, {cell.upper()} {h}x{l}: now / {args.base}")
+        if base != harness.ROOT:
+            shutil.rmtree(base)
     if "eval" in only:
         for cell, h, l in [("gru", 16, 2)] if small else [("lstm", 128, 2), ("gru", 512, 2), ("lstm", 512, 2)]:
             kw = {"cell": cell, "hidden": h, "layers": l, "chars": 1000 if small else args.eval_chars,

@@ -280,7 +280,7 @@ class Table:
 
 def parser(doc, repeat=3, seconds=4.0):
     """An argument parser with the options every suite has; ``doc`` (the suite's docstring) is its help."""
-    ap = argparse.ArgumentParser(prog="python -m benchmarks " + doc.split()[0], description=doc,
+    ap = argparse.ArgumentParser(prog="python -m benchmarks " + doc.split(":")[0], description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=repeat, help=f"rounds; a figure is the best [default: {repeat}]")
     ap.add_argument("--seconds", type=float, default=seconds, help=f"seconds per measurement [default: {seconds:g}]")

@@ -27,8 +27,8 @@ def charrnn_train(cell, hidden, layers, batch, seq, seconds, optimizer="adam", d
     from charrnn.io.corpus import StreamBatches
     from charrnn.nn.optim import make_optimizer
 
-    ids, _ = harness.token_ids(2_000_000 if batch > 1 else 200_000)
-    model = CharRNN(ModelConfig(VOCAB, cell, hidden, layers, dtype=dtype, dropout=0.0), rng=np.random.default_rng(0))
+    ids, vocab = harness.token_ids(2_000_000 if batch > 1 else 200_000)
+    model = CharRNN(ModelConfig(vocab, cell, hidden, layers, dtype=dtype, dropout=0.0), rng=np.random.default_rng(0))
     batches = StreamBatches(ids, batch, seq)
     opt = make_optimizer(optimizer, model.params, {"adam": 2e-3, "adagrad": 0.1}[optimizer], grad_clip=5.0)
     state, chunk = None, 0
@@ -48,8 +48,8 @@ def charrnn_train(cell, hidden, layers, batch, seq, seconds, optimizer="adam", d
 
 
 def torch_train(cell, hidden, layers, batch, seq, seconds):
-    ids, _ = harness.token_ids(2_000_000)
-    step = peers.rnn_train_step(cell, hidden, layers, batch, seq, ids)
+    ids, vocab = harness.token_ids(2_000_000)
+    step = peers.rnn_train_step(cell, hidden, layers, batch, seq, ids, vocab)
     return {"chars_per_sec": harness.rate(step, seconds, warmup=3), "peak_rss_mb": harness.peak_rss_mb()}
 
 
@@ -57,7 +57,8 @@ def seed_train(seconds, dtype=None):
     """charrnn's min-char-rnn preset (in ``dtype``), or the plain numpy script (dtype None)."""
     if dtype:
         return charrnn_train("rnn", 100, 1, 1, 25, seconds, optimizer="adagrad", dtype=dtype)
-    step = peers.min_char_rnn_step(harness.token_ids(200_000)[0])
+    ids, vocab = harness.token_ids(200_000)
+    step = peers.min_char_rnn_step(ids, vocab=vocab)
     return {"chars_per_sec": harness.rate(step, seconds, warmup=20), "peak_rss_mb": harness.peak_rss_mb()}
 
 
