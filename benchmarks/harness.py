@@ -182,6 +182,17 @@ def peak_rss_mb(pids=()):
     return total
 
 
+def run_measured(cmd):
+    """Run ``cmd`` (in the measurement environment); its wall seconds and peak RSS in MB (the kernel's account
+    of the finished child, ru_maxrss: what VmHWM gives for a live process)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=child_env(), cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024.0
+
+
 # ---- children and rounds
 
 

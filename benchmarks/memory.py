@@ -11,10 +11,8 @@ the peak RSS of the first run and of a second run that reuses the cache, and the
 """
 
 import os
-import subprocess
 import sys
 import tempfile
-import time
 
 from benchmarks import harness
 
@@ -32,12 +30,7 @@ def run_train(corpus, checkpoint_dir, extra):
     cmd = [sys.executable, "-m", "charrnn", "train", corpus, "--checkpoint-dir", checkpoint_dir, "--max-steps", "20",
            "--eval-every", "20", "--val-frac", "0.001", "--sample-length", "0", "-q", "--random-seed", "0",
            "--overwrite", *extra]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=harness.child_env(), cwd=harness.ROOT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise SystemExit(f"charrnn train failed on {corpus}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024.0
+    return harness.run_measured(cmd)
 
 
 def main(argv):
