@@ -2,8 +2,10 @@
 
     from benchmarks import harness
     ap = harness.parser(__doc__)                  # --repeat --seconds --markdown --json --smoke
-    rounds = harness.alternate({"ours": (fn, kw), "peer": (fn, kw)}, args)   # {name: [result per round]}
+    args = harness.start(ap, argv)                # parses, prints the machine line
+    rounds = harness.alternate({"ours": (fn, kw), "peer": (fn, kw)}, args.repeat)   # {name: [result per round]}
     table = harness.Table([("what", "what"), ...]); table.add(harness.ratio_row(rounds, "ours", "peer"), what=...)
+    harness.finish(args, [table])                 # --markdown, --json
 
 A measurement is a function of a suite module that returns a dict ("chars_per_sec", "peak_rss_mb", ...). It runs
 in a fresh interpreter (``run_child``): the BLAS thread variables as asked, and without OPENBLAS_CORETYPE /
