@@ -1,311 +1,261 @@
-"""The classifier against its peers on the shipped names data: accuracy, training speed, predict speed.
+"""classify: `charrnn classify` against a PyTorch script of the same model on the shipped names data.
 
-    python benchmarks/classify.py speed --rounds 3 --seconds 8      # training texts/s, charrnn vs PyTorch
-    python benchmarks/classify.py predict --rounds 3                # texts/s of predict, charrnn vs PyTorch
-    python benchmarks/classify.py accuracy --seconds 120            # test accuracy and macro-F1 of each
+    python -m benchmarks classify --markdown                   # all three parts, about 10 minutes on 2 cores
+    python -m benchmarks classify --only speed --repeat 3 --seconds 6
 
-Every figure comes from a fresh subprocess with ``--threads`` BLAS / intra-op threads (numpy's OpenBLAS
-and PyTorch alike), charrnn and its peer alternating; a ratio is charrnn / peer within one round, and
-the table gives the best round's figures with the range of the per-round ratios (the machine is shared
-and noisy). The peer (benchmarks/torch_bilstm.py) is a PyTorch script of the same model (one-hot into
-nn.LSTM(bidirectional=True) over packed sequences, h_n joined, a linear layer), optimizer and batches.
-``accuracy`` trains charrnn (``charrnn classify train`` with the options given) and the peer for the
-same time, and scores both, the majority class and fastText (``supervised -minn 2 -maxn 5``, where the
-``fasttext`` or ``fasttext-wheel`` package imports) on the test split.
+The peer (benchmarks/peers.py) is one-hot characters into nn.LSTM / nn.GRU(bidirectional=True) over packed
+sequences, h_n of both directions joined (as --pool last), a linear layer, Adam, value clipping: the same model,
+optimizer and batches (texts sorted by length, cut into batches). Every figure comes from a fresh process with
+--threads BLAS / intra-op threads (numpy's OpenBLAS and PyTorch alike).
+accuracy: trained on data/names.train.txt, the best epoch on names.valid.txt kept, scored on names.test.txt:
+the majority class, fastText (supervised -minn 2 -maxn 5, where the fasttext package imports), `charrnn classify
+train` with each --options, and the PyTorch script, each trained for --train-seconds.
+speed: texts/s of a training step (forward, backward, Adam) on the same length-sorted batches of 64.
+predict: texts/s of predicting 20,000 names (TextClassifier.predict, batches of up to 512 sorted by length)
+against the PyTorch model's forward pass over the same batches; and `charrnn classify predict CHECKPOINT FILE`
+end to end (process start included) with the accuracy part's first charrnn checkpoint.
 """
 
-import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-import machine  # noqa: E402
+import numpy as np
 
-DATA = os.path.join(ROOT, "data")
+from benchmarks import harness, peers
+
+DATA = os.path.join(harness.ROOT, "data")
 TRAIN, VALID, TEST = (os.path.join(DATA, f"names.{s}.txt") for s in ("train", "valid", "test"))
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def child(task, threads, **kw):
-    """Run ``task`` in a fresh interpreter with ``threads`` BLAS/torch threads; return its JSON result."""
-    env = {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
-    env = {k: v for k, v in env.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    out = subprocess.run([sys.executable, __file__, "_child", json.dumps({"task": task, "threads": threads, **kw})],
-                         env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _data(path=TRAIN):
+    from charrnn.classify.data import LabelSet, build_vocab, encode_texts, read_labelled
+
+    lines = read_labelled(path)
+    labels = LabelSet.from_lines(lines.labels)
+    vocab, index = build_vocab(lines.texts), labels.index()
+    return lines, labels, vocab, encode_texts(lines.texts, vocab), np.array([index[n[0]] for n in lines.labels])
 
 
-# ---- what the children measure
-
-
-def _speed_charrnn(cell, hidden, batch, seconds, **_):
-    import numpy as np
-    from torch_bilstm import prepare
-
-    from charrnn.classify.data import length_buckets, pad_batch
-    from charrnn.classify.model import Classifier, ClassifierConfig
-    from charrnn.nn.optim import make_optimizer
-
-    _, labels, vocab, encoded, targets = prepare(TRAIN)
-    model = Classifier(ClassifierConfig(len(vocab) + 1, len(labels), cell, hidden), rng=np.random.default_rng(0))
-    optimizer = make_optimizer("adam", model.params, 3e-3)
-    Y = np.eye(len(labels))[targets]
-    return _timed(lambda rows: _step_charrnn(model, optimizer, pad_batch(encoded, rows, len(vocab)), Y),
-                  length_buckets, encoded, batch, seconds)
-
-
-def _step_charrnn(model, optimizer, batch, Y):
-    _, grads = model.loss_and_grads(batch.ids, batch.lengths, Y[batch.rows])
-    optimizer.step(model.params, grads)
-    return len(batch.rows)
-
-
-def _speed_torch(cell, hidden, batch, seconds, threads, **_):
-    import torch
-    from torch_bilstm import TorchClassifier, prepare, train_step
-
-    from charrnn.classify.data import length_buckets, pad_batch
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    _, labels, vocab, encoded, targets = prepare(TRAIN)
-    model = TorchClassifier(len(vocab) + 1, len(labels), cell, hidden)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.99))
-
-    def step(rows):
-        b = pad_batch(encoded, rows, len(vocab))
-        train_step(model, optimizer, torch.from_numpy(b.ids), torch.from_numpy(b.lengths),
-                   torch.from_numpy(targets[b.rows]))
-        return len(b.rows)
-
-    return _timed(step, length_buckets, encoded, batch, seconds)
-
-
-def _timed(step, length_buckets, encoded, batch, seconds):
-    """Texts per second of ``step`` over the epoch's batches (repeated), after three warm-up steps."""
-    import numpy as np
-
-    order = length_buckets(encoded.lengths, batch, np.random.default_rng([1, 0]))
-    for rows in order[:3]:
-        step(rows)
-    done, start, i = 0, time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        done += step(order[i % len(order)])
-        i += 1
-    return {"texts_per_sec": done / (time.perf_counter() - start)}
-
-
-def _predict_charrnn(cell, hidden, n, **_):
-    import numpy as np
-    from torch_bilstm import prepare
-
-    from charrnn.classify.model import Classifier, ClassifierConfig
-    from charrnn.classify.predict import TextClassifier
-
-    lines, labels, vocab, _, _ = prepare(TRAIN)
-    model = Classifier(ClassifierConfig(len(vocab) + 1, len(labels), cell, hidden), rng=np.random.default_rng(0))
-    clf = TextClassifier(model, vocab, labels)
-    texts = (lines.texts * (n // len(lines.texts) + 1))[:n]
-    clf.predict(texts[:1000])
-    start = time.perf_counter()
-    clf.predict(texts)
-    return {"texts_per_sec": n / (time.perf_counter() - start)}
-
-
-def _predict_torch(cell, hidden, n, threads, **_):
-    import torch
-    from torch_bilstm import TorchClassifier, predict, prepare
-
-    from charrnn.classify.data import encode_texts
-
-    torch.set_num_threads(threads)
-    lines, labels, vocab, _, _ = prepare(TRAIN)
-    model = TorchClassifier(len(vocab) + 1, len(labels), cell, hidden)
-    texts = (lines.texts * (n // len(lines.texts) + 1))[:n]
-    predict(model, encode_texts(texts[:1000], vocab), len(vocab))
-    start = time.perf_counter()
-    predict(model, encode_texts(texts, vocab), len(vocab))
-    return {"texts_per_sec": n / (time.perf_counter() - start)}
-
-
-def _predict_cli(n, checkpoint, **_):
-    """texts/s of ``charrnn classify predict CHECKPOINT FILE`` end to end, process start included."""
-    from torch_bilstm import prepare
-
-    lines = prepare(TRAIN)[0]
-    texts = (lines.texts * (n // len(lines.texts) + 1))[:n]
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
-        f.write("\n".join(texts) + "\n")
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "charrnn", "classify", "predict", checkpoint, f.name],
-                   stdout=subprocess.DEVNULL, check=True)
-    elapsed = time.perf_counter() - start
-    os.unlink(f.name)
-    return {"texts_per_sec": n / elapsed}
-
-
-def _accuracy_charrnn(seconds, options, **_):
+def _score(probs, labels):
     from charrnn.classify.data import read_labelled
     from charrnn.classify.metrics import evaluate_predictions
-    from charrnn.classify.predict import TextClassifier
 
-    directory = tempfile.mkdtemp()
-    subprocess.run([sys.executable, "-m", "charrnn", "classify", "train", TRAIN, "--valid", VALID, "--max-time",
-                    str(seconds), "--checkpoint-dir", directory, "--random-seed", "1", "-q", *options], check=True)
-    clf = TextClassifier.load(directory)
-    test = read_labelled(TEST)
-    report = evaluate_predictions(clf.predict_proba(test.texts), test.labels, clf.labels)
-    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "checkpoint": directory}
-
-
-def _accuracy_torch(seconds, threads, cell, hidden, dropout, **_):
-    import numpy as np
-    import torch
-    from torch_bilstm import predict, train_for
-
-    from charrnn.classify.data import encode_texts, read_labelled
-    from charrnn.classify.metrics import evaluate_predictions
-
-    torch.set_num_threads(threads)
-    model, labels, vocab = train_for(TRAIN, VALID, seconds, cell, hidden, dropout=dropout)
-    test = read_labelled(TEST)
-    predicted = predict(model, encode_texts(test.texts, vocab), len(vocab))
-    probs = np.eye(len(labels))[predicted]
-    report = evaluate_predictions(probs, test.labels, labels)
+    report = evaluate_predictions(probs, read_labelled(TEST).labels, labels)
     return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
 
 
-def _accuracy_fasttext(threads, tuned, **_):
-    import fasttext
-    import numpy as np
+def _models(cell, hidden, torch_side, dropout=0.0):
+    from charrnn.classify.model import Classifier, ClassifierConfig
 
-    from charrnn.classify.data import LabelSet, read_labelled
-    from charrnn.classify.metrics import evaluate_predictions
+    lines, labels, vocab, encoded, targets = _data()
+    if torch_side:
+        import torch
 
-    options = {"epoch": 25, "lr": 0.5} if tuned else {}
+        torch.manual_seed(0)
+        model = peers.classifier(len(vocab) + 1, len(labels), cell, hidden, dropout)
+    else:
+        model = Classifier(ClassifierConfig(len(vocab) + 1, len(labels), cell, hidden), rng=np.random.default_rng(0))
+    return lines, labels, vocab, encoded, targets, model
+
+
+def speed(cell, hidden, batch, seconds, threads, torch_side):
+    from charrnn.classify.data import length_buckets, pad_batch
+    from charrnn.nn.optim import make_optimizer
+
+    _, labels, vocab, encoded, targets, model = _models(cell, hidden, torch_side)
+    if torch_side:
+        import torch
+
+        torch.set_num_threads(threads)
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.99))
+        step = lambda rows: peers.classifier_step(model, optimizer, pad_batch(encoded, rows, len(vocab)), targets)  # noqa: E731
+    else:
+        optimizer, Y = make_optimizer("adam", model.params, 3e-3), np.eye(len(labels))[targets]
+
+        def step(rows):
+            batch = pad_batch(encoded, rows, len(vocab))
+            optimizer.step(model.params, model.loss_and_grads(batch.ids, batch.lengths, Y[batch.rows])[1])
+            return len(batch.rows)
+
+    order = iter(length_buckets(encoded.lengths, batch, np.random.default_rng([1, 0])) * 1000)
+    return {"texts_per_sec": harness.rate(lambda: step(next(order)), seconds, warmup=3)}
+
+
+def predict(cell, hidden, texts, threads, torch_side):
+    from charrnn.classify.data import encode_texts, length_buckets, pad_batch
+    from charrnn.classify.predict import TextClassifier
+
+    lines, labels, vocab, _, _, model = _models(cell, hidden, torch_side)
+    names = (lines.texts * (texts // len(lines.texts) + 1))[:texts]
+    if torch_side:
+        import torch
+
+        torch.set_num_threads(threads)
+
+        def run(names):
+            encoded = encode_texts(names, vocab)
+            peers.classifier_predict(model, (pad_batch(encoded, rows, len(vocab))
+                                             for rows in length_buckets(encoded.lengths, 512)))
+    else:
+        run = TextClassifier(model, vocab, labels).predict
+    run(names[:1000])
     start = time.perf_counter()
-    model = fasttext.train_supervised(TRAIN, minn=2, maxn=5, thread=threads, verbose=0, seed=1, **options)
+    run(names)
+    return {"texts_per_sec": texts / (time.perf_counter() - start)}
+
+
+def predict_cli(checkpoint, texts):
+    names = (_data()[0].texts * (texts // 1000 + 1))[:texts]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
+        f.write("\n".join(names) + "\n")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "charrnn", "classify", "predict", checkpoint, f.name],
+                   stdout=subprocess.DEVNULL, check=True, env=harness.child_env(1), cwd=harness.ROOT)
     elapsed = time.perf_counter() - start
-    test = read_labelled(TEST)
-    labels = LabelSet(tuple(name[len("__label__") :] for name in model.labels))
-    predicted, _ = model.predict(test.texts, k=1)
+    os.unlink(f.name)
+    return {"texts_per_sec": texts / elapsed}
+
+
+def accuracy_charrnn(seconds, options, checkpoint_dir, threads):
+    from charrnn.classify.predict import TextClassifier
+
+    subprocess.run([sys.executable, "-m", "charrnn", "classify", "train", TRAIN, "--valid", VALID, "--max-time",
+                    str(seconds), "--checkpoint-dir", checkpoint_dir, "--random-seed", "1", "-q", *options],
+                   check=True, env=harness.child_env(threads), cwd=harness.ROOT)
+    clf = TextClassifier.load(checkpoint_dir)
+    return _score(clf.predict_proba(_data(TEST)[0].texts), clf.labels)
+
+
+def accuracy_torch(seconds, hidden, dropout, threads):
+    """The PyTorch script trained for ``seconds``, validating after each epoch; the best epoch scored."""
+    import torch
+
+    from charrnn.classify.data import encode_texts, length_buckets, pad_batch, read_labelled
+
+    torch.set_num_threads(threads)
+    _, labels, vocab, encoded, targets, model = _models("lstm", hidden, True, dropout)
+    torch.manual_seed(1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.99))
+    valid, test = read_labelled(VALID), read_labelled(TEST)
     index = labels.index()
-    probs = np.eye(len(labels))[[index[p[0][len("__label__") :]] for p in predicted]]
-    report = evaluate_predictions(probs, test.labels, labels)
-    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "seconds": elapsed}
+    valid_targets = np.array([index.get(names[0], -1) for names in valid.labels])
+
+    def predicted(texts):
+        e = encode_texts(texts, vocab)
+        batches = (pad_batch(e, rows, len(vocab)) for rows in length_buckets(e.lengths, 512))
+        return peers.classifier_predict(model, batches)
+
+    start, epoch, best, best_state = time.perf_counter(), 0, -1.0, None
+    while time.perf_counter() - start < seconds:
+        for rows in length_buckets(encoded.lengths, 64, np.random.default_rng([1, epoch])):
+            peers.classifier_step(model, optimizer, pad_batch(encoded, rows, len(vocab)), targets)
+            if time.perf_counter() - start >= seconds:
+                break
+        epoch += 1
+        accuracy = float((predicted(valid.texts) == valid_targets).mean())
+        if accuracy > best:
+            best, best_state = accuracy, {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return _score(np.eye(len(labels))[predicted(test.texts)], labels)
 
 
-def _accuracy_majority(**_):
-    from collections import Counter
+def accuracy_fasttext(tuned, threads):
+    import fasttext
 
-    from charrnn.classify.data import LabelSet, read_labelled
-    from charrnn.classify.metrics import evaluate_predictions
+    from charrnn.classify.data import LabelSet
 
-    train, test = read_labelled(TRAIN), read_labelled(TEST)
-    labels = LabelSet.from_lines(train.labels)
-    majority = Counter(n for names in train.labels for n in names).most_common(1)[0][0]
-    import numpy as np
+    start = time.perf_counter()
+    model = fasttext.train_supervised(TRAIN, minn=2, maxn=5, thread=threads, verbose=0, seed=1,
+                                      **({"epoch": 25, "lr": 0.5} if tuned else {}))
+    elapsed = time.perf_counter() - start
+    labels = LabelSet(tuple(name[len("__label__") :] for name in model.labels))
+    index = labels.index()
+    predicted, _ = model.predict(_data(TEST)[0].texts, k=1)
+    return {**_score(np.eye(len(labels))[[index[p[0][len("__label__") :]] for p in predicted]], labels),
+            "seconds": elapsed}
 
-    probs = np.zeros((len(test.texts), len(labels)))
+
+def accuracy_majority():
+    lines, labels, _, _, _ = _data()
+    majority = Counter(n for names in lines.labels for n in names).most_common(1)[0][0]
+    probs = np.zeros((len(_data(TEST)[0].texts), len(labels)))
     probs[:, labels.index()[majority]] = 1
-    report = evaluate_predictions(probs, test.labels, labels)
-    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "label": majority}
+    return {**_score(probs, labels), "label": majority}
 
 
-TASKS = {name[1:]: fn for name, fn in globals().items() if name.startswith(("_speed_", "_predict_", "_accuracy_"))}
+def main(argv):
+    ap = harness.parser(__doc__, repeat=3, seconds=6.0)
+    ap.add_argument("--only", choices=["accuracy", "speed", "predict"], action="append")
+    ap.add_argument("--threads", type=int, default=1, help="BLAS / intra-op threads of every child [default: 1]")
+    ap.add_argument("--cells", default="lstm,gru", help="speed, predict: the cells [default: lstm,gru]")
+    ap.add_argument("--hidden", type=int, default=128, help="speed, predict: units per direction [default: 128]")
+    ap.add_argument("--texts", type=int, default=20_000, help="predict: how many names [default: 20,000]")
+    ap.add_argument("--train-seconds", type=float, default=90, help="accuracy: training time of each [default: 90]")
+    ap.add_argument("--options", action="append", help="accuracy: `charrnn classify train` options of a charrnn row "
+                    "(repeatable) [default: none, and --hidden-size 256 --pool max --dropout 0.4]")
+    ap.add_argument("--torch-hidden", type=int, default=256, help="accuracy: the PyTorch script's units [256]")
+    ap.add_argument("--torch-dropout", type=float, default=0.4, help="accuracy: the PyTorch script's dropout [0.4]")
+    ap.add_argument("--checkpoint", help="predict: the checkpoint `charrnn classify predict` runs [default: the "
+                    "accuracy part's first]")
+    args = harness.start(ap, argv)
+    only, threads, tables = set(args.only or ["accuracy", "speed", "predict"]), args.threads, []
+    torch = harness.need_torch("the PyTorch script's rows")
+    smoke = {"--max-epochs": "1", "--hidden-size": "8"} if args.smoke else {}
+    if args.smoke:
+        args.train_seconds, args.texts, args.hidden, args.torch_hidden, args.cells = 0.2, 300, 8, 8, "lstm"
+    checkpoint, tmp = args.checkpoint, tempfile.mkdtemp(prefix="charrnn-bench-classify-")
+    if "accuracy" in only:
+        table = harness.Table([("model", "model"), ("test accuracy", "accuracy"), ("test macro-F1", "macro_f1")],
+                              title=f"accuracy, {args.train_seconds:g} s of training each")
+        tables.append(table)
+        result = harness.run_child(accuracy_majority)
+        table.add(result, model=f"majority class ({result['label']})")
+        try:
+            import fasttext  # noqa: F401
 
-
-# ---- the tables
-
-
-def rounds(pairs, n):
-    """Run each (name, task, kwargs) in ``pairs`` alternately, ``n`` rounds; print each round."""
-    results = {name: [] for name, _, _ in pairs}
-    for r in range(n):
-        for name, task, kw in pairs:
-            results[name].append(child(task, **kw))
-        figures = "  ".join(f"{name} {results[name][-1]['texts_per_sec']:,.0f}" for name, _, _ in pairs)
-        print(f"  round {r + 1}: {figures} texts/s", flush=True)
-    return results
-
-
-def ratio_row(label, results, ours, peer):
-    a = [x["texts_per_sec"] for x in results[ours]]
-    b = [x["texts_per_sec"] for x in results[peer]]
-    per_round = [x / y for x, y in zip(a, b)]
-    best = max(range(len(a)), key=lambda i: per_round[i])
-    return (f"| {label} | {max(a):,.0f} | {max(b):,.0f} | {max(a) / max(b):.2f}x | "
-            f"{min(per_round):.2f}-{max(per_round):.2f}x (best round {per_round[best]:.2f}x) |")
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["speed", "predict", "accuracy", "_child"])
-    parser.add_argument("spec", nargs="?")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cells", default="lstm,gru")
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--texts", type=int, default=20000)
-    parser.add_argument("--options", action="append", default=[],
-                        help="accuracy: charrnn classify train options of a charrnn row (repeatable; none: defaults)")
-    parser.add_argument("--torch-dropout", type=float, default=0.0)
-    parser.add_argument("--checkpoint", help="predict: also time `charrnn classify predict CHECKPOINT FILE` end to end")
-    args = parser.parse_args()
-    if args.what == "_child":
-        sys.path.insert(0, HERE)
-        spec = json.loads(args.spec)
-        print(json.dumps(TASKS[spec.pop("task")](**spec)))
-        return
-    print(machine.describe(), flush=True)
-    print(f"{args.threads} BLAS / torch threads; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
-    common = {"threads": args.threads, "hidden": args.hidden}
-    if args.what in ("speed", "predict"):
-        unit = f"batch {args.batch}, {args.seconds:g} s a run" if args.what == "speed" else f"{args.texts:,} texts"
-        rows = []
+            for tuned in (False, True):
+                result = harness.run_child(accuracy_fasttext, tuned=tuned, threads=threads)
+                name = "-epoch 25 -lr 0.5 (tuned by hand on valid)" if tuned else "(its defaults: 5 epochs, lr 0.1)"
+                table.add(result, model=f"fastText supervised -minn 2 -maxn 5 {name}, {result['seconds']:.1f} s")
+        except ImportError:
+            print("fastText is not installed (pip install fasttext-wheel): its rows are left out")
+        rows = args.options or ["", "--hidden-size 256 --pool max --dropout 0.4"][: 1 if args.smoke else 2]
+        for i, options in enumerate(rows):
+            opts = options.split()
+            opts += [x for k, v in smoke.items() if k not in opts for x in (k, v)]
+            directory = os.path.join(tmp, f"charrnn-{i}")
+            checkpoint = checkpoint or directory
+            result = accuracy_charrnn(args.train_seconds, opts, directory, threads)
+            table.add(result, model=f"charrnn classify {options or '(defaults)'}, {args.train_seconds:g} s")
+        if torch:
+            result = harness.run_child(accuracy_torch, seconds=args.train_seconds, hidden=args.torch_hidden,
+                                       dropout=args.torch_dropout, threads=threads)
+            table.add(result, model=f"PyTorch BiLSTM script, H={args.torch_hidden}, dropout {args.torch_dropout:g}, "
+                      f"{args.train_seconds:g} s")
+    for part in [p for p in ("speed", "predict") if p in only]:
+        unit = f"batch 64, {args.seconds:g} s a run" if part == "speed" else f"{args.texts:,} texts"
+        table = harness.Table([("model", "model"), ("charrnn texts/s", "ours"), ("PyTorch texts/s", "peer"),
+                               ("ratio", "ratio"), ("per round", "per_round")],
+                              title=f"{part} ({unit}, {threads} thread{'s' if threads > 1 else ''})")
+        tables.append(table)
         for cell in args.cells.split(","):
-            kw = {**common, "cell": cell, "batch": args.batch, "seconds": args.seconds, "n": args.texts}
-            print(f"{args.what}: bidirectional {cell.upper()} {args.hidden}, {unit}", flush=True)
-            results = rounds([("charrnn", f"{args.what}_charrnn", kw), ("pytorch", f"{args.what}_torch", kw)],
-                             args.rounds)
-            rows.append(ratio_row(f"Bi{cell.upper()} {args.hidden}", results, "charrnn", "pytorch"))
-        if args.what == "predict" and args.checkpoint:
-            cli = [child("predict_cli", n=args.texts, checkpoint=args.checkpoint, **common) for _ in range(args.rounds)]
-            figures = ", ".join(f"{r['texts_per_sec']:,.0f}" for r in cli)
-            print(f"charrnn classify predict {args.checkpoint} FILE ({args.texts:,} lines, process start included): "
-                  f"{figures} texts/s")
-        print("\n| model | charrnn texts/s | PyTorch texts/s | best/best | per-round ratios |\n|---|---|---|---|---|")
-        print("\n".join(rows))
-        return
-    print(f"accuracy: {args.seconds:g} s of training each")
-    rows = [("majority class", child("accuracy_majority", **common))]
-    try:
-        import fasttext  # noqa: F401
-
-        for tuned in (False, True):
-            result = child("accuracy_fasttext", tuned=tuned, **common)
-            name = "fastText -minn 2 -maxn 5" + (" -epoch 25 -lr 0.5" if tuned else " (default epoch 5, lr 0.1)")
-            rows.append((f"{name}, {result['seconds']:.1f} s", result))
-    except ImportError:
-        print("fastText is not installed (pip install fasttext-wheel): its rows are left out")
-    for options in args.options or [""]:
-        result = child("accuracy_charrnn", seconds=args.seconds, options=options.split(), **common)
-        print(f"charrnn classify train {options or '(defaults)'}: checkpoint {result['checkpoint']}")
-        rows.append((f"charrnn classify {options or '(defaults)'}, {args.seconds:g} s", result))
-    rows.append((f"PyTorch BiLSTM script, H={args.hidden}, dropout {args.torch_dropout:g}, {args.seconds:g} s",
-                 child("accuracy_torch", seconds=args.seconds, cell="lstm", dropout=args.torch_dropout, **common)))
-    print("\n| model | test accuracy | test macro-F1 |\n|---|---|---|")
-    for name, r in rows:
-        print(f"| {name} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} |")
-
-
-if __name__ == "__main__":
-    main()
+            kw = {"cell": cell, "hidden": args.hidden, "threads": threads, "torch_side": False,
+                  **({"batch": 64, "seconds": args.seconds} if part == "speed" else {"texts": args.texts})}
+            fn = speed if part == "speed" else predict
+            contenders = {"ours": (fn, kw), **({"peer": (fn, {**kw, "torch_side": True})} if torch else {})}
+            results = harness.alternate(contenders, args.repeat)
+            model = f"Bi{cell.upper()} {args.hidden}"
+            if torch:
+                table.add(harness.ratio_row(results, "ours", "peer", key="texts_per_sec"), model=model)
+            else:
+                table.add(model=model, ours=max(r["texts_per_sec"] for r in results["ours"]))
+        if part == "predict" and checkpoint and os.path.exists(checkpoint):
+            cli = [harness.run_child(predict_cli, checkpoint=checkpoint, texts=args.texts)["texts_per_sec"]
+                   for _ in range(args.repeat)]
+            table.add(model=f"`charrnn classify predict` CLI, {args.texts:,} lines",
+                      ours=f"{min(cli):,.0f}-{max(cli):,.0f}", per_round=f"{len(cli)} runs")
+    harness.finish(args, tables)

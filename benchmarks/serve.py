@@ -1,17 +1,15 @@
-"""What `charrnn serve` costs over calling the library: generation speed through HTTP, side by side.
+"""serve: what `charrnn serve` costs over calling the library: generation speed through HTTP.
 
-    python benchmarks/serve.py                 # about a minute on 2 cores
-    python benchmarks/serve.py --rounds 3 --length 1000
+    python -m benchmarks serve --markdown               # about a minute on 2 cores
+    python -m benchmarks serve --repeat 7 --length 1000
 
-For each model (random weights: speed does not depend on what a model learnt), each round times, in
-turn: the library's ``generate`` in this process; ``POST /v1/generate`` to a ``charrnn serve``
-subprocess; the same with ``"stream": true`` (and the time to its first event); and two streaming
-requests at once (their characters together per second). Each figure is the best of the rounds over
-the library's best, with the range of the per-round ratios (the machine is shared and noisy). It runs
-without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, as benchmarks/speed.py's children do.
+For each model (random weights: speed does not depend on what a model learnt), each round times, in turn: the
+library's `generate` in this process; POST /v1/generate to a `charrnn serve` subprocess on 127.0.0.1; the same with
+"stream": true (and the time to its first event); and two streaming requests at once (their characters together
+per second). Each ratio is the best round's speed over the library's best round, with the range of the per-round
+ratios. No PyTorch peer: the library is the reference. The whole suite runs without the forced OpenBLAS kernel.
 """
 
-import argparse
 import http.client
 import json
 import os
@@ -24,57 +22,44 @@ import time
 
 import numpy as np
 
-from charrnn.io.checkpoint import Checkpoint, save_checkpoint
-from charrnn.io.corpus import Vocab
-from charrnn.rnn import CharRNN, ModelConfig
-from charrnn.sample import generate
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import machine  # noqa: E402
+from benchmarks import harness
 
 MODELS = [("lstm", 128, 2), ("gru", 512, 2)]
-VOCAB = Vocab(tuple(chr(c) for c in range(32, 97)))  # 65 symbols, as tinyshakespeare's
-
-
-def start_server(checkpoint, length):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "charrnn", "serve", checkpoint, "--port", "0", "--quiet", "--max-length", str(length)],
-        stdout=subprocess.PIPE, text=True)
-    port = int(re.search(r":(\d+)/", process.stdout.readline()).group(1))
-    return process, port
 
 
 def post(port, body):
-    """Seconds to the whole answer, seconds to its first byte of text, the answer's text."""
+    """Seconds to the whole answer, seconds to its first event, the answer's text."""
     started = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     conn.request("POST", "/v1/generate", json.dumps(body), {"Content-Type": "application/json"})
     response = conn.getresponse()
     first = response.fp.readline() if body.get("stream") else b""
     first_at = time.perf_counter() - started
-    data = first + response.read()
+    data = (first + response.read()).decode()
     conn.close()
     if body.get("stream"):
-        text = "".join(json.loads(line[6:])["text"] for line in data.decode().split("\n")
+        text = "".join(json.loads(line[6:])["text"] for line in data.split("\n")
                        if line.startswith("data: ") and '"text"' in line)
     else:
         text = json.loads(data)["text"]
     return time.perf_counter() - started, first_at, text
 
 
-def one_round(model, port, length, seed):
+def one_round(model, vocab, port, length, seed):
+    from charrnn import generate
+
     body = {"length": length, "temperature": 0.8, "random_seed": seed}
     started = time.perf_counter()
-    expected = "".join(generate(model, VOCAB, "", length, 0.8, random_seed=seed))
+    expected = "".join(generate(model, vocab, "", length, 0.8, random_seed=seed))
     library = time.perf_counter() - started
     plain, _, text = post(port, body)
-    assert text == expected
+    assert text == expected, "the server's text is not the library's"
     stream, first_at, text = post(port, {**body, "stream": True})
-    assert text == expected
-    results = [None, None]
+    assert text == expected, "the server's streamed text is not the library's"
+    times = [0.0, 0.0]
 
     def ask(i):
-        results[i] = post(port, {**body, "random_seed": seed + i, "stream": True})[0]
+        times[i] = post(port, {**body, "random_seed": seed + i, "stream": True})[0]
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
     started = time.perf_counter()
@@ -84,51 +69,46 @@ def one_round(model, port, length, seed):
         t.join()
     both = time.perf_counter() - started
     return {"library": length / library, "json": length / plain, "stream": length / stream,
-            "first_ms": 1000 * first_at, "two_streams": 2 * length / both}
+            "first_ms": 1000 * first_at, "two": 2 * length / both}
 
 
-def ratio_text(rounds, key):
-    """Best-of-rounds speed over the library's best-of-rounds, and the range of the per-round ratios."""
-    best = max(r[key] for r in rounds) / max(r["library"] for r in rounds)
-    per_round = [r[key] / r["library"] for r in rounds]
-    return f"{best:.2f}x ({min(per_round):.2f}-{max(per_round):.2f})"
+def main(argv):
+    if any(k in os.environ for k in harness.FORCED) and "--smoke" not in argv:  # the library and the server alike
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks", "serve", *argv], harness.child_env())
+    ap = harness.parser(__doc__, repeat=5)
+    ap.add_argument("--length", type=int, default=2000, help="characters per request [default: 2000]")
+    args = harness.start(ap, argv)
+    from charrnn import CharRNN, Checkpoint, ModelConfig, Vocab, save_checkpoint
 
-
-def main(argv=None):
-    forced = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # an old kernel forced on some machines here: as speed.py,
-    if any(k in os.environ for k in forced):  # run (library and server alike) with the kernel numpy would pick
-        env = {k: v for k, v in os.environ.items() if k not in forced}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--length", type=int, default=2000, help="characters per request")
-    args = ap.parse_args(argv)
-    print(f"# {machine.describe()}")
-    print(f"# {args.rounds} rounds, {args.length} characters per request, temperature 0.8")
-    print("| model | library chars/s (best) | JSON answer / library | stream / library | first event (ms) "
-          "| 2 streams at once, together / library |")
-    print("|---|---|---|---|---|---|")
+    vocab = Vocab(tuple(chr(c) for c in range(32, 97)))  # 65 symbols, as tinyshakespeare's
+    length = 50 if args.smoke else args.length
+    table = harness.Table([("model", "model"), ("library chars/s (best)", "library"), ("JSON answer / library", "json"),
+                           ("stream / library", "stream"), ("first event (ms)", "first"),
+                           ("2 streams at once, together / library", "two")],
+                          title=f"{length} characters per request, temperature 0.8, best of {args.repeat} rounds")
     with tempfile.TemporaryDirectory() as tmp:
-        for cell, hidden, layers in MODELS:
-            config = ModelConfig(vocab_size=len(VOCAB), model=cell, hidden_size=hidden, num_layers=layers)
-            model = CharRNN(config, rng=np.random.default_rng(0))
+        for cell, hidden, layers in [("lstm", 16, 1)] if args.smoke else MODELS:
+            model = CharRNN(ModelConfig(vocab_size=len(vocab), model=cell, hidden_size=hidden, num_layers=layers),
+                            rng=np.random.default_rng(0))
             path = os.path.join(tmp, f"{cell}{hidden}.npz")
-            save_checkpoint(path, Checkpoint(model, VOCAB, {}))
-            process, port = start_server(path, args.length)
+            save_checkpoint(path, Checkpoint(model, vocab, {}))
+            cmd = [sys.executable, "-m", "charrnn", "serve", path, "--port", "0", "-q", "--max-length", f"{length}"]
+            server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=harness.ROOT)
             try:
-                one_round(model, port, args.length, 1000)  # warm-up: buffers, caches, first-call costs
-                rounds = [one_round(model, port, args.length, seed) for seed in range(args.rounds)]
+                port = int(re.search(r":(\d+)/", server.stdout.readline()).group(1))
+                one_round(model, vocab, port, length, 1000)  # warm-up: buffers, caches, first-call costs
+                rounds = [one_round(model, vocab, port, length, seed) for seed in range(args.repeat)]
             finally:
-                process.terminate()
-                process.wait()
-            best = max(rounds, key=lambda r: r["library"])
+                server.terminate()
+                server.wait()
+            library = max(r["library"] for r in rounds)
+
+            def ratio(key, rounds=rounds, library=library):
+                per_round = [r[key] / r["library"] for r in rounds]
+                return f"{max(r[key] for r in rounds) / library:.2f}× ({min(per_round):.2f}-{max(per_round):.2f})"
 
             first = sorted(r["first_ms"] for r in rounds)
-            print(f"| {cell.upper()} {hidden} x {layers} | {best['library']:,.0f} | {ratio_text(rounds, 'json')} | "
-                  f"{ratio_text(rounds, 'stream')} | {first[0]:.1f} (median {first[len(first) // 2]:.1f}) | "
-                  f"{ratio_text(rounds, 'two_streams')} |")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            table.add(model=f"{cell.upper()} {hidden} × {layers}", library=library, json=ratio("json"),
+                      stream=ratio("stream"), first=f"{first[0]:.1f} (median {first[len(first) // 2]:.1f})",
+                      two=ratio("two"))
+    harness.finish(args, [table])
