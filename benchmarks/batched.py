@@ -52,8 +52,8 @@ SAMPLES, LENGTH = 64, 500
 def _vocab_and_model(cell, hidden, layers):
     import numpy as np
 
-    from charrnn.data import Vocab
-    from charrnn.model import CharRNN, ModelConfig
+    from charrnn.io.corpus import Vocab
+    from charrnn.rnn import CharRNN, ModelConfig
 
     with open(corpus_path(), encoding="utf-8") as f:
         symbols = tuple(sorted(set(f.read())))

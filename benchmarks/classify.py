@@ -48,9 +48,9 @@ def _speed_charrnn(cell, hidden, batch, seconds, **_):
     import numpy as np
     from torch_bilstm import prepare
 
-    from charrnn.classify import Classifier, ClassifierConfig
-    from charrnn.classify_data import length_buckets, pad_batch
-    from charrnn.optim import make_optimizer
+    from charrnn.classify.data import length_buckets, pad_batch
+    from charrnn.classify.model import Classifier, ClassifierConfig
+    from charrnn.nn.optim import make_optimizer
 
     _, labels, vocab, encoded, targets = prepare(TRAIN)
     model = Classifier(ClassifierConfig(len(vocab) + 1, len(labels), cell, hidden), rng=np.random.default_rng(0))
@@ -70,7 +70,7 @@ def _speed_torch(cell, hidden, batch, seconds, threads, **_):
     import torch
     from torch_bilstm import TorchClassifier, prepare, train_step
 
-    from charrnn.classify_data import length_buckets, pad_batch
+    from charrnn.classify.data import length_buckets, pad_batch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -105,8 +105,8 @@ def _predict_charrnn(cell, hidden, n, **_):
     import numpy as np
     from torch_bilstm import prepare
 
-    from charrnn.classify import Classifier, ClassifierConfig
-    from charrnn.classify_eval import TextClassifier
+    from charrnn.classify.model import Classifier, ClassifierConfig
+    from charrnn.classify.predict import TextClassifier
 
     lines, labels, vocab, _, _ = prepare(TRAIN)
     model = Classifier(ClassifierConfig(len(vocab) + 1, len(labels), cell, hidden), rng=np.random.default_rng(0))
@@ -122,7 +122,7 @@ def _predict_torch(cell, hidden, n, threads, **_):
     import torch
     from torch_bilstm import TorchClassifier, predict, prepare
 
-    from charrnn.classify_data import encode_texts
+    from charrnn.classify.data import encode_texts
 
     torch.set_num_threads(threads)
     lines, labels, vocab, _, _ = prepare(TRAIN)
@@ -151,8 +151,9 @@ def _predict_cli(n, checkpoint, **_):
 
 
 def _accuracy_charrnn(seconds, options, **_):
-    from charrnn.classify_data import read_labelled
-    from charrnn.classify_eval import TextClassifier, evaluate_predictions
+    from charrnn.classify.data import read_labelled
+    from charrnn.classify.metrics import evaluate_predictions
+    from charrnn.classify.predict import TextClassifier
 
     directory = tempfile.mkdtemp()
     subprocess.run([sys.executable, "-m", "charrnn", "classify", "train", TRAIN, "--valid", VALID, "--max-time",
@@ -168,8 +169,8 @@ def _accuracy_torch(seconds, threads, cell, hidden, dropout, **_):
     import torch
     from torch_bilstm import predict, train_for
 
-    from charrnn.classify_data import encode_texts, read_labelled
-    from charrnn.classify_eval import evaluate_predictions
+    from charrnn.classify.data import encode_texts, read_labelled
+    from charrnn.classify.metrics import evaluate_predictions
 
     torch.set_num_threads(threads)
     model, labels, vocab = train_for(TRAIN, VALID, seconds, cell, hidden, dropout=dropout)
@@ -184,8 +185,8 @@ def _accuracy_fasttext(threads, tuned, **_):
     import fasttext
     import numpy as np
 
-    from charrnn.classify_data import LabelSet, read_labelled
-    from charrnn.classify_eval import evaluate_predictions
+    from charrnn.classify.data import LabelSet, read_labelled
+    from charrnn.classify.metrics import evaluate_predictions
 
     options = {"epoch": 25, "lr": 0.5} if tuned else {}
     start = time.perf_counter()
@@ -203,8 +204,8 @@ def _accuracy_fasttext(threads, tuned, **_):
 def _accuracy_majority(**_):
     from collections import Counter
 
-    from charrnn.classify_data import LabelSet, read_labelled
-    from charrnn.classify_eval import evaluate_predictions
+    from charrnn.classify.data import LabelSet, read_labelled
+    from charrnn.classify.metrics import evaluate_predictions
 
     train, test = read_labelled(TRAIN), read_labelled(TEST)
     labels = LabelSet.from_lines(train.labels)

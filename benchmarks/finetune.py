@@ -80,7 +80,7 @@ def main():
             charrnn("train", TINYSHAKESPEARE, "--checkpoint-dir", base, "--max-time", str(args.base_time),
                     "--random-seed", "0", "--sample-length", "0", "-q")
         sys.path.insert(0, ROOT)
-        from charrnn.checkpoint import load_checkpoint
+        from charrnn.io.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(base)
         cfg = ckpt.model.config

@@ -69,10 +69,10 @@ def _ids(vocab, n):
 def charrnn_train(setup, seconds):
     import numpy as np
 
-    from charrnn.data import StreamBatches
+    from charrnn.engines.pool import default_workers, make_engine
     from charrnn.gpt import CharGPT, GPTConfig
-    from charrnn.optim import make_optimizer
-    from charrnn.parallel import default_workers, make_engine
+    from charrnn.io.corpus import StreamBatches
+    from charrnn.nn.optim import make_optimizer
 
     layers, heads, width, context, batch = SETUPS[setup]
     ids, vocab = _ids(65, 400_000)
@@ -172,8 +172,8 @@ def where_time_goes(setup, steps=5):
 
     import numpy as np
 
-    from charrnn import attention
     from charrnn.gpt import CharGPT, GPTConfig
+    from charrnn.nn import attention
 
     spent = collections.Counter()
 

@@ -136,7 +136,7 @@ def main():
     curve, last = run_charrnn(args.max_time, ["--model", "gpt", *args.extra], None, args.random_seed, keep)
     rows = [{"run": "charrnn --model gpt " + " ".join(args.extra), "curve": curve, "steps": last["step"]}]
     sys.path.insert(0, os.path.dirname(HERE))
-    from charrnn.checkpoint import load_checkpoint
+    from charrnn.io.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(os.path.join(keep, "latest.npz"))
     cfg, train_cfg = ckpt.model.config, ckpt.meta["train"]

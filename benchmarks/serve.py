@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 
-from charrnn.checkpoint import Checkpoint, save_checkpoint
-from charrnn.data import Vocab
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.io.checkpoint import Checkpoint, save_checkpoint
+from charrnn.io.corpus import Vocab
+from charrnn.rnn import CharRNN, ModelConfig
 from charrnn.sample import generate
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -70,10 +70,10 @@ def charrnn_train(cell, hidden, layers, batch, seq, seconds, optimizer="adam", d
     import numpy as np
     from peers import _token_ids
 
-    from charrnn.data import StreamBatches
-    from charrnn.model import CharRNN, ModelConfig
-    from charrnn.optim import make_optimizer
-    from charrnn.parallel import default_workers, make_engine
+    from charrnn.engines.pool import default_workers, make_engine
+    from charrnn.io.corpus import StreamBatches
+    from charrnn.nn.optim import make_optimizer
+    from charrnn.rnn import CharRNN, ModelConfig
 
     baseline = peak_rss_mb()
     ids, _ = _token_ids(VOCAB, 2_000_000 if batch > 1 else 200_000)
@@ -116,7 +116,7 @@ def _activation_bytes(config, batch, seq):
     """What the layers keep for one (T, B) chunk, summed over the workers (buffers are allocated, not touched)."""
     import numpy as np
 
-    from charrnn.model import CharRNN
+    from charrnn.rnn import CharRNN
 
     model = CharRNN(config, rng=np.random.default_rng(0))
     model._layer_buffers(seq, batch)
@@ -147,8 +147,8 @@ def charrnn_sample(hidden, layers, seconds):
     """chars/s of charrnn's generate() at batch 1, temperature 1."""
     import numpy as np
 
-    from charrnn.data import Vocab
-    from charrnn.model import CharRNN, ModelConfig
+    from charrnn.io.corpus import Vocab
+    from charrnn.rnn import CharRNN, ModelConfig
     from charrnn.sample import generate
 
     vocab = Vocab(tuple(sorted(["\n", *(chr(32 + i) for i in range(VOCAB - 1))])))

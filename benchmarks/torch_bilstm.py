@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from charrnn.classify_data import LabelSet, build_vocab, encode_texts, length_buckets, pad_batch, read_labelled
+from charrnn.classify.data import LabelSet, build_vocab, encode_texts, length_buckets, pad_batch, read_labelled
 
 
 class TorchClassifier(nn.Module):

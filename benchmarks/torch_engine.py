@@ -68,12 +68,12 @@ def child(engine_name, device, model_spec, steps):
     import numpy as np
 
     sys.path.insert(0, ROOT)
-    from charrnn.data import StreamBatches
+    from charrnn.engines.pool import default_workers, make_engine
+    from charrnn.engines.torch_engine import Distributed, TorchEngine
     from charrnn.gpt import CharGPT, GPTConfig
-    from charrnn.model import CharRNN, ModelConfig
-    from charrnn.optim import make_optimizer
-    from charrnn.parallel import default_workers, make_engine
-    from charrnn.torch_engine import Distributed, TorchEngine
+    from charrnn.io.corpus import StreamBatches
+    from charrnn.nn.optim import make_optimizer
+    from charrnn.rnn import CharRNN, ModelConfig
 
     cell, hidden, layers, batch, seq, heads = model_spec
     if cell == "gpt":

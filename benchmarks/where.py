@@ -45,10 +45,10 @@ def best_time(function, repeat):
 def where(cell, hidden, layers, batch, seq, repeat):
     import numpy as np
 
-    from charrnn import cells
-    from charrnn.model import CharRNN, ModelConfig
-    from charrnn.optim import make_optimizer
-    from charrnn.parallel import default_workers
+    from charrnn.engines.pool import default_workers
+    from charrnn.nn import cells
+    from charrnn.nn.optim import make_optimizer
+    from charrnn.rnn import CharRNN, ModelConfig
 
     share = -(-batch // default_workers(batch))  # a worker's streams
     model = CharRNN(ModelConfig(VOCAB, cell, hidden, layers, dropout=0.0), rng=np.random.default_rng(0))

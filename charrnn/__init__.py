@@ -2,13 +2,13 @@
 
 __version__ = "0.1.0"
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .data import Vocab, load_corpus
 from .evaluate import evaluate_file, score_lines
 from .gpt import CharGPT, GPTConfig
-from .model import CharRNN, ModelConfig
+from .io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .io.corpus import Vocab, load_corpus
 from .models import build_model
 from .presets import finetune_configs, preset_configs, resume_config
+from .rnn import CharRNN, ModelConfig
 from .sample import generate, generate_batch, sample_rngs
 from .train import TrainConfig, train
 

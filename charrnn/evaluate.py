@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .blas import available_cpus, blas_threads
-from .data import read_codes, text_to_codes
-from .model import log_softmax
+from .io.corpus import read_codes, text_to_codes
 from .models import build_model
+from .nn.numerics import log_softmax
 
 
 @dataclass
@@ -70,7 +70,7 @@ def window_nlls(model, ids, start, offset=0, batch_size=64, engine=None):
     at S, 2S, 3S, ... and character t is predicted by the window starting at ((t - P - 1) // S + 1) S:
     from at least P - S + 1 and at most P characters before it. A character's score depends only on its
     position and the text, so any split of a text into pieces gives the same numbers. ``engine``
-    (parallel.py, torch_engine.py), if given, computes the windows' scores.
+    (engines/), if given, computes the windows' scores.
     """
     P = model.context_length
     S = max(1, P // 2)
@@ -110,7 +110,7 @@ def streams_nll(model, ids, batch_size, seq_length, engine=None):
     """Summed -log p over ids[1:] given what precedes each, in B contiguous streams, state carried.
 
     The streams cover ids[0 : B·L + 1]; the remainder continues the last stream, so every
-    character after the first is scored once. ``engine`` (parallel.py, torch_engine.py) scores the B
+    character after the first is scored once. ``engine`` (engines/) scores the B
     streams. A model with a bounded context (gpt) reads sliding windows instead (``window_nlls``).
     Returns (total nats, characters scored).
     """

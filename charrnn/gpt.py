@@ -4,7 +4,7 @@
     logits, _ = model.forward(ids)                  # ids (T, B) int, T <= context_length -> logits (T, B, V)
     loss, grads, _ = model.loss_and_grads(inputs, targets)
 
-The surface is CharRNN's (model.py), so the engines, scoring and checkpoints drive either: ids are
+The surface is CharRNN's (rnn.py), so the engines, scoring and checkpoints drive either: ids are
 (T, B), parameters a ``Packed`` dict of named arrays, and the state carried between chunks is none
 (``()``): a Transformer sees only the characters of its window. ``start_sampling`` primes a key/value
 cache for generating one character at a time.
@@ -27,10 +27,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import attention as L
 from .blas import blas_threads
-from .model import check_params
-from .packed import Packed
+from .nn import attention as L
+from .nn.numerics import check_params
+from .nn.packed import Packed
 
 DTYPES = ("float32", "float64")
 

@@ -1,4 +1,4 @@
-"""The models charrnn trains, behind one surface: the recurrent CharRNN (model.py) and the Transformer
+"""The models charrnn trains, behind one surface: the recurrent CharRNN (rnn.py) and the Transformer
 CharGPT (gpt.py). Training, the engines, scoring, sampling and checkpoints call only what
 ``LanguageModel`` names, and build a model from its config with ``build_model``.
 
@@ -11,22 +11,22 @@ from typing import Protocol
 
 import numpy as np
 
-from . import gpt, model
-from .cells import make_cell
+from . import gpt, rnn
 from .gpt import CharGPT, GPTConfig
-from .model import MODELS, CharRNN, ModelConfig
+from .nn.cells import make_cell
+from .rnn import RNN_KINDS, CharRNN, ModelConfig
 
-MODEL_KINDS = (*MODELS, "gpt")
+MODEL_KINDS = (*RNN_KINDS, "gpt")
 
 
 class LanguageModel(Protocol):
     """What every model offers. ids are (T, B) arrays; V is the vocabulary size."""
 
     config: object  # ModelConfig or GPTConfig: a dataclass, saved in checkpoints
-    params: dict  # a Packed dict of named arrays (packed.py)
+    params: dict  # a Packed dict of named arrays (nn/packed.py)
     shapes: dict  # parameter name -> shape
     context_length: int | None  # the most characters a prediction can see; None: unbounded (recurrent state)
-    min_streams_per_worker: int  # the fewest streams worth a worker process of their own (parallel.py)
+    min_streams_per_worker: int  # the fewest streams worth a worker process of their own (engines/pool.py)
 
     def num_params(self) -> int: ...
 
@@ -64,7 +64,7 @@ def build_model(config, params=None, rng=None):
 
 def param_shapes(config):
     """The shape of every parameter, by name, of the model ``config`` describes."""
-    return (gpt if isinstance(config, GPTConfig) else model).param_shapes(config)
+    return (gpt if isinstance(config, GPTConfig) else rnn).param_shapes(config)
 
 
 def training_memory(config, batch_size, seq_length, copies=4):

@@ -16,7 +16,7 @@ defaults"); the others reproduce the seeds' set-ups. Every default lives in the 
 from dataclasses import asdict, fields, replace
 
 from .gpt import GPTConfig
-from .model import ModelConfig
+from .rnn import ModelConfig
 from .train import TrainConfig
 
 _RECIPE_FIELDS = (

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy import add, matmul
 
-from .cells import Scratch, product_blocks
+from .nn.cells import Scratch, product_blocks
 
 NOISE_BLOCK = 256  # characters of Gumbel noise each sample's generator draws at a time
 PRIME_CHUNK = 4096  # characters of the seed read in one forward pass
@@ -113,7 +113,7 @@ class InPlaceStepper:
         self.hs = np.empty((B, L * H), dtype)  # every layer's h, side by side
         self.layers = []  # an _InPlaceLayer per layer
         for k in range(L):
-            w = model.step_weights(k, B, backward=False)  # the gate scale folded in (cells.py)
+            w = model.step_weights(k, B, backward=False)  # the gate scale folded in (nn/cells.py)
             h = self.hs[:, k * H : (k + 1) * H]
             h[...] = state[0][k]
             states = (h, *(np.array(s[k], dtype) for s in state[1:]))  # read and written in place

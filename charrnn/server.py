@@ -35,8 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from . import __version__
-from .data import quoted
 from .evaluate import evaluate_text
+from .io.corpus import quoted
 from .models import build_model
 from .sample import generate
 

@@ -15,23 +15,24 @@ import contextlib
 import json
 import math
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .data import CorpusError, StreamBatches, batches_for, file_key, load_corpus
+from .engines.base import WorkerError
+from .engines.pool import default_workers, make_engine
+from .engines.torch_engine import DEVICES, Distributed, TorchEngine
 from .evaluate import streams_nll
 from .finetune import extend_vocab
-from .model import check_params
+from .io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .io.corpus import CorpusError, StreamBatches, batches_for, file_key, load_corpus
 from .models import LanguageModel, build_model, model_class, training_memory
-from .optim import OPTIMIZERS, WeightAverage, make_optimizer
-from .parallel import WorkerError, default_workers, make_engine
+from .nn.numerics import check_params
+from .nn.optim import OPTIMIZERS, WeightAverage, make_optimizer
+from .nn.schedule import SCHEDULES, budget_progress, halving_decision, learning_rate, warmup_factor
+from .runs import Reporter, SignalCatcher, TrainingError, clear_previous_model, prepare_dir
 from .sample import generate
-from .schedule import SCHEDULES, budget_progress, halving_decision, learning_rate, warmup_factor
-from .torch_engine import DEVICES, Distributed, TorchEngine
 
 DEFAULT_LEARNING_RATES = {  # gpt: adam's is the gpt recipe's; the others are not tuned (a tenth of the RNNs')
     "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3, "gpt": 3e-3},
@@ -42,10 +43,6 @@ DEFAULT_LEARNING_RATES = {  # gpt: adam's is the gpt recipe's; the others are no
 ENGINES = ("numpy", "torch")
 MAX_BAD_STEPS = 5
 LARGE_VALIDATION = 5_000_000  # characters: beyond this, suggest a smaller --val-frac
-
-
-class TrainingError(Exception):
-    """Training cannot start or go on; the message is one line for the user."""
 
 
 @dataclass
@@ -77,8 +74,8 @@ class TrainConfig:
     late_dropout: float | None = 0.45  # dropout rises from the model's rate to this one over late_dropout_epochs
     late_dropout_epochs: tuple = (4.0, 16.0)
     average: int = 0  # steps: validate, save and sample a running average of the weights over about this many; 0: off
-    workers: int | None = None  # processes computing each step (parallel.py); None: one per CPU, as the batch allows
-    engine: str = "numpy"  # who computes each step: "numpy" (parallel.py) or "torch" (torch_engine.py)
+    workers: int | None = None  # processes computing each step (engines/pool.py); None: a CPU each, as the batch allows
+    engine: str = "numpy"  # who computes each step: "numpy" (engines/pool.py) or "torch" (engines/torch_engine.py)
     device: str = "cpu"  # for the torch engine: "cpu" or "cuda"
 
     def validate(self):
@@ -141,25 +138,6 @@ class TrainResult:
     model: LanguageModel | None = None  # the model trained (as training left it: not the running average)
 
 
-class Reporter:
-    """Where training tells its progress; the default is silent. The CLI supplies a console one."""
-
-    def start(self, total_steps, info):
-        pass
-
-    def step(self, step, info):
-        pass
-
-    def message(self, text):
-        pass
-
-    def sample(self, text):
-        pass
-
-    def close(self):
-        pass
-
-
 @dataclass
 class _Position:
     """Where training is: everything besides parameters and optimizer state that resume needs."""
@@ -178,35 +156,6 @@ class _Position:
     rng_state: dict = field(default_factory=dict)
 
 
-class _SignalCatcher:
-    """Turns SIGINT/SIGTERM into a flag checked between steps, so a step is never cut in half. The first
-    signal calls ``on_first(signum)`` (to say what happens); a second one exits at once (128 + its number),
-    for a validation that would take too long to wait for: the checkpoints are those last written."""
-
-    def __init__(self, on_first=None):
-        self.signum, self.on_first = None, on_first
-
-    def __enter__(self):
-        self.previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self.previous[sig] = signal.signal(sig, self._catch)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _catch(self, signum, frame):
-        if self.signum is not None:
-            raise SystemExit(128 + signum)
-        self.signum = signum
-        if self.on_first is not None:
-            self.on_first(signum)
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
 def train(corpus_path, model_config, config, resume=None, reporter=None, overwrite=False, init_from=None):
     """Train a model on ``corpus_path`` (a file or directory, or a list of them); return a TrainResult.
 
@@ -216,7 +165,7 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     model's weights, its vocabulary extended by the corpus's new symbols (finetune.py); ``model_config``
     is then None (the checkpoint's) or must have the checkpoint's shape. A fresh run refuses a checkpoint
     directory that already holds a model unless ``overwrite``. With ``config.engine == "torch"`` PyTorch
-    computes the steps (torch_engine.py); launched by torchrun in several processes, each takes a share
+    computes the steps (engines/torch_engine.py); launched by torchrun in several processes, each takes a share
     of the streams and process 0 writes and reports. Raises TrainingError (or CorpusError /
     CheckpointError) with a one-line reason.
     """
@@ -262,7 +211,7 @@ def _train_loop(run, reporter):
         reporter.message("stopping after this step, with latest.npz saved (a validation under way finishes "
                          "first); interrupt again to stop at once, keeping the checkpoints last written")
 
-    with engine, _SignalCatcher(stopping) as signals, open(metrics_path, mode) as metrics:
+    with engine, SignalCatcher(stopping) as signals, open(metrics_path, mode) as metrics:
         try:
             while stop_reason is None:
                 # data: the next chunk of every stream (gpt: of random windows); a new pass over the data
@@ -389,9 +338,9 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
     writer = distributed is None or distributed.writer
     if not writer:
         _meet(distributed.barrier)
-    _prepare_dir(config.checkpoint_dir)
+    prepare_dir(config.checkpoint_dir)
     if resume is None and writer:
-        _clear_previous_model(config.checkpoint_dir, overwrite)
+        clear_previous_model(config.checkpoint_dir, overwrite)
     ckpt = load_checkpoint(resume) if resume is not None else None
     corpus = load_corpus(
         corpus_path,
@@ -763,8 +712,8 @@ def _numpy_workers(config, model):
 
 
 def _start_engine(model, config, reporter, distributed=None):
-    """PyTorch for ``--engine torch`` (torch_engine.py); else worker processes for the steps (parallel.py) as
-    ``--workers`` asks, or as the CPUs and batch allow."""
+    """PyTorch for ``--engine torch`` (engines/torch_engine.py); else worker processes for the steps
+    (engines/pool.py) as ``--workers`` asks, or as the CPUs and batch allow."""
     if config.engine == "torch":
         return TorchEngine(model, config.device, distributed)
     workers = _numpy_workers(config, model)
@@ -775,28 +724,6 @@ def _start_engine(model, config, reporter, distributed=None):
             raise TrainingError(str(e)) from None
         reporter.message(f"note: training in one process ({e})")
         return make_engine(model, config.batch_size, config.seq_length, 1)
-
-
-def _prepare_dir(path):
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise TrainingError(f"{path}: cannot create the checkpoint directory ({e.strerror})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise TrainingError(f"{path}: the checkpoint directory is not writable")
-
-
-def _clear_previous_model(directory, overwrite):
-    """A fresh run never mixes with an earlier one: refuse its directory, or with ``overwrite`` clear it."""
-    for name in ("latest.npz", "best.npz"):
-        path = os.path.join(directory, name)
-        if os.path.exists(path):
-            if not overwrite:
-                raise TrainingError(
-                    f"{directory} already holds a trained model ({name}); use --resume to continue it, "
-                    "--overwrite to start afresh in its place, or another --checkpoint-dir"
-                )
-            os.unlink(path)
 
 
 def _fit_chunk_to_corpus(config, n_train, reporter):

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from charrnn.checkpoint import load_checkpoint
+from charrnn.io.checkpoint import load_checkpoint
 
 
 def assert_same_latest(one, two, step):

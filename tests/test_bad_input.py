@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from charrnn.checkpoint import load_checkpoint
+from charrnn.io.checkpoint import load_checkpoint
 
 TINY = ["--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-length", "8",
         "--sample-length", "0", "--random-seed", "0"]
@@ -158,7 +158,7 @@ def test_a_model_too_large_for_memory_is_one_line(tmp_path, small_text, cli, mon
     filling 1.7 GB) is a one-line error, not a traceback."""
     def no_memory(n, rng):
         return np.empty((n, n, 10**12))  # 8e12 * n * n bytes: no machine has them
-    monkeypatch.setattr("charrnn.model._orthogonal", no_memory)
+    monkeypatch.setattr("charrnn.rnn.orthogonal", no_memory)
     result = cli(["train", small_text, "--checkpoint-dir", str(tmp_path / "ck"), "--workers", "1", *TINY])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert result.stderr.startswith("Error: not enough memory: Unable to allocate")

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn.checkpoint import Checkpoint, save_checkpoint
 from charrnn.cli import main
-from charrnn.data import Vocab
 from charrnn.evaluate import _Scorer, chunk_nlls, iter_lines, score_line_batch, score_lines
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.io.checkpoint import Checkpoint, save_checkpoint
+from charrnn.io.corpus import Vocab
+from charrnn.rnn import CharRNN, ModelConfig
 from charrnn.sample import Stepper, filter_logits, generate, generate_batch, sample_rngs, stream_samples
 
 VOCAB = Vocab(tuple("\n !,.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))

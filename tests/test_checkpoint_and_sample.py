@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from charrnn.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from charrnn.data import Vocab
-from charrnn.model import CharRNN, ModelConfig, init_params, param_shapes
+from charrnn.io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from charrnn.io.corpus import Vocab
+from charrnn.rnn import CharRNN, ModelConfig, init_params, param_shapes
 from charrnn.sample import InPlaceStepper, Stepper, filter_logits, generate, generate_batch
 
 VOCAB = Vocab(tuple("\n !,.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))

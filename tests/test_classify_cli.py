@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn.classify_eval import TextClassifier, load_classifier
+from charrnn.classify.predict import TextClassifier, load_classifier
 from charrnn.cli import main
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from charrnn.classify_data import (
+from charrnn.classify.data import (
     LabelledDataError,
     LabelSet,
     build_vocab,
@@ -13,8 +13,8 @@ from charrnn.classify_data import (
     read_labelled,
     split_labels,
 )
-from charrnn.classify_eval import evaluate_predictions
-from charrnn.classify_train import _class_weights
+from charrnn.classify.metrics import evaluate_predictions
+from charrnn.classify.train import _class_weights
 
 
 def test_split_labels_fasttext_and_tsv():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from gradcheck import rel_error
 
-from charrnn.classify import POOLS, Classifier, ClassifierConfig, reversal_index
+from charrnn.classify.model import POOLS, Classifier, ClassifierConfig, reversal_index
 
 CELLS = [("rnn", "tanh"), ("lstm", "tanh"), ("gru", "tanh")]
 

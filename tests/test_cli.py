@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from resumecheck import assert_same_latest
 
-from charrnn.checkpoint import load_checkpoint
-from charrnn.data import load_corpus
 from charrnn.evaluate import streams_nll
+from charrnn.io.checkpoint import load_checkpoint
+from charrnn.io.corpus import load_corpus
 
 TINY = ["--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-length", "16",
         "--eval-every", "20", "--sample-length", "40", "--random-seed", "3"]

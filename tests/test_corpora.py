@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import main
-from charrnn.data import CorpusError, Vocab, corpus_files, load_corpus
+from charrnn.io.checkpoint import load_checkpoint
+from charrnn.io.corpus import CorpusError, Vocab, corpus_files, load_corpus
 
 
 def decode(vocab, ids):

@@ -5,7 +5,15 @@ import os
 import numpy as np
 import pytest
 
-from charrnn.data import CorpusError, StreamBatches, WindowBatches, batches_for, load_corpus, read_codes, scan_vocab
+from charrnn.io.corpus import (
+    CorpusError,
+    StreamBatches,
+    WindowBatches,
+    batches_for,
+    load_corpus,
+    read_codes,
+    scan_vocab,
+)
 
 
 def decode(corpus):
@@ -96,7 +104,7 @@ def test_window_batches_are_random_windows_fixed_by_seed_epoch_and_chunk():
 
 def test_recurrent_models_read_streams_and_gpt_random_windows():
     from charrnn.gpt import CharGPT, GPTConfig
-    from charrnn.model import CharRNN, ModelConfig
+    from charrnn.rnn import CharRNN, ModelConfig
 
     ids = np.arange(100)
     rnn = CharRNN(ModelConfig(5, "gru", 4, 1), rng=np.random.default_rng(0))

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from charrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from charrnn.data import Vocab
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from charrnn.io.corpus import Vocab
+from charrnn.rnn import CharRNN, ModelConfig
 
 VOCAB = Vocab(tuple("\n !,.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from charrnn import CharRNN, Checkpoint, ModelConfig, Vocab, load_checkpoint, save_checkpoint
 from charrnn.cli import main
-from charrnn.export import ExportError, export_checkpoint, import_safetensors, read_export
-from charrnn.safetensors import SafetensorsError, read_safetensors, write_safetensors
+from charrnn.io.export import ExportError, export_checkpoint, import_safetensors, read_export
+from charrnn.io.safetensors import SafetensorsError, read_safetensors, write_safetensors
 
 VOCAB = Vocab(tuple(sorted("\n !',.:;?abcdefghijklmnopqrstuvwxyzABC")))
 CASES = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]

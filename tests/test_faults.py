@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from charrnn import CharRNN, ModelConfig, TrainConfig, load_checkpoint, train
-from charrnn.train import Reporter, TrainingError
+from charrnn.runs import Reporter, TrainingError
 
 
 class Messages(Reporter):

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import main
-from charrnn.data import Vocab
 from charrnn.finetune import check_same_shape, extend_vocab
 from charrnn.gpt import CharGPT, GPTConfig
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.io.checkpoint import load_checkpoint
+from charrnn.io.corpus import Vocab
+from charrnn.rnn import CharRNN, ModelConfig
 
 OLD = Vocab(tuple("\n !,.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 NEW = OLD.extended(Vocab(tuple(sorted("[]{}0123456789é"))))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from gradcheck import numerical_grad, rel_error
 
-from charrnn import attention as L
 from charrnn.gpt import CharGPT, GPTConfig
+from charrnn.nn import attention as L
 
 
 def check_layer(forward, backward, inputs, dout_shape, rng, tol=1e-6):
@@ -287,7 +287,7 @@ def test_window_nlls_follow_the_documented_contexts():
 
 
 def test_workers_compute_the_in_process_step():
-    from charrnn.parallel import WorkerPool
+    from charrnn.engines.pool import WorkerPool
 
     model = tiny_model(dtype="float64")
     rng = np.random.default_rng(15)

@@ -13,7 +13,7 @@ from charrnn.cli import main
 from charrnn.evaluate import evaluate_file, score_lines
 from charrnn.gpt import CharGPT
 from charrnn.presets import PRESETS, preset_configs, resume_config
-from charrnn.train import Reporter
+from charrnn.runs import Reporter
 
 TINY = ["--model", "gpt", "--hidden-size", "16", "--num-layers", "2", "--num-heads", "2", "--batch-size", "4",
         "--seq-length", "16", "--eval-every", "10", "--sample-length", "30", "--random-seed", "3"]
@@ -167,8 +167,8 @@ def test_serve_scores_and_generates_with_a_gpt(small_text):
     import http.client
     import threading
 
-    from charrnn.data import Vocab
     from charrnn.evaluate import evaluate_text
+    from charrnn.io.corpus import Vocab
     from charrnn.server import ServeConfig, make_server
 
     vocab = Vocab(tuple("\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))

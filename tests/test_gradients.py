@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from gradcheck import numerical_grad, rel_error
 
-from charrnn.cells import Scratch, make_cell, make_step_weights
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.nn.cells import Scratch, make_cell, make_step_weights
+from charrnn.rnn import CharRNN, ModelConfig
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "sigmoid"), ("lstm", "tanh"), ("gru", "tanh")]
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from charrnn import ModelConfig, TrainConfig, train
-from charrnn.data import load_corpus
+from charrnn.io.corpus import load_corpus
 
 UNIGRAM_ENTROPY_TINYSHAKESPEARE = 3.309  # nats/char of the first 90%'s character distribution
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from charrnn.optim import WeightAverage, make_optimizer
-from charrnn.packed import Packed
+from charrnn.nn.optim import WeightAverage, make_optimizer
+from charrnn.nn.packed import Packed
 
 
 def reference(name, p, grads, lr, clip):

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from charrnn import CharRNN, ModelConfig, TrainConfig, load_checkpoint, train
+from charrnn.engines.base import WorkerError
+from charrnn.engines.pool import WorkerPool, default_workers
 from charrnn.evaluate import chunk_nll
-from charrnn.parallel import WorkerError, WorkerPool, default_workers
-from charrnn.train import TrainingError
+from charrnn.runs import TrainingError
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes need POSIX shared memory")
 
@@ -118,7 +119,7 @@ def test_workers_do_not_outlive_the_main_process():
     code = (
         "import os, sys, numpy as np\n"
         "from charrnn import CharRNN, ModelConfig\n"
-        "from charrnn.parallel import WorkerPool\n"
+        "from charrnn.engines.pool import WorkerPool\n"
         "pool = WorkerPool(CharRNN(ModelConfig(5, 'rnn', 4, 1)), 4, 4, 2)\n"
         "print(*[p.pid for p in pool.procs], flush=True)\n"
         "os.kill(os.getpid(), 9)\n"

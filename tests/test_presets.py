@@ -2,8 +2,8 @@
 
 import pytest
 
-from charrnn.model import ModelConfig
 from charrnn.presets import DEFAULTS, PRESETS, preset_configs, resume_config
+from charrnn.rnn import ModelConfig
 from charrnn.train import TrainConfig
 
 

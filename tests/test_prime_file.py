@@ -5,10 +5,10 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn import sample as sample_module
-from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import main
-from charrnn.data import Vocab
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.io.checkpoint import load_checkpoint
+from charrnn.io.corpus import Vocab
+from charrnn.rnn import CharRNN, ModelConfig
 from charrnn.sample import generate
 
 TINY = ["--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-length", "8",

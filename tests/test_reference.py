@@ -11,7 +11,7 @@ wrong block) fails here.
 import numpy as np
 import pytest
 
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.rnn import CharRNN, ModelConfig
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "sigmoid"), ("lstm", "tanh"), ("gru", "tanh")]
 V, H = 7, 8

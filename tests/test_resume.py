@@ -11,8 +11,8 @@ import time
 from click.testing import CliRunner
 from resumecheck import assert_same_latest
 
-from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import main
+from charrnn.io.checkpoint import load_checkpoint
 
 TINY = ["--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-length", "16",
         "--sample-length", "0", "--random-seed", "0", "--eval-every", "400"]  # a metrics line every 10 steps

@@ -18,10 +18,10 @@ import time
 import numpy as np
 import pytest
 
-from charrnn.checkpoint import Checkpoint, save_checkpoint
-from charrnn.data import Vocab
 from charrnn.evaluate import evaluate_file, evaluate_text
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.io.checkpoint import Checkpoint, save_checkpoint
+from charrnn.io.corpus import Vocab
+from charrnn.rnn import CharRNN, ModelConfig
 from charrnn.sample import generate
 from charrnn.server import ServeConfig, make_server
 

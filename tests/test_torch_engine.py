@@ -8,7 +8,7 @@ from charrnn.evaluate import chunk_nll, chunk_nlls
 from charrnn.gpt import CharGPT
 
 torch = pytest.importorskip("torch")
-from charrnn.torch_engine import TorchEngine, TorchEngineError  # noqa: E402
+from charrnn.engines.torch_engine import TorchEngine, TorchEngineError  # noqa: E402
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))]

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 import charrnn
-from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import main
+from charrnn.io.checkpoint import load_checkpoint
 
 torch = pytest.importorskip("torch")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

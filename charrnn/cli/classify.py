@@ -10,46 +10,19 @@ import click
 from click.core import ParameterSource
 from rich.table import Table
 
-from .cells import ACTIVATIONS
-from .classify import POOLS, ClassifierConfig
-from .classify_data import FORMATS, LABEL_PREFIX, read_labelled, split_labels
-from .classify_eval import TextClassifier, evaluate_predictions, load_classifier
-from .classify_train import CLASS_WEIGHTS, LR_SCHEDULES, ClassifyTrainConfig, train_classifier, train_config_from
-from .cli_errors import FiniteFloatRange, console, user_errors
-from .model import DTYPES, MODELS
-from .optim import OPTIMIZERS
-from .train import Reporter
+from ..classify.data import FORMATS, LABEL_PREFIX, read_labelled, split_labels
+from ..classify.metrics import evaluate_predictions
+from ..classify.model import POOLS, ClassifierConfig
+from ..classify.predict import TextClassifier, load_classifier
+from ..classify.train import CLASS_WEIGHTS, LR_SCHEDULES, ClassifyTrainConfig, train_classifier, train_config_from
+from ..nn.cells import ACTIVATIONS
+from ..nn.optim import OPTIMIZERS
+from ..rnn import DTYPES, RNN_KINDS
+from .errors import user_errors
+from .options import CONTEXT_SETTINGS, FiniteFloatRange, explicit
+from .report import ClassifyReporter, console
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MODEL_DEFAULTS, TRAIN_DEFAULTS = ClassifierConfig(0, 0), ClassifyTrainConfig()  # the options' defaults, defined once
-class _Log(Reporter):
-    """A line per evaluation on stdout (nothing when quiet); warnings on stderr."""
-
-    def __init__(self, quiet):
-        self.quiet = quiet
-
-    def start(self, total_steps, info):
-        self._echo(f"training {info['params']:,} parameters on {info['train']:,} texts, {info['labels']} labels "
-                   f"(vocabulary {info['vocab']}, {info['batches_per_epoch']:,} batches per epoch, validation "
-                   f"{info['valid']:,} texts, random seed {info['seed']})")
-
-    def step(self, step, info):
-        line = (f"step {step:,}  epoch {info['epoch']:.2f}  train loss {info['train_loss']:.4f}  "
-                f"{info['examples_per_sec']:,.0f} texts/s  {info['elapsed']:.0f}s")
-        if "val_loss" in info:
-            line += (f"  val loss {info['val_loss']:.4f}  accuracy {info['val_accuracy']:.4f}  "
-                     f"macro-F1 {info['val_macro_f1']:.4f}")
-        self._echo(line)
-
-    def message(self, text):
-        if not self.quiet:
-            click.echo(text, err=True)
-
-    def _echo(self, text):
-        if not self.quiet:
-            click.echo(text)
-
-
 @click.group(context_settings=CONTEXT_SETTINGS)
 def classify():
     """Classify text with a bidirectional character encoder, in fastText's conventions.
@@ -62,10 +35,6 @@ def classify():
     """
 
 
-def _explicit(ctx, name):
-    return ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
-
-
 @classify.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=TRAIN_DEFAULTS.format, show_default=True,
@@ -74,7 +43,7 @@ def _explicit(ctx, name):
               help="Validation file [default: hold out --valid-frac of FILE].")
 @click.option("--valid-frac", type=FiniteFloatRange(0, 1, max_open=True), default=TRAIN_DEFAULTS.valid_frac,
               show_default=True)
-@click.option("--model", type=click.Choice(MODELS), default=MODEL_DEFAULTS.model,
+@click.option("--model", type=click.Choice(RNN_KINDS), default=MODEL_DEFAULTS.model,
               show_default=True, help="Recurrent cell.")
 @click.option("--hidden-size", type=click.IntRange(min=1), default=MODEL_DEFAULTS.hidden_size, show_default=True,
               help="Units per direction.")
@@ -145,11 +114,11 @@ def train(ctx, file, valid_path, resume, overwrite, quiet, **options):
         if resume is not None:
             resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
             meta = load_classifier(resume)[1]
-            given = {k: v for k, v in options.items() if k in train_names and _explicit(ctx, k)}
+            given = {k: v for k, v in options.items() if k in train_names and explicit(ctx, k)}
             config = train_config_from(meta.get("train", {}), given)
         else:
             config = ClassifyTrainConfig(**{k: v for k, v in options.items() if k in train_names})
-        result = train_classifier(file, model_config, config, valid_path, resume, _Log(quiet), overwrite)
+        result = train_classifier(file, model_config, config, valid_path, resume, ClassifyReporter(quiet), overwrite)
     if not quiet:
         best = f"{result.best_accuracy:.4f}" if result.best_accuracy is not None else "-"
         click.echo(f"stopped by {result.stop_reason} after {result.step:,} steps (epoch {result.epoch:.2f}) in "

@@ -17,7 +17,7 @@ embeddings, the attention weights, each branch's output) and draws from torch's 
 the caller seeds it for each step.
 """
 
-from .attention import LN_EPS
+from ..nn.attention import LN_EPS
 
 
 def gpt_logits(torch, params, ids, config, dropout=0.0):

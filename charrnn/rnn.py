@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cells import Scratch, make_cell, make_step_weights
-from .packed import Packed
+from .nn.cells import LayerBuffers, make_cell, make_step_weights
+from .nn.numerics import check_params, orthogonal, scatter_rows, softmax_cross_entropy
+from .nn.packed import Packed
 
-MODELS = ("rnn", "lstm", "gru")
+RNN_KINDS = ("rnn", "lstm", "gru")
 DTYPES = ("float32", "float64")
 
 
@@ -38,8 +39,8 @@ class ModelConfig:
 
     def validate(self):
         """Raise ValueError with a one-line reason if a field is out of range."""
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        if self.model not in RNN_KINDS:
+            raise ValueError(f"model must be one of {', '.join(RNN_KINDS)}, not {self.model!r}")
         if self.vocab_size < 2:
             raise ValueError(f"vocabulary needs at least 2 symbols, got {self.vocab_size}")
         if self.hidden_size < 1 or self.num_layers < 1:
@@ -64,7 +65,7 @@ def init_params(config, rng):
         # 1 and 2 on tinyshakespeare); a hidden input sums H terms, so 1/sqrt(H) keeps it at unit scale
         input_scale = 2.0 if k == 0 else 1.0 / np.sqrt(fan_in)
         params[f"l{k}.W_xh"] = rng.normal(0.0, input_scale, (fan_in, G * H))
-        params[f"l{k}.W_hh"] = np.concatenate([_orthogonal(H, rng) for _ in range(G)], axis=1)
+        params[f"l{k}.W_hh"] = np.concatenate([orthogonal(H, rng) for _ in range(G)], axis=1)
         bias = np.zeros(G * H)
         if config.model == "lstm":
             bias[H : 2 * H] = 1.0
@@ -92,94 +93,11 @@ def param_shapes(config):
     return shapes
 
 
-def check_params(params, shapes, dtype):
-    """Raise ValueError unless ``params`` has exactly the names, shapes and dtype of ``shapes``."""
-    if set(shapes) != set(params):
-        raise ValueError("parameter names do not match the model config")
-    for name, shape in shapes.items():
-        value = params[name]
-        if value.shape != shape or value.dtype != dtype:
-            raise ValueError(f"parameter {name} is {value.dtype}{value.shape}, expected {np.dtype(dtype)}{shape}")
-
-
-def _orthogonal(n, rng):
-    q, r = np.linalg.qr(rng.normal(size=(n, n)))
-    return q * np.sign(np.diag(r))
-
-
-def scatter_rows(ids, values, out):
-    """Write into ``out`` (num_rows, D) the sums of the rows of ``values`` (N, D) by row id ``ids`` (N,).
-
-    For a vocabulary of up to 256 symbols, one product with the (num_rows, N) one-hot matrix is
-    fastest; for a larger one (CJK, thousands of symbols) that product would cost more than
-    ``np.add.at``.
-    """
-    if out.shape[0] <= 256:
-        indicator = np.zeros((out.shape[0], len(ids)), values.dtype)  # (V, N)
-        indicator[ids, np.arange(len(ids))] = 1
-        np.matmul(indicator, values, out=out)
-    else:
-        out.fill(0)
-        np.add.at(out, ids, values)
-
-
-def softmax_cross_entropy(logits, targets):
-    """Mean cross-entropy (nats) of (N, V) logits against (N,) targets, and its gradient.
-
-    The logits array is overwritten: it becomes the gradient.
-    """
-    N = logits.shape[0]
-    rows = np.arange(N)
-    logits -= logits.max(axis=1, keepdims=True)
-    target_logits = logits[rows, targets]  # (N,)
-    probs = np.exp(logits, out=logits)
-    total = np.add.reduce(probs, axis=1, keepdims=True)  # (N, 1)
-    loss = float((np.log(total).sum() - target_logits.sum()) / N)
-    probs *= 1.0 / (total * N)  # softmax / N: the gradient of the mean
-    probs[rows, targets] -= 1.0 / N
-    return loss, probs
-
-
-def log_softmax(logits):
-    """Log-probabilities of (..., V) logits, computed stably."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-class _LayerBuffers:
-    """What one layer keeps for chunks of up to ``capacity`` timesteps at batch B: gate caches,
-    state sequences, scratch. A chunk of T <= capacity steps uses the first T of each."""
-
-    def __init__(self, cell, capacity, B, H, dtype, d_hproj=None):
-        G = cell.n_gates * H
-        self.capacity = capacity
-        self.gates = np.empty((capacity, B, G), dtype)  # x_proj -> activated gates -> d(x_proj)
-        self.states = tuple(np.empty((capacity + 1, B, H), dtype) for _ in cell.state_names)
-        self.extra = tuple(np.empty((capacity, B, w * H), dtype) for w in cell.extra_widths)
-        self.d_hproj = self.gates if d_hproj is None else d_hproj  # (capacity, B, G); shared by the layers
-        self.scratch = Scratch.make(cell, B, H, dtype)
-        self.d_state = tuple(np.empty((B, H), dtype) for _ in cell.state_names)
-        self.dh = np.empty((B, H), dtype)
-        self.output = None  # (T, B, H): what the next layer (or the output layer) reads
-        self.step_weights = None  # the StepWeights of the chunk in these buffers, for its backward pass
-        # each step's arrays and the views of them its cell reads, made once: these buffers serve every chunk
-        self.caches = [
-            cell.step_views(
-                self.gates[t],
-                tuple(seq[t] for seq in self.states),
-                tuple(seq[t + 1] for seq in self.states),
-                tuple(e[t] for e in self.extra),
-                self.d_hproj[t],
-            )
-            for t in range(capacity)
-        ]
-
-
 class CharRNN:
     """A stack of recurrent layers with a softmax output; see the module docstring for shapes."""
 
     context_length = None  # the state carries everything read so far
-    min_streams_per_worker = 8  # parallel.py: fewer streams make per-step products too small to share
+    min_streams_per_worker = 8  # engines/pool.py: fewer streams make per-step products too small to share
 
     def __init__(self, config, params=None, rng=None):
         """``params``: a dict of arrays named as ``param_shapes(config)`` (copied), or None for a fresh
@@ -192,7 +110,7 @@ class CharRNN:
             params = init_params(config, rng if rng is not None else np.random.default_rng())
         check_params(params, self.shapes, config.dtype)
         self.params = Packed(self.shapes, config.dtype, params)  # views into self.params.flat
-        self._buffers = {}  # B -> list of _LayerBuffers (one per layer), reused across chunks
+        self._buffers = {}  # B -> list of LayerBuffers (one per layer), reused across chunks
 
     @property
     def dtype(self):
@@ -290,7 +208,7 @@ class CharRNN:
             H, G = self.config.hidden_size, self.cell.n_gates * self.config.hidden_size
             # backward goes one layer at a time, so the layers can share one d(h_proj) buffer
             d_hproj = np.empty((T, B, G), self.dtype) if self.cell.separate_hproj_grad else None
-            layers = [_LayerBuffers(self.cell, T, B, H, self.dtype, d_hproj) for _ in range(self.config.num_layers)]
+            layers = [LayerBuffers(self.cell, T, B, H, self.dtype, d_hproj) for _ in range(self.config.num_layers)]
             self._buffers[B] = layers
         return layers
 

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..models import LanguageModel, build_model, model_config
 from .atomic import write_atomically
-from .data import Vocab
-from .models import LanguageModel, build_model, model_config
+from .corpus import Vocab
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 1

@@ -425,3 +425,32 @@ def make_cell(model, activation="tanh"):
     if model == "gru":
         return GRUCell()
     raise ValueError(f"model must be one of rnn, lstm, gru, not {model!r}")
+
+
+class LayerBuffers:
+    """What one layer keeps for chunks of up to ``capacity`` timesteps at batch B: gate caches,
+    state sequences, scratch. A chunk of T <= capacity steps uses the first T of each."""
+
+    def __init__(self, cell, capacity, B, H, dtype, d_hproj=None):
+        G = cell.n_gates * H
+        self.capacity = capacity
+        self.gates = np.empty((capacity, B, G), dtype)  # x_proj -> activated gates -> d(x_proj)
+        self.states = tuple(np.empty((capacity + 1, B, H), dtype) for _ in cell.state_names)
+        self.extra = tuple(np.empty((capacity, B, w * H), dtype) for w in cell.extra_widths)
+        self.d_hproj = self.gates if d_hproj is None else d_hproj  # (capacity, B, G); shared by the layers
+        self.scratch = Scratch.make(cell, B, H, dtype)
+        self.d_state = tuple(np.empty((B, H), dtype) for _ in cell.state_names)
+        self.dh = np.empty((B, H), dtype)
+        self.output = None  # (T, B, H): what the next layer (or the output layer) reads
+        self.step_weights = None  # the StepWeights of the chunk in these buffers, for its backward pass
+        # each step's arrays and the views of them its cell reads, made once: these buffers serve every chunk
+        self.caches = [
+            cell.step_views(
+                self.gates[t],
+                tuple(seq[t] for seq in self.states),
+                tuple(seq[t + 1] for seq in self.states),
+                tuple(e[t] for e in self.extra),
+                self.d_hproj[t],
+            )
+            for t in range(capacity)
+        ]

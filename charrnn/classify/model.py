@@ -6,7 +6,7 @@
     loss, grads = model.loss_and_grads(ids, lengths, targets, weights)
 
 D = 2H with ``bidirectional`` (else H). Each layer runs a forward direction over the text and a
-backward direction over the text reversed, both with the cells of ``cells.py``; layer k+1 reads the
+backward direction over the text reversed, both with the cells of ``nn/cells.py``; layer k+1 reads the
 two directions' outputs joined at each position, (T, B, 2H). ``pool`` makes one vector of the top
 layer: ``last`` joins the forward direction's state after the last character and the backward
 direction's state after the first (as ``h_n`` of PyTorch's bidirectional LSTM), ``mean`` and ``max``
@@ -30,9 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cells import make_cell, make_step_weights
-from .model import MODELS, _LayerBuffers, scatter_rows
-from .packed import Packed
+from ..nn.cells import LayerBuffers, make_cell, make_step_weights
+from ..nn.numerics import scatter_rows
+from ..nn.packed import Packed
+from ..rnn import RNN_KINDS
 
 POOLS = ("last", "mean", "max")
 DTYPES = ("float32", "float64")
@@ -64,8 +65,8 @@ class ClassifierConfig:
 
     def validate(self):
         """Raise ValueError with a one-line reason if a field is out of range."""
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        if self.model not in RNN_KINDS:
+            raise ValueError(f"model must be one of {', '.join(RNN_KINDS)}, not {self.model!r}")
         if self.pool not in POOLS:
             raise ValueError(f"pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
         if self.vocab_size < 2 or self.num_classes < 2:
@@ -138,7 +139,7 @@ class BiEncoder:
         self.config = config
         self.cell = make_cell(config.model, config.activation)
         self.params = params
-        self._buffers = {}  # B -> {(k, d): _LayerBuffers}, reused while T fits; the two latest B
+        self._buffers = {}  # B -> {(k, d): LayerBuffers}, reused while T fits; the two latest B
 
     def forward(self, ids, lengths, dropout_rng=None, dropout=None, backward=False):
         """Encode ``ids`` (T, B) of texts of ``lengths`` (B,), longest first: return (B, D).
@@ -262,7 +263,7 @@ class BiEncoder:
         if runs is None or next(iter(runs.values())).capacity < T:
             cfg = self.config
             d_hproj = np.empty((T, B, self.cell.n_gates * cfg.hidden_size), self.dtype)  # shared, as in CharRNN
-            runs = {(k, d): _LayerBuffers(self.cell, T, B, cfg.hidden_size, self.dtype,
+            runs = {(k, d): LayerBuffers(self.cell, T, B, cfg.hidden_size, self.dtype,
                                           d_hproj if self.cell.separate_hproj_grad else None)
                     for k in range(cfg.num_layers) for d in cfg.directions}
         self._buffers[B] = runs  # the most recent last

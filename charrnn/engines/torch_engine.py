@@ -1,12 +1,12 @@
 """Training steps computed by PyTorch, on a CPU or a GPU, and data-parallel over torch.distributed.
 
-    with TorchEngine(model, device="cuda") as engine:      # the calls of parallel.py's engines
+    with TorchEngine(model, device="cuda") as engine:      # the calls of engines/base.py
         loss, grads, state = engine.loss_and_grads(inputs, targets, state, dropout_rng=rng)
         nll, state = engine.chunk_nll(inputs, targets, state)
 
 The model, its parameters and the optimizer stay charrnn's. Each step the engine hands PyTorch the
 parameters as one flat vector (shared with numpy on the CPU, copied to a GPU) and builds from it, through
-export.py's translation table, the weights of one ``nn.LSTM``/``nn.GRU``/``nn.RNN`` layer per charrnn
+io/export.py's translation table, the weights of one ``nn.LSTM``/``nn.GRU``/``nn.RNN`` layer per charrnn
 layer. Those values are copied into each module's own parameters (on a GPU, cuDNN keeps them in one
 block, which it needs), forward and backward run, and the modules' gradients go back through the table
 by autograd into charrnn's layout, one flat vector again, returned as charrnn's ``Packed`` dict. One module per layer,
@@ -30,9 +30,9 @@ import re
 
 import numpy as np
 
-from .export import to_torch_names
-from .packed import Packed
-from .parallel import Engine, WorkerError
+from ..io.export import to_torch_names
+from ..nn.packed import Packed
+from .base import Engine, WorkerError
 from .torch_gpt import gpt_logits
 
 DEVICES = ("cpu", "cuda")
@@ -140,7 +140,7 @@ def _first_line(error):
 
 
 class _TorchOps:
-    """export.py's table, spelled in torch (autograd follows every reorder and transpose)."""
+    """io/export.py's table, spelled in torch (autograd follows every reorder and transpose)."""
 
     def __init__(self, torch):
         self.concat = torch.cat

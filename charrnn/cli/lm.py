@@ -1,159 +1,41 @@
-"""The ``charrnn`` command line: a thin layer over train, sample, evaluate and checkpoint."""
+"""The language-model commands: train, sample, eval, info, plot, export, import and serve, a thin layer over
+the library (train.py, sample.py, evaluate.py, io/)."""
 
 import codecs
-import contextlib
 import json
 import os
-import signal
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict
 
 import click
 from rich.table import Table
-from tqdm import tqdm
 
-from . import __version__
-from .cells import ACTIVATIONS
-from .checkpoint import load_checkpoint, resolve_checkpoint
-from .classify_cli import classify
-from .cli_errors import FiniteFloatRange, console, user_errors
-from .data import quoted
-from .evaluate import EvalResult, evaluate_file, score_lines
-from .export import export_checkpoint, import_safetensors
-from .model import DTYPES
-from .models import MODEL_KINDS
-from .optim import OPTIMIZERS
-from .parallel import keep_freed_memory
-from .presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resume_config
-from .sample import stream_samples
-from .schedule import SCHEDULES
-from .server import ServeConfig, make_server, serve_until_signal
-from .torch_engine import TorchEngineError, import_torch
-from .train import DEVICES, ENGINES, Reporter
-from .train import train as train_model
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-class OneLineUsageError(click.ClickException):
-    """A usage error as one line, ``Error: ... (charrnn sample --help)``, exit status 2 as click's own."""
-
-    exit_code = 2
-
-
-class CharrnnGroup(click.Group):
-    """The top-level group: every command's and subcommand's usage errors (bad option values, missing
-    paths, unknown options) become one line instead of click's three (Usage / Try / Error), and Ctrl-C
-    exits quietly with status 130, not click's ``Aborted!`` and 1."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        with _one_line_usage_errors():
-            return super().make_context(info_name, args, parent=parent, **extra)
-
-    def invoke(self, ctx):
-        with _one_line_usage_errors():
-            try:
-                return super().invoke(ctx)
-            except KeyboardInterrupt:  # Ctrl-C in sample, eval, classify predict: 130 as train and serve
-                raise click.exceptions.Exit(128 + signal.SIGINT) from None
-
-
-@contextlib.contextmanager
-def _one_line_usage_errors():
-    try:
-        yield
-    except click.exceptions.NoArgsIsHelpError:  # a bare group: its help, as click shows it
-        raise
-    except click.UsageError as e:
-        hint = f" ({e.ctx.command_path} --help)" if e.ctx is not None else ""
-        raise OneLineUsageError(e.format_message() + hint) from None
-
-
-@click.group(cls=CharrnnGroup, context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, "--version", prog_name="charrnn")
-def main():
-    """Character-level language models (RNN, LSTM, GRU, GPT) in numpy: train, sample, eval.
-
-    \b
-    Example:
-      charrnn train data/shakespeare.txt
-      charrnn sample checkpoints --seed "ROMEO." --temperature 0.8
-      charrnn eval checkpoints held_out.txt
-      charrnn serve checkpoints
-    """
-    keep_freed_memory()  # this process's allocator reuses pages, as the workers' (parallel.py)
-
-
-class ConsoleReporter(Reporter):
-    """Progress bar on a terminal, a log line per evaluation otherwise; nothing when quiet."""
-
-    def __init__(self, quiet=False):
-        self.quiet = quiet
-        self.interactive = sys.stdout.isatty() and sys.stderr.isatty()
-        self.bar = None
-
-    def start(self, total_steps, info):
-        self.write(
-            f"training {info['params']:,} parameters on {info['train_chars']:,} characters "
-            f"(vocabulary {info['vocab']}, {_count(info['chunks_per_epoch'], 'step')} per epoch, "
-            f"validation {info['val_chars']:,}, random seed {info['seed']}"
-            + (f", {info['workers']} worker processes)" if info.get("workers", 1) > 1 else ")")
-        )
-        if self.interactive and not self.quiet:
-            # the bar follows whichever limit is set: steps, else seconds (so its ETA is right)
-            self.by_time = total_steps is None and info["max_time"] is not None
-            total, unit = (round(info["max_time"]), "s") if self.by_time else (total_steps, "step")
-            self.bar = tqdm(total=total, unit=unit, dynamic_ncols=True, file=sys.stderr)
-
-    def step(self, step, info):
-        if self.bar is not None:
-            done = min(round(info["elapsed"]), self.bar.total) if self.by_time else step
-            self.bar.update(done - self.bar.n)
-            postfix = {"step": step, "epoch": f"{info['epoch']:.2f}", "loss": f"{info['train_loss']:.3f}"}
-            if "val_loss" in info:
-                self.val_loss = info["val_loss"]
-            if getattr(self, "val_loss", None) is not None:
-                postfix["val"] = f"{self.val_loss:.3f}"
-            postfix["chars/s"] = f"{info['chars_per_sec']:,.0f}"
-            self.bar.set_postfix(postfix, refresh=False)
-        if "val_loss" in info:
-            self.write(
-                f"step {step:,}  epoch {info['epoch']:.2f}  train loss {info['train_loss']:.4f}  "
-                f"val loss {info['val_loss']:.4f}  {info['chars_per_sec']:,.0f} chars/s in steps  "
-                f"{info['elapsed']:.0f}s"
-            )
-
-    def message(self, text):
-        if not self.quiet:
-            tqdm.write(text, file=sys.stderr)
-
-    def sample(self, text):
-        self.write("---- sample ----\n" + text + "\n----------------")
-
-    def write(self, text):
-        if self.quiet:
-            return
-        try:
-            tqdm.write(text, file=sys.stdout)
-            sys.stdout.flush()
-        except BrokenPipeError:  # the reader went away (| head): training goes on, its reports to nowhere
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            self.message("note: standard output was closed; training goes on and writes its checkpoints")
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _explicit(ctx, name):
-    return ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+from ..engines.torch_engine import TorchEngineError, import_torch
+from ..evaluate import EvalResult, evaluate_file, score_lines
+from ..io.checkpoint import load_checkpoint, resolve_checkpoint
+from ..io.corpus import quoted
+from ..io.export import export_checkpoint, import_safetensors
+from ..models import MODEL_KINDS
+from ..nn.cells import ACTIVATIONS
+from ..nn.optim import OPTIMIZERS
+from ..nn.schedule import SCHEDULES
+from ..presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resume_config
+from ..rnn import DTYPES
+from ..sample import stream_samples
+from ..server import ServeConfig, make_server, serve_until_signal
+from ..train import DEVICES, ENGINES
+from ..train import train as train_model
+from .errors import user_errors
+from .options import CONTEXT_SETTINGS, FiniteFloatRange, explicit
+from .report import ConsoleReporter, console, count, print_summary, training_summary
 
 
 def _preset_default(name):
     return f"[default: {PRESETS['default'][name]}, or the preset's]"
 
 
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(exists=True, readable=True))
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
               help="A bundle of the options below (see README); options you give win.")
@@ -244,11 +126,11 @@ def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
     """
     quiet = quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, process 0 speaks for all
     reporter = ConsoleReporter(quiet)
-    given = {name: value for name, value in options.items() if _explicit(ctx, name)}
+    given = {name: value for name, value in options.items() if explicit(ctx, name)}
     if resume is not None and init_from is not None:
         raise click.UsageError("--init-from starts a new run from a model's weights and --resume continues a run; "
                                "give one of them")
-    if resume is not None and _explicit(ctx, "preset"):
+    if resume is not None and explicit(ctx, "preset"):
         raise click.UsageError("--preset sets up a new run; --resume continues one with its own settings")
     with user_errors():
         if resume is not None:
@@ -264,7 +146,7 @@ def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
         result = train_model(list(corpus), model_config, config, resume=resume, reporter=reporter,
                              overwrite=overwrite, init_from=init_from)
     if not quiet:
-        _print_summary(result)
+        print_summary(result)
     if result.interrupted_by is not None:
         ctx.exit(128 + result.interrupted_by)
 
@@ -279,41 +161,7 @@ def _check_kept_engine(checkpoint):
                                    "with --engine numpy") from None
 
 
-def _training_summary(train):
-    """A checkpoint's training options in one line: optimizer, rate and schedule, batch, limits."""
-    schedule = train.get("lr_schedule", "?")
-    if train.get("warmup"):
-        schedule += f" after {train['warmup']} warm-up steps"
-    limits = [f"{train[k]:g} {unit}" for k, unit in (("max_steps", "steps"), ("max_epochs", "epochs"),
-                                                      ("max_time", "s")) if train.get(k)]
-    rise = ""
-    if train.get("late_dropout"):
-        start, end = train["late_dropout_epochs"]
-        rise = f", dropout rising to {train['late_dropout']:g} (epochs {start:g}-{end:g})"
-    return (f"{train.get('optimizer')} {train.get('learning_rate', 0):g}, {schedule}, batch "
-            f"{train.get('batch_size')} x {train.get('seq_length')}{rise}; limit {' or '.join(limits) or 'none'}; "
-            f"engine {train.get('engine')}")
-
-
-def _count(n, noun):
-    """'1 step', '2,000 steps'."""
-    return f"{n:,} {noun}{'s' if n != 1 else ''}"
-
-
-def _print_summary(result):
-    table = Table(title="training interrupted" if result.interrupted_by else "training finished", show_header=False)
-    table.add_row("stopped by", result.stop_reason)
-    table.add_row("steps", f"{result.step:,} (epoch {result.epoch:.2f})")
-    if result.best_val_loss is not None:
-        bits = result.best_val_loss / 0.6931471805599453
-        table.add_row("best val loss", f"{result.best_val_loss:.4f} nats/char ({bits:.3f} bits/char)")
-    table.add_row("time", f"{result.elapsed:.1f} s in this run, {result.chars_per_sec:,.0f} chars/s all told "
-                          "(validation, checkpoints and start-up included)")
-    table.add_row("checkpoints", result.checkpoint_dir)
-    console().print(table)
-
-
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.option("--seed", default=None, help="Text that primes the model and starts the output (default: start as if "
               "after a newline).")
@@ -401,7 +249,7 @@ def _read_prime(stream, vocab):
         ) from None
 
 
-@main.command("eval", context_settings=CONTEXT_SETTINGS)
+@click.command("eval", context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("--per-line", is_flag=True, help="Also score each line: log-probability, bits per char, length.")
@@ -466,7 +314,7 @@ def _print_lines(lines, as_json):
     return total
 
 
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
 def info(checkpoint):
     """Describe CHECKPOINT: model, vocabulary, parameters and training position.
@@ -488,20 +336,20 @@ def info(checkpoint):
     table.add_row("weights", f"running average over {average} steps (--average)" if average else "as trained")
     table.add_row("step", str(meta.get("step", "-")))  # an import has no training position
     epoch, chunk = meta.get("epoch", "-"), meta.get("chunk", 0)
-    table.add_row("epoch", f"{epoch} complete, then {_count(chunk, 'step')} into the next" if chunk else str(epoch))
+    table.add_row("epoch", f"{epoch} complete, then {count(chunk, 'step')} into the next" if chunk else str(epoch))
     if "elapsed" in meta:
         table.add_row("time trained", f"{meta['elapsed']:.1f} s")
     if meta.get("init_from"):
         table.add_row("fine-tuned from", meta["init_from"])
     if meta.get("train"):
-        table.add_row("training", _training_summary(meta["train"]))
+        table.add_row("training", training_summary(meta["train"]))
     val = meta.get("last_val_loss")
     table.add_row("val loss", f"{val:.4f}" if val is not None else "-")
     table.add_row("format version", str(meta["version"]))
     console().print(table)
 
 
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default="loss.png", show_default=True)
 def plot(checkpoint_dir, output):
@@ -513,7 +361,7 @@ def plot(checkpoint_dir, output):
     Example:
       charrnn plot checkpoints --output loss.png
     """
-    from .plot import plot_metrics
+    from ..plot import plot_metrics
 
     with user_errors():
         try:
@@ -534,7 +382,7 @@ def _refuse_existing(output, overwrite, source=None):
         raise click.ClickException(f"{output} already exists; give --overwrite to replace it, or another name")
 
 
-@main.command("export", context_settings=CONTEXT_SETTINGS)
+@click.command("export", context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.argument("output", type=click.Path(dir_okay=False, writable=True))
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (without it, an existing OUTPUT is kept).")
@@ -557,7 +405,7 @@ def export_command(checkpoint, output, overwrite):
     click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
 
 
-@main.command("import", context_settings=CONTEXT_SETTINGS)
+@click.command("import", context_settings=CONTEXT_SETTINGS)
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
 @click.argument("output", type=click.Path(dir_okay=False, writable=True))
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (without it, an existing OUTPUT is kept).")
@@ -579,7 +427,7 @@ def import_command(source, output, overwrite):
         ckpt = import_safetensors(source, output)
     click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
 
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.option("--host", default=ServeConfig.host, show_default=True,
               help="Address to listen on; 0.0.0.0 opens the model to anyone who can reach this machine.")
@@ -614,4 +462,4 @@ def serve(ctx, checkpoint, host, port, max_length, max_concurrent, quiet):
     ctx.exit(128 + serve_until_signal(server))
 
 
-main.add_command(classify)
+COMMANDS = (train, sample, eval_command, info, plot, export_command, import_command, serve)

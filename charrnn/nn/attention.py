@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .model import scatter_rows
+from .numerics import scatter_rows
 
 GELU_K = math.sqrt(2.0 / math.pi)
 GELU_A = 0.044715

@@ -31,9 +31,9 @@ from dataclasses import asdict, fields
 
 import numpy as np
 
+from ..models import GPTConfig, ModelConfig, build_model, model_config, param_shapes
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .data import Vocab
-from .models import GPTConfig, ModelConfig, build_model, model_config, param_shapes
+from .corpus import Vocab
 from .safetensors import SafetensorsError, read_safetensors, write_safetensors
 
 MODEL_KEY, VOCAB_KEY = "charrnn.model", "charrnn.vocab"

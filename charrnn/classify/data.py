@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import Vocab
+from ..io.corpus import Vocab
 
 LABEL_PREFIX = "__label__"
 _LABEL_TOKEN = re.compile(r"__label__(\S*)\s*")

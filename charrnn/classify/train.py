@@ -19,9 +19,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from .checkpoint import CheckpointError, write_archive
-from .classify import Classifier
-from .classify_data import (
+from ..io.checkpoint import CheckpointError, write_archive
+from ..io.corpus import file_key
+from ..nn.optim import OPTIMIZERS, make_optimizer
+from ..nn.schedule import budget_progress, learning_rate
+from ..runs import Reporter, SignalCatcher, TrainingError, clear_previous_model, prepare_dir
+from .data import (
     FORMATS,
     LabelledDataError,
     LabelSet,
@@ -31,14 +34,12 @@ from .classify_data import (
     pad_batch,
     read_labelled,
 )
-from .classify_eval import KIND, TextClassifier, evaluate_predictions, load_classifier
-from .data import file_key
-from .optim import OPTIMIZERS, make_optimizer
-from .schedule import budget_progress, learning_rate
-from .train import Reporter, TrainingError, _clear_previous_model, _prepare_dir, _SignalCatcher
+from .metrics import evaluate_predictions
+from .model import Classifier
+from .predict import KIND, TextClassifier, load_classifier
 
 CLASS_WEIGHTS = ("none", "balanced")
-LR_SCHEDULES = ("constant", "cosine", "exponential")  # schedule.py's, less halving (a language-model rule)
+LR_SCHEDULES = ("constant", "cosine", "exponential")  # nn/schedule.py's, less halving (a language-model rule)
 
 
 @dataclass
@@ -49,7 +50,7 @@ class ClassifyTrainConfig:
     batch_size: int = 64
     optimizer: str = "adam"
     learning_rate: float = 3e-3
-    lr_schedule: str = "cosine"  # constant, cosine (to 0 over the budget) or exponential (schedule.py)
+    lr_schedule: str = "cosine"  # constant, cosine (to 0 over the budget) or exponential (nn/schedule.py)
     lr_decay: float = 0.97  # the exponential schedule's factor per epoch...
     lr_decay_after: int = 10  # ...after this many epochs
     grad_clip: float = 5.0
@@ -136,7 +137,7 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
     start = time.perf_counter()
     seen, loss_sum, loss_count = 0, 0.0, 0
     stop_reason = None
-    with _SignalCatcher() as signals, open(metrics_path, "a" if resume else "w") as metrics:
+    with SignalCatcher() as signals, open(metrics_path, "a" if resume else "w") as metrics:
         while stop_reason is None:
             # the epoch's batches: a function of the seed and the epoch alone, so resume finds its place
             order = length_buckets(train.encoded.lengths, config.batch_size,
@@ -218,9 +219,9 @@ def _start_run(train_path, model_config, config, valid_path, resume, overwrite, 
                    weights_by_label)
     valid = _split(valid_lines[0], valid_lines[1], vocab, labels, None) if valid_lines else None
 
-    _prepare_dir(config.checkpoint_dir)
+    prepare_dir(config.checkpoint_dir)
     if resume is None:
-        _clear_previous_model(config.checkpoint_dir, overwrite)
+        clear_previous_model(config.checkpoint_dir, overwrite)
     rng = np.random.default_rng(config.random_seed)
     if saved:
         clf, meta, optimizer_state = saved

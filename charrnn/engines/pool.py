@@ -36,10 +36,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .blas import available_cpus
-from .evaluate import chunk_nll, chunk_nlls
-from .models import build_model, model_config, param_shapes
-from .packed import Packed
+from ..blas import available_cpus
+from ..evaluate import chunk_nll
+from ..models import build_model, model_config, param_shapes
+from ..nn.packed import Packed
+from .base import Engine, InProcess, WorkerError
 
 MIN_STREAMS_PER_WORKER = 8  # a recurrent model's (the model's own ``min_streams_per_worker`` says)
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -66,11 +67,7 @@ def keep_freed_memory():
         return
     mallopt(_M_MMAP_THRESHOLD, int(WORKER_MALLOC["MALLOC_MMAP_THRESHOLD_"]))
     mallopt(_M_TRIM_THRESHOLD, int(WORKER_MALLOC["MALLOC_TRIM_THRESHOLD_"]))
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class WorkerError(RuntimeError):
-    """A worker process could not start or failed; the message is one line."""
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class WorkerInit(NamedTuple):
@@ -138,40 +135,6 @@ def make_engine(model, batch_size, seq_length, workers):
     if workers <= 1:
         return InProcess(model)
     return WorkerPool(model, batch_size, seq_length, workers)
-
-
-class Engine:
-    """What computes a training run's steps: ``loss_and_grads`` and ``chunk_nll`` over a (T, B) chunk, on
-    ``workers`` processes; a context manager that closes it."""
-
-    workers = 1
-
-    def chunk_nlls(self, inputs, targets, state=None):
-        """-log p of each of ``targets`` (T, B), and the state after them: in this process, by the model
-        (the scores of a gpt model's validation windows)."""
-        return chunk_nlls(self.model, inputs, targets, state)
-
-    def close(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class InProcess(Engine):
-    """The engine interface over the model itself, in this process."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, dropout=None):
-        return self.model.loss_and_grads(inputs, targets, state, dropout_rng, dropout=dropout)
-
-    def chunk_nll(self, inputs, targets, state=None):
-        return chunk_nll(self.model, inputs, targets, state)
 
 
 def _layout(n_params, dtype, workers, batch_size, seq_length, state):
@@ -245,7 +208,8 @@ class WorkerPool(Engine):
         cmd_read, cmd_write = os.pipe()
         reply_read, reply_write = os.pipe()
         env = {**WORKER_MALLOC, **os.environ, **{name: str(blas_threads) for name in BLAS_THREAD_VARIABLES}}
-        code = f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); from charrnn.parallel import serve; serve()"
+        code = (f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); "
+                "from charrnn.engines.pool import worker_main; worker_main()")
         errors = tempfile.TemporaryFile()
         try:
             proc = subprocess.Popen(
@@ -364,7 +328,7 @@ class WorkerPool(Engine):
         self.send, self.recv, self.procs, self.errors = [], [], [], []
 
 
-def serve():
+def worker_main():
     """A worker process's main loop (``sys.argv``: shared file, command pipe and reply pipe fds)."""
     import signal
 

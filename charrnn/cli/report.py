@@ -1,0 +1,145 @@
+"""How the commands report: rich's console for tables, training progress on a terminal or as log lines,
+and the summaries a training run ends with."""
+
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from ..runs import Reporter
+
+
+def console(stderr=False):
+    """rich's console for a command's report: a terminal's width on a terminal; piped or redirected, no
+    width limit, so a table keeps its natural width and a line stays whole (nothing cut or wrapped)."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 100_000
+    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ or None, highlight=False, soft_wrap=True,
+                   width=width)
+
+
+class ConsoleReporter(Reporter):
+    """Progress bar on a terminal, a log line per evaluation otherwise; nothing when quiet."""
+
+    def __init__(self, quiet=False):
+        self.quiet = quiet
+        self.interactive = sys.stdout.isatty() and sys.stderr.isatty()
+        self.bar = None
+
+    def start(self, total_steps, info):
+        self.write(
+            f"training {info['params']:,} parameters on {info['train_chars']:,} characters "
+            f"(vocabulary {info['vocab']}, {count(info['chunks_per_epoch'], 'step')} per epoch, "
+            f"validation {info['val_chars']:,}, random seed {info['seed']}"
+            + (f", {info['workers']} worker processes)" if info.get("workers", 1) > 1 else ")")
+        )
+        if self.interactive and not self.quiet:
+            # the bar follows whichever limit is set: steps, else seconds (so its ETA is right)
+            self.by_time = total_steps is None and info["max_time"] is not None
+            total, unit = (round(info["max_time"]), "s") if self.by_time else (total_steps, "step")
+            self.bar = tqdm(total=total, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+    def step(self, step, info):
+        if self.bar is not None:
+            done = min(round(info["elapsed"]), self.bar.total) if self.by_time else step
+            self.bar.update(done - self.bar.n)
+            postfix = {"step": step, "epoch": f"{info['epoch']:.2f}", "loss": f"{info['train_loss']:.3f}"}
+            if "val_loss" in info:
+                self.val_loss = info["val_loss"]
+            if getattr(self, "val_loss", None) is not None:
+                postfix["val"] = f"{self.val_loss:.3f}"
+            postfix["chars/s"] = f"{info['chars_per_sec']:,.0f}"
+            self.bar.set_postfix(postfix, refresh=False)
+        if "val_loss" in info:
+            self.write(
+                f"step {step:,}  epoch {info['epoch']:.2f}  train loss {info['train_loss']:.4f}  "
+                f"val loss {info['val_loss']:.4f}  {info['chars_per_sec']:,.0f} chars/s in steps  "
+                f"{info['elapsed']:.0f}s"
+            )
+
+    def message(self, text):
+        if not self.quiet:
+            tqdm.write(text, file=sys.stderr)
+
+    def sample(self, text):
+        self.write("---- sample ----\n" + text + "\n----------------")
+
+    def write(self, text):
+        if self.quiet:
+            return
+        try:
+            tqdm.write(text, file=sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader went away (| head): training goes on, its reports to nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.message("note: standard output was closed; training goes on and writes its checkpoints")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class ClassifyReporter(Reporter):
+    """A line per evaluation on stdout (nothing when quiet); warnings on stderr."""
+
+    def __init__(self, quiet):
+        self.quiet = quiet
+
+    def start(self, total_steps, info):
+        self._echo(f"training {info['params']:,} parameters on {info['train']:,} texts, {info['labels']} labels "
+                   f"(vocabulary {info['vocab']}, {info['batches_per_epoch']:,} batches per epoch, validation "
+                   f"{info['valid']:,} texts, random seed {info['seed']})")
+
+    def step(self, step, info):
+        line = (f"step {step:,}  epoch {info['epoch']:.2f}  train loss {info['train_loss']:.4f}  "
+                f"{info['examples_per_sec']:,.0f} texts/s  {info['elapsed']:.0f}s")
+        if "val_loss" in info:
+            line += (f"  val loss {info['val_loss']:.4f}  accuracy {info['val_accuracy']:.4f}  "
+                     f"macro-F1 {info['val_macro_f1']:.4f}")
+        self._echo(line)
+
+    def message(self, text):
+        if not self.quiet:
+            click.echo(text, err=True)
+
+    def _echo(self, text):
+        if not self.quiet:
+            click.echo(text)
+
+
+def training_summary(train):
+    """A checkpoint's training options in one line: optimizer, rate and schedule, batch, limits."""
+    schedule = train.get("lr_schedule", "?")
+    if train.get("warmup"):
+        schedule += f" after {train['warmup']} warm-up steps"
+    limits = [f"{train[k]:g} {unit}" for k, unit in (("max_steps", "steps"), ("max_epochs", "epochs"),
+                                                      ("max_time", "s")) if train.get(k)]
+    rise = ""
+    if train.get("late_dropout"):
+        start, end = train["late_dropout_epochs"]
+        rise = f", dropout rising to {train['late_dropout']:g} (epochs {start:g}-{end:g})"
+    return (f"{train.get('optimizer')} {train.get('learning_rate', 0):g}, {schedule}, batch "
+            f"{train.get('batch_size')} x {train.get('seq_length')}{rise}; limit {' or '.join(limits) or 'none'}; "
+            f"engine {train.get('engine')}")
+
+
+def count(n, noun):
+    """'1 step', '2,000 steps'."""
+    return f"{n:,} {noun}{'s' if n != 1 else ''}"
+
+
+def print_summary(result):
+    """The table a finished or interrupted training run ends with."""
+    table = Table(title="training interrupted" if result.interrupted_by else "training finished", show_header=False)
+    table.add_row("stopped by", result.stop_reason)
+    table.add_row("steps", f"{result.step:,} (epoch {result.epoch:.2f})")
+    if result.best_val_loss is not None:
+        bits = result.best_val_loss / 0.6931471805599453
+        table.add_row("best val loss", f"{result.best_val_loss:.4f} nats/char ({bits:.3f} bits/char)")
+    table.add_row("time", f"{result.elapsed:.1f} s in this run, {result.chars_per_sec:,.0f} chars/s all told "
+                          "(validation, checkpoints and start-up included)")
+    table.add_row("checkpoints", result.checkpoint_dir)
+    console().print(table)
