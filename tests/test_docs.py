@@ -121,6 +121,15 @@ def test_api_models_example_runs():
     assert namespace["logits"].shape == (namespace["model"].config.vocab_size,)
 
 
+def test_architecture_names_every_module():
+    """docs/architecture.md's module table has a row for every module of the package."""
+    table = set(re.findall(r"`([\w/]+\.(?:py|html))`", read("docs/architecture.md")))
+    package = ROOT / "charrnn"
+    modules = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py")) if "__pycache__" not in p.parts]
+    missing = [m for m in modules if m not in table and not (m.endswith("/__init__.py"))]
+    assert not missing, f"docs/architecture.md's module table lacks: {', '.join(missing)}"
+
+
 def test_every_document_is_reachable_from_the_readme():
     """Every page in docs/ is linked from the README, so none is orphaned."""
     readme = read("README.md")
