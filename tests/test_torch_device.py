@@ -1,0 +1,223 @@
+"""The torch engine trains on its device: parameters, optimizer state and batches there, numpy's numbers."""
+
+import numpy as np
+import pytest
+
+from charrnn import CharRNN, GPTConfig, ModelConfig
+from charrnn.engines.base import InProcess
+from charrnn.gpt import CharGPT
+from charrnn.io.corpus import batches_for
+from charrnn.nn.optim import OPTIMIZERS, WeightAverage, make_optimizer
+
+torch = pytest.importorskip("torch")
+from charrnn.engines.torch_engine import LossScale, TorchEngine, TorchEngineError  # noqa: E402
+from charrnn.engines.torch_optim import DeviceAverage, DeviceOptimizer  # noqa: E402
+
+KINDS = ("rnn", "lstm", "gru", "gpt")
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))]
+IDS = np.random.default_rng(5).integers(0, 11, 3000).astype(np.uint8)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Torch's OpenMP threads spin-wait: on a shared 2-core machine one thread is many times faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(kind, dtype="float64", vocab=11, hidden=16):
+    if kind == "gpt":
+        config = GPTConfig(vocab, hidden_size=hidden, num_layers=2, num_heads=2, context_length=12, dtype=dtype,
+                           dropout=0.0)
+        return CharGPT(config, rng=np.random.default_rng(0))
+    return CharRNN(ModelConfig(vocab, kind, hidden, 2, dtype=dtype, dropout=0.0), rng=np.random.default_rng(0))
+
+
+def train_steps(kind, optimizer, torch_engine, steps=6, device="cpu", upload=False):
+    """``steps`` steps with clipping, weight decay, a changing rate and a running average; the model, the
+    numpy optimizer and average as the engine leaves them (pulled from the device)."""
+    model = build(kind)
+    opt = make_optimizer(optimizer, model.params, 0.01, grad_clip=0.05, weight_decay=0.1)
+    average = WeightAverage(model.params, 3)
+    engine = TorchEngine(model, device=device) if torch_engine else InProcess(model)
+    engine.train_with(opt, average)
+    batches = batches_for(model, IDS, 4, 12, seed=1)
+    batches = engine.batches(batches, upload) if torch_engine else batches
+    state = None
+    for j in range(steps):
+        opt.learning_rate = 0.01 * (1 + j % 3)
+        loss, grads, state = engine.loss_and_grads(*batches.chunk(j), state)
+        assert engine.finite(loss, grads) and engine.update(grads)
+    engine.pull()
+    return model, opt, average, engine.host_state(state)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_device_training_equals_numpy(kind, optimizer):
+    """float64 on the CPU, 6 steps (elementwise clipping that bites, decoupled weight decay, a rate that changes,
+    the running average): parameters, every optimizer slot, the step count, the average and the carried state
+    equal the numpy engine's to 1e-9. Odd optimizers cut the chunks on the device from uploaded ids."""
+    want = train_steps(kind, optimizer, False)
+    got = train_steps(kind, optimizer, True, upload=optimizer in ("adagrad", "adam"))
+    moved = np.abs(want[0].params.flat - build(kind).params.flat).max()
+    assert moved > 1e-3  # the steps moved the weights: agreeing to 1e-9 means something
+    np.testing.assert_allclose(got[0].params.flat, want[0].params.flat, rtol=0, atol=1e-9)
+    assert set(got[1].state) == set(want[1].state) and got[1].steps == want[1].steps == 6
+    for key, value in want[1].state.items():
+        np.testing.assert_allclose(got[1].state[key], value, rtol=0, atol=1e-9, err_msg=key)
+    np.testing.assert_allclose(got[2].params.flat, want[2].params.flat, rtol=0, atol=1e-9)
+    for a, b in zip(got[3], want[3]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_optimizer_mirror_equals_nn_optim(optimizer):
+    """engines/torch_optim.py against nn/optim.py itself, 20 updates of random gradients: to 1e-12."""
+    rng = np.random.default_rng(0)
+    model = build("lstm")
+    params = model.params
+    want, got = (make_optimizer(optimizer, params, 0.01, 0.5, 0.1) for _ in range(2))
+    want_avg, got_avg = WeightAverage(params, 4), WeightAverage(params, 4)
+    p = torch.from_numpy(params.flat.copy())
+    mirror, mirror_avg = DeviceOptimizer(torch, got, "cpu"), DeviceAverage(torch, got_avg, "cpu")
+    for s in range(20):
+        g = rng.normal(size=params.flat.size)
+        want.learning_rate = got.learning_rate = 0.01 * (1 + s % 3)
+        grads = type(params)(params.shapes(), np.float64, flat=g.copy())
+        want.step(params, grads)
+        want_avg.update(params, want.steps)
+        mirror.step(p, torch.from_numpy(g.copy()))
+        mirror_avg.update(p, got.steps)
+    mirror.pull()
+    mirror_avg.pull()
+    np.testing.assert_allclose(p.numpy(), params.flat, rtol=0, atol=1e-12)
+    for key, value in want.state.items():
+        np.testing.assert_allclose(got.state[key], value, rtol=0, atol=1e-12, err_msg=key)
+    np.testing.assert_allclose(got_avg.params.flat, want_avg.params.flat, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gpt"])
+def test_validation_on_the_device_equals_numpy(kind):
+    """engine.streams_nll (the validation loss: streams cut on the device, scores summed there) equals
+    evaluate.streams_nll by the numpy model, the running average being what both score."""
+    model, opt, average, _ = train_steps(kind, "adam", True, steps=3)
+    engine = TorchEngine(model)
+    engine.train_with(opt, average)  # scores the device's average
+    got = engine.streams_nll(IDS[:777], 5, 12)
+    model.params.flat[...] = average.params.flat
+    want = InProcess(model).streams_nll(IDS[:777], 5, 12)
+    assert got[1] == want[1] == 776 and got[0] == pytest.approx(want[0], abs=1e-9)
+
+
+def test_push_and_pull_move_everything():
+    """pull copies device -> numpy, push numpy -> device: a restore (the non-finite guard) lands on the device."""
+    model, opt, average, _ = train_steps("gru", "rmsprop", True, steps=2)
+    engine = TorchEngine(model)
+    engine.train_with(opt, average)
+    saved = model.params.flat.copy(), {k: v.copy() for k, v in opt.state.items()}, average.params.flat.copy()
+    engine.params.add_(1.0)
+    engine.optimizer.slot["mean_sq"].add_(1.0)
+    engine.average.params.add_(1.0)
+    engine.pull()
+    assert np.allclose(model.params.flat, saved[0] + 1) and np.allclose(average.params.flat, saved[2] + 1)
+    model.params.flat[...] = saved[0]
+    opt.load_state(saved[1])
+    average.params.flat[...] = saved[2]
+    engine.push()
+    assert np.array_equal(engine.params.numpy(), saved[0])
+    assert np.array_equal(engine.optimizer.slot["mean_sq"].numpy(), opt.slot["mean_sq"].flat)
+    assert np.array_equal(engine.average.params.numpy(), saved[2])
+
+
+def test_non_finite_gradient_and_update_are_flagged_on_the_device():
+    """A NaN weight makes the loss and gradient non-finite; a huge rate makes the update non-finite: both
+    are seen on the device (the guard's inputs), without copying a gradient back."""
+    model = build("lstm", "float32")
+    opt = make_optimizer("sgd", model.params, 1e300, grad_clip=0, weight_decay=0)
+    engine = TorchEngine(model)
+    engine.train_with(opt)
+    inputs, targets = batches_for(model, IDS, 4, 12, 1).chunk(0)
+    loss, grads, _ = engine.loss_and_grads(inputs, targets)
+    assert engine.finite(loss, grads)
+    assert not engine.update(grads)  # 1e300 times a gradient: an infinite weight
+    engine.params[0] = float("nan")
+    loss, grads, _ = engine.loss_and_grads(inputs, targets)
+    assert not engine.finite(loss, grads) and not grads.finite
+
+
+def test_loss_scale_backs_off_and_grows():
+    scale = LossScale(scale=8.0, growth_interval=3)
+    assert not scale.update(False) and scale.scale == 4.0
+    assert scale.update(True) and scale.update(True) and scale.update(True) and scale.scale == 8.0
+    one = LossScale(scale=1.0)
+    assert one.update(False) and one.scale == 1.0  # nothing left to lower: the step goes to the guard
+
+
+def corpus_ids(n=20_000):
+    rng = np.random.default_rng(2)
+    words = ["the ", "cat ", "sat ", "on ", "a ", "mat ", "and ", "dog ", "ran.\n"]
+    text = "".join(rng.choice(words, n // 4))[:n]
+    symbols = sorted(set(text))
+    return np.array([symbols.index(c) for c in text], np.uint8), len(symbols)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gpt"])
+def test_bfloat16_loss_tracks_float32(kind):
+    """A float32 model, 40 steps of Adam at a learning rate of 3e-3, computed under bfloat16 autocast and in
+    float32 from the same start: every step's loss within 0.05 nats of float32's, the mean of the last 10
+    within 0.02, and the loss fell (by over 0.5 nats) in both."""
+    ids, vocab = corpus_ids()
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        model = build(kind, "float32", vocab=vocab, hidden=32)
+        opt = make_optimizer("adam", model.params, 3e-3, 5.0, 0.1)
+        engine = TorchEngine(model, precision=precision)
+        engine.train_with(opt)
+        batches, state, losses[precision] = engine.batches(batches_for(model, ids, 8, 12, 1)), None, []
+        for j in range(40):
+            loss, grads, state = engine.loss_and_grads(*batches.chunk(j), state)
+            assert engine.finite(loss, grads) and engine.update(grads)
+            losses[precision].append(loss)
+    want, got = np.array(losses["float32"]), np.array(losses["bfloat16"])
+    assert want[:5].mean() - want[-5:].mean() > 0.5 and got[:5].mean() - got[-5:].mean() > 0.5
+    assert np.abs(got - want).max() < 0.05
+    assert abs(got[-10:].mean() - want[-10:].mean()) < 0.02
+    assert not np.array_equal(got, want)  # bfloat16 did compute something
+
+
+def test_float16_step_scales_the_loss_and_unscales_the_gradient():
+    """float16 (loss scale 2**16): the gradient handed to the optimizer is the float32 one to about float16's
+    precision, not 65536 times it."""
+    model = build("gpt", "float32", hidden=16)
+    inputs, targets = batches_for(model, IDS, 4, 12, 1).chunk(0)
+    grads = {}
+    for precision in ("float32", "float16"):
+        engine = TorchEngine(model, precision=precision)
+        engine.train_with(make_optimizer("adam", model.params, 1e-3))
+        grads[precision] = engine.loss_and_grads(inputs, targets)[1].numpy()
+    scale = np.abs(grads["float32"]).max()
+    assert np.abs(grads["float16"] - grads["float32"]).max() < 0.02 * scale
+
+
+def test_precision_refusals_are_one_line():
+    with pytest.raises(TorchEngineError, match="float32 model") as info:
+        TorchEngine(build("lstm", "float64"), precision="bfloat16")
+    assert "\n" not in str(info.value)
+    with pytest.raises(TorchEngineError, match="precision must be one of"):
+        TorchEngine(build("lstm", "float32"), precision="int8")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_batches_equal_host_batches(device):
+    """Chunks cut on the device from uploaded ids are the host's chunks: contiguous streams and random windows."""
+    for kind in ("lstm", "gpt"):
+        model = build(kind)
+        engine = TorchEngine(model, device=device)
+        host = batches_for(model, IDS, 5, 12, seed=4)
+        on_device = engine.batches(host, upload=True)
+        for epoch, j in [(0, 0), (0, 7), (2, 3)]:
+            for a, b in zip(on_device.chunk(j, epoch), host.chunk(j, epoch)):
+                assert a.device.type == device and np.array_equal(a.cpu().numpy(), b)
