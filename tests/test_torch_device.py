@@ -1,5 +1,7 @@
 """The torch engine trains on its device: parameters, optimizer state and batches there, numpy's numbers."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -125,11 +127,10 @@ def test_push_and_pull_move_everything():
     assert np.allclose(model.params.flat, saved[0] + 1) and np.allclose(average.params.flat, saved[2] + 1)
     model.params.flat[...] = saved[0]
     opt.load_state(saved[1])
-    average.params.flat[...] = saved[2]
-    engine.push()
+    engine.push()  # as the guard restores: parameters and optimizer state, the average going on as it is
     assert np.array_equal(engine.params.numpy(), saved[0])
     assert np.array_equal(engine.optimizer.slot["mean_sq"].numpy(), opt.slot["mean_sq"].flat)
-    assert np.array_equal(engine.average.params.numpy(), saved[2])
+    assert np.allclose(engine.average.params.numpy(), saved[2] + 1)
 
 
 def test_non_finite_gradient_and_update_are_flagged_on_the_device():
@@ -221,3 +222,84 @@ def test_device_batches_equal_host_batches(device):
         for epoch, j in [(0, 0), (0, 7), (2, 3)]:
             for a, b in zip(on_device.chunk(j, epoch), host.chunk(j, epoch)):
                 assert a.device.type == device and np.array_equal(a.cpu().numpy(), b)
+
+
+# -- `charrnn train --engine torch`: the run on the device, moving between engines with --resume --------------
+
+EXACT = ["--hidden-size", "16", "--num-layers", "2", "--batch-size", "6", "--seq-length", "12", "--dtype", "float64",
+         "--dropout", "0", "--late-dropout", "0", "--eval-every", "3", "--sample-length", "0", "--random-seed", "3",
+         "--lr-schedule", "cosine", "--grad-clip", "0.05", "--average", "4", "--max-steps", "6"]
+
+
+def cli_train(args):
+    from click.testing import CliRunner
+
+    from charrnn.cli import main
+
+    return CliRunner().invoke(main, ["train", *args], catch_exceptions=False)
+
+
+def saved(directory):
+    from charrnn.io.checkpoint import load_checkpoint
+
+    return load_checkpoint(os.path.join(directory, "latest.npz"))
+
+
+@pytest.mark.parametrize("model,optimizer,first", [("lstm", "adam", "torch"), ("gpt", "rmsprop", "numpy"),
+                                                   ("gru", "adagrad", "torch")])
+def test_a_run_moves_between_engines_with_resume(tmp_path, small_text, model, optimizer, first):
+    """3 steps on one engine, 3 more after --resume on the other, equal 6 steps on the numpy engine alone:
+    the model (the running average), the iterate, every optimizer slot and the carried state, to 1e-9."""
+    other = {"torch": "numpy", "numpy": "torch"}[first]
+    opts = [*EXACT, "--model", model, "--optimizer", optimizer]
+    if model == "gpt":
+        opts += ["--num-heads", "2"]
+    alone, moved = str(tmp_path / "alone"), str(tmp_path / "moved")
+    assert cli_train([small_text, "--checkpoint-dir", alone, "--engine", "numpy", *opts]).exit_code == 0
+    steps3 = [*opts[:-2], "--max-steps", "3"]
+    result = cli_train([small_text, "--checkpoint-dir", moved, "--engine", first, *steps3])
+    assert result.exit_code == 0, result.output
+    result = cli_train([small_text, "--checkpoint-dir", moved, "--resume", "--engine", other, "--max-steps", "6"])
+    assert result.exit_code == 0, result.output
+    want, got = saved(alone), saved(moved)
+    assert got.meta["step"] == want.meta["step"] == 6 and got.meta["train"]["engine"] == other
+    np.testing.assert_allclose(got.model.params.flat, want.model.params.flat, rtol=0, atol=1e-9)
+    assert set(got.optimizer_state) == set(want.optimizer_state)
+    for key, value in want.optimizer_state.items():
+        np.testing.assert_allclose(got.optimizer_state[key], value, rtol=0, atol=1e-9, err_msg=key)
+    for a, b in zip(got.hidden_state, want.hidden_state):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+
+
+def test_precision_option(tmp_path, small_text):
+    """--precision is the torch engine's, saved with the run's options; numpy or a float64 model refuse it in
+    one line; a bfloat16 run trains."""
+    ck = str(tmp_path / "ck")
+    opts = [*EXACT[:-2], "--max-steps", "3", "--model", "lstm"]
+    result = cli_train([small_text, "--checkpoint-dir", ck, "--precision", "bfloat16", *opts])
+    assert result.exit_code != 0 and "needs --engine torch" in result.output and result.output.count("\n") == 1
+    result = cli_train([small_text, "--checkpoint-dir", ck, "--engine", "torch", "--precision", "bfloat16", *opts])
+    assert result.exit_code != 0 and "float32 model" in result.output and result.output.count("\n") == 1
+    float32 = [*opts, "--dtype", "float32"]
+    result = cli_train([small_text, "--checkpoint-dir", ck, "--engine", "torch", "--precision", "bfloat16", *float32])
+    assert result.exit_code == 0, result.output
+    assert saved(ck).meta["train"]["precision"] == "bfloat16"
+    assert np.isfinite(saved(ck).model.params.flat).all()
+
+
+def test_non_finite_guard_on_the_device_acts_as_numpys(tmp_path, small_text):
+    """A rate far too high: the device flags the non-finite steps, the guard restores the last evaluated
+    weights and optimizer state (pushed to the device) and halves the rate, as on the numpy engine, until it
+    stops in one line with the same latest.npz."""
+    opts = [*EXACT[:-2], "--max-steps", "20", "--model", "gru", "--optimizer", "sgd", "--learning-rate", "1e300",
+            "--grad-clip", "0", "--average", "0"]
+    outputs, params = {}, {}
+    for engine in ("numpy", "torch"):
+        ck = str(tmp_path / engine)
+        result = cli_train([small_text, "--checkpoint-dir", ck, "--engine", engine, *opts])
+        assert result.exit_code == 1
+        outputs[engine] = [line for line in result.output.splitlines() if line.startswith(("warning", "Error"))]
+        params[engine] = saved(ck).model.params.flat
+    assert outputs["torch"] == outputs["numpy"] and outputs["numpy"][-1].startswith("Error: loss, gradient or update")
+    assert len(outputs["numpy"]) == 7  # five halvings, then the stop
+    np.testing.assert_array_equal(params["torch"], params["numpy"])

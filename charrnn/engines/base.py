@@ -58,7 +58,7 @@ class Engine:
         """Bring parameters, optimizer state and average into the numpy model and optimizer (here: they are)."""
 
     def push(self):
-        """Send the numpy model's parameters, optimizer state and average to where the engine trains them."""
+        """Send the numpy model's parameters and optimizer state to where the engine trains them."""
 
     def host_state(self, state):
         """A state from ``loss_and_grads`` as numpy arrays."""

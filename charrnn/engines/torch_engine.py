@@ -144,11 +144,11 @@ class DeviceBatches:
         if not self.upload:
             return tuple(self.engine.torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
                          for a in self.batches.chunk(j, epoch))
-        torch, b = self.engine.torch, self.batches
+        b = self.batches
         if self.starts is not None:  # contiguous streams: the next T characters of each
             starts = self.starts + j * b.seq_length
         else:  # random windows: only their B starts come from the host
-            starts = torch.from_numpy(b.starts_of(j, epoch)).to(self.engine.device)
+            starts = self.engine.to_device(b.starts_of(j, epoch))
         window = self.ids[starts[None, :] + self.offsets].long()  # (T+1, B)
         return window[:-1], window[1:]
 
@@ -388,13 +388,12 @@ class TorchEngine(Engine):
             self.average.pull()
 
     def push(self):
-        """Copy the numpy model's parameters, optimizer slots and average to the device (after a restore)."""
+        """Copy the numpy model's parameters and optimizer slots to the device (the non-finite guard's restore,
+        which leaves the running average as it is)."""
         if self.params is None:
             return
         self.params.copy_(self.torch.from_numpy(self.model.params.flat))
         self.optimizer.push()
-        if self.average is not None:
-            self.average.push()
 
     def host_state(self, state):
         """A state from ``loss_and_grads`` as numpy arrays (for a checkpoint)."""
@@ -494,6 +493,13 @@ class TorchEngine(Engine):
                 final = tuple(torch.from_numpy(s).to(self.device, self.dtype) for s in self.model.initial_state(0))
             _, nlls_t, state_t = self._sum_over_processes([flat.new_zeros(0), nlls.reshape(-1)], final, lo, hi, B)
         return nlls_t.reshape(T, B), state_t
+
+    def to_device(self, array):
+        """A small host array on the device without waiting for the device: through pinned memory to a GPU."""
+        tensor = self.torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
 
     def _upload_ids(self, ids):
         """``ids`` (a numpy vector) on the device, copied once per array (the validation text at every evaluation
