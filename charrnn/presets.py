@@ -21,8 +21,8 @@ from .train import TrainConfig
 
 _RECIPE_FIELDS = (
     "model", "hidden_size", "num_layers", "activation", "dropout", "late_dropout", "late_dropout_epochs", "weight_drop",
-    "dtype", "batch_size", "seq_length", "optimizer", "learning_rate", "lr_schedule", "lr_decay", "lr_decay_after",
-    "warmup", "grad_clip", "weight_decay", "average", "eval_every", "max_time",
+    "dtype", "batch_size", "seq_length", "optimizer", "learning_rate", "lr_schedule", "min_lr", "lr_decay",
+    "lr_decay_after", "warmup", "grad_clip", "clip_mode", "weight_decay", "average", "eval_every", "max_time",
 )
 # every option's default, by name (the recurrent model's where both configs have a field)
 DEFAULTS = {**asdict(GPTConfig(vocab_size=0)), **asdict(ModelConfig(vocab_size=0)), **asdict(TrainConfig())}
@@ -36,10 +36,22 @@ GPT_ONLY = tuple(name for name in GPT_OPTIONS if name not in RNN_OPTIONS)  # num
 # the seeds' set-ups have none of the regularisers the project's recipe added
 _NO_REGULARISATION = {"dropout": 0.0, "late_dropout": None, "average": 0, "weight_decay": 0.0, "weight_drop": 0.0}
 
-# how nanoGPT trains shakespeare_char (its config files): AdamW 1e-3 with 100 warm-up steps and cosine
-# decay, norm clipping at 1, weight decay 0.1, an evaluation every 250 steps; no dropout rise, no average
+# how nanoGPT trains shakespeare_char (config/train_shakespeare_char.py over its train.py): AdamW 1e-3
+# (betas 0.9, 0.99; weight decay 0.1), 100 warm-up steps, cosine decay to min_lr 1e-4 over the run, the
+# gradient's global L2 norm clipped at 1, an evaluation every 250 steps; no dropout rise, no average.
+# Where charrnn differs (no option matches): its GPT has biases (nanoGPT's here: none) and an output
+# layer not tied to the embedding; weight decay acts on every parameter (nanoGPT's: matrices and
+# embeddings only); the cosine runs over the whole budget with the warm-up's factor (s + 1) / 100 on top
+# (nanoGPT's: from the end of the warm-up, which rises as (s + 1) / 101); an evaluation reads the whole
+# validation tail (nanoGPT's: 200 random batches); float32 throughout (nanoGPT's on a GPU: bfloat16 or
+# float16 autocast)
 _NANOGPT_TRAINING = {"late_dropout": None, "average": 0, "optimizer": "adam", "learning_rate": 1e-3,
-                     "lr_schedule": "cosine", "warmup": 100, "grad_clip": 1.0, "weight_decay": 0.1, "eval_every": 250}
+                     "lr_schedule": "cosine", "min_lr": 1e-4, "warmup": 100, "grad_clip": 1.0, "clip_mode": "norm",
+                     "weight_decay": 0.1, "eval_every": 250}
+# nanoGPT's shakespeare_char model on a CPU (its README), which the gpt recipe shares: 4 blocks, 4 heads,
+# 128 wide, context 64, batch 12, no dropout
+_NANOGPT_CPU_SHAPE = {"model": "gpt", "num_layers": 4, "num_heads": 4, "hidden_size": 128, "seq_length": 64,
+                      "batch_size": 12, "dropout": 0.0}
 
 PRESETS = {
     # the dataclasses' defaults are the project's recipe
@@ -78,13 +90,7 @@ PRESETS = {
     # the gpt recipe, chosen by measurement for a 2-core CPU (docs/benchmarks.md, "--model gpt"): what
     # --model gpt alone trains; the context length is --seq-length
     "gpt": {
-        "model": "gpt",
-        "num_layers": 4,
-        "num_heads": 4,
-        "hidden_size": 128,
-        "seq_length": 64,
-        "batch_size": 12,
-        "dropout": 0.0,
+        **_NANOGPT_CPU_SHAPE,
         "late_dropout": 0.1,  # long runs: dropout rises from 0 to 0.1 between epochs 12 and 40
         "late_dropout_epochs": (12.0, 40.0),
         "average": 0,
@@ -96,22 +102,16 @@ PRESETS = {
         "weight_decay": 0.1,
         "eval_every": 3000,
     },
-    # nanoGPT's shakespeare_char on a CPU (its README): 4 layers, 4 heads, 128 wide, context 64, batch 12,
-    # no dropout, AdamW 1e-3 (betas 0.9, 0.99; weight decay 0.1), 2,000 steps, an evaluation every 250
+    # nanoGPT's shakespeare_char on a CPU (its README: the command line that shrinks the model): the shape
+    # above, nanoGPT's training (_NANOGPT_TRAINING, with the differences it lists), 2,000 steps
     "nanogpt-cpu": {
-        "model": "gpt",
-        "num_layers": 4,
-        "num_heads": 4,
-        "hidden_size": 128,
-        "seq_length": 64,
-        "batch_size": 12,
-        "dropout": 0.0,
+        **_NANOGPT_CPU_SHAPE,
         **_NANOGPT_TRAINING,
         "max_steps": 2000,
         "max_time": None,  # nanoGPT's runs are so many steps, however long they take
     },
     # nanoGPT's shakespeare_char "baby GPT": 6 layers, 6 heads, 384 wide, context 256, batch 64, dropout 0.2,
-    # AdamW 1e-3, 5,000 steps, an evaluation every 250
+    # nanoGPT's training (_NANOGPT_TRAINING, with the differences it lists), 5,000 steps
     "nanogpt": {
         "model": "gpt",
         "num_layers": 6,

@@ -29,8 +29,8 @@ from .io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_ch
 from .io.corpus import CorpusError, StreamBatches, batches_for, file_key, load_corpus
 from .models import LanguageModel, build_model, model_class, training_memory
 from .nn.numerics import check_params
-from .nn.optim import OPTIMIZERS, WeightAverage, make_optimizer
-from .nn.schedule import SCHEDULES, budget_progress, halving_decision, learning_rate, warmup_factor
+from .nn.optim import OPTIMIZERS, WeightAverage, check_clip_mode, make_optimizer
+from .nn.schedule import SCHEDULES, budget_progress, check_min_lr, halving_decision, learning_rate, warmup_factor
 from .runs import Reporter, SignalCatcher, TrainingError, clear_previous_model, prepare_dir
 from .sample import generate
 
@@ -54,11 +54,13 @@ class TrainConfig:
     optimizer: str = "adam"
     learning_rate: float | None = 3e-3  # None: DEFAULT_LEARNING_RATES for the optimizer and model
     lr_schedule: str = "cosine"
+    min_lr: float = 0.0  # where the cosine schedule ends (it decays from the learning rate to this)
     lr_decay: float = 0.97  # for the exponential schedule
     lr_decay_after: int = 10  # epochs
     warmup: int = 0  # steps of linear learning-rate warm-up at the start of training (not again on resume)
     patience: int | None = None  # stop after this many evaluations without a new best
-    grad_clip: float = 5.0
+    grad_clip: float = 5.0  # 0: no clipping
+    clip_mode: str = "value"  # "value": each gradient element to [-grad_clip, grad_clip]; "norm": the global L2 norm
     weight_decay: float = 0.1  # decoupled (AdamW's): each step multiplies the weights by 1 - rate * weight_decay
     val_frac: float = 0.1
     eval_every: int = 200
@@ -102,6 +104,8 @@ class TrainConfig:
             raise ValueError(f"learning-rate must be positive, not {self.learning_rate}")
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"lr-schedule must be one of {', '.join(SCHEDULES)}, not {self.lr_schedule!r}")
+        check_min_lr(self.min_lr, self.learning_rate)
+        check_clip_mode(self.clip_mode)
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr-decay must be in (0, 1], not {self.lr_decay}")
         if self.patience is not None and self.patience < 1:
@@ -335,6 +339,8 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
     if model_config is not None and resume is None and init_from is None:
         _check_memory(model_config, config)  # before --overwrite clears anything
     base = _load_base(init_from, resume, config)  # before --overwrite clears anything
+    if resume is None:  # and a --min-lr above the rate tuned for the model
+        _base_lr(config, (model_config if model_config is not None else base.model.config).model)
     writer = distributed is None or distributed.writer
     if not writer:
         _meet(distributed.barrier)
@@ -395,8 +401,9 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
     if config.late_dropout is not None and config.late_dropout < getattr(model.config, "dropout", 0.0):
         reporter.message(f"note: --late-dropout {config.late_dropout:g} is below the model's dropout "
                          f"{model.config.dropout:g}: dropout stays at {model.config.dropout:g}")
-    base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][model.config.model]
-    optimizer = make_optimizer(config.optimizer, model.params, base_lr, config.grad_clip, config.weight_decay)
+    base_lr = _base_lr(config, model.config.model)
+    optimizer = make_optimizer(config.optimizer, model.params, base_lr, config.grad_clip, config.weight_decay,
+                               config.clip_mode)
     average = WeightAverage(model.params, config.average, start=saved_average) if config.average else None
     if ckpt and ckpt.optimizer_state:  # (an imported model has none: the optimizer starts afresh)
         try:
@@ -407,6 +414,17 @@ def _start_run(corpus_path, model_config, config, resume, reporter, overwrite, d
     return _Run(config, paths, corpus.vocab, train_ids, val_ids, model, optimizer, average, base_lr, pos, rng, state,
                 resumed=ckpt is not None, distributed=distributed,
                 init_from=os.path.abspath(init_from) if init_from is not None else None, corpus_keys=corpus_keys)
+
+
+def _base_lr(config, kind):
+    """The run's base learning rate: the config's, else the one tuned for its optimizer and model ``kind``;
+    raises TrainingError if the config's min_lr is above it."""
+    base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][kind]
+    try:
+        check_min_lr(config.min_lr, base_lr)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    return base_lr
 
 
 def _load_base(init_from, resume, config):

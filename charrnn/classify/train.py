@@ -21,8 +21,8 @@ import numpy as np
 
 from ..io.checkpoint import CheckpointError, write_archive
 from ..io.corpus import file_key
-from ..nn.optim import OPTIMIZERS, make_optimizer
-from ..nn.schedule import budget_progress, learning_rate
+from ..nn.optim import OPTIMIZERS, check_clip_mode, make_optimizer
+from ..nn.schedule import budget_progress, check_min_lr, learning_rate
 from ..runs import Reporter, SignalCatcher, TrainingError, clear_previous_model, prepare_dir
 from .data import (
     FORMATS,
@@ -50,10 +50,12 @@ class ClassifyTrainConfig:
     batch_size: int = 64
     optimizer: str = "adam"
     learning_rate: float = 3e-3
-    lr_schedule: str = "cosine"  # constant, cosine (to 0 over the budget) or exponential (nn/schedule.py)
+    lr_schedule: str = "cosine"  # constant, cosine (to min_lr over the budget) or exponential (nn/schedule.py)
+    min_lr: float = 0.0  # where the cosine schedule ends
     lr_decay: float = 0.97  # the exponential schedule's factor per epoch...
     lr_decay_after: int = 10  # ...after this many epochs
-    grad_clip: float = 5.0
+    grad_clip: float = 5.0  # 0: no clipping
+    clip_mode: str = "value"  # "value": each gradient element to [-grad_clip, grad_clip]; "norm": the global L2 norm
     weight_decay: float = 0.0
     class_weight: str = "none"  # "balanced": each label weighs N / (C * its count)
     char_dropout: float = 0.0  # the fraction of training characters replaced by the unknown character, per step
@@ -77,6 +79,8 @@ class ClassifyTrainConfig:
             raise ValueError(f"class-weight must be one of {', '.join(CLASS_WEIGHTS)}, not {self.class_weight!r}")
         if self.batch_size < 1 or not self.learning_rate > 0 or not 0 <= self.valid_frac < 1:
             raise ValueError("batch-size and learning-rate must be positive and valid-frac in [0, 1)")
+        check_min_lr(self.min_lr, self.learning_rate)
+        check_clip_mode(self.clip_mode)
         if not 0 <= self.char_dropout < 1:
             raise ValueError(f"char-dropout must be in [0, 1), not {self.char_dropout}")
         for name in ("eval_every", "patience", "max_steps", "max_epochs", "max_time"):
@@ -240,7 +244,7 @@ def _start_run(train_path, model_config, config, valid_path, resume, overwrite, 
             raise TrainingError(str(e)) from None
         pos = _Position()
     optimizer = make_optimizer(config.optimizer, model.params, config.learning_rate, config.grad_clip,
-                               config.weight_decay)
+                               config.weight_decay, config.clip_mode)
     if saved:
         try:
             optimizer.load_state(optimizer_state)

@@ -16,7 +16,7 @@ from ..classify.model import POOLS, ClassifierConfig
 from ..classify.predict import TextClassifier, load_classifier
 from ..classify.train import CLASS_WEIGHTS, LR_SCHEDULES, ClassifyTrainConfig, train_classifier, train_config_from
 from ..nn.cells import ACTIVATIONS
-from ..nn.optim import OPTIMIZERS
+from ..nn.optim import CLIP_MODES, OPTIMIZERS
 from ..rnn import DTYPES, RNN_KINDS
 from .errors import user_errors
 from .options import CONTEXT_SETTINGS, FiniteFloatRange, explicit
@@ -63,13 +63,19 @@ def classify():
 @click.option("--learning-rate", type=FiniteFloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS.learning_rate,
               show_default=True)
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TRAIN_DEFAULTS.lr_schedule, show_default=True,
-              help="cosine: down to 0 over the budget (--max-steps, --max-epochs, else --max-time).")
+              help="cosine: down to --min-lr over the budget (--max-steps, --max-epochs, else --max-time).")
+@click.option("--min-lr", type=FiniteFloatRange(min=0), default=TRAIN_DEFAULTS.min_lr, show_default=True,
+              help="Where the cosine schedule ends (at most --learning-rate).")
 @click.option("--lr-decay", type=FiniteFloatRange(0, 1, min_open=True), default=TRAIN_DEFAULTS.lr_decay,
               show_default=True,
               help="Per-epoch factor of the exponential schedule.")
 @click.option("--lr-decay-after", type=click.IntRange(min=0), default=TRAIN_DEFAULTS.lr_decay_after, show_default=True,
               help="Epochs before the exponential decay starts.")
-@click.option("--grad-clip", type=FiniteFloatRange(min=0), default=TRAIN_DEFAULTS.grad_clip, show_default=True)
+@click.option("--grad-clip", type=FiniteFloatRange(min=0), default=TRAIN_DEFAULTS.grad_clip, show_default=True,
+              metavar="C", help="Clip the gradient at C, as --clip-mode says; 0 disables.")
+@click.option("--clip-mode", type=click.Choice(CLIP_MODES), default=TRAIN_DEFAULTS.clip_mode, show_default=True,
+              help="value: clip each gradient element to [-C, C]; norm: scale the whole gradient so that its "
+              "global L2 norm is at most C (torch.nn.utils.clip_grad_norm_).")
 @click.option("--weight-decay", type=FiniteFloatRange(min=0), default=TRAIN_DEFAULTS.weight_decay, show_default=True)
 @click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=TRAIN_DEFAULTS.class_weight,
               show_default=True,

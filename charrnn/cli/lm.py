@@ -18,7 +18,7 @@ from ..io.corpus import quoted
 from ..io.export import export_checkpoint, import_safetensors
 from ..models import MODEL_KINDS
 from ..nn.cells import ACTIVATIONS
-from ..nn.optim import OPTIMIZERS
+from ..nn.optim import CLIP_MODES, OPTIMIZERS
 from ..nn.schedule import SCHEDULES
 from ..presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resume_config
 from ..rnn import DTYPES
@@ -63,14 +63,21 @@ def _preset_default(name):
 @click.option("--learning-rate", type=FiniteFloatRange(min=0, min_open=True),
               help="[default: the preset's; with another --optimizer, tuned for it and the model]")
 @click.option("--lr-schedule", type=click.Choice(SCHEDULES), help=_preset_default("lr_schedule"))
+@click.option("--min-lr", type=FiniteFloatRange(min=0),
+              help="Where the cosine schedule ends: it decays from --learning-rate down to this (at most "
+              f"--learning-rate). {_preset_default('min_lr')}")
 @click.option("--lr-decay", type=FiniteFloatRange(0, 1, min_open=True),
               help=f"Per-epoch factor of the exponential schedule. {_preset_default('lr_decay')}")
 @click.option("--lr-decay-after", type=click.IntRange(min=0),
               help=f"Epochs before the exponential decay starts. {_preset_default('lr_decay_after')}")
 @click.option("--warmup", type=click.IntRange(min=0), metavar="STEPS",
               help=f"Linear learning-rate warm-up over the first STEPS steps. {_preset_default('warmup')}")
-@click.option("--grad-clip", type=FiniteFloatRange(min=0),
-              help=f"Clip each gradient element to [-C, C]; 0 disables. {_preset_default('grad_clip')}")
+@click.option("--grad-clip", type=FiniteFloatRange(min=0), metavar="C",
+              help=f"Clip the gradient at C, as --clip-mode says; 0 disables. {_preset_default('grad_clip')}")
+@click.option("--clip-mode", type=click.Choice(CLIP_MODES),
+              help="value: clip each gradient element to [-C, C]; norm: scale the whole gradient so that its "
+              "global L2 norm is at most C (torch.nn.utils.clip_grad_norm_). "
+              f"{_preset_default('clip_mode')}")
 @click.option("--weight-decay", type=FiniteFloatRange(min=0), help=_preset_default("weight_decay"))
 @click.option("--average", type=click.IntRange(min=0), metavar="STEPS",
               help="Validate, save and sample a running average of the weights over about STEPS steps; 0: off. "

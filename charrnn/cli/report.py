@@ -111,7 +111,9 @@ class ClassifyReporter(Reporter):
 
 
 def training_summary(train):
-    """A checkpoint's training options in one line: optimizer, rate and schedule, batch, limits."""
+    """A checkpoint's training options in one line: optimizer, rate and schedule, batch, limits, engine,
+    gradient clipping and the cosine schedule's final rate (a checkpoint from before those options:
+    elementwise clipping, and 0)."""
     schedule = train.get("lr_schedule", "?")
     if train.get("warmup"):
         schedule += f" after {train['warmup']} warm-up steps"
@@ -121,9 +123,19 @@ def training_summary(train):
     if train.get("late_dropout"):
         start, end = train["late_dropout_epochs"]
         rise = f", dropout rising to {train['late_dropout']:g} (epochs {start:g}-{end:g})"
-    return (f"{train.get('optimizer')} {train.get('learning_rate', 0):g}, {schedule}, batch "
+    clip = train.get("grad_clip")
+    if not clip:
+        clip = "none"
+    elif train.get("clip_mode", "value") == "norm":
+        clip = f"global L2 norm to {clip:g} (clip-mode norm)"
+    else:
+        clip = f"each element to [-{clip:g}, {clip:g}] (clip-mode value)"
+    floor = f"; min lr {train.get('min_lr', 0.0):g}" if train.get("lr_schedule") == "cosine" else ""
+    rate = train.get("learning_rate")
+    rate = f"{rate:g}" if rate is not None else "at the rate tuned for it and the model"
+    return (f"{train.get('optimizer')} {rate}, {schedule}, batch "
             f"{train.get('batch_size')} x {train.get('seq_length')}{rise}; limit {' or '.join(limits) or 'none'}; "
-            f"engine {train.get('engine')}")
+            f"engine {train.get('engine')}; gradient clip: {clip}{floor}")
 
 
 def count(n, noun):

@@ -1,27 +1,61 @@
-"""Optimizers over packed parameters, with elementwise gradient clipping applied in the update.
+"""Optimizers over packed parameters, with gradient clipping applied in the update.
 
     opt = make_optimizer("adam", model.params, learning_rate=2e-3, grad_clip=5.0)
     opt.step(model.params, grads)        # updates params in place; clips grads in place first
+
+Clipping (``clip_gradient``), by ``clip_mode``: "value" clips each gradient element to [-C, C]; "norm"
+scales the whole gradient so that its global L2 norm is at most C, as torch.nn.utils.clip_grad_norm_.
 
 Parameters, gradients and every optimizer slot are ``Packed`` with one layout (see packed.py), so an
 update is a few passes over one vector. ``state`` names the slots' arrays "<slot>.<param name>", plus
 "steps": what a checkpoint saves.
 """
 
+import math
+
 import numpy as np
 
 from .packed import Packed
 
 OPTIMIZERS = ("adagrad", "sgd", "rmsprop", "adam")
+CLIP_MODES = ("value", "norm")
+NORM_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: the factor is C / (norm + NORM_EPS), when below 1
+
+
+def check_clip_mode(mode):
+    """Raise ValueError, in one line, unless ``mode`` is one of CLIP_MODES."""
+    if mode not in CLIP_MODES:
+        raise ValueError(f"clip-mode must be one of {', '.join(CLIP_MODES)}, not {mode!r}")
+
+
+def clip_gradient(g, limit, mode="value"):
+    """Clip the gradient vector ``g`` (N,) in place at ``limit`` C and return its L2 norm before clipping
+    (None for "value", which does not compute it). "value": each element to [-C, C]. "norm": all of ``g``
+    times C / (norm + 1e-6) where that is below 1, so the global L2 norm is at most C (the direction kept),
+    as torch.nn.utils.clip_grad_norm_ over all the parameters."""
+    check_clip_mode(mode)
+    if mode == "value":
+        np.clip(g, -limit, limit, out=g)
+        return None
+    with np.errstate(over="ignore"):
+        norm = math.sqrt(float(np.dot(g, g)))
+    if math.isinf(norm):  # the sum of squares overflowed float32, not the gradient: sum in float64
+        norm = float(np.linalg.norm(g.astype(np.float64)))
+    factor = limit / (norm + NORM_EPS)
+    if factor < 1:
+        g *= factor
+    return norm
 
 
 class Optimizer:
     slots = ()
 
-    def __init__(self, params, learning_rate, grad_clip=5.0, weight_decay=0.0):
+    def __init__(self, params, learning_rate, grad_clip=5.0, weight_decay=0.0, clip_mode="value"):
         """``params``: the model's ``Packed`` parameters (the slots take their layout)."""
+        check_clip_mode(clip_mode)
         self.learning_rate = learning_rate
         self.grad_clip = grad_clip
+        self.clip_mode = clip_mode
         self.weight_decay = weight_decay
         self.slot = {name: Packed(params.shapes(), params.flat.dtype) for name in self.slots}
         self.steps = 0
@@ -49,11 +83,12 @@ class Optimizer:
                 current[key][...] = value
 
     def step(self, params, grads):
-        """Clip every gradient element to [-grad_clip, grad_clip], then update all parameters in place."""
+        """Clip the gradient in place (``clip_gradient``, by ``clip_mode``; not when grad_clip is 0), then
+        update all parameters in place."""
         self.steps += 1
         p, g = params.flat, grads.flat  # (N,)
         if self.grad_clip:
-            np.clip(g, -self.grad_clip, self.grad_clip, out=g)
+            clip_gradient(g, self.grad_clip, self.clip_mode)
         if self.weight_decay:
             p *= 1.0 - self.learning_rate * self.weight_decay
         self._update(p, g, self._tmp)
@@ -150,8 +185,8 @@ class WeightAverage:
 _CLASSES = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}
 
 
-def make_optimizer(name, params, learning_rate, grad_clip=5.0, weight_decay=0.0):
-    """An optimizer for ``params`` (a ``Packed`` dict, as ``model.params``)."""
+def make_optimizer(name, params, learning_rate, grad_clip=5.0, weight_decay=0.0, clip_mode="value"):
+    """An optimizer for ``params`` (a ``Packed`` dict, as ``model.params``); ``clip_mode``: see ``clip_gradient``."""
     if name not in _CLASSES:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
-    return _CLASSES[name](params, learning_rate, grad_clip, weight_decay)
+    return _CLASSES[name](params, learning_rate, grad_clip, weight_decay, clip_mode)

@@ -1,8 +1,8 @@
 """Learning-rate schedules.
 
     constant     the base rate throughout
-    cosine       from the base rate down to 0 along a half cosine over the run's budget: its steps or
-                 epochs if --max-steps / --max-epochs is set, else its --max-time
+    cosine       from the base rate down to ``min_lr`` (0 unless set) along a half cosine over the run's
+                 budget: its steps or epochs if --max-steps / --max-epochs is set, else its --max-time
     exponential  char-rnn's rule: multiply by ``decay`` after every epoch past ``decay_after``
     halving      Mikolov's RNNLM rule: once an evaluation improves validation loss by less than
                  ``MIN_IMPROVEMENT`` (relative), halve the rate at every evaluation; when an evaluation
@@ -17,6 +17,15 @@ import math
 
 SCHEDULES = ("constant", "cosine", "exponential", "halving")
 MIN_IMPROVEMENT = 0.003
+
+
+def check_min_lr(min_lr, learning_rate):
+    """Raise ValueError, in one line, unless 0 <= ``min_lr`` <= ``learning_rate`` (None: not known yet)."""
+    if not min_lr >= 0:
+        raise ValueError(f"min-lr must be at least 0, not {min_lr}")
+    if learning_rate is not None and min_lr > learning_rate:
+        raise ValueError(f"min-lr {min_lr:g} is above the learning rate {learning_rate:g}: the cosine schedule "
+                         "decays from the learning rate down to min-lr")
 
 
 def budget_progress(config, step, epoch, elapsed):
@@ -38,8 +47,9 @@ def warmup_factor(warmup, step):
 
 def learning_rate(config, base, scale, progress, epoch):
     """The rate for the next step."""
-    if config.lr_schedule == "cosine":
-        return base * scale * 0.5 * (1 + math.cos(math.pi * progress))
+    if config.lr_schedule == "cosine":  # with min_lr 0, exactly base * scale * 0.5 * (1 + cos)
+        floor = config.min_lr
+        return (base - floor) * scale * 0.5 * (1 + math.cos(math.pi * progress)) + floor * scale
     if config.lr_schedule == "exponential":
         return base * scale * config.lr_decay ** max(0, math.floor(epoch) - config.lr_decay_after)
     return base * scale
