@@ -37,11 +37,12 @@ def build(kind, dtype="float64", vocab=11, hidden=16):
     return CharRNN(ModelConfig(vocab, kind, hidden, 2, dtype=dtype, dropout=0.0), rng=np.random.default_rng(0))
 
 
-def train_steps(kind, optimizer, torch_engine, steps=6, device="cpu", upload=False):
+def train_steps(kind, optimizer, torch_engine, steps=6, device="cpu", upload=False, clip_mode="value"):
     """``steps`` steps with clipping, weight decay, a changing rate and a running average; the model, the
     numpy optimizer and average as the engine leaves them (pulled from the device)."""
     model = build(kind)
-    opt = make_optimizer(optimizer, model.params, 0.01, grad_clip=0.05, weight_decay=0.1)
+    clip = 0.05 if clip_mode == "value" else 0.2  # both bite: below most elements, below most norms
+    opt = make_optimizer(optimizer, model.params, 0.01, grad_clip=clip, weight_decay=0.1, clip_mode=clip_mode)
     average = WeightAverage(model.params, 3)
     engine = TorchEngine(model, device=device) if torch_engine else InProcess(model)
     engine.train_with(opt, average)
@@ -59,11 +60,13 @@ def train_steps(kind, optimizer, torch_engine, steps=6, device="cpu", upload=Fal
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_device_training_equals_numpy(kind, optimizer):
-    """float64 on the CPU, 6 steps (elementwise clipping that bites, decoupled weight decay, a rate that changes,
-    the running average): parameters, every optimizer slot, the step count, the average and the carried state
-    equal the numpy engine's to 1e-9. Odd optimizers cut the chunks on the device from uploaded ids."""
-    want = train_steps(kind, optimizer, False)
-    got = train_steps(kind, optimizer, True, upload=optimizer in ("adagrad", "adam"))
+    """float64 on the CPU, 6 steps (clipping that bites: by value for two optimizers, by global norm for the
+    other two; decoupled weight decay, a rate that changes, the running average): parameters, every optimizer
+    slot, the step count, the average and the carried state equal the numpy engine's to 1e-9. Two optimizers
+    cut the chunks on the device from uploaded ids."""
+    clip_mode = "norm" if optimizer in ("sgd", "rmsprop") else "value"
+    want = train_steps(kind, optimizer, False, clip_mode=clip_mode)
+    got = train_steps(kind, optimizer, True, upload=optimizer in ("adagrad", "adam"), clip_mode=clip_mode)
     moved = np.abs(want[0].params.flat - build(kind).params.flat).max()
     assert moved > 1e-3  # the steps moved the weights: agreeing to 1e-9 means something
     np.testing.assert_allclose(got[0].params.flat, want[0].params.flat, rtol=0, atol=1e-9)
@@ -77,11 +80,13 @@ def test_device_training_equals_numpy(kind, optimizer):
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_optimizer_mirror_equals_nn_optim(optimizer):
-    """engines/torch_optim.py against nn/optim.py itself, 20 updates of random gradients: to 1e-12."""
+    """engines/torch_optim.py against nn/optim.py itself, 20 updates of random gradients (clipped by value, or
+    by norm for adagrad and adam): to 1e-12."""
     rng = np.random.default_rng(0)
     model = build("lstm")
     params = model.params
-    want, got = (make_optimizer(optimizer, params, 0.01, 0.5, 0.1) for _ in range(2))
+    clip_mode = "norm" if optimizer in ("adagrad", "adam") else "value"
+    want, got = (make_optimizer(optimizer, params, 0.01, 0.5, 0.1, clip_mode) for _ in range(2))
     want_avg, got_avg = WeightAverage(params, 4), WeightAverage(params, 4)
     p = torch.from_numpy(params.flat.copy())
     mirror, mirror_avg = DeviceOptimizer(torch, got, "cpu"), DeviceAverage(torch, got_avg, "cpu")

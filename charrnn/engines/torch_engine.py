@@ -153,6 +153,12 @@ class DeviceBatches:
         return window[:-1], window[1:]
 
 
+def all_finite(torch, x):
+    """Whether every element of ``x`` is finite, as a 0-d tensor (not waiting for the device): its min and
+    max are, since both carry a NaN; one pass, many times faster on a CPU than isfinite(x).all()."""
+    return torch.isfinite(torch.stack(torch.aminmax(x))).all()
+
+
 def _device_id_dtype(dtype):
     """A dtype for ids on the device that every device indexes with: uint8 as it is, wider ids as int32/int64."""
     return np.uint8 if dtype == np.uint8 else np.int32 if np.dtype(dtype).itemsize <= 2 else np.int64
@@ -307,7 +313,7 @@ class TorchEngine(Engine):
             if self.params is None:
                 self.grads.flat[...] = grad.cpu().numpy()
                 return float(loss_t.item()), self.grads, tuple(s.cpu().numpy() for s in state_t)
-            finite = self.torch.isfinite(grad).all()
+            finite = all_finite(self.torch, grad)
             loss, finite = self.torch.stack([loss_t.double().reshape(()), finite.double()]).tolist()  # one copy
             if self.scaler is None or self.scaler.update(bool(finite) and math.isfinite(loss)):
                 if scale != 1.0:
@@ -373,7 +379,7 @@ class TorchEngine(Engine):
         if self.params is None:
             return super().update(grads)
         self.optimizer.step(self.params, grads.flat)
-        finite = bool(self.torch.isfinite(self.params).all().item())
+        finite = bool(all_finite(self.torch, self.params).item())
         if finite and self.average is not None:
             self.average.update(self.params, self.optimizer.optimizer.steps)
         return finite

@@ -4,15 +4,19 @@
     opt.step(params, grads)                             # params, grads: (N,) tensors on the device, in place
     opt.pull(); opt.push()                              # slots device -> numpy optimizer, and back
 
-The update is nn/optim.py's, operation for operation on the same flat vectors (clipping each gradient
-element to [-grad_clip, grad_clip], decoupled weight decay, then the optimizer's rule), so in float64
-on a CPU it gives numpy's numbers. Only the slots ("m", "v", "sum_sq", "mean_sq") live here; the
-hyperparameters and the step count stay the numpy optimizer's (plain Python numbers, read each step),
-so the training loop's schedule sets ``optimizer.learning_rate`` as for the numpy engine and a
-checkpoint holds the same names ("<slot>.<param>", "steps") whichever engine wrote it.
+The update is nn/optim.py's on the same flat vectors (clipping the gradient by value or by global norm,
+decoupled weight decay, then the optimizer's rule, its terms in the same order), with torch's fused
+in-place ops (``addcmul_``, ``addcdiv_``) where numpy takes two passes, so in float64 on a CPU it gives
+numpy's numbers to rounding; nothing in it waits for the device (norm clipping multiplies by
+min(1, factor) rather than testing the factor on the host). Only the slots ("m", "v", "sum_sq",
+"mean_sq") live here; the hyperparameters and the step count stay the numpy optimizer's (plain Python
+numbers, read each step), so the training loop's schedule sets ``optimizer.learning_rate`` as for the
+numpy engine and a checkpoint holds the same names ("<slot>.<param>", "steps") whichever engine wrote it.
 """
 
 import math
+
+from ..nn.optim import NORM_EPS
 
 
 class DeviceOptimizer:
@@ -42,53 +46,62 @@ class DeviceOptimizer:
         if self._tmp is None or self._tmp.shape != p.shape:
             self._tmp = self.torch.empty_like(p)
         if opt.grad_clip:
-            g.clamp_(-opt.grad_clip, opt.grad_clip)
+            self.clip(g, opt.grad_clip, getattr(opt, "clip_mode", "value"))
         if opt.weight_decay:
             p.mul_(1.0 - opt.learning_rate * opt.weight_decay)
         getattr(self, "_" + self.kind)(p, g, self._tmp, opt.learning_rate)
 
+    def clip(self, g, limit, mode):
+        """nn/optim.py's ``clip_gradient`` on the device, without waiting for it: "value" clamps each element;
+        "norm" multiplies ``g`` by min(1, C / (norm + 1e-6)), its L2 norm summed in float64."""
+        if mode == "value":
+            g.clamp_(-limit, limit)
+            return
+        norm = self.torch.linalg.vector_norm(g, dtype=self.torch.float64)
+        g.mul_((limit / (norm + NORM_EPS)).clamp_(max=1.0))
+
     def _sgd(self, p, g, tmp, lr):
-        self.torch.mul(g, lr, out=tmp)
-        p.sub_(tmp)
+        if self._fits(lr, p):
+            p.add_(g, alpha=-lr)
+        else:
+            self.torch.mul(g, lr, out=tmp)
+            p.sub_(tmp)
+
+    def _addcdiv(self, p, num, den, value):
+        """p += value * num / den (``den`` may be overwritten)."""
+        if self._fits(value, p):
+            p.addcdiv_(num, den, value=value)
+        else:  # a rate beyond the dtype's range (torch refuses it as a fused op's factor): inf, as numpy's
+            self.torch.div(num, den, out=den)
+            den.mul_(value)
+            p.add_(den)
+
+    def _fits(self, value, p):
+        return abs(value) <= self.torch.finfo(p.dtype).max
 
     def _adagrad(self, p, g, tmp, lr):
-        torch, sum_sq = self.torch, self.slot["sum_sq"]
-        torch.mul(g, g, out=tmp)
-        sum_sq.add_(tmp)
-        torch.add(sum_sq, self.optimizer.eps, out=tmp)
+        sum_sq = self.slot["sum_sq"]
+        sum_sq.addcmul_(g, g)
+        self.torch.add(sum_sq, self.optimizer.eps, out=tmp)
         tmp.sqrt_()
-        torch.div(g, tmp, out=tmp)
-        tmp.mul_(lr)
-        p.sub_(tmp)
+        self._addcdiv(p, g, tmp, -lr)
 
     def _rmsprop(self, p, g, tmp, lr):
-        torch, mean_sq, decay = self.torch, self.slot["mean_sq"], self.optimizer.decay
-        torch.mul(g, g, out=tmp)
-        tmp.mul_(1 - decay)
-        mean_sq.mul_(decay)
-        mean_sq.add_(tmp)
-        torch.sqrt(mean_sq, out=tmp)
+        mean_sq, decay = self.slot["mean_sq"], self.optimizer.decay
+        mean_sq.mul_(decay).addcmul_(g, g, value=1 - decay)
+        self.torch.sqrt(mean_sq, out=tmp)
         tmp.add_(self.optimizer.eps)
-        torch.div(g, tmp, out=tmp)
-        tmp.mul_(lr)
-        p.sub_(tmp)
+        self._addcdiv(p, g, tmp, -lr)
 
     def _adam(self, p, g, tmp, lr):
-        torch, opt = self.torch, self.optimizer
+        opt = self.optimizer
         m, v, t = self.slot["m"], self.slot["v"], opt.steps
-        m.mul_(opt.beta1)
-        torch.mul(g, 1 - opt.beta1, out=tmp)
-        m.add_(tmp)
-        v.mul_(opt.beta2)
-        torch.mul(g, g, out=tmp)
-        tmp.mul_(1 - opt.beta2)
-        v.add_(tmp)
+        m.mul_(opt.beta1).add_(g, alpha=1 - opt.beta1)
+        v.mul_(opt.beta2).addcmul_(g, g, value=1 - opt.beta2)
         step_size = lr * math.sqrt(1 - opt.beta2**t) / (1 - opt.beta1**t)
-        torch.sqrt(v, out=tmp)
+        self.torch.sqrt(v, out=tmp)
         tmp.add_(opt.eps)
-        torch.div(m, tmp, out=tmp)
-        tmp.mul_(step_size)
-        p.sub_(tmp)
+        self._addcdiv(p, m, tmp, -step_size)
 
 
 class DeviceAverage:
