@@ -196,7 +196,7 @@ def test_bfloat16_loss_tracks_float32(kind):
 
 def test_float16_step_scales_the_loss_and_unscales_the_gradient():
     """float16 (loss scale 2**16): the gradient handed to the optimizer is the float32 one to about float16's
-    precision, not 65536 times it."""
+    precision, not 65536 times it, on the device and as numpy's Packed alike."""
     model = build("gpt", "float32", hidden=16)
     inputs, targets = batches_for(model, IDS, 4, 12, 1).chunk(0)
     grads = {}
@@ -206,6 +206,8 @@ def test_float16_step_scales_the_loss_and_unscales_the_gradient():
         grads[precision] = engine.loss_and_grads(inputs, targets)[1].numpy()
     scale = np.abs(grads["float32"]).max()
     assert np.abs(grads["float16"] - grads["float32"]).max() < 0.02 * scale
+    before_training = TorchEngine(model, precision="float16").loss_and_grads(inputs, targets)[1].flat  # numpy's
+    assert np.abs(before_training - grads["float32"]).max() < 0.02 * scale
 
 
 def test_precision_refusals_are_one_line():

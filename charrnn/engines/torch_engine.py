@@ -310,15 +310,16 @@ class TorchEngine(Engine):
             scale = self.scaler.scale if self.scaler else 1.0
             grad, loss_t, state_t = self._backward(inputs[:, lo:hi], targets[:, lo:hi], state, dropout, seed,
                                                    (hi - lo) / B, scale, lo, hi, B)
-            if self.params is None:
-                self.grads.flat[...] = grad.cpu().numpy()
-                return float(loss_t.item()), self.grads, tuple(s.cpu().numpy() for s in state_t)
             finite = all_finite(self.torch, grad)
             loss, finite = self.torch.stack([loss_t.double().reshape(()), finite.double()]).tolist()  # one copy
             if self.scaler is None or self.scaler.update(bool(finite) and math.isfinite(loss)):
-                if scale != 1.0:
-                    grad.div_(scale)
-                return loss, DeviceGrads(grad, bool(finite)), state_t
+                break
+        if scale != 1.0:
+            grad.div_(scale)
+        if self.params is None:
+            self.grads.flat[...] = grad.cpu().numpy()
+            return loss, self.grads, tuple(s.cpu().numpy() for s in state_t)
+        return loss, DeviceGrads(grad, bool(finite)), state_t
 
     def chunk_nll(self, inputs, targets, state=None):
         """As ``evaluate.chunk_nll``: summed -log p of ``targets`` over all B streams, and the state after them."""
