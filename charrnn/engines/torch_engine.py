@@ -470,18 +470,28 @@ class TorchEngine(Engine):
         ``inputs``/``targets`` (T, b) computed here and the rest summed in; the loss times ``scale`` is what
         is differentiated (float16's loss scale), so the gradient is ``scale`` times too large."""
         torch = self.torch
-        flat = self._flat_params().requires_grad_()
+        flat = self._flat_params()
+        grad = self._grad_buffer(flat)
         with torch.enable_grad():
             with self._autocast():
-                logits, final, bridges = self._forward(flat, inputs, state, dropout, seed)
+                logits, final, bridges = self._forward(flat, inputs, state, dropout, seed, grad)
                 loss = self._cross_entropy(logits, targets, "mean")
-            (loss * share if scale == 1.0 else loss * (share * scale)).backward()  # into flat and the modules
-            if bridges:  # the modules' gradients, back through the translation table into flat
+            (loss * share if scale == 1.0 else loss * (share * scale)).backward()  # into grad and the modules
+            if bridges:  # the modules' gradients, back through the translation table into grad
                 torch.autograd.backward([w for w, _ in bridges], [p.grad for _, p in bridges])
         for layer in self.layers:
             layer.zero_grad(set_to_none=True)
-        parts = [flat.grad, (loss.detach().to(flat.dtype) * share).reshape(1)]
+        parts = [grad, (loss.detach().to(flat.dtype) * share).reshape(1)]
         return self._sum_over_processes(parts, final, lo, hi, B)
+
+    def _grad_buffer(self, flat):
+        """A zeroed (N,) gradient like ``flat``, the same memory each step (its views are the parameters' .grad)."""
+        grad = getattr(self, "_grad", None)
+        if grad is None or grad.shape != flat.shape or grad.dtype != flat.dtype or grad.device != flat.device:
+            grad = self._grad = self.torch.zeros_like(flat)
+        else:
+            grad.zero_()
+        return grad
 
     def _nlls(self, inputs, targets, state):
         """(-log p of ``targets`` (T, B) as a tensor, final state as tensors), this process's share computed here."""
@@ -536,14 +546,20 @@ class TorchEngine(Engine):
         return tuple(s[:, lo:hi].contiguous() if torch.is_tensor(s) else
                      torch.from_numpy(np.ascontiguousarray(s[:, lo:hi])).to(self.device) for s in state)
 
-    def _forward(self, flat, inputs, state, dropout, seed):
+    def _forward(self, flat, inputs, state, dropout, seed, grad=None):
         """Logits (T, b, V) and the final state per layer for this process's streams ``inputs`` (T, b), and
         the bridges: (weight made from ``flat``, the module parameter that took its value) pairs, for the
-        weights that need a gradient (none for gpt, whose forward reads ``flat`` itself)."""
+        weights that need a gradient (none for gpt, whose forward reads the parameters themselves). With
+        ``grad`` (N,), each parameter is a leaf view of ``flat`` whose .grad is its view of ``grad``:
+        backward accumulates into ``grad`` in place (one pass over it, not one per parameter, as gradients
+        of views of one flat leaf would take)."""
         params, offset = {}, 0
         for name, shape in self.model.shapes.items():
             size = int(np.prod(shape))
             params[name] = flat[offset : offset + size].view(shape)
+            if grad is not None:
+                params[name] = params[name].detach().requires_grad_()
+                params[name].grad = grad[offset : offset + size].view(shape)
             offset += size
         rank = self.distributed.rank if self.distributed else 0
         if self.model.config.model == "gpt":
@@ -595,7 +611,7 @@ class TorchEngine(Engine):
                 keep = 1.0 - dropout
                 mask = torch.rand((T, b, cfg.hidden_size), generator=generator, device=self.device) < keep
                 x = x * (mask.to(self.dtype) / keep)
-        logits = x @ params["W_hy"] + params["b_y"]  # (T, b, V)
+        logits = torch.nn.functional.linear(x, params["W_hy"].T, params["b_y"])  # (T, b, V): x @ W_hy + b_y
         final_state = tuple(torch.cat([f[i] for f in finals]).detach().to(self.dtype) for i in range(len(finals[0])))
         return logits, final_state, bridges
 
