@@ -108,8 +108,9 @@ def test_optimizer_mirror_equals_nn_optim(optimizer):
 
 @pytest.mark.parametrize("kind", ["lstm", "gpt"])
 def test_validation_on_the_device_equals_numpy(kind):
-    """engine.streams_nll (the validation loss: streams cut on the device, scores summed there) equals
-    evaluate.streams_nll by the numpy model, the running average being what both score."""
+    """engine.streams_nll (the validation loss: streams, or gpt's sliding windows, full and cut short, cut on
+    the device and their scores summed there) equals evaluate.streams_nll by the numpy model, the running
+    average being what both score."""
     model, opt, average, _ = train_steps(kind, "adam", True, steps=3)
     engine = TorchEngine(model)
     engine.train_with(opt, average)  # scores the device's average

@@ -53,6 +53,7 @@ import re
 
 import numpy as np
 
+from ..evaluate import window_plan
 from ..io.export import to_torch_names
 from ..nn.packed import Packed
 from .base import Engine, WorkerError
@@ -332,10 +333,13 @@ class TorchEngine(Engine):
         return nlls.cpu().numpy(), tuple(s.cpu().numpy() for s in state)
 
     def streams_nll(self, ids, batch_size, seq_length):
-        """As ``evaluate.streams_nll`` (the validation loss): (total nats, characters scored). A recurrent
-        model's streams are cut on the device from ``ids`` copied there once; their scores are summed there."""
-        if self.model.context_length is not None or len(ids) < 2:
-            return super().streams_nll(ids, batch_size, seq_length)
+        """As ``evaluate.streams_nll`` (the validation loss): (total nats, characters scored). The text is
+        copied to the device once; a recurrent model's streams (gpt: its sliding windows) are cut there and
+        their scores summed there."""
+        if len(ids) < 2:
+            return 0.0, 0
+        if self.model.context_length is not None:
+            return self._windows_nll(ids), len(ids) - 1
         torch = self.torch
         ids_t = self._upload_ids(ids)
         n = len(ids) - 1
@@ -356,6 +360,26 @@ class TorchEngine(Engine):
                 nlls, state = self._nlls(window[:-1], window[1:], state)
                 total += nlls.sum()
         return float(total.item()), n
+
+    def _windows_nll(self, ids, group=64):
+        """The sum of ``evaluate.window_nlls(model, ids, 1)``: the windows cut from ``ids`` on the device,
+        ``group`` at a time, each scored from its first new target on (a mask), summed there."""
+        torch, P = self.torch, self.model.context_length
+        ids_t = self._upload_ids(ids)
+        plan = window_plan(P, 1, len(ids))
+        full = [w for w in plan if w[2] - w[0] == P + 1]
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        rows, positions = torch.arange(P + 1, device=self.device), torch.arange(P, device=self.device)[:, None]
+        for b in range(0, len(full), group):
+            starts = self.to_device(np.array([(a, t - a - 1) for a, t, _ in full[b : b + group]], np.int64))
+            window = ids_t[starts[:, :1] + rows].T.long()  # (P+1, W)
+            nlls, _ = self._nlls(window[:-1], window[1:], None)  # (P, W)
+            total += torch.where(positions >= starts[:, 1], nlls, 0).sum()  # each from its first new target
+        for a, t, stop in plan:
+            if stop - a != P + 1:  # a window the text's end cuts short
+                window = ids_t[a:stop, None].long()
+                total += self._nlls(window[:-1], window[1:], None)[0][t - a - 1 :].sum()
+        return float(total.item())
 
     # -- training on the device -----------------------------------------------------------------------------------
 
