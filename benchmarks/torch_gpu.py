@@ -7,11 +7,13 @@
 Rows (``main``), for each model, the same batch and the same random ids, after ``--warmup`` steps:
 
     charrnn            TorchEngine trained on the device (train_with: parameters, Adam's slots and the
-                       update there), --precision bfloat16 by default, chunks cut on the device
+                       update there), --precision bfloat16 by default, chunks cut on the device; Adam
+                       with --preset nanogpt's clipping (global norm 1) for gpt, by value (5) for LSTM
     charrnn, bridge    the engine as it was before it trained on the device: the gradient copied to numpy
                        and charrnn's Adam in numpy on one CPU thread (fewer steps: it is slow on a GPU)
     nanoGPT-style      a plain ``nn.Module`` of the same shapes (Linear layers, one multi-layer nn.LSTM),
-                       torch.optim.AdamW(fused=True), bfloat16 autocast, loss.backward(), optimizer.step()
+                       torch.optim.AdamW(fused=True), bfloat16 autocast, loss.backward(),
+                       clip_grad_norm_(1.0), optimizer.step()
     ... + compile      the same under torch.compile (skipped on a CPU unless --compile)
 
 Each row gives tokens (characters) per second over ``--steps`` steps with no synchronisation but the
@@ -111,7 +113,8 @@ def charrnn_stepper(torch, spec, device, precision, bridge):
     else:
         config = ModelConfig(VOCAB, kind, width, layers, dropout=dropout)
         model, batches = CharRNN(config, rng=np.random.default_rng(0)), StreamBatches(ids, batch, seq)
-    optimizer = make_optimizer("adam", model.params, 1e-3, 5.0, 0.1)
+    clip = (1.0, "norm") if kind == "gpt" else (5.0, "value")  # --preset nanogpt's; the recipe's for an LSTM
+    optimizer = make_optimizer("adam", model.params, 1e-3, clip[0], 0.1, clip_mode=clip[1])
     engine = TorchEngine(model, device, precision=precision)
     rng, carried = np.random.default_rng(1), [None]
     if not bridge:
@@ -208,8 +211,8 @@ def reference_stepper(torch, spec, device, compiled):
             logits = forward(window[:, :-1])
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB).float(), window[:, 1:].reshape(-1))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # nanoGPT's grad_clip (in the update phase)
         timer.mark("forward/backward")
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # nanoGPT's grad_clip
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         timer.mark("update")
