@@ -22,8 +22,7 @@ import numpy as np
 
 from .engines.base import WorkerError
 from .engines.pool import default_workers, make_engine
-from .engines.torch_engine import DEVICES, Distributed, TorchEngine
-from .evaluate import streams_nll
+from .engines.torch_engine import DEVICES, PRECISIONS, Distributed, TorchEngine
 from .finetune import extend_vocab
 from .io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .io.corpus import CorpusError, StreamBatches, batches_for, file_key, load_corpus
@@ -79,6 +78,7 @@ class TrainConfig:
     workers: int | None = None  # processes computing each step (engines/pool.py); None: a CPU each, as the batch allows
     engine: str = "numpy"  # who computes each step: "numpy" (engines/pool.py) or "torch" (engines/torch_engine.py)
     device: str = "cpu"  # for the torch engine: "cpu" or "cuda"
+    precision: str = "float32"  # the torch engine's forward and backward: "float32", "bfloat16" or "float16"
 
     def validate(self):
         positive = {"batch_size": self.batch_size, "seq_length": self.seq_length, "eval_every": self.eval_every}
@@ -96,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.device not in DEVICES or (self.engine == "numpy" and self.device != "cpu"):
             raise ValueError(f"device {self.device!r} needs --engine torch (devices: {', '.join(DEVICES)})")
+        if self.precision not in PRECISIONS or (self.engine == "numpy" and self.precision != "float32"):
+            raise ValueError(f"precision {self.precision!r} needs --engine torch (precisions: {', '.join(PRECISIONS)})")
         if self.engine == "torch" and self.workers is not None:
             raise ValueError("--workers is the numpy engine's; the torch engine runs on more processes under torchrun")
         if self.optimizer not in OPTIMIZERS:
@@ -210,7 +212,9 @@ def _train_loop(run, reporter):
     first_step = pos.step
     last_log_time, last_log_step = run_start, pos.step
     stop_reason = None
-    guard = _NonFiniteGuard(run, reporter)
+    engine.train_with(optimizer, run.average)  # the torch engine: parameters and optimizer state to its device
+    batches = engine.batches(batches)
+    guard = _NonFiniteGuard(run, reporter, engine)
     def stopping(signum):
         reporter.message("stopping after this step, with latest.npz saved (a validation under way finishes "
                          "first); interrupt again to stop at once, keeping the checkpoints last written")
@@ -237,15 +241,11 @@ def _train_loop(run, reporter):
                 if not guard.finite(loss, grads):
                     state = None
                     continue
-                # update: the optimizer step (undone, as above, if it left a weight non-finite), the running
-                # average, the state carried into the next chunk
-                with np.errstate(over="ignore", invalid="ignore"):  # the guard reports it, in one line
-                    optimizer.step(model.params, grads)
-                if not guard.applied():
+                # update, on the engine's device: the optimizer step (undone, as above, if it left a weight
+                # non-finite), the running average; then the state carried into the next chunk
+                if not guard.applied(engine.update(grads)):
                     state = None
                     continue
-                if run.average is not None:
-                    run.average.update(model.params, optimizer.steps)
                 state = new_state
                 pos.step += 1
                 pos.chunk += 1
@@ -274,7 +274,8 @@ def _train_loop(run, reporter):
                     }
                     pos.loss_sum, pos.loss_count = 0.0, 0  # logged: the checkpoint about to be written starts afresh
                     if evaluating:
-                        stop_reason = _evaluate_and_save(run, engine, reporter, state) or stop_reason
+                        engine.pull()  # the device's parameters and optimizer state into the model and optimizer
+                        stop_reason = _evaluate_and_save(run, engine, reporter, engine.host_state(state)) or stop_reason
                         if pos.last_val_loss is None or math.isfinite(pos.last_val_loss):
                             guard.remember()
                         if pos.last_val_loss is not None:
@@ -284,10 +285,13 @@ def _train_loop(run, reporter):
                     reporter.step(pos.step, record)
                     last_log_time, last_log_step = time.perf_counter(), pos.step
                 if stop_reason == "interrupted" and not evaluating:
-                    _save(run, "latest.npz", state)
+                    engine.pull()
+                    _save(run, "latest.npz", engine.host_state(state))
         except WorkerError as e:  # the parameters here are those of the last completed step: keep them
-            _save(run, "latest.npz", state)
+            engine.pull()
+            _save(run, "latest.npz", engine.host_state(state))
             raise TrainingError(f"{e}; the model of step {pos.step} is saved in latest.npz") from None
+    engine.pull()
     reporter.close()
     elapsed = time.perf_counter() - run_start
     return TrainResult(
@@ -576,7 +580,7 @@ def _evaluate_and_save(run, engine, reporter, hidden):
         run.distributed.check_same(model.params.flat, "parameters")
     with _average_in_place(model.params, run.average):
         if len(run.val_ids) > 1:
-            nll, n = streams_nll(model, run.val_ids, config.batch_size, config.seq_length, engine)
+            nll, n = engine.streams_nll(run.val_ids, config.batch_size, config.seq_length)
             val_loss = nll / n
         if config.sample_length and run.writer:
             preview = generate(model, run.vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)
@@ -608,8 +612,8 @@ class _NonFiniteGuard:
     kept: training goes back to them with half the learning rate, and stops (saving them as latest.npz)
     after ``MAX_BAD_STEPS`` such steps in a row, so no checkpoint ever holds a non-finite weight."""
 
-    def __init__(self, run, reporter):
-        self.run, self.reporter, self.bad_steps = run, reporter, 0
+    def __init__(self, run, reporter, engine):
+        self.run, self.reporter, self.engine, self.bad_steps = run, reporter, engine, 0
         self.remember()
 
     def remember(self):
@@ -621,13 +625,13 @@ class _NonFiniteGuard:
 
     def finite(self, loss, grads):
         """True if the step may be applied; else restore the good state, halve the rate and return False."""
-        if math.isfinite(loss) and np.isfinite(grads.flat).all():
+        if self.engine.finite(loss, grads):
             return True
         return self._restore("loss")
 
-    def applied(self):
-        """True if the update left every weight finite (the step counts as good); else as ``finite``."""
-        if np.isfinite(self.run.model.params.flat).all():
+    def applied(self, finite):
+        """True if the update left every weight ``finite`` (the step counts as good); else as ``finite``."""
+        if finite:
             self.bad_steps = 0
             return True
         return self._restore("update")
@@ -637,6 +641,7 @@ class _NonFiniteGuard:
         self.bad_steps += 1
         run.model.params.flat[...] = self.good_params
         run.optimizer.load_state(self.good_optimizer)
+        self.engine.push()  # to the torch engine's device
         if self.bad_steps > MAX_BAD_STEPS:
             _save(run, "latest.npz", None)
             raise TrainingError(
@@ -733,7 +738,7 @@ def _start_engine(model, config, reporter, distributed=None):
     """PyTorch for ``--engine torch`` (engines/torch_engine.py); else worker processes for the steps
     (engines/pool.py) as ``--workers`` asks, or as the CPUs and batch allow."""
     if config.engine == "torch":
-        return TorchEngine(model, config.device, distributed)
+        return TorchEngine(model, config.device, distributed, config.precision)
     workers = _numpy_workers(config, model)
     try:
         return make_engine(model, config.batch_size, config.seq_length, workers)

@@ -50,6 +50,7 @@ import hashlib
 import math
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -548,7 +549,12 @@ class TorchEngine(Engine):
         cached = getattr(self, "_uploaded", None)
         if cached is not None and cached[0] is ids:
             return cached[1]
-        tensor = self.torch.from_numpy(np.ascontiguousarray(ids, dtype=_device_id_dtype(ids.dtype))).to(self.device)
+        array = np.ascontiguousarray(ids, dtype=_device_id_dtype(ids.dtype))
+        if not array.flags.writeable:  # a memory-mapped corpus: torch takes only writable arrays
+            array = array.copy() if self.device.type == "cpu" else array
+        with warnings.catch_warnings():  # a read-only array read once, to copy it to a GPU
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = self.torch.from_numpy(array).to(self.device)
         self._uploaded = (ids, tensor)
         return tensor
 
