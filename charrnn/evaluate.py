@@ -61,6 +61,19 @@ def chunk_nll(model, inputs, targets, state):
     return float(nlls.sum()), state
 
 
+def window_plan(P, first, end):
+    """``window_nlls``'s windows for the characters at positions first..end-1 of a text, by a model with a
+    context of P: (first input, first target, last target + 1) of each, positions in the text."""
+    S = max(1, P // 2)
+    windows, t = [], first
+    while t < end:
+        a = 0 if t <= P else ((t - P - 1) // S + 1) * S
+        stop = min(end, a + P + 1)
+        windows.append((a, t, stop))
+        t = stop
+    return windows
+
+
 def window_nlls(model, ids, start, offset=0, batch_size=64, engine=None):
     """-log p of ids[start:] (N,), each given the characters before it that a model with a context of P
     characters sees: sliding windows of P characters, placed by position in the text, not by chunk.
@@ -73,7 +86,6 @@ def window_nlls(model, ids, start, offset=0, batch_size=64, engine=None):
     (engines/), if given, computes the windows' scores.
     """
     P = model.context_length
-    S = max(1, P // 2)
 
     def score(window):  # (n+1, W) ids -> -log p of window[1:] (n, W)
         if engine is not None:
@@ -81,13 +93,7 @@ def window_nlls(model, ids, start, offset=0, batch_size=64, engine=None):
         return chunk_nlls(model, window[:-1], window[1:], None)[0]
 
     ids = np.asarray(ids, dtype=np.intp)
-    end = offset + len(ids)
-    windows, t = [], offset + start  # (first input, first target, last target + 1), positions in the text
-    while t < end:
-        a = 0 if t <= P else ((t - P - 1) // S + 1) * S
-        stop = min(end, a + P + 1)
-        windows.append((a, t, stop))
-        t = stop
+    windows = window_plan(P, start + offset, offset + len(ids))
     pieces = []
     full = [w for w in windows if w[2] - w[0] == P + 1]
     for b in range(0, len(full), batch_size):

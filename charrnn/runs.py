@@ -247,9 +247,9 @@ class NonFiniteGuard:
     ``save_latest()``, then raising TrainingError) after ``MAX_BAD_STEPS`` such steps in a row, so no
     checkpoint ever holds a non-finite weight."""
 
-    def __init__(self, params, optimizer, pos, reporter, save_latest):
+    def __init__(self, params, optimizer, pos, reporter, save_latest, engine=None):
         self.params, self.optimizer, self.pos, self.reporter = params, optimizer, pos, reporter
-        self.save_latest, self.bad_steps = save_latest, 0
+        self.save_latest, self.engine, self.bad_steps = save_latest, engine, 0  # engine: engines/, or None: numpy
         self.remember()
 
     def remember(self):
@@ -263,19 +263,25 @@ class NonFiniteGuard:
         leaves every weight finite; True if it was applied, else (the good state restored) False."""
         if not self.finite(loss, grads):
             return False
+        if self.engine is not None:  # the engine's step (on its device), and its running average
+            return self.applied(self.engine.update(grads))
         with np.errstate(over="ignore", invalid="ignore"):  # the guard reports it, in one line
             self.optimizer.step(self.params, grads)
-        return self.applied()
+        return self.applied(bool(np.isfinite(self.params.flat).all()))
 
     def finite(self, loss, grads):
         """True if the step may be applied; else restore the good state, halve the rate and return False."""
-        if math.isfinite(loss) and np.isfinite(grads.flat).all():
+        if self.engine is not None:
+            finite = self.engine.finite(loss, grads)
+        else:
+            finite = math.isfinite(loss) and bool(np.isfinite(grads.flat).all())
+        if finite:
             return True
         return self._restore("loss")
 
-    def applied(self):
-        """True if the update left every weight finite (the step counts as good); else as ``finite``."""
-        if np.isfinite(self.params.flat).all():
+    def applied(self, finite):
+        """True if the update left every weight ``finite`` (the step counts as good); else as ``finite``."""
+        if finite:
             self.bad_steps = 0
             return True
         return self._restore("update")
@@ -284,6 +290,8 @@ class NonFiniteGuard:
         self.bad_steps += 1
         self.params.flat[...] = self.good_params
         self.optimizer.load_state(self.good_optimizer)
+        if self.engine is not None:
+            self.engine.push()  # to the torch engine's device
         if self.bad_steps > MAX_BAD_STEPS:
             self.save_latest()
             raise TrainingError(

@@ -363,7 +363,7 @@ def start_engine(model, config, reporter, distributed=None):
     """PyTorch for ``--engine torch`` (engines/torch_engine.py); else worker processes for the steps
     (engines/pool.py) as ``--workers`` asks, or as the CPUs and batch allow."""
     if config.engine == "torch":
-        return TorchEngine(model, config.device, distributed)
+        return TorchEngine(model, config.device, distributed, config.precision)
     workers = numpy_workers(config, model)
     try:
         return make_engine(model, config.batch_size, config.seq_length, workers)

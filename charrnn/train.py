@@ -18,8 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from .engines.base import WorkerError
-from .engines.torch_engine import DEVICES
-from .evaluate import streams_nll
+from .engines.torch_engine import DEVICES, PRECISIONS
 from .io.checkpoint import Checkpoint, save_checkpoint
 from .io.corpus import StreamBatches, batches_for
 from .models import LanguageModel, build_model
@@ -75,6 +74,7 @@ class TrainConfig:
     workers: int | None = None  # processes computing each step (engines/pool.py); None: a CPU each, as the batch allows
     engine: str = "numpy"  # who computes each step: "numpy" (engines/pool.py) or "torch" (engines/torch_engine.py)
     device: str = "cpu"  # for the torch engine: "cpu" or "cuda"
+    precision: str = "float32"  # the torch engine's forward and backward: "float32", "bfloat16" or "float16"
 
     def validate(self):
         positive = {"batch_size": self.batch_size, "seq_length": self.seq_length, "eval_every": self.eval_every}
@@ -92,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.device not in DEVICES or (self.engine == "numpy" and self.device != "cpu"):
             raise ValueError(f"device {self.device!r} needs --engine torch (devices: {', '.join(DEVICES)})")
+        if self.precision not in PRECISIONS or (self.engine == "numpy" and self.precision != "float32"):
+            raise ValueError(f"precision {self.precision!r} needs --engine torch (precisions: {', '.join(PRECISIONS)})")
         if self.engine == "torch" and self.workers is not None:
             raise ValueError("--workers is the numpy engine's; the torch engine runs on more processes under torchrun")
         if self.optimizer not in OPTIMIZERS:
@@ -187,7 +189,10 @@ def _train_loop(run, reporter):
     batches = batches_for(run.model, run.train_ids, config.batch_size, config.seq_length, config.random_seed)
     engine = start_engine(run.model, config, reporter, run.distributed)
     _report_start(run, batches, engine, reporter)
-    guard = NonFiniteGuard(run.model.params, run.optimizer, pos, reporter, lambda: _save(run, "latest.npz", None))
+    engine.train_with(run.optimizer, run.average)  # the torch engine: parameters and optimizer state to its device
+    batches = engine.batches(batches)  # the torch engine: the ids to its device, once
+    guard = NonFiniteGuard(run.model.params, run.optimizer, pos, reporter, lambda: _save(run, "latest.npz", None),
+                           engine)
     loop = _Loop(batches, engine, Clock(pos.elapsed), guard, run.state, pos.step, last_log_step=pos.step)
     loop.last_log_time = loop.clock.started
     with engine, SignalCatcher(stopping_note(reporter)) as signals, \
@@ -196,8 +201,9 @@ def _train_loop(run, reporter):
             while loop.stop_reason is None:
                 _train_step(run, loop, signals, log, reporter)
         except WorkerError as e:  # the parameters here are those of the last completed step: keep them
-            _save(run, "latest.npz", loop.state)
+            _save_latest(run, loop)
             raise TrainingError(f"{e}; the model of step {pos.step} is saved in latest.npz") from None
+    engine.pull()
     reporter.close()
     return _result(run, loop, signals.signum)
 
@@ -215,8 +221,9 @@ def _train_step(run, loop, signals, log, reporter):
     # forward and backward, on the engine's processes
     loss, grads, new_state = loop.engine.loss_and_grads(inputs, targets, loop.state, dropout_rng=run.rng,
                                                         dropout=loop.dropout)
-    # update: a non-finite step is never applied (back to the last evaluated weights, at half the rate)
-    if not _update(run, loop.guard, loss, grads):
+    # update, on the engine's device: the optimizer's step and the running average of the weights; a
+    # non-finite step is never applied (back to the last evaluated weights, at half the rate)
+    if not loop.guard.update(loss, grads):
         loop.state = None
         return
     loop.state = new_state
@@ -232,7 +239,13 @@ def _train_step(run, loop, signals, log, reporter):
     if pos.step % config.log_every == 0 or evaluating:
         _log(run, loop, log, reporter, evaluating)
     if loop.stop_reason == "interrupted" and not evaluating:
-        _save(run, "latest.npz", loop.state)
+        _save_latest(run, loop)
+
+
+def _save_latest(run, loop):
+    """latest.npz now, from the engine's device if it trains there."""
+    loop.engine.pull()
+    _save(run, "latest.npz", loop.engine.host_state(loop.state))
 
 
 def _schedule(run, loop):
@@ -243,16 +256,6 @@ def _schedule(run, loop):
     scale = pos.lr_scale * warmup_factor(config.warmup, pos.step)
     run.optimizer.learning_rate = learning_rate(config, run.base_lr, scale, progress, epoch)
     return _dropout_rate(config, run.model.config.dropout, epoch)
-
-
-def _update(run, guard, loss, grads):
-    """The update phase: the optimizer's step under the non-finite guard, then the running average of the
-    weights. False if the step was not applied (the guard restored the last evaluated state)."""
-    if not guard.update(loss, grads):
-        return False
-    if run.average is not None:
-        run.average.update(run.model.params, run.optimizer.steps)
-    return True
 
 
 def _agreed_stop_reason(run, loop, signum):
@@ -281,7 +284,9 @@ def _log(run, loop, log, reporter, evaluating):
         "dropout": loop.dropout,
     }
     if evaluating:
-        loop.stop_reason = _evaluate_and_save(run, loop.engine, reporter, loop.state) or loop.stop_reason
+        loop.engine.pull()  # the device's parameters and optimizer state into the model and optimizer
+        hidden = loop.engine.host_state(loop.state)
+        loop.stop_reason = _evaluate_and_save(run, loop.engine, reporter, hidden) or loop.stop_reason
         if pos.last_val_loss is None or math.isfinite(pos.last_val_loss):
             loop.guard.remember()
         if pos.last_val_loss is not None:
@@ -355,7 +360,7 @@ def _evaluate_and_save(run, engine, reporter, hidden):
         run.distributed.check_same(model.params.flat, "parameters")
     with _average_in_place(model.params, run.average):
         if len(run.val_ids) > 1:
-            nll, n = streams_nll(model, run.val_ids, config.batch_size, config.seq_length, engine)
+            nll, n = engine.streams_nll(run.val_ids, config.batch_size, config.seq_length)
             val_loss = nll / n
         if config.sample_length and run.writer:
             preview = generate(model, run.vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)

@@ -24,7 +24,7 @@ from ..presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resum
 from ..rnn import DTYPES
 from ..sample import stream_samples
 from ..server import ServeConfig, make_server, serve_until_signal
-from ..train import DEVICES, ENGINES
+from ..train import DEVICES, ENGINES, PRECISIONS
 from ..train import train as train_model
 from .errors import user_errors
 from .options import CONTEXT_SETTINGS, FiniteFloatRange, explicit
@@ -117,6 +117,10 @@ def _preset_default(name):
               "several processes under torchrun: see README).")
 @click.option("--device", type=click.Choice(DEVICES), default=DEFAULTS["device"], show_default=True,
               help="With --engine torch: the CPU, or a CUDA GPU.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULTS["precision"], show_default=True,
+              help="With --engine torch and --dtype float32: forward and backward under torch.autocast in this "
+              "precision (float16 with a dynamic loss scale). The weights, gradient, optimizer state and update, "
+              "hidden state, layer norms, softmax and loss stay float32.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
 def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):

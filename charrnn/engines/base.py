@@ -7,7 +7,11 @@
 The worker pool (pool.py) and the torch engine (torch_engine.py) implement the same calls.
 """
 
-from ..evaluate import chunk_nll, chunk_nlls
+import math
+
+import numpy as np
+
+from ..evaluate import chunk_nll, chunk_nlls, streams_nll
 
 
 class WorkerError(RuntimeError):
@@ -24,6 +28,45 @@ class Engine:
         """-log p of each of ``targets`` (T, B), and the state after them: in this process, by the model
         (the scores of a gpt model's validation windows)."""
         return chunk_nlls(self.model, inputs, targets, state)
+
+    def streams_nll(self, ids, batch_size, seq_length):
+        """evaluate.streams_nll over ``ids`` by this engine: (total nats, characters scored)."""
+        return streams_nll(self.model, ids, batch_size, seq_length, self)
+
+    # training: the torch engine keeps parameters and optimizer state on its device; here they are numpy's
+    def train_with(self, optimizer, average=None):
+        """Train with ``optimizer`` (nn/optim.py) and ``average`` (a WeightAverage, or None) from now on."""
+        self.optimizer, self.average = optimizer, average
+
+    def finite(self, loss, grads):
+        """Whether a step's loss and gradient are finite."""
+        return math.isfinite(loss) and bool(np.isfinite(grads.flat).all())
+
+    def update(self, grads):
+        """The optimizer's step, then, if every weight is still finite, the running average's; returns whether
+        every weight is finite."""
+        params = self.model.params
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite update is reported by the caller
+            self.optimizer.step(params, grads)
+        if not np.isfinite(params.flat).all():
+            return False
+        if self.average is not None:
+            self.average.update(params, self.optimizer.steps)
+        return True
+
+    def pull(self):
+        """Bring parameters, optimizer state and average into the numpy model and optimizer (here: they are)."""
+
+    def push(self):
+        """Send the numpy model's parameters and optimizer state to where the engine trains them."""
+
+    def host_state(self, state):
+        """A state from ``loss_and_grads`` as numpy arrays."""
+        return state
+
+    def batches(self, batches):
+        """``batches`` (io/corpus.py) as this engine reads them."""
+        return batches
 
     def close(self):
         pass

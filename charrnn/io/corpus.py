@@ -401,9 +401,12 @@ class WindowBatches:
         self.chunks_per_epoch = _chunks_per_epoch(ids, batch_size, seq_length)
 
     def chunk(self, j, epoch=0):
-        starts = np.random.default_rng([self.seed, epoch, j]).integers(0, len(self.ids) - self.seq_length,
-                                                                       self.batch_size)  # (B,)
-        return _windows(self.ids, starts, self.seq_length)
+        return _windows(self.ids, self.starts_of(j, epoch), self.seq_length)
+
+    def starts_of(self, j, epoch=0):
+        """The B windows' first positions in chunk j of epoch ``epoch``."""
+        return np.random.default_rng([self.seed, epoch, j]).integers(0, len(self.ids) - self.seq_length,
+                                                                     self.batch_size)  # (B,)
 
 
 def batches_for(model, ids, batch_size, seq_length, seed):

@@ -285,10 +285,12 @@ def test_a_bad_min_lr_leaves_an_overwritten_model_in_place(tmp_path, small_text,
 
 def test_the_torch_engine_takes_the_same_clipping(tmp_path, small_text, cli, monkeypatch):
     pytest.importorskip("torch")
+    from charrnn.engines.torch_optim import DeviceOptimizer  # the torch engine clips on its device
+
     modes = []
-    real = optim.clip_gradient
-    monkeypatch.setattr(optim, "clip_gradient", lambda g, limit, mode="value": modes.append(mode) or real(g, limit,
-                                                                                                           mode))
+    real = DeviceOptimizer.clip
+    monkeypatch.setattr(DeviceOptimizer, "clip", lambda self, g, limit, mode: modes.append(mode) or real(self, g, limit,
+                                                                                                         mode))
     ck = tmp_path / "ck"
     assert TINY[-2:] == ["--workers", "1"]  # the numpy engine's option
     result = cli(["train", small_text, *TINY[:-2], "--engine", "torch", "--checkpoint-dir", ck, "--max-steps", "3",
