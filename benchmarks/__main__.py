@@ -12,12 +12,13 @@ Suites (docs/benchmarks.md has a table of each, with its machine, date and comma
     serve     generation through `charrnn serve` against the library
     memory    peak memory of `charrnn train` against corpus size
     engine    --engine torch against the numpy engine, and data-parallel scaling under torchrun
+    gpu       --engine torch on a GPU beside a nanoGPT-style script (fused AdamW, bfloat16, torch.compile)
 """
 
 import importlib
 import sys
 
-SUITES = ("speed", "batched", "gpt", "learning", "classify", "serve", "memory", "engine")
+SUITES = ("speed", "batched", "gpt", "learning", "classify", "serve", "memory", "engine", "gpu")
 
 
 def main(argv=None):

@@ -1,8 +1,8 @@
 """``--engine torch`` on a GPU beside a nanoGPT-style PyTorch script of the same model; the update's share of a step.
 
-    python benchmarks/torch_gpu.py --device cuda          # gpt --preset nanogpt, LSTM 1024x3 B=128 T=100
-    python benchmarks/torch_gpu.py --device cpu --small   # the same rows on small sizes: proves the script runs
-    python benchmarks/torch_gpu.py --update-share         # CPU: LSTM 512x2 B=32 T=100 and gpt mid, before/after
+    python -m benchmarks gpu --device cuda        # gpt --preset nanogpt, LSTM 1024x3 B=128 T=100
+    python -m benchmarks gpu --device cpu --small   # the same rows on small sizes: proves the script runs
+    python -m benchmarks gpu --update-share       # CPU: LSTM 512x2 B=32 T=100 and gpt mid, before/after
 
 Rows (``main``), for each model, the same batch and the same random ids, after ``--warmup`` steps:
 
@@ -24,7 +24,7 @@ the rows; each figure is the best of ``--rounds``, with the per-round range.
 ``--update-share`` measures on this machine's CPU the share of a torch-engine step spent in the update:
 before (the bridge: the gradient to numpy, charrnn's numpy Adam) and after (the device update), for
 LSTM 512x2 B=32 T=100 and gpt mid (C=192, 6 layers, 6 heads, B=32, context 128), float32, alternating.
-``main()`` is the entry point (a benchmark harness may call it with an argument list).
+``main()`` is the entry point: ``python -m benchmarks gpu``.
 """
 
 import argparse
@@ -322,7 +322,11 @@ def main(argv=None):
     parser.add_argument("--compile", action="store_true", help="the torch.compile row on a CPU too")
     parser.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
     parser.add_argument("--update-share", action="store_true", help="the CPU before/after update share instead")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU, one step: does it still run?")
+    parser.add_argument("--markdown", action="store_true", help="accepted for the harness's smoke test; plain text")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.device, args.small, args.steps, args.warmup, args.rounds, args.threads = "cpu", True, 1, 1, 1, 1
     import torch
 
     if args.threads:
