@@ -16,7 +16,7 @@ cache for generating one character at a time.
 Parameters: ``wte`` (V, C), ``wpe`` (P, C), per block k ``h{k}.ln1.g``/``.b`` (C,), ``h{k}.attn.W_qkv``
 (C, 3C), ``h{k}.attn.b_qkv`` (3C,), ``h{k}.attn.W_proj`` (C, C), ``h{k}.attn.b_proj`` (C,), ``h{k}.ln2.g``/``.b``,
 ``h{k}.mlp.W_fc`` (C, 4C), ``h{k}.mlp.b_fc`` (4C,), ``h{k}.mlp.W_proj`` (4C, C), ``h{k}.mlp.b_proj`` (C,),
-``ln_f.g``/``.b``, ``W_hy`` (C, V), ``b_y`` (V,). The output layer is not tied to ``wte`` (README).
+``ln_f.g``/``.b``, ``W_hy`` (C, V), ``b_y`` (V,). The output layer is not tied to ``wte`` (docs/models.md).
 Dropout (training only) acts where nanoGPT's does: on the embeddings, on the attention weights after
 the softmax (``attn_dropout``) and on each residual branch's output (``resid_dropout``).
 """

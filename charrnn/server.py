@@ -3,7 +3,7 @@
     server = make_server(ckpt.model, ckpt.vocab, ServeConfig(port=0))
     server.serve_forever()          # in a thread, if you like; server.url says where
 
-Endpoints (the README's "charrnn serve" section is the reference):
+Endpoints (docs/server.md is the reference):
     GET  /             one self-contained page to play with (charrnn/page.html)
     GET  /v1/info      the model and the server's limits
     POST /v1/generate  {"seed", "length", "temperature", "top_k", "top_p", "random_seed", "stream"}
@@ -363,7 +363,7 @@ class Handler(BaseHTTPRequestHandler):
             return True
 
     def send_text_events(self, pieces):
-        """Event stream headers, then ``data: {"text": ...}`` events as the text comes (see README)."""
+        """Event stream headers, then ``data: {"text": ...}`` events as the text comes (docs/server.md)."""
         first = next(pieces)  # primes the model: a fault there is still an ordinary error answer
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")

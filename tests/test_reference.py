@@ -1,6 +1,6 @@
 """The cells against their textbook equations: a plain, slow reference forward pass.
 
-The reference is written from the README's equations ("How it works"), independently of cells.py:
+The reference is written from the equations of docs/models.md, independently of cells.py:
 sigmoid as 1 / (1 + e^-a) and tanh as np.tanh, every gate in the natural (B, G·H) layout sliced by
 columns, one Python loop over timesteps and layers, the one-hot input as a product with an explicit
 one-hot matrix. The gradient checks show that backward matches forward; these show that forward is

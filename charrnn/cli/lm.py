@@ -38,7 +38,7 @@ def _preset_default(name):
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(exists=True, readable=True))
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
-              help="A bundle of the options below (see README); options you give win.")
+              help="A bundle of the options below (docs/training.md); options you give win.")
 @click.option("--model", type=click.Choice(MODEL_KINDS),
               help="A recurrent cell, or gpt: a Transformer (alone, it trains the gpt recipe). "
               f"{_preset_default('model')}")
@@ -114,7 +114,7 @@ def _preset_default(name):
               "at least 8 streams each]")
 @click.option("--engine", type=click.Choice(ENGINES), default=DEFAULTS["engine"], show_default=True,
               help="Who computes each step: charrnn's numpy code, or PyTorch (pip install 'charrnn[torch]'; "
-              "several processes under torchrun: see README).")
+              "several processes under torchrun: docs/scaling.md).")
 @click.option("--device", type=click.Choice(DEVICES), default=DEFAULTS["device"], show_default=True,
               help="With --engine torch: the CPU, or a CUDA GPU.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULTS["precision"], show_default=True,
@@ -271,7 +271,7 @@ def eval_command(checkpoint, file, per_line, reset_per_line, as_json):
 
     The hidden state is carried through the whole file (gpt: each character is predicted from
     sliding windows of --seq-length characters, at least half a window of the text before it once the
-    text is that long; see README). Characters the model has never seen are
+    text is that long; docs/sampling.md). Characters the model has never seen are
     counted, reported and left out.
 
     \b
@@ -452,7 +452,7 @@ def import_command(source, output, overwrite):
 @click.option("-q", "--quiet", is_flag=True, help="No access log on stderr.")
 @click.pass_context
 def serve(ctx, checkpoint, host, port, max_length, max_concurrent, quiet):
-    """Serve CHECKPOINT over HTTP: a page to play with at /, and a JSON API (see README).
+    """Serve CHECKPOINT over HTTP: a page to play with at /, and a JSON API (docs/server.md).
 
     \b
     Example:

@@ -220,7 +220,7 @@ def _read_metadata(path, metadata):
     values = {}
     for key in (MODEL_KEY, VOCAB_KEY):
         if key not in metadata:
-            raise ExportError(f"{path}: no {key} in the safetensors metadata (see README: PyTorch interop)")
+            raise ExportError(f"{path}: no {key} in the safetensors metadata (see docs/scaling.md, Export to PyTorch)")
         try:
             values[key] = json.loads(metadata[key])
         except ValueError:

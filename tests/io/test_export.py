@@ -34,7 +34,7 @@ def make_checkpoint(path, model="lstm", activation="tanh", num_layers=2, dtype="
 
 
 def torch_model(config):
-    """The module the export documents (README: PyTorch interop)."""
+    """The module the export documents (docs/scaling.md: Export to PyTorch)."""
     torch = pytest.importorskip("torch")
     nn = torch.nn
     cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config["model"]]
