@@ -47,7 +47,7 @@ BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THR
 # glibc's allocator in the workers: serve every array from the heap and keep freed memory there, so a step's
 # large temporaries (gpt's activations: megabytes each, made afresh every step) reuse pages already mapped
 # instead of faulting in new zeroed ones (a gpt worker's step: 20-25 % faster in three alternating pairs,
-# benchmarks/gpt.py --where mid). Where the user has set them, theirs win; other C libraries ignore them.
+# gpt mid, timed per layer function). Where the user has set them, theirs win; other C libraries ignore them.
 WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(512 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(1024 * 2**20)}
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
