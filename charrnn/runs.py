@@ -8,7 +8,7 @@ metrics log, signals, the non-finite guard, and where progress is reported.
     pos = Position.from_meta(meta)                            # a subclass of Position, resumed (or Position())
     check_budget_left(config, pos, epoch, resume)             # refuse to resume a run already at its limit
     clock = Clock(pos.elapsed)                                # --max-time counts the time trained before
-    guard = NonFiniteGuard(model.params, optimizer, pos, reporter, save_latest)
+    guard = NonFiniteGuard(model.params, optimizer, engine, pos, reporter, save_latest)
     with SignalCatcher() as signals, MetricsLog(directory, resumed) as log:
         while ...:
             if guard.update(loss, grads): ...                 # a non-finite step is never applied
@@ -18,7 +18,6 @@ metrics log, signals, the non-finite guard, and where progress is reported.
 """
 
 import json
-import math
 import os
 import signal
 import time
@@ -247,9 +246,10 @@ class NonFiniteGuard:
     ``save_latest()``, then raising TrainingError) after ``MAX_BAD_STEPS`` such steps in a row, so no
     checkpoint ever holds a non-finite weight."""
 
-    def __init__(self, params, optimizer, pos, reporter, save_latest, engine=None):
+    def __init__(self, params, optimizer, engine, pos, reporter, save_latest):
         self.params, self.optimizer, self.pos, self.reporter = params, optimizer, pos, reporter
-        self.save_latest, self.engine, self.bad_steps = save_latest, engine, 0  # engine: engines/, or None: numpy
+        self.engine = engine  # engines/: it steps ``optimizer`` (the torch engine: on its device, from a mirror)
+        self.save_latest, self.bad_steps = save_latest, 0
         self.remember()
 
     def remember(self):
@@ -263,19 +263,11 @@ class NonFiniteGuard:
         leaves every weight finite; True if it was applied, else (the good state restored) False."""
         if not self.finite(loss, grads):
             return False
-        if self.engine is not None:  # the engine's step (on its device), and its running average
-            return self.applied(self.engine.update(grads))
-        with np.errstate(over="ignore", invalid="ignore"):  # the guard reports it, in one line
-            self.optimizer.step(self.params, grads)
-        return self.applied(bool(np.isfinite(self.params.flat).all()))
+        return self.applied(self.engine.update(grads))  # the optimizer's step, then the running average's
 
     def finite(self, loss, grads):
         """True if the step may be applied; else restore the good state, halve the rate and return False."""
-        if self.engine is not None:
-            finite = self.engine.finite(loss, grads)
-        else:
-            finite = math.isfinite(loss) and bool(np.isfinite(grads.flat).all())
-        if finite:
+        if self.engine.finite(loss, grads):
             return True
         return self._restore("loss")
 
@@ -290,8 +282,7 @@ class NonFiniteGuard:
         self.bad_steps += 1
         self.params.flat[...] = self.good_params
         self.optimizer.load_state(self.good_optimizer)
-        if self.engine is not None:
-            self.engine.push()  # to the torch engine's device
+        self.engine.push()  # to the torch engine's device
         if self.bad_steps > MAX_BAD_STEPS:
             self.save_latest()
             raise TrainingError(

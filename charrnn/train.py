@@ -191,8 +191,8 @@ def _train_loop(run, reporter):
     _report_start(run, batches, engine, reporter)
     engine.train_with(run.optimizer, run.average)  # the torch engine: parameters and optimizer state to its device
     batches = engine.batches(batches)  # the torch engine: the ids to its device, once
-    guard = NonFiniteGuard(run.model.params, run.optimizer, pos, reporter, lambda: _save(run, "latest.npz", None),
-                           engine)
+    guard = NonFiniteGuard(run.model.params, run.optimizer, engine, pos, reporter,
+                           lambda: _save(run, "latest.npz", None))
     loop = _Loop(batches, engine, Clock(pos.elapsed), guard, run.state, pos.step, last_log_step=pos.step)
     loop.last_log_time = loop.clock.started
     with engine, SignalCatcher(stopping_note(reporter)) as signals, \

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from .. import runs
+from ..engines.base import InProcess
 from ..io.checkpoint import write_archive
 from ..io.corpus import file_key
 from ..nn.optim import OPTIMIZERS, check_clip_mode, make_optimizer
@@ -135,7 +136,10 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
     reporter.start(None, {"params": run.model.num_params(), "train": len(run.train.encoded),
                           "valid": len(run.valid.encoded) if run.valid else 0, "labels": len(run.labels),
                           "vocab": len(run.vocab), "seed": config.random_seed, "batches_per_epoch": batches_per_epoch})
-    guard = runs.NonFiniteGuard(run.model.params, run.optimizer, pos, reporter, lambda: _save(run, "latest.npz"))
+    engine = InProcess(run.model)  # steps the optimizer, as charrnn train's engines do
+    engine.train_with(run.optimizer)
+    guard = runs.NonFiniteGuard(run.model.params, run.optimizer, engine, pos, reporter,
+                                lambda: _save(run, "latest.npz"))
     loop = _Loop(runs.Clock(pos.elapsed), guard)
     with runs.SignalCatcher(runs.stopping_note(reporter)) as signals, \
             runs.MetricsLog(config.checkpoint_dir, resumed=resume is not None) as log:
