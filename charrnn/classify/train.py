@@ -132,10 +132,10 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
     reporter = reporter or runs.Reporter()
     run = _start_run(_Request(train_path, model_config, config, valid_path, resume, overwrite), reporter)
     config, pos = run.config, run.pos
-    batches_per_epoch = len(length_buckets(run.train.encoded.lengths, config.batch_size))  # long texts: smaller
     reporter.start(None, {"params": run.model.num_params(), "train": len(run.train.encoded),
                           "valid": len(run.valid.encoded) if run.valid else 0, "labels": len(run.labels),
-                          "vocab": len(run.vocab), "seed": config.random_seed, "batches_per_epoch": batches_per_epoch})
+                          "vocab": len(run.vocab), "seed": config.random_seed,
+                          "batches_per_epoch": run.batches_per_epoch})
     engine = InProcess(run.model)  # steps the optimizer, as charrnn train's engines do
     engine.train_with(run.optimizer)
     guard = runs.NonFiniteGuard(run.model.params, run.optimizer, engine, pos, reporter,
@@ -147,7 +147,7 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
             _train_step(run, loop, signals, log, reporter)
     reporter.close()
     elapsed = loop.clock.this_run()
-    return ClassifyResult(pos.step, pos.epoch + pos.batch / batches_per_epoch, pos.best_accuracy, pos.best_loss,
+    return ClassifyResult(pos.step, pos.epoch + pos.batch / run.batches_per_epoch, pos.best_accuracy, pos.best_loss,
                           elapsed, loop.seen / max(elapsed, 1e-9), loop.stop_reason, config.checkpoint_dir,
                           signals.signum)
 
@@ -248,6 +248,7 @@ class _Run:
     pos: ClassifyPosition
     rng: np.random.Generator
     data_file: dict  # io/corpus.py file_key of the training file: its path, size and modification time
+    batches_per_epoch: int  # long texts go in smaller batches, so this is counted from the texts' lengths
 
 
 def _start_run(request, reporter):
@@ -258,11 +259,11 @@ def _start_run(request, reporter):
     config, vocab, labels, train, valid = _read_data(request, saved)
     runs.open_checkpoint_dir(config.checkpoint_dir, fresh=request.resume is None, overwrite=request.overwrite)
     rng = np.random.default_rng(config.random_seed)
+    batches_per_epoch = len(length_buckets(train.encoded.lengths, config.batch_size))
     if saved:
         clf, meta, optimizer_state = saved
         model, pos = clf.model, ClassifyPosition.from_meta(meta)
         rng.bit_generator.state = pos.rng_state
-        batches_per_epoch = len(length_buckets(train.encoded.lengths, config.batch_size))
         runs.check_budget_left(config, pos, pos.epoch + pos.batch / batches_per_epoch, request.resume)
         if meta.get("data_file") not in (None, file_key(request.train_path)):
             reporter.message(f"warning: {request.train_path} is not the file {request.resume} was trained on, or it "
@@ -279,7 +280,8 @@ def _start_run(request, reporter):
                                config.weight_decay, config.clip_mode)
     if saved:
         runs.restore_optimizer(optimizer, optimizer_state, request.resume, config.optimizer)
-    return _Run(config, model, optimizer, vocab, labels, train, valid, pos, rng, file_key(request.train_path))
+    return _Run(config, model, optimizer, vocab, labels, train, valid, pos, rng, file_key(request.train_path),
+                batches_per_epoch)
 
 
 def _read_data(request, saved):
