@@ -1,8 +1,9 @@
-"""``--engine torch`` on a GPU beside a nanoGPT-style PyTorch script of the same model; the update's share of a step.
+"""gpu: ``--engine torch`` on a GPU beside a nanoGPT-style PyTorch script of the same model; the update's
+share of a step.
 
     python -m benchmarks gpu --device cuda        # gpt --preset nanogpt, LSTM 1024x3 B=128 T=100
     python -m benchmarks gpu --device cpu --small   # the same rows on small sizes: proves the script runs
-    python -m benchmarks gpu --update-share       # CPU: LSTM 512x2 B=32 T=100 and gpt mid, before/after
+    python -m benchmarks gpu --update-share      # CPU: LSTM 512x2 B=32 T=100 and gpt mid, before/after
 
 Rows (``main``), for each model, the same batch and the same random ids, after ``--warmup`` steps:
 
@@ -19,7 +20,7 @@ Rows (``main``), for each model, the same batch and the same random ids, after `
 Each row gives tokens (characters) per second over ``--steps`` steps with no synchronisation but the
 loss's, then the share of a step spent outside forward and backward (cutting the batch, the optimizer,
 copies), timed in a second pass with a device synchronisation at each phase's end. Rounds alternate
-the rows; each figure is the best of ``--rounds``, with the per-round range.
+the rows; each figure is the best of ``--repeat`` rounds, with the per-round range.
 
 ``--update-share`` measures on this machine's CPU the share of a torch-engine step spent in the update:
 before (the bridge: the gradient to numpy, charrnn's numpy Adam) and after (the device update), for
@@ -27,33 +28,16 @@ LSTM 512x2 B=32 T=100 and gpt mid (C=192, 6 layers, 6 heads, B=32, context 128),
 ``main()`` is the entry point: ``python -m benchmarks gpu``.
 """
 
-import argparse
-import contextlib
 import math
-import os
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from benchmarks import harness
 
 VOCAB = 65
 # (kind, width, layers, batch, T = context for gpt, heads, dropout)
 GPU_MODELS = {"gpt": ("gpt", 384, 6, 64, 256, 6, 0.2), "lstm": ("lstm", 1024, 3, 128, 100, 0, 0.0)}
 SMALL_MODELS = {"gpt": ("gpt", 64, 2, 8, 64, 4, 0.2), "lstm": ("lstm", 128, 2, 16, 50, 0, 0.0)}
 SHARE_MODELS = {"lstm": ("lstm", 512, 2, 32, 100, 0, 0.0), "gpt": ("gpt", 192, 6, 32, 128, 6, 0.0)}  # gpt mid
-
-
-def machine_line(torch):
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU"
-    return (f"CPU: {cpu}, {os.cpu_count()} logical CPUs; torch {torch.__version__} ({torch.get_num_threads()} "
-            f"threads); GPU: {gpu}")
 
 
 def describe(spec):
@@ -257,14 +241,11 @@ def rows_for(torch, spec, device, precision, compile_too, bridge_steps):
     return rows
 
 
-def report(label, results):
+def best_of(results):
+    """Best rate of ``results`` [(rate, shares)], its round's shares, and the rates' range."""
     rates = [r for r, _ in results]
     best = max(range(len(results)), key=lambda i: rates[i])
-    shares = results[best][1]
-    outside = 1.0 - shares.get("forward/backward", 0.0)
-    parts = ", ".join(f"{name} {share:.1%}" for name, share in shares.items())
-    print(f"  {label}: {rates[best]:,.0f} tokens/s (rounds {min(rates):,.0f}-{max(rates):,.0f}); outside "
-          f"forward/backward {outside:.1%} ({parts})", flush=True)
+    return rates[best], results[best][1], f"{min(rates):,.0f}-{max(rates):,.0f}"
 
 
 def side_by_side(args, torch):
@@ -273,70 +254,78 @@ def side_by_side(args, torch):
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: PyTorch sees no CUDA GPU here (use --device cpu --small)")
     compile_too = device == "cuda" or args.compile
+    tables = []
     for name in args.models:
         spec = models[name]
-        print(f"{describe(spec)}, --device {device}, charrnn --precision {args.precision}:", flush=True)
+        table = harness.Table([("run", "run"), ("tokens/s", "rate"), ("per round", "rounds"),
+                               ("outside forward/backward", "outside"), ("phases", "phases"), ("ratio", "ratio")],
+                              title=f"{describe(spec)}, --device {device}, charrnn --precision {args.precision}")
         rows = rows_for(torch, spec, device, args.precision, compile_too, max(2, args.steps // 5))
         results = {label: [] for label, _, _ in rows}
-        for _ in range(args.rounds):
+        for _ in range(args.repeat):
             for label, make, steps in rows:
                 step = make()
                 results[label].append(measure(torch, step, spec, device, steps or args.steps, args.warmup))
                 del step
+        peer = best_of(results[rows[2][0]])[0]  # the nanoGPT-style script without compile
         for label, _, _ in rows:
-            report(label, results[label])
-        ours, peer = (max(r for r, _ in results[k]) for k in (rows[0][0], rows[2][0]))
-        print(f"  charrnn / nanoGPT-style without compile: {ours / peer:.2f}x", flush=True)
+            rate, shares, rounds = best_of(results[label])
+            table.add(run=label, rate=rate, rounds=rounds, outside=f"{1.0 - shares.get('forward/backward', 0.0):.1%}",
+                      phases=", ".join(f"{part} {share:.1%}" for part, share in shares.items()), ratio=rate / peer)
+        tables.append(table)
+    return tables
 
 
 def update_share(args, torch):
     """The share of a torch-engine step in the update, before (numpy) and after (device), on the CPU."""
+    tables = []
     for name in args.models:
         spec = SHARE_MODELS[name]
-        print(f"{describe(spec)}, --device cpu, float32, {args.steps} steps x {args.rounds} rounds:", flush=True)
+        table = harness.Table([("update", "run"), ("share of the step", "share"), ("per round", "shares"),
+                               ("chars/s", "rate"), ("chars/s per round", "rounds")],
+                              title=f"{describe(spec)}, --device cpu, float32, {args.steps} steps x "
+                                    f"{args.repeat} rounds")
         results = {"before": [], "after": []}
-        for _ in range(args.rounds):
+        for _ in range(args.repeat):
             for label, bridge in (("before", True), ("after", False)):
                 step = charrnn_stepper(torch, spec, "cpu", "float32", bridge)
                 results[label].append(measure(torch, step, spec, "cpu", args.steps, args.warmup))
-        for label in results:
-            rates = [r for r, _ in results[label]]
+        for label, what in (("before", "numpy Adam (gradient copied to numpy)"), ("after", "device Adam (torch)")):
+            rate, shares, rounds = best_of(results[label])
             updates = [s["update"] for _, s in results[label]]
-            best = max(range(len(rates)), key=lambda i: rates[i])
-            what = "numpy Adam (gradient copied to numpy)" if label == "before" else "device Adam (torch)"
-            print(f"  {label}, {what}: update {updates[best]:.1%} of the step (rounds {min(updates):.1%}-"
-                  f"{max(updates):.1%}); {rates[best]:,.0f} chars/s (rounds {min(rates):,.0f}-{max(rates):,.0f})",
-                  flush=True)
+            table.add(run=what, share=f"{shares['update']:.1%}", shares=f"{min(updates):.1%}-{max(updates):.1%}",
+                      rate=rate, rounds=rounds)
+        tables.append(table)
+    return tables
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
-    parser.add_argument("--small", action="store_true", help="small models (a CPU run that proves the script works)")
-    parser.add_argument("--models", nargs="+", default=["gpt", "lstm"], choices=("gpt", "lstm"))
-    parser.add_argument("--precision", default="bfloat16", choices=("float32", "bfloat16", "float16"),
-                        help="charrnn's --precision (the nanoGPT-style script is bfloat16)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per row and round")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="the torch.compile row on a CPU too")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
-    parser.add_argument("--update-share", action="store_true", help="the CPU before/after update share instead")
-    parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU, one step: does it still run?")
-    parser.add_argument("--markdown", action="store_true", help="accepted for the harness's smoke test; plain text")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.device, args.small, args.steps, args.warmup, args.rounds, args.threads = "cpu", True, 1, 1, 1, 1
+    ap = harness.parser(__doc__, repeat=3)
+    ap.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
+    ap.add_argument("--small", action="store_true", help="small models (a CPU run that proves the script works)")
+    ap.add_argument("--models", nargs="+", default=["gpt", "lstm"], choices=("gpt", "lstm"))
+    ap.add_argument("--precision", default="bfloat16", choices=("float32", "bfloat16", "float16"),
+                    help="charrnn's --precision (the nanoGPT-style script is bfloat16)")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per row and round")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="the torch.compile row on a CPU too")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
+    ap.add_argument("--update-share", action="store_true", help="the CPU before/after update share instead")
+    args = harness.start(ap, argv)
+    if not harness.need_torch("the torch engine and its peer"):
+        return
+    if args.smoke:  # the small models on the CPU, one step
+        args.device, args.small, args.steps, args.warmup, args.threads = "cpu", True, 1, 1, 1
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(machine_line(torch), flush=True)
     if args.update_share:
         args.device = "cpu"
-        update_share(args, torch)
+        tables = update_share(args, torch)
     else:
-        side_by_side(args, torch)
+        tables = side_by_side(args, torch)
+    harness.finish(args, tables)
 
 
 if __name__ == "__main__":

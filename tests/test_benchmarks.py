@@ -40,8 +40,7 @@ def test_suite_runs(argv, needs_torch, capsys):
     assert not main([*argv, "--smoke", "--markdown"])
     out = capsys.readouterr().out
     assert out.startswith("CPU: ")
-    if argv != ["gpu"]:  # gpu prints plain rows: its figures come from a GPU, not from these tables
-        assert "\n| " in out  # a Markdown table with at least its header
+    assert "\n| " in out  # a Markdown table with at least its header
 
 
 def test_child_runs_without_forced_kernel(monkeypatch):
