@@ -84,7 +84,7 @@ def score_lines(src, cell, hidden, layers, lines, seconds):
     """chars/s of score_lines(..., reset_per_line=True) with the charrnn package at ``src``."""
     sys.path.insert(0, src)
     import charrnn
-    from charrnn.evaluate import score_lines
+    from charrnn.inference.evaluate import score_lines
 
     assert os.path.dirname(charrnn.__file__) == os.path.join(src, "charrnn"), charrnn.__file__
     vocab, model = _model(cell, hidden, layers)

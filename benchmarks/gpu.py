@@ -83,10 +83,10 @@ def charrnn_stepper(torch, spec, device, precision, bridge):
     import numpy as np
 
     from charrnn.engines.torch_engine import TorchEngine
-    from charrnn.gpt import CharGPT, GPTConfig
     from charrnn.io.corpus import StreamBatches, WindowBatches
+    from charrnn.models.gpt import CharGPT, GPTConfig
+    from charrnn.models.rnn import CharRNN, ModelConfig
     from charrnn.nn.optim import make_optimizer
-    from charrnn.rnn import CharRNN, ModelConfig
 
     kind, width, layers, batch, seq, heads, dropout = spec
     ids = token_ids()

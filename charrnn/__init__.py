@@ -2,15 +2,15 @@
 
 __version__ = "0.1.0"
 
-from .evaluate import evaluate_file, score_lines
-from .gpt import CharGPT, GPTConfig
+from .inference.evaluate import evaluate_file, score_lines
+from .inference.sample import generate, generate_batch, sample_rngs
 from .io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .io.corpus import Vocab, load_corpus
-from .models import build_model
-from .presets import finetune_configs, preset_configs, resume_config
-from .rnn import CharRNN, ModelConfig
-from .sample import generate, generate_batch, sample_rngs
-from .train import TrainConfig, train
+from .models.gpt import CharGPT, GPTConfig
+from .models.registry import build_model
+from .models.rnn import CharRNN, ModelConfig
+from .training.loop import TrainConfig, train
+from .training.presets import finetune_configs, preset_configs, resume_config
 
 __all__ = [
     "CharGPT",

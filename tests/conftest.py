@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from charrnn.cli import main
 from charrnn.io.checkpoint import Checkpoint, save_checkpoint
 from charrnn.io.corpus import Vocab
-from charrnn.rnn import CharRNN, ModelConfig
+from charrnn.models.rnn import CharRNN, ModelConfig
 
 pytest.register_assert_rewrite("resumecheck")  # its asserts explain their failures like a test's
 

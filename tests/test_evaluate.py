@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from charrnn import load_checkpoint
-from charrnn.evaluate import _Scorer, chunk_nlls, evaluate_file, iter_lines, score_line_batch, score_lines
+from charrnn.inference.evaluate import _Scorer, chunk_nlls, evaluate_file, iter_lines, score_line_batch, score_lines
 from charrnn.io.corpus import Vocab
-from charrnn.rnn import CharRNN, ModelConfig
+from charrnn.models.rnn import CharRNN, ModelConfig
 
 VOCAB = Vocab(tuple("\n !,.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 
@@ -72,7 +72,7 @@ def test_line_batch_in_windows_and_groups_and_without_a_newline_symbol(threads):
 
 def test_per_line_text_of_a_bytes_model_is_decoded_whole(tmp_path):
     """A bytes model's line is decoded as a whole (a UTF-8 character spans several ids)."""
-    from charrnn.evaluate import score_lines
+    from charrnn.inference.evaluate import score_lines
 
     vocab = Vocab(tuple(range(256)), bytes_mode=True)
     model = CharRNN(ModelConfig(256, "gru", 8, 1), rng=np.random.default_rng(0))

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from charrnn.finetune import check_same_shape, extend_vocab
-from charrnn.gpt import CharGPT, GPTConfig
 from charrnn.io.checkpoint import load_checkpoint
 from charrnn.io.corpus import Vocab
-from charrnn.rnn import CharRNN, ModelConfig
+from charrnn.models.gpt import CharGPT, GPTConfig
+from charrnn.models.rnn import CharRNN, ModelConfig
+from charrnn.training.finetune import check_same_shape, extend_vocab
 
 OLD = Vocab(tuple("\n !,.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from gradcheck import numerical_grad, rel_error
 
-from charrnn.gpt import CharGPT, GPTConfig
+from charrnn.models.gpt import CharGPT, GPTConfig
 
 
 def tiny_model(dtype="float64", **overrides):
@@ -103,7 +103,7 @@ def test_cached_sampling_matches_full_recompute(B):
 
 def test_window_nlls_follow_the_documented_contexts():
     """Each character's score equals a forward over exactly the context the docstring promises."""
-    from charrnn.evaluate import window_nlls
+    from charrnn.inference.evaluate import window_nlls
 
     model = tiny_model(context_length=6)  # P = 6, S = 3
     ids = np.random.default_rng(14).integers(0, 7, 30)

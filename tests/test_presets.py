@@ -4,8 +4,8 @@
 import pytest
 
 from charrnn import GPTConfig, TrainConfig
-from charrnn.presets import DEFAULTS, PRESETS, preset_configs, resume_config
-from charrnn.rnn import ModelConfig
+from charrnn.models.rnn import ModelConfig
+from charrnn.training.presets import DEFAULTS, PRESETS, preset_configs, resume_config
 
 
 def test_default_preset_is_the_dataclasses_defaults():

@@ -13,8 +13,8 @@ The Transformer's forward pass is checked the same way against a PyTorch model w
 import numpy as np
 import pytest
 
-from charrnn.gpt import CharGPT, GPTConfig
-from charrnn.rnn import CharRNN, ModelConfig
+from charrnn.models.gpt import CharGPT, GPTConfig
+from charrnn.models.rnn import CharRNN, ModelConfig
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "sigmoid"), ("lstm", "tanh"), ("gru", "tanh")]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from gradcheck import numerical_grad, rel_error
 
-from charrnn.rnn import CharRNN, ModelConfig, init_params, param_shapes
+from charrnn.models.rnn import CharRNN, ModelConfig, init_params, param_shapes
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "sigmoid"), ("lstm", "tanh"), ("gru", "tanh")]
 

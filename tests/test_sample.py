@@ -4,10 +4,18 @@ samples one by one, priming in pieces, bytes models' characters whole."""
 import numpy as np
 import pytest
 
-from charrnn import sample as sample_module
+from charrnn.inference import sample as sample_module
+from charrnn.inference.sample import (
+    InPlaceStepper,
+    Stepper,
+    filter_logits,
+    generate,
+    generate_batch,
+    sample_rngs,
+    stream_samples,
+)
 from charrnn.io.corpus import Vocab
-from charrnn.rnn import CharRNN, ModelConfig
-from charrnn.sample import InPlaceStepper, Stepper, filter_logits, generate, generate_batch, sample_rngs, stream_samples
+from charrnn.models.rnn import CharRNN, ModelConfig
 
 VOCAB = Vocab(tuple("\n !,.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 

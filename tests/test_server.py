@@ -18,13 +18,13 @@ import time
 import numpy as np
 import pytest
 
-from charrnn.evaluate import evaluate_file, evaluate_text
-from charrnn.gpt import CharGPT, GPTConfig
+from charrnn.inference.evaluate import evaluate_file, evaluate_text
+from charrnn.inference.sample import generate
 from charrnn.io.checkpoint import Checkpoint, save_checkpoint
 from charrnn.io.corpus import Vocab
-from charrnn.rnn import CharRNN, ModelConfig
-from charrnn.sample import generate
-from charrnn.server import ServeConfig, make_server
+from charrnn.models.gpt import CharGPT, GPTConfig
+from charrnn.models.rnn import CharRNN, ModelConfig
+from charrnn.serve.server import ServeConfig, make_server
 
 VOCAB = Vocab(tuple("\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 
@@ -599,7 +599,7 @@ def test_a_fault_of_the_servers_is_a_500_or_an_error_event_and_it_goes_on(model,
         yield "ROMEO:"
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("charrnn.server.generate", failing)
+    monkeypatch.setattr("charrnn.serve.server.generate", failing)
     server, thread = start_server(model)
     try:
         port = server.server_port
@@ -625,9 +625,9 @@ def test_serve_scores_and_generates_with_a_gpt(small_text):
     import http.client
     import threading
 
-    from charrnn.evaluate import evaluate_text
+    from charrnn.inference.evaluate import evaluate_text
     from charrnn.io.corpus import Vocab
-    from charrnn.server import ServeConfig, make_server
+    from charrnn.serve.server import ServeConfig, make_server
 
     vocab = Vocab(tuple("\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
     model = CharGPT(GPTConfig(len(vocab), hidden_size=16, num_layers=1, num_heads=2, context_length=8),

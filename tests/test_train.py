@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from charrnn import CharRNN, ModelConfig, TrainConfig, load_checkpoint, train
-from charrnn.evaluate import streams_nll
-from charrnn.gpt import CharGPT
+from charrnn.inference.evaluate import streams_nll
 from charrnn.io.corpus import load_corpus
-from charrnn.presets import preset_configs
-from charrnn.runs import Reporter, TrainingError
+from charrnn.models.gpt import CharGPT
+from charrnn.training.lifecycle import Reporter, TrainingError
+from charrnn.training.presets import preset_configs
 
 
 class Messages(Reporter):

@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from .. import runs
 from ..engines.base import InProcess
 from ..io.checkpoint import write_archive
 from ..io.corpus import file_key
 from ..nn.optim import OPTIMIZERS, check_clip_mode, make_optimizer
 from ..nn.schedule import budget_progress, check_min_lr, learning_rate
+from ..training import lifecycle as runs
 from .data import (
     FORMATS,
     LabelledDataError,

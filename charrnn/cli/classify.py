@@ -15,9 +15,9 @@ from ..classify.metrics import evaluate_predictions
 from ..classify.model import POOLS, ClassifierConfig
 from ..classify.predict import TextClassifier, load_classifier
 from ..classify.train import CLASS_WEIGHTS, LR_SCHEDULES, ClassifyTrainConfig, train_classifier, train_config_from
+from ..models.rnn import DTYPES, RNN_KINDS
 from ..nn.cells import ACTIVATIONS
 from ..nn.optim import CLIP_MODES, OPTIMIZERS
-from ..rnn import DTYPES, RNN_KINDS
 from .errors import user_errors
 from .options import CONTEXT_SETTINGS, FiniteFloatRange, explicit
 from .report import ClassifyReporter, console

@@ -11,7 +11,7 @@ from ..engines.torch_engine import TorchEngineError
 from ..io.checkpoint import CheckpointError
 from ..io.corpus import CorpusError
 from ..io.export import ExportError
-from ..runs import TrainingError
+from ..training.lifecycle import TrainingError
 
 USER_ERRORS = (CorpusError, LabelledDataError, CheckpointError, TrainingError, ExportError, TorchEngineError,
                WorkerError, ValueError, OSError)

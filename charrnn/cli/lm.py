@@ -12,20 +12,20 @@ import click
 from rich.table import Table
 
 from ..engines.torch_engine import TorchEngineError, import_torch
-from ..evaluate import EvalResult, evaluate_file, score_lines
+from ..inference.evaluate import EvalResult, evaluate_file, score_lines
+from ..inference.sample import stream_samples
 from ..io.checkpoint import load_checkpoint, resolve_checkpoint
 from ..io.corpus import quoted
 from ..io.export import export_checkpoint, import_safetensors
-from ..models import MODEL_KINDS
+from ..models.registry import MODEL_KINDS
+from ..models.rnn import DTYPES
 from ..nn.cells import ACTIVATIONS
 from ..nn.optim import CLIP_MODES, OPTIMIZERS
 from ..nn.schedule import SCHEDULES
-from ..presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resume_config
-from ..rnn import DTYPES
-from ..sample import stream_samples
-from ..server import ServeConfig, make_server, serve_until_signal
-from ..train import DEVICES, ENGINES, PRECISIONS
-from ..train import train as train_model
+from ..serve.server import ServeConfig, make_server, serve_until_signal
+from ..training.loop import DEVICES, ENGINES, PRECISIONS
+from ..training.loop import train as train_model
+from ..training.presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resume_config
 from .errors import user_errors
 from .options import CONTEXT_SETTINGS, FiniteFloatRange, explicit
 from .report import ConsoleReporter, console, count, print_summary, training_summary

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from ..runs import Reporter
+from ..training.lifecycle import Reporter
 
 
 def console(stderr=False):

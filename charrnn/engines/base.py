@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..evaluate import chunk_nll, chunk_nlls, streams_nll
+from ..inference.evaluate import chunk_nll, chunk_nlls, streams_nll
 
 
 class WorkerError(RuntimeError):

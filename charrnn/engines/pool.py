@@ -37,8 +37,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..blas import available_cpus
-from ..evaluate import chunk_nll
-from ..models import build_model, model_config, param_shapes
+from ..inference.evaluate import chunk_nll
+from ..models.registry import build_model, model_config, param_shapes
 from ..nn.packed import Packed
 from .base import Engine, InProcess, WorkerError
 

@@ -54,7 +54,7 @@ import warnings
 
 import numpy as np
 
-from ..evaluate import window_plan
+from ..inference.evaluate import window_plan
 from ..io.export import to_torch_names
 from ..nn.packed import Packed
 from .base import Engine, WorkerError

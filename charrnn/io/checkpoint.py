@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..models import LanguageModel, build_model, model_config
+from ..models.registry import LanguageModel, build_model, model_config
 from .atomic import write_atomically
 from .corpus import Vocab
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, fields
 
 import numpy as np
 
-from ..models import GPTConfig, ModelConfig, build_model, model_config, param_shapes
+from ..models.registry import GPTConfig, ModelConfig, build_model, model_config, param_shapes
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .corpus import Vocab
 from .safetensors import SafetensorsError, read_safetensors, write_safetensors

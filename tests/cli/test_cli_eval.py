@@ -12,7 +12,7 @@ import pytest
 
 from charrnn.io.checkpoint import Checkpoint, save_checkpoint
 from charrnn.io.corpus import Vocab
-from charrnn.rnn import CharRNN, ModelConfig
+from charrnn.models.rnn import CharRNN, ModelConfig
 
 
 def test_per_line_figures_sum_to_the_whole_file(tmp_path, ckpt_path, cli_stdout):

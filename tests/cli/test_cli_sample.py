@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from charrnn.inference.sample import generate, sample_rngs
 from charrnn.io.checkpoint import load_checkpoint
-from charrnn.sample import generate, sample_rngs
 
 
 def test_prime_file_and_stdin_are_the_seed(tmp_path, trained, small_text, cli):
@@ -106,7 +106,7 @@ def test_sample_refuses_to_write_over_a_file_and_nonfinite_temperatures(tmp_path
 def test_sample_random_seed_is_generates_and_the_servers(ckpt_path, cli_stdout):
     """The CLI's --random-seed N gives the text of generate(random_seed=N), which the server's random_seed
     gives (tests/test_server.py)."""
-    from charrnn.sample import generate
+    from charrnn.inference.sample import generate
 
     ckpt = load_checkpoint(ckpt_path)
     text = "".join(generate(ckpt.model, ckpt.vocab, "ROMEO", 60, temperature=0.8, random_seed=7))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from charrnn import load_checkpoint
-from charrnn.gpt import CharGPT
+from charrnn.models.gpt import CharGPT
 
 
 def test_train_sample_eval(tmp_path, small_text, cli, small_rnn):

@@ -11,8 +11,8 @@ import pytest
 from charrnn import CharRNN, ModelConfig, TrainConfig, load_checkpoint, train
 from charrnn.engines.base import WorkerError
 from charrnn.engines.pool import WorkerPool, default_workers
-from charrnn.evaluate import chunk_nll
-from charrnn.runs import TrainingError
+from charrnn.inference.evaluate import chunk_nll
+from charrnn.training.lifecycle import TrainingError
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes need POSIX shared memory")
 

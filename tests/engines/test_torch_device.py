@@ -7,8 +7,8 @@ import pytest
 
 from charrnn import CharRNN, GPTConfig, ModelConfig
 from charrnn.engines.base import InProcess
-from charrnn.gpt import CharGPT
 from charrnn.io.corpus import batches_for
+from charrnn.models.gpt import CharGPT
 from charrnn.nn.optim import OPTIMIZERS, WeightAverage, make_optimizer
 
 torch = pytest.importorskip("torch")

@@ -12,7 +12,7 @@ import pytest
 
 from charrnn.io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from charrnn.io.corpus import Vocab
-from charrnn.rnn import CharRNN, ModelConfig
+from charrnn.models.rnn import CharRNN, ModelConfig
 
 VOCAB = Vocab(tuple("\n !,.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 

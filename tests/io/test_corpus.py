@@ -177,8 +177,8 @@ def test_window_batches_are_random_windows_fixed_by_seed_epoch_and_chunk():
 
 
 def test_recurrent_models_read_streams_and_gpt_random_windows():
-    from charrnn.gpt import CharGPT, GPTConfig
-    from charrnn.rnn import CharRNN, ModelConfig
+    from charrnn.models.gpt import CharGPT, GPTConfig
+    from charrnn.models.rnn import CharRNN, ModelConfig
 
     ids = np.arange(100)
     rnn = CharRNN(ModelConfig(5, "gru", 4, 1), rng=np.random.default_rng(0))

@@ -355,7 +355,7 @@ def nanogpt(config):
 
 def test_gpt_exports_as_nanogpt_and_imports_back(tmp_path):
     torch = pytest.importorskip("torch")
-    from charrnn.gpt import CharGPT, GPTConfig
+    from charrnn.models.gpt import CharGPT, GPTConfig
 
     config = GPTConfig(len(VOCAB), hidden_size=16, num_layers=2, num_heads=4, context_length=12, dtype="float64")
     net = CharGPT(config, rng=np.random.default_rng(0))

@@ -15,9 +15,9 @@ defaults"); the others reproduce the seeds' set-ups. Every default lives in the 
 
 from dataclasses import asdict, fields, replace
 
-from .gpt import GPTConfig
-from .rnn import ModelConfig
-from .train import TrainConfig
+from ..models.gpt import GPTConfig
+from ..models.rnn import ModelConfig
+from .loop import TrainConfig
 
 _RECIPE_FIELDS = (
     "model", "hidden_size", "num_layers", "activation", "dropout", "late_dropout", "late_dropout_epochs", "weight_drop",

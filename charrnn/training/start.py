@@ -19,18 +19,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .engines.base import WorkerError
-from .engines.pool import default_workers, make_engine
-from .engines.torch_engine import Distributed, TorchEngine
+from ..engines.base import WorkerError
+from ..engines.pool import default_workers, make_engine
+from ..engines.torch_engine import Distributed, TorchEngine
+from ..io.checkpoint import CheckpointError, load_checkpoint
+from ..io.corpus import CorpusError, StreamBatches, file_key, load_corpus
+from ..models.registry import LanguageModel, build_model, model_class, training_memory
+from ..nn.numerics import check_params
+from ..nn.optim import WeightAverage, make_optimizer
+from ..nn.schedule import check_min_lr
 from .finetune import extend_vocab
-from .io.checkpoint import CheckpointError, load_checkpoint
-from .io.corpus import CorpusError, StreamBatches, file_key, load_corpus
-from .memory import check_fits, free_memory
-from .models import LanguageModel, build_model, model_class, training_memory
-from .nn.numerics import check_params
-from .nn.optim import WeightAverage, make_optimizer
-from .nn.schedule import check_min_lr
-from .runs import (
+from .lifecycle import (
     Position,
     TrainingError,
     check_budget_left,
@@ -38,6 +37,7 @@ from .runs import (
     restore_optimizer,
     with_seed,
 )
+from .memory import check_fits, free_memory
 
 DEFAULT_LEARNING_RATES = {  # gpt: adam's is the gpt recipe's; the others are not tuned (a tenth of the RNNs')
     "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3, "gpt": 3e-3},

@@ -34,11 +34,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from . import __version__
-from .evaluate import evaluate_text
-from .io.corpus import quoted
-from .models import build_model
-from .sample import generate
+from .. import __version__
+from ..inference.evaluate import evaluate_text
+from ..inference.sample import generate
+from ..io.corpus import quoted
+from ..models.registry import build_model
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 FLUSH_SECONDS = 0.05  # a stream sends what has been generated at most this often

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .io.checkpoint import CheckpointError
+from ..io.checkpoint import CheckpointError
 
 MAX_BAD_STEPS = 5  # non-finite steps in a row before a run stops
 

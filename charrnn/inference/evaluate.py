@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .blas import available_cpus, blas_threads
-from .io.corpus import read_codes, text_to_codes
-from .models import build_model
-from .nn.numerics import log_softmax
+from ..blas import available_cpus, blas_threads
+from ..io.corpus import read_codes, text_to_codes
+from ..models.registry import build_model
+from ..nn.numerics import log_softmax
 
 
 @dataclass

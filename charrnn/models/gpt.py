@@ -27,9 +27,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .blas import blas_threads
-from .nn import attention as L
-from .nn.packed import Packed, model_params
+from ..blas import blas_threads
+from ..nn import attention as L
+from ..nn.packed import Packed, model_params
 
 DTYPES = ("float32", "float64")
 

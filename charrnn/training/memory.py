@@ -4,7 +4,7 @@
     check_fits(params_bytes, step_bytes, batch_size, seq_length)   # TrainingError if more than free_memory()
 """
 
-from .runs import TrainingError
+from .lifecycle import TrainingError
 
 
 def check_fits(params, step, batch_size, seq_length):

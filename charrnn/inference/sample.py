@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy import add, matmul
 
-from .nn.cells import Scratch, product_blocks
+from ..nn.cells import Scratch, product_blocks
 
 NOISE_BLOCK = 256  # characters of Gumbel noise each sample's generator draws at a time
 PRIME_CHUNK = 4096  # characters of the seed read in one forward pass

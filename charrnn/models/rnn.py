@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .nn.cells import LayerBuffers, make_cell, make_step_weights
-from .nn.layers import init_layer, layer_params, layer_shapes
-from .nn.numerics import scatter_rows, softmax_cross_entropy
-from .nn.packed import Packed, model_params
+from ..nn.cells import LayerBuffers, make_cell, make_step_weights
+from ..nn.layers import init_layer, layer_params, layer_shapes
+from ..nn.numerics import scatter_rows, softmax_cross_entropy
+from ..nn.packed import Packed, model_params
 
 RNN_KINDS = ("rnn", "lstm", "gru")
 DTYPES = ("float32", "float64")
@@ -169,7 +169,7 @@ class CharRNN:
         """A ``Stepper`` (sample.py; an ``InPlaceStepper`` for an LSTM or RNN) for ``batch_size`` streams
         after ``prime`` (n,) ids, read in pieces of ``PRIME_CHUNK`` (a seed of any length costs time, not
         memory), and the logits (V,) after them."""
-        from .sample import PRIME_CHUNK, InPlaceStepper, Stepper
+        from ..inference.sample import PRIME_CHUNK, InPlaceStepper, Stepper
 
         prime, state = np.asarray(prime), self.initial_state(1)
         for j in range(0, len(prime), PRIME_CHUNK):

@@ -17,14 +17,15 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
-from .engines.base import WorkerError
-from .engines.torch_engine import DEVICES, PRECISIONS
-from .io.checkpoint import Checkpoint, save_checkpoint
-from .io.corpus import StreamBatches, batches_for
-from .models import LanguageModel, build_model
-from .nn.optim import OPTIMIZERS, check_clip_mode
-from .nn.schedule import SCHEDULES, budget_progress, check_min_lr, halving_decision, learning_rate, warmup_factor
-from .runs import (
+from ..engines.base import WorkerError
+from ..engines.torch_engine import DEVICES, PRECISIONS
+from ..inference.sample import generate
+from ..io.checkpoint import Checkpoint, save_checkpoint
+from ..io.corpus import StreamBatches, batches_for
+from ..models.registry import LanguageModel, build_model
+from ..nn.optim import OPTIMIZERS, check_clip_mode
+from ..nn.schedule import SCHEDULES, budget_progress, check_min_lr, halving_decision, learning_rate, warmup_factor
+from .lifecycle import (
     Clock,
     MetricsLog,
     NonFiniteGuard,
@@ -34,7 +35,6 @@ from .runs import (
     stop_reason,
     stopping_note,
 )
-from .sample import generate
 from .start import ITERATE, Request, join_processes, leaving, start_engine, start_run
 
 ENGINES = ("numpy", "torch")

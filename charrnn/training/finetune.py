@@ -15,7 +15,7 @@ from dataclasses import fields, replace
 
 import numpy as np
 
-from .models import build_model
+from ..models.registry import build_model
 
 # the fields that fix the parameters' shapes, by model kind (a field either config lacks is skipped)
 SHAPE_FIELDS = ("model", "hidden_size", "num_layers", "activation", "num_heads", "context_length", "dtype")

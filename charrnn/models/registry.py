@@ -12,8 +12,8 @@ from typing import Protocol
 import numpy as np
 
 from . import gpt, rnn
+from ..nn.cells import make_cell
 from .gpt import CharGPT, GPTConfig
-from .nn.cells import make_cell
 from .rnn import RNN_KINDS, CharRNN, ModelConfig
 
 MODEL_KINDS = (*RNN_KINDS, "gpt")

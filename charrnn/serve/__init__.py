@@ -1,0 +1,1 @@
+"""``charrnn serve``: the HTTP server (server.py) and the page it serves (page.html)."""
