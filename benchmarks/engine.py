@@ -41,7 +41,8 @@ def train_steps(engine, device, spec, steps, threads=None):
     optimizer = make_optimizer("adam", model.params, 2e-3, 5.0, 0.1)
     distributed = None
     if engine == "torch":
-        from charrnn.engines.torch_engine import Distributed, TorchEngine
+        from charrnn.engines.distributed import Distributed
+        from charrnn.engines.torch_engine import TorchEngine
 
         distributed = Distributed.from_environment(device)
         runner = TorchEngine(model, device, distributed)

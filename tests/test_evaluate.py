@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from charrnn import load_checkpoint
-from charrnn.inference.evaluate import _Scorer, chunk_nlls, evaluate_file, iter_lines, score_line_batch, score_lines
+from charrnn.inference.evaluate import _Scorer, evaluate_file, iter_lines, score_line_batch, score_lines
 from charrnn.io.corpus import Vocab
 from charrnn.models.rnn import CharRNN, ModelConfig
+from charrnn.models.scoring import chunk_nlls
 
 VOCAB = Vocab(tuple("\n !,.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 

@@ -103,7 +103,7 @@ def test_cached_sampling_matches_full_recompute(B):
 
 def test_window_nlls_follow_the_documented_contexts():
     """Each character's score equals a forward over exactly the context the docstring promises."""
-    from charrnn.inference.evaluate import window_nlls
+    from charrnn.models.scoring import window_nlls
 
     model = tiny_model(context_length=6)  # P = 6, S = 3
     ids = np.random.default_rng(14).integers(0, 7, 30)

@@ -4,10 +4,7 @@ samples one by one, priming in pieces, bytes models' characters whole."""
 import numpy as np
 import pytest
 
-from charrnn.inference import sample as sample_module
 from charrnn.inference.sample import (
-    InPlaceStepper,
-    Stepper,
     filter_logits,
     generate,
     generate_batch,
@@ -15,7 +12,9 @@ from charrnn.inference.sample import (
     stream_samples,
 )
 from charrnn.io.corpus import Vocab
+from charrnn.models import rnn as rnn_module
 from charrnn.models.rnn import CharRNN, ModelConfig
+from charrnn.models.rnn_steppers import InPlaceStepper, Stepper
 
 VOCAB = Vocab(tuple("\n !,.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 
@@ -142,7 +141,7 @@ def test_priming_in_pieces_equals_one_pass(monkeypatch, small_text):
     vocab = Vocab(tuple(sorted(set(text))))
     model = CharRNN(ModelConfig(len(vocab), "lstm", 32, 2, dtype="float64"), rng=np.random.default_rng(1))
     whole = "".join(generate(model, vocab, seed=text, length=200, temperature=0))
-    monkeypatch.setattr(sample_module, "PRIME_CHUNK", 7)
+    monkeypatch.setattr(rnn_module, "PRIME_CHUNK", 7)
     assert "".join(generate(model, vocab, seed=text, length=200, temperature=0)) == whole
 
 

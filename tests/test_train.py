@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from charrnn import CharRNN, ModelConfig, TrainConfig, load_checkpoint, train
-from charrnn.inference.evaluate import streams_nll
 from charrnn.io.corpus import load_corpus
 from charrnn.models.gpt import CharGPT
+from charrnn.models.scoring import streams_nll
 from charrnn.training.lifecycle import Reporter, TrainingError
 from charrnn.training.presets import preset_configs
 

@@ -10,7 +10,7 @@ validation texts are scored: ``latest.npz`` is written, ``best.npz`` at the best
 Checkpoints hold the config dataclasses, vocabulary and labels, so one file rebuilds the classifier;
 ``resume`` continues from the exact batch, with the optimizer state, random generator and time trained so
 far. The run's lifecycle (directory rules, limits, signals, metrics, the non-finite guard) is ``charrnn
-train``'s, from runs.py.
+train``'s, from lifecycle.py.
 """
 
 import math
@@ -19,12 +19,11 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from ..engines.base import InProcess
 from ..io.checkpoint import write_archive
 from ..io.corpus import file_key
-from ..nn.optim import OPTIMIZERS, check_clip_mode, make_optimizer
+from ..nn.optim import OPTIMIZERS, check_clip_mode, finite_step, make_optimizer
 from ..nn.schedule import budget_progress, check_min_lr, learning_rate
-from ..training import lifecycle as runs
+from ..training import lifecycle
 from .data import (
     FORMATS,
     LabelledDataError,
@@ -104,8 +103,8 @@ class ClassifyResult:
 
 
 @dataclass
-class ClassifyPosition(runs.Position):
-    """Where classifier training is (runs.py Position), with its place in the epoch and its best validation."""
+class ClassifyPosition(lifecycle.Position):
+    """Where classifier training is (lifecycle.py Position), with its place in the epoch and its best validation."""
 
     batch: int = 0  # batches done in the current epoch
     best_accuracy: float | None = None
@@ -129,20 +128,17 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
     optimizer state and random generator, with the time already trained counting against ``max_time``
     and a time-based schedule. Raises LabelledDataError, TrainingError or CheckpointError with a one-line
     reason; nothing in ``checkpoint_dir`` is touched until the data has been read and checked."""
-    reporter = reporter or runs.Reporter()
+    reporter = reporter or lifecycle.Reporter()
     run = _start_run(_Request(train_path, model_config, config, valid_path, resume, overwrite), reporter)
     config, pos = run.config, run.pos
     reporter.start(None, {"params": run.model.num_params(), "train": len(run.train.encoded),
                           "valid": len(run.valid.encoded) if run.valid else 0, "labels": len(run.labels),
                           "vocab": len(run.vocab), "seed": config.random_seed,
                           "batches_per_epoch": run.batches_per_epoch})
-    engine = InProcess(run.model)  # steps the optimizer, as charrnn train's engines do
-    engine.train_with(run.optimizer)
-    guard = runs.NonFiniteGuard(run.model.params, run.optimizer, engine, pos, reporter,
-                                lambda: _save(run, "latest.npz"))
-    loop = _Loop(runs.Clock(pos.elapsed), guard)
-    with runs.SignalCatcher(runs.stopping_note(reporter)) as signals, \
-            runs.MetricsLog(config.checkpoint_dir, resumed=resume is not None) as log:
+    guard = lifecycle.NonFiniteGuard(run.model.params, run.optimizer, pos, reporter, lambda: _save(run, "latest.npz"))
+    loop = _Loop(lifecycle.Clock(pos.elapsed), guard)
+    with lifecycle.SignalCatcher(lifecycle.stopping_note(reporter)) as signals, \
+            lifecycle.MetricsLog(config.checkpoint_dir, resumed=resume is not None) as log:
         while loop.stop_reason is None:
             _train_step(run, loop, signals, log, reporter)
     reporter.close()
@@ -156,8 +152,8 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
 class _Loop:
     """What the loop carries from step to step besides the run's position."""
 
-    clock: runs.Clock
-    guard: runs.NonFiniteGuard
+    clock: lifecycle.Clock
+    guard: lifecycle.NonFiniteGuard
     seen: int = 0  # texts trained on in this run
     order: list | None = None  # the batches of epoch ``order_epoch``
     order_epoch: int | None = None
@@ -180,16 +176,21 @@ def _train_step(run, loop, signals, log, reporter):
     run.optimizer.learning_rate = learning_rate(config, config.learning_rate, pos.lr_scale, progress, epoch)
     # forward and backward
     loss, grads = _loss_and_grads(run, rows)
-    # update: a non-finite step is never applied (back to the last evaluated weights, at half the rate)
-    if not loop.guard.update(loss, grads):
-        return
+    # update: clip the gradient, step the optimizer; a step whose loss, gradient or update is not finite is
+    # never kept (the guard goes back to the last evaluated weights, at half the rate)
+    if not finite_step(loss, grads):
+        return loop.guard.restore("loss")
+    run.optimizer.clip(grads)
+    if not run.optimizer.update(run.model.params, grads):
+        return loop.guard.restore("update")
+    loop.guard.good_step_taken()
     pos.step, pos.batch, loop.seen = pos.step + 1, pos.batch + 1, loop.seen + len(rows)
     pos.count_loss(loss)
     if pos.batch == len(order):
         pos.epoch, pos.batch = pos.epoch + 1, 0
     # stop: a limit reached (the time trained before a resume counts), or a signal
     pos.elapsed = loop.clock.elapsed()
-    loop.stop_reason = runs.stop_reason(config, pos, pos.epoch + pos.batch / len(order), signals.signum)
+    loop.stop_reason = lifecycle.stop_reason(config, pos, pos.epoch + pos.batch / len(order), signals.signum)
     # evaluate, checkpoint and log; an interruption leaves no trace (no extra evaluation to sway patience),
     # so that --resume goes on exactly as the uninterrupted run
     due = pos.step % config.eval_every == 0 if config.eval_every else pos.batch == 0
@@ -219,7 +220,7 @@ def _log(run, loop, log, reporter, batches_per_epoch):
         loop.guard.remember()
     log.write(record)
     reporter.step(pos.step, record)
-    loop.stop_reason = loop.stop_reason or runs.patience_spent(run.config, pos)
+    loop.stop_reason = loop.stop_reason or lifecycle.patience_spent(run.config, pos)
 
 
 @dataclass
@@ -257,14 +258,14 @@ def _start_run(request, reporter):
     request.config.validate()
     saved = load_classifier(request.resume) if request.resume is not None else None
     config, vocab, labels, train, valid = _read_data(request, saved)
-    runs.open_checkpoint_dir(config.checkpoint_dir, fresh=request.resume is None, overwrite=request.overwrite)
+    lifecycle.open_checkpoint_dir(config.checkpoint_dir, fresh=request.resume is None, overwrite=request.overwrite)
     rng = np.random.default_rng(config.random_seed)
     batches_per_epoch = len(length_buckets(train.encoded.lengths, config.batch_size))
     if saved:
         clf, meta, optimizer_state = saved
         model, pos = clf.model, ClassifyPosition.from_meta(meta)
         rng.bit_generator.state = pos.rng_state
-        runs.check_budget_left(config, pos, pos.epoch + pos.batch / batches_per_epoch, request.resume)
+        lifecycle.check_budget_left(config, pos, pos.epoch + pos.batch / batches_per_epoch, request.resume)
         if meta.get("data_file") not in (None, file_key(request.train_path)):
             reporter.message(f"warning: {request.train_path} is not the file {request.resume} was trained on, or it "
                              "has changed since (name, size or modification time); training goes on from the saved "
@@ -274,12 +275,12 @@ def _start_run(request, reporter):
         try:
             model = Classifier(model_config, rng=rng)
         except ValueError as e:
-            raise runs.TrainingError(str(e)) from None
+            raise lifecycle.TrainingError(str(e)) from None
         pos = ClassifyPosition()
     optimizer = make_optimizer(config.optimizer, model.params, config.learning_rate, config.grad_clip,
                                config.weight_decay, config.clip_mode)
     if saved:
-        runs.restore_optimizer(optimizer, optimizer_state, request.resume, config.optimizer)
+        lifecycle.restore_optimizer(optimizer, optimizer_state, request.resume, config.optimizer)
     return _Run(config, model, optimizer, vocab, labels, train, valid, pos, rng, file_key(request.train_path),
                 batches_per_epoch)
 
@@ -287,14 +288,14 @@ def _start_run(request, reporter):
 def _read_data(request, saved):
     """(config with a random seed, vocabulary, labels, training split, validation split or None); the
     vocabulary and labels are those of the checkpoint ``saved`` (TextClassifier, meta, optimizer state) if any."""
-    config, train_path = runs.with_seed(request.config), request.train_path
+    config, train_path = lifecycle.with_seed(request.config), request.train_path
     lines = read_labelled(train_path, config.format)
     labels = saved[0].labels if saved else LabelSet.from_lines(lines.labels, train_path)
     vocab = saved[0].vocab if saved else build_vocab(lines.texts)
     if saved:
         new = sorted({n for names in lines.labels for n in names} - set(labels.names))
         if new:
-            raise runs.TrainingError(f"{train_path}: labels the checkpoint does not have ({', '.join(new[:5])}); "
+            raise lifecycle.TrainingError(f"{train_path}: labels the checkpoint does not have ({', '.join(new[:5])}); "
                                 "cannot resume on it")
     train_rows, valid_lines = _validation(lines, request.valid_path, config)
     weights_by_label = _class_weights(lines.labels, train_rows, labels, config.class_weight)

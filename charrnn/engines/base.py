@@ -1,17 +1,19 @@
 """What computes a training run's steps: the engine interface, and the engine that is the model itself.
 
     engine = InProcess(model)
+    engine.train_with(optimizer, average)                # nn/optim.py's; average: a WeightAverage or None
     loss, grads, state = engine.loss_and_grads(inputs, targets, state, dropout_rng=rng)
+    if engine.finite(loss, grads):
+        engine.clip(grads)
+        if engine.update(grads):                         # False: the update left a weight non-finite
+            engine.update_average()
     nll, state = engine.chunk_nll(inputs, targets, state)
 
 The worker pool (pool.py) and the torch engine (torch_engine.py) implement the same calls.
 """
 
-import math
-
-import numpy as np
-
-from ..inference.evaluate import chunk_nll, chunk_nlls, streams_nll
+from ..models.scoring import chunk_nll, chunk_nlls, streams_nll
+from ..nn.optim import finite_step
 
 
 class WorkerError(RuntimeError):
@@ -30,8 +32,9 @@ class Engine:
         return chunk_nlls(self.model, inputs, targets, state)
 
     def streams_nll(self, ids, batch_size, seq_length):
-        """evaluate.streams_nll over ``ids`` by this engine: (total nats, characters scored)."""
-        return streams_nll(self.model, ids, batch_size, seq_length, self)
+        """models/scoring.py's streams_nll over ``ids``, its chunks scored by this engine: (total nats,
+        characters scored)."""
+        return streams_nll(self.model, ids, batch_size, seq_length, self.chunk_nll, self.chunk_nlls)
 
     # training: the torch engine keeps parameters and optimizer state on its device; here they are numpy's
     def train_with(self, optimizer, average=None):
@@ -39,20 +42,21 @@ class Engine:
         self.optimizer, self.average = optimizer, average
 
     def finite(self, loss, grads):
-        """Whether a step's loss and gradient are finite."""
-        return math.isfinite(loss) and bool(np.isfinite(grads.flat).all())
+        """Whether a step's loss and gradient are finite (may be applied)."""
+        return finite_step(loss, grads)
+
+    def clip(self, grads):
+        """Clip the gradient in place as the optimizer is set to."""
+        self.optimizer.clip(grads)
 
     def update(self, grads):
-        """The optimizer's step, then, if every weight is still finite, the running average's; returns whether
-        every weight is finite."""
-        params = self.model.params
-        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite update is reported by the caller
-            self.optimizer.step(params, grads)
-        if not np.isfinite(params.flat).all():
-            return False
+        """The optimizer's update of the parameters; whether every weight is still finite."""
+        return self.optimizer.update(self.model.params, grads)
+
+    def update_average(self):
+        """Fold the updated parameters into the running average of the weights, if training keeps one."""
         if self.average is not None:
-            self.average.update(params, self.optimizer.steps)
-        return True
+            self.average.update(self.model.params, self.optimizer.steps)
 
     def pull(self):
         """Bring parameters, optimizer state and average into the numpy model and optimizer (here: they are)."""

@@ -37,8 +37,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..blas import available_cpus
-from ..inference.evaluate import chunk_nll
 from ..models.registry import build_model, model_config, param_shapes
+from ..models.scoring import chunk_nll
 from ..nn.packed import Packed
 from .base import Engine, InProcess, WorkerError
 
@@ -302,7 +302,7 @@ class WorkerPool(Engine):
         return sum(loss * share for loss, share in zip(losses, shares)), total, self._state_out(B)
 
     def chunk_nll(self, inputs, targets, state=None):
-        """As ``evaluate.chunk_nll``: summed -log p of ``targets``, and the state after them."""
+        """As ``scoring.chunk_nll``: summed -log p of ``targets``, and the state after them."""
         T, B, parts = self._put(inputs, targets, state)
         nlls = self._gather([NllTask(T, lo, hi, state is not None) for lo, hi in parts])
         return sum(nlls), self._state_out(B)

@@ -4,7 +4,10 @@
         engine.train_with(optimizer, average)           # parameters, optimizer slots, average: to the device
         batches = engine.batches(batches)               # chunks cut on the device from the ids sent once
         loss, grads, state = engine.loss_and_grads(*batches.chunk(j), state, dropout_rng=rng)
-        if engine.finite(loss, grads) and engine.update(grads): ...   # nn/optim.py's update, on the device
+        if engine.finite(loss, grads):                  # nn/optim.py's step, on the device:
+            engine.clip(grads)
+            if engine.update(grads):                    # False: a weight overflowed
+                engine.update_average()
         engine.pull()                                   # device -> numpy model and optimizer, for a checkpoint
 
 Training (``train_with``): the parameters, the gradient, the optimizer's slots (engines/torch_optim.py:
@@ -35,7 +38,7 @@ backward (``LossScale``, as torch.amp.GradScaler: a step whose gradient overflow
 with half the scale) and divides the gradient by it; bfloat16 needs none. A float64 model trains only
 in "float32" (its own dtype).
 
-Data-parallel (``Distributed``, from torchrun's environment): every process runs the same training loop
+Data-parallel (distributed.py's ``Distributed``, from torchrun's environment): every process runs the same training loop
 over the same batches, but computes forward and backward over its contiguous share of the B streams
 only; one all-reduce sums the shares' gradients (each times its share of the streams), losses and final
 states: the collective DistributedDataParallel would issue, over one bucket, since the gradient is
@@ -45,19 +48,15 @@ reports; a lost process makes the next collective raise WorkerError, one line.
 """
 
 import contextlib
-import datetime
-import hashlib
 import math
-import os
-import re
 import warnings
 
 import numpy as np
 
-from ..inference.evaluate import window_plan
 from ..io.export import to_torch_names
+from ..models.scoring import window_plan
 from ..nn.packed import Packed
-from .base import Engine, WorkerError
+from .base import Engine
 from .torch_gpt import gpt_logits
 from .torch_optim import DeviceAverage, DeviceOptimizer
 
@@ -166,86 +165,6 @@ def _device_id_dtype(dtype):
     return np.uint8 if dtype == np.uint8 else np.int32 if np.dtype(dtype).itemsize <= 2 else np.int64
 
 
-class Distributed:
-    """This process's place in a torchrun launch: rank, world size, and the collectives training needs.
-
-    ``Distributed.from_environment(device)`` joins the process group torchrun describes (WORLD_SIZE,
-    RANK, LOCAL_RANK, MASTER_ADDR/PORT): NCCL on GPUs, gloo on CPUs; None when not launched by torchrun.
-    """
-
-    def __init__(self, torch, rank, world_size, device):
-        self.torch, self.rank, self.world_size, self.device = torch, rank, world_size, device
-
-    @classmethod
-    def from_environment(cls, device, timeout_s=1800):
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            return None
-        torch = import_torch()
-        check_device(torch, device)
-        import torch.distributed as dist
-
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if device == "cuda":
-            if local_rank >= torch.cuda.device_count():
-                raise TorchEngineError(
-                    f"process {local_rank} on this node has no GPU of its own ({torch.cuda.device_count()} here); "
-                    "give torchrun --nproc-per-node no more than the GPUs"
-                )
-            torch.cuda.set_device(local_rank)
-            device = f"cuda:{local_rank}"
-        try:
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",
-                                    timeout=datetime.timedelta(seconds=timeout_s))
-        except (RuntimeError, ValueError) as e:
-            raise TorchEngineError(f"cannot join the torchrun process group ({_first_line(e)})") from None
-        return cls(torch, dist.get_rank(), dist.get_world_size(), device)
-
-    @property
-    def writer(self):
-        return self.rank == 0
-
-    def all_reduce(self, tensor, op="SUM"):
-        """Sum (or MAX) ``tensor`` over the processes, in place; a lost process raises WorkerError (one line)."""
-        try:
-            self.torch.distributed.all_reduce(tensor, getattr(self.torch.distributed.ReduceOp, op))
-        except (RuntimeError, ValueError) as e:
-            raise WorkerError(f"a training process was lost ({_first_line(e)})") from None
-
-    def agree(self, value):
-        """Process 0's value of a small integer, in every process (a random seed, say)."""
-        t = self.torch.tensor([value if self.rank == 0 else 0], dtype=self.torch.int64, device=self.device)
-        self.all_reduce(t)
-        return int(t.item())
-
-    def any(self, flag):
-        """Whether ``flag`` is true in any process (a stop signal that reached only one, say)."""
-        t = self.torch.tensor([1 if flag else 0], dtype=self.torch.int64, device=self.device)
-        self.all_reduce(t)
-        return bool(t.item())
-
-    def check_same(self, array, what):
-        """Raise WorkerError unless ``array`` holds the same bits in every process."""
-        digest = int.from_bytes(hashlib.sha1(np.ascontiguousarray(array).tobytes()).digest()[:7], "little")
-        t = self.torch.tensor([digest, -digest], dtype=self.torch.int64, device=self.device)
-        self.all_reduce(t, "MAX")
-        if t[0].item() != -t[1].item():
-            raise WorkerError(f"the training processes' {what} differ (a process computes differently?)")
-
-    def barrier(self):
-        self.all_reduce(self.torch.zeros(1, device=self.device))
-
-    def close(self):
-        if self.torch.distributed.is_initialized():
-            self.torch.distributed.destroy_process_group()
-
-
-def _first_line(error):
-    """The gist of a torch.distributed error: its first sentence, without gloo's source-file prefix."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h|py):\d+\]\s*", "", lines[0]) if lines else type(error).__name__
-    return text.split(". ")[0].rstrip(".")
-
-
 class _TorchOps:
     """io/export.py's table, spelled in torch (autograd follows every reorder and transpose)."""
 
@@ -324,17 +243,17 @@ class TorchEngine(Engine):
         return loss, DeviceGrads(grad, bool(finite)), state_t
 
     def chunk_nll(self, inputs, targets, state=None):
-        """As ``evaluate.chunk_nll``: summed -log p of ``targets`` over all B streams, and the state after them."""
+        """As ``scoring.chunk_nll``: summed -log p of ``targets`` over all B streams, and the state after them."""
         nlls, state = self.chunk_nlls(inputs, targets, state)
         return float(nlls.sum()), state
 
     def chunk_nlls(self, inputs, targets, state=None):
-        """As ``evaluate.chunk_nlls``: -log p of each of ``targets`` (T, B), as a (T, B) array; the state after."""
+        """As ``scoring.chunk_nlls``: -log p of each of ``targets`` (T, B), as a (T, B) array; the state after."""
         nlls, state = self._nlls(inputs, targets, state)
         return nlls.cpu().numpy(), tuple(s.cpu().numpy() for s in state)
 
     def streams_nll(self, ids, batch_size, seq_length):
-        """As ``evaluate.streams_nll`` (the validation loss): (total nats, characters scored). The text is
+        """As ``scoring.streams_nll`` (the validation loss): (total nats, characters scored). The text is
         copied to the device once; a recurrent model's streams (gpt: its sliding windows) are cut there and
         their scores summed there."""
         if len(ids) < 2:
@@ -363,7 +282,7 @@ class TorchEngine(Engine):
         return float(total.item()), n
 
     def _windows_nll(self, ids, group=64):
-        """The sum of ``evaluate.window_nlls(model, ids, 1)``: the windows cut from ``ids`` on the device,
+        """The sum of ``scoring.window_nlls(model, ids, 1)``: the windows cut from ``ids`` on the device,
         ``group`` at a time, each scored from its first new target on (a mask), summed there."""
         torch, P = self.torch, self.model.context_length
         ids_t = self._upload_ids(ids)
@@ -399,16 +318,28 @@ class TorchEngine(Engine):
             return super().finite(loss, grads)
         return math.isfinite(loss) and grads.finite
 
+    def clip(self, grads):
+        """Clip the gradient on the device, as the numpy optimizer is set to."""
+        if self.params is None:
+            return super().clip(grads)
+        opt = self.optimizer.optimizer
+        if opt.grad_clip:
+            self.optimizer.clip(grads.flat, opt.grad_clip, opt.clip_mode)
+
     def update(self, grads):
-        """The optimizer's step on the device (the numpy optimizer's learning rate, clipping and decay), then,
-        if every weight is still finite, the running average's; returns whether every weight is finite."""
+        """The optimizer's update on the device (the numpy optimizer's learning rate and decay); returns whether
+        every weight is still finite."""
         if self.params is None:
             return super().update(grads)
-        self.optimizer.step(self.params, grads.flat)
-        finite = bool(all_finite(self.torch, self.params).item())
-        if finite and self.average is not None:
+        self.optimizer.update(self.params, grads.flat)
+        return bool(all_finite(self.torch, self.params).item())
+
+    def update_average(self):
+        """Fold the device's parameters into the running average there."""
+        if self.params is None:
+            return super().update_average()
+        if self.average is not None:
             self.average.update(self.params, self.optimizer.optimizer.steps)
-        return finite
 
     def pull(self):
         """Copy the device's parameters, optimizer slots and average into the numpy model, optimizer and average."""

@@ -2,6 +2,7 @@
 
     opt = DeviceOptimizer(torch, optimizer, device)     # mirrors a numpy Optimizer: its slots on the device
     opt.step(params, grads)                             # params, grads: (N,) tensors on the device, in place
+    opt.clip(grads, limit, mode); opt.update(params, grads)   # the same, in its two halves
     opt.pull(); opt.push()                              # slots device -> numpy optimizer, and back
 
 The update is nn/optim.py's on the same flat vectors (clipping the gradient by value or by global norm,
@@ -42,11 +43,16 @@ class DeviceOptimizer:
     def step(self, p, g):
         """Clip ``g`` in place, decay and update ``p`` in place: nn/optim.py's ``Optimizer.step``."""
         opt = self.optimizer
+        if opt.grad_clip:
+            self.clip(g, opt.grad_clip, opt.clip_mode)
+        self.update(p, g)
+
+    def update(self, p, g):
+        """Decay and update ``p`` in place with the (clipped) gradient ``g``: nn/optim.py's ``Optimizer.update``."""
+        opt = self.optimizer
         opt.steps += 1
         if self._tmp is None or self._tmp.shape != p.shape:
             self._tmp = self.torch.empty_like(p)
-        if opt.grad_clip:
-            self.clip(g, opt.grad_clip, getattr(opt, "clip_mode", "value"))
         if opt.weight_decay:
             p.mul_(1.0 - opt.learning_rate * opt.weight_decay)
         getattr(self, "_" + self.kind)(p, g, self._tmp, opt.learning_rate)

@@ -11,8 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
-from . import gpt, rnn
 from ..nn.cells import make_cell
+from . import gpt, rnn
 from .gpt import CharGPT, GPTConfig
 from .rnn import RNN_KINDS, CharRNN, ModelConfig
 

@@ -20,6 +20,7 @@ from ..nn.cells import LayerBuffers, make_cell, make_step_weights
 from ..nn.layers import init_layer, layer_params, layer_shapes
 from ..nn.numerics import scatter_rows, softmax_cross_entropy
 from ..nn.packed import Packed, model_params
+from .rnn_steppers import PRIME_CHUNK, InPlaceStepper, Stepper
 
 RNN_KINDS = ("rnn", "lstm", "gru")
 DTYPES = ("float32", "float64")
@@ -166,11 +167,9 @@ class CharRNN:
         return loss, grads, final_state
 
     def start_sampling(self, prime, batch_size=1):
-        """A ``Stepper`` (sample.py; an ``InPlaceStepper`` for an LSTM or RNN) for ``batch_size`` streams
+        """A ``Stepper`` (rnn_steppers.py; an ``InPlaceStepper`` for an LSTM or RNN) for ``batch_size`` streams
         after ``prime`` (n,) ids, read in pieces of ``PRIME_CHUNK`` (a seed of any length costs time, not
         memory), and the logits (V,) after them."""
-        from ..inference.sample import PRIME_CHUNK, InPlaceStepper, Stepper
-
         prime, state = np.asarray(prime), self.initial_state(1)
         for j in range(0, len(prime), PRIME_CHUNK):
             logits, state = self.forward(prime[j : j + PRIME_CHUNK, None], state)  # (T, 1, V)

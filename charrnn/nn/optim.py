@@ -1,7 +1,10 @@
 """Optimizers over packed parameters, with gradient clipping applied in the update.
 
     opt = make_optimizer("adam", model.params, learning_rate=2e-3, grad_clip=5.0)
-    opt.step(model.params, grads)        # updates params in place; clips grads in place first
+    if finite_step(loss, grads):         # a non-finite loss or gradient is never applied
+        opt.clip(grads)                  # in place, by clip_mode
+        finite = opt.update(model.params, grads)   # in place; False if a weight overflowed
+    opt.step(model.params, grads)        # clip, then update
 
 Clipping (``clip_gradient``), by ``clip_mode``: "value" clips each gradient element to [-C, C]; "norm"
 scales the whole gradient so that its global L2 norm is at most C, as torch.nn.utils.clip_grad_norm_.
@@ -20,6 +23,11 @@ from .packed import Packed
 OPTIMIZERS = ("adagrad", "sgd", "rmsprop", "adam")
 CLIP_MODES = ("value", "norm")
 NORM_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: the factor is C / (norm + NORM_EPS), when below 1
+
+
+def finite_step(loss, grads):
+    """Whether a step's ``loss`` and gradient (``Packed``) are finite: the step may be applied."""
+    return math.isfinite(loss) and bool(np.isfinite(grads.flat).all())
 
 
 def check_clip_mode(mode):
@@ -82,16 +90,26 @@ class Optimizer:
             else:
                 current[key][...] = value
 
-    def step(self, params, grads):
-        """Clip the gradient in place (``clip_gradient``, by ``clip_mode``; not when grad_clip is 0), then
-        update all parameters in place."""
+    def clip(self, grads):
+        """Clip the gradient in place (``clip_gradient``, by ``clip_mode``; not when grad_clip is 0)."""
+        if self.grad_clip:
+            clip_gradient(grads.flat, self.grad_clip, self.clip_mode)
+
+    def update(self, params, grads):
+        """One step of the rule on all parameters in place: decoupled weight decay, then the optimizer's
+        formula; return whether every weight is still finite (a rate far too high can overflow them)."""
         self.steps += 1
         p, g = params.flat, grads.flat  # (N,)
-        if self.grad_clip:
-            clip_gradient(g, self.grad_clip, self.clip_mode)
-        if self.weight_decay:
-            p *= 1.0 - self.learning_rate * self.weight_decay
-        self._update(p, g, self._tmp)
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite update is the caller's to report
+            if self.weight_decay:
+                p *= 1.0 - self.learning_rate * self.weight_decay
+            self._update(p, g, self._tmp)
+        return bool(np.isfinite(p).all())
+
+    def step(self, params, grads):
+        """``clip``, then ``update``: the whole step, as a training loop takes it."""
+        self.clip(grads)
+        return self.update(params, grads)
 
 
 class SGD(Optimizer):

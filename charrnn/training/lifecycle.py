@@ -8,10 +8,10 @@ metrics log, signals, the non-finite guard, and where progress is reported.
     pos = Position.from_meta(meta)                            # a subclass of Position, resumed (or Position())
     check_budget_left(config, pos, epoch, resume)             # refuse to resume a run already at its limit
     clock = Clock(pos.elapsed)                                # --max-time counts the time trained before
-    guard = NonFiniteGuard(model.params, optimizer, engine, pos, reporter, save_latest)
+    guard = NonFiniteGuard(model.params, optimizer, pos, reporter, save_latest)
     with SignalCatcher() as signals, MetricsLog(directory, resumed) as log:
         while ...:
-            if guard.update(loss, grads): ...                 # a non-finite step is never applied
+            if not finite_step(loss, grads): guard.restore("loss")   # a non-finite step is never applied
             pos.elapsed = clock.elapsed()
             reason = stop_reason(config, pos, epoch, signals.signum)   # Ctrl-C ends the step, then the run
             log.write(record)
@@ -240,15 +240,14 @@ class MetricsLog:
 
 
 class NonFiniteGuard:
-    """Keeps the parameters and optimizer state of the last good evaluation. A step whose loss or
-    gradient is not finite, or whose update leaves a weight non-finite (a rate far too high), is never
-    kept: training goes back to them with half the learning rate (``pos.lr_scale``), and stops (calling
-    ``save_latest()``, then raising TrainingError) after ``MAX_BAD_STEPS`` such steps in a row, so no
-    checkpoint ever holds a non-finite weight."""
+    """Keeps the parameters and optimizer state of the last good evaluation, and goes back to them. A
+    step whose loss or gradient is not finite, or whose update leaves a weight non-finite (a rate far too
+    high), is never kept: the loop calls ``restore``, which puts them back with half the learning rate
+    (``pos.lr_scale``) and stops the run (calling ``save_latest()``, then raising TrainingError) after
+    ``MAX_BAD_STEPS`` such steps in a row, so no checkpoint ever holds a non-finite weight."""
 
-    def __init__(self, params, optimizer, engine, pos, reporter, save_latest):
+    def __init__(self, params, optimizer, pos, reporter, save_latest):
         self.params, self.optimizer, self.pos, self.reporter = params, optimizer, pos, reporter
-        self.engine = engine  # engines/: it steps ``optimizer`` (the torch engine: on its device, from a mirror)
         self.save_latest, self.bad_steps = save_latest, 0
         self.remember()
 
@@ -258,31 +257,16 @@ class NonFiniteGuard:
         self.good_optimizer = {k: v.copy() for k, v in self.optimizer.state.items()}
         self.good_step = self.pos.step
 
-    def update(self, loss, grads):
-        """The update phase: the optimizer's step with ``grads`` if they and ``loss`` are finite and it
-        leaves every weight finite; True if it was applied, else (the good state restored) False."""
-        if not self.finite(loss, grads):
-            return False
-        return self.applied(self.engine.update(grads))  # the optimizer's step, then the running average's
+    def good_step_taken(self):
+        """A step was applied: the count of bad steps in a row starts again."""
+        self.bad_steps = 0
 
-    def finite(self, loss, grads):
-        """True if the step may be applied; else restore the good state, halve the rate and return False."""
-        if self.engine.finite(loss, grads):
-            return True
-        return self._restore("loss")
-
-    def applied(self, finite):
-        """True if the update left every weight ``finite`` (the step counts as good); else as ``finite``."""
-        if finite:
-            self.bad_steps = 0
-            return True
-        return self._restore("update")
-
-    def _restore(self, what):
+    def restore(self, what):
+        """A bad step (``what``: "loss" or "update" was not finite): back to the remembered parameters and
+        optimizer state (numpy's: an engine on a device then takes them), at half the rate."""
         self.bad_steps += 1
         self.params.flat[...] = self.good_params
         self.optimizer.load_state(self.good_optimizer)
-        self.engine.push()  # to the torch engine's device
         if self.bad_steps > MAX_BAD_STEPS:
             self.save_latest()
             raise TrainingError(
@@ -294,4 +278,3 @@ class NonFiniteGuard:
             f"warning: non-finite {what} at step {self.pos.step}; restored the parameters of step {self.good_step} "
             f"and halved the learning rate to {self.optimizer.learning_rate / 2:.3g}"
         )
-        return False

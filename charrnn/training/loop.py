@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from ..engines.base import WorkerError
+from ..engines.choice import training_engine
 from ..engines.torch_engine import DEVICES, PRECISIONS
 from ..inference.sample import generate
 from ..io.checkpoint import Checkpoint, save_checkpoint
@@ -35,7 +36,7 @@ from .lifecycle import (
     stop_reason,
     stopping_note,
 )
-from .start import ITERATE, Request, join_processes, leaving, start_engine, start_run
+from .start import ITERATE, Request, join_processes, leaving, start_run
 
 ENGINES = ("numpy", "torch")
 
@@ -187,12 +188,11 @@ def _train_loop(run, reporter):
     """The training loop over a started run (see the module docstring), a step at a time until it stops."""
     config, pos = run.config, run.pos
     batches = batches_for(run.model, run.train_ids, config.batch_size, config.seq_length, config.random_seed)
-    engine = start_engine(run.model, config, reporter, run.distributed)
+    engine = training_engine(run.model, config, run.distributed, note=reporter.message)
     _report_start(run, batches, engine, reporter)
     engine.train_with(run.optimizer, run.average)  # the torch engine: parameters and optimizer state to its device
     batches = engine.batches(batches)  # the torch engine: the ids to its device, once
-    guard = NonFiniteGuard(run.model.params, run.optimizer, engine, pos, reporter,
-                           lambda: _save(run, "latest.npz", None))
+    guard = NonFiniteGuard(run.model.params, run.optimizer, pos, reporter, lambda: _save(run, "latest.npz", None))
     loop = _Loop(batches, engine, Clock(pos.elapsed), guard, run.state, pos.step, last_log_step=pos.step)
     loop.last_log_time = loop.clock.started
     with engine, SignalCatcher(stopping_note(reporter)) as signals, \
@@ -221,11 +221,17 @@ def _train_step(run, loop, signals, log, reporter):
     # forward and backward, on the engine's processes
     loss, grads, new_state = loop.engine.loss_and_grads(inputs, targets, loop.state, dropout_rng=run.rng,
                                                         dropout=loop.dropout)
-    # update, on the engine's device: the optimizer's step and the running average of the weights; a
-    # non-finite step is never applied (back to the last evaluated weights, at half the rate)
-    if not loop.guard.update(loss, grads):
-        loop.state = None
-        return
+    # update, on the engine's device: clip the gradient, step the optimizer, fold the weights into the running
+    # average; a step whose loss, gradient or update is not finite is never kept (the guard goes back to the
+    # last evaluated weights, at half the rate)
+    engine = loop.engine
+    if not engine.finite(loss, grads):
+        return _restore(loop, "loss")
+    engine.clip(grads)
+    if not engine.update(grads):
+        return _restore(loop, "update")
+    engine.update_average()
+    loop.guard.good_step_taken()
     loop.state = new_state
     pos.step += 1
     pos.chunk += 1
@@ -240,6 +246,14 @@ def _train_step(run, loop, signals, log, reporter):
         _log(run, loop, log, reporter, evaluating)
     if loop.stop_reason == "interrupted" and not evaluating:
         _save_latest(run, loop)
+
+
+def _restore(loop, what):
+    """A bad step: the guard's last good parameters and optimizer state, on the engine's device too, and the
+    next chunk from zero state."""
+    loop.guard.restore(what)
+    loop.engine.push()
+    loop.state = None
 
 
 def _save_latest(run, loop):

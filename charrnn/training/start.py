@@ -3,7 +3,6 @@ another model's weights; and, under torchrun, this process's place among several
 
     run = start_run(Request(corpus_path, model_config, config, resume, init_from, overwrite), reporter,
                     distributed)
-    engine = start_engine(run.model, run.config, reporter, run.distributed)
 
 A run reads its corpus (process 0 of several writes the id cache while the others wait), fits the chunk
 to a short text, draws its seed, and builds the model, its position, the optimizer and the running
@@ -20,8 +19,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..engines.base import WorkerError
-from ..engines.pool import default_workers, make_engine
-from ..engines.torch_engine import Distributed, TorchEngine
+from ..engines.choice import numpy_workers
+from ..engines.distributed import Distributed
 from ..io.checkpoint import CheckpointError, load_checkpoint
 from ..io.corpus import CorpusError, StreamBatches, file_key, load_corpus
 from ..models.registry import LanguageModel, build_model, model_class, training_memory
@@ -87,7 +86,7 @@ class Run:
     rng: np.random.Generator  # dropout masks; its state is saved in every checkpoint
     state: tuple | None  # the hidden state carried into the first chunk
     resumed: bool
-    distributed: object = None  # torch_engine.Distributed: this process's place among torchrun's; None: alone
+    distributed: object = None  # engines/distributed.py: this process's place among torchrun's; None: alone
     init_from: str | None = None  # the checkpoint a fine-tuning run started from
     corpus_keys: tuple = ()  # io/corpus.py file_key of each corpus file as this run read it: resume tells a change
 
@@ -326,7 +325,7 @@ def _take_iterate(ckpt, path):
 
 
 def join_processes(config):
-    """This process's place among torchrun's processes (torch_engine.Distributed), or None for one process."""
+    """This process's place among torchrun's processes (engines/distributed.py), or None for one process."""
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if config.engine != "torch":
         if several:
@@ -351,27 +350,6 @@ def leaving(distributed):
     finally:
         if distributed is not None:
             distributed.close()
-
-
-def numpy_workers(config, model):
-    """The numpy engine's worker processes: ``--workers``, else as the CPUs and the batch allow ``model``
-    (a model or its class: its ``min_streams_per_worker``)."""
-    return config.workers or default_workers(config.batch_size, min_streams=model.min_streams_per_worker)
-
-
-def start_engine(model, config, reporter, distributed=None):
-    """PyTorch for ``--engine torch`` (engines/torch_engine.py); else worker processes for the steps
-    (engines/pool.py) as ``--workers`` asks, or as the CPUs and batch allow."""
-    if config.engine == "torch":
-        return TorchEngine(model, config.device, distributed, config.precision)
-    workers = numpy_workers(config, model)
-    try:
-        return make_engine(model, config.batch_size, config.seq_length, workers)
-    except WorkerError as e:
-        if config.workers:
-            raise TrainingError(str(e)) from None
-        reporter.message(f"note: training in one process ({e})")
-        return make_engine(model, config.batch_size, config.seq_length, 1)
 
 
 def _fit_chunk_to_corpus(config, n_train, reporter):

@@ -11,7 +11,7 @@ import pytest
 from charrnn import CharRNN, ModelConfig, TrainConfig, load_checkpoint, train
 from charrnn.engines.base import WorkerError
 from charrnn.engines.pool import WorkerPool, default_workers
-from charrnn.inference.evaluate import chunk_nll
+from charrnn.models.scoring import chunk_nll
 from charrnn.training.lifecycle import TrainingError
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes need POSIX shared memory")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from charrnn import CharRNN, GPTConfig, ModelConfig
-from charrnn.inference.evaluate import chunk_nll, chunk_nlls
 from charrnn.io.checkpoint import load_checkpoint
 from charrnn.models.gpt import CharGPT
+from charrnn.models.scoring import chunk_nll, chunk_nlls
 
 torch = pytest.importorskip("torch")
 from charrnn.engines.torch_engine import TorchEngine, TorchEngineError  # noqa: E402
