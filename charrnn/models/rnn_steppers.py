@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy import add, matmul
 
-from ..nn.cells import Scratch, product_blocks
+from ..nn.cells import Scratch, input_table, product_blocks
 
 PRIME_CHUNK = 4096  # characters of a seed read in one forward pass: a seed of any length costs time, not memory
 
@@ -43,7 +43,7 @@ class Stepper:
         self.parity = 0
         self.scratch = [Scratch.make(cell, B, H, dtype) for _ in range(cfg.num_layers)]
         self.logits = np.empty((B, cfg.vocab_size), dtype)
-        self.input_table = self.step_weights[0].W_xh + self.step_weights[0].b  # (V, G): lookup with bias
+        self.input_table = input_table(self.step_weights[0])  # (V, G): lookup with bias
         self.W_hy, self.b_y = model.params["W_hy"], model.params["b_y"]
 
     def step(self, ids):
@@ -113,10 +113,10 @@ class InPlaceStepper:
             cache = cell.step_views(slab, states, states, extra, slab)
             pre = slab.reshape(n, B, G // n)  # what the cell's views read, gate-major above batch 1
             if k == 0:  # h_0 W_hh plus the input's row of W_xh + b
-                x, weights, bias, table = h, w.W_hh_blocks, None, _blocks(w.W_xh + w.b, n)
+                x, weights, bias, table = h, w.W_hh_blocks, None, _blocks(input_table(w), n)
             else:  # [h_{k-1}, h_k] (B, 2H) x [W_xh; W_hh] (2H, G), plus b
                 W_hh = w.W_hh_blocks.transpose(1, 0, 2).reshape(H, G)
-                x, weights = self.hs[:, (k - 1) * H : (k + 1) * H], _blocks(np.concatenate([w.W_xh, W_hh]), n)
+                x, weights = self.hs[:, (k - 1) * H : (k + 1) * H], _operand(np.concatenate([w.W_xh, W_hh]), n)
                 bias, table = _blocks(w.b[None], n), None
             rows = np.empty_like(pre) if k == 0 and B > 1 else None
             scratch = Scratch.make(cell, B, H, dtype)
@@ -147,3 +147,9 @@ def _blocks(matrix, n):
     """(R, G) -> (n, R, G/n), contiguous: the matrix's n column blocks, as a product by gate reads them."""
     R, G = matrix.shape
     return np.ascontiguousarray(matrix.reshape(R, n, G // n).transpose(1, 0, 2))
+
+
+def _operand(matrix, n):
+    """The (R, G) weights of a product, as ``_blocks``; for one stream a (1, R, G) transposed view of a row-major
+    (G, R) copy, as cells.make_step_weights lays out W_hh for one stream."""
+    return _blocks(matrix, n) if n > 1 else np.ascontiguousarray(matrix.T).T[None]

@@ -1,11 +1,15 @@
 """Numerics both model families and the classifier share: row scatter, softmax cross-entropy,
-log-softmax, parameter checks and orthogonal initialisation.
+each target's -log p, parameter checks and orthogonal initialisation.
 
     loss, dlogits = softmax_cross_entropy(logits, targets)   # logits (N, V) -> dlogits (N, V), in place
-    logp = log_softmax(logits)                               # (..., V) -> (..., V)
+    nlls = target_nlls(logits, targets)                      # (T, B, V), (T, B) -> (T, B); logits overwritten
 """
 
+import math
+
 import numpy as np
+
+CACHED_ELEMENTS = 2**18  # logits ``target_nlls`` works on at a time (1 MB of float32): its passes stay in cache
 
 
 def check_params(params, shapes, dtype):
@@ -28,8 +32,9 @@ def scatter_rows(ids, values, out):
     """Write into ``out`` (num_rows, D) the sums of the rows of ``values`` (N, D) by row id ``ids`` (N,).
 
     For a vocabulary of up to 256 symbols, one product with the (num_rows, N) one-hot matrix is
-    fastest; for a larger one (CJK, thousands of symbols) that product would cost more than
-    ``np.add.at``.
+    fastest; for a larger one (CJK, thousands of symbols) that product would cost more than adding
+    each row where it goes, in order: what ``np.add.at`` does, bit for bit, but a row at a time (1,600
+    rows of 1,536: 3 ms against 24 ms).
     """
     if out.shape[0] <= 256:
         indicator = np.zeros((out.shape[0], len(ids)), values.dtype)  # (V, N)
@@ -37,7 +42,9 @@ def scatter_rows(ids, values, out):
         np.matmul(indicator, values, out=out)
     else:
         out.fill(0)
-        np.add.at(out, ids, values)
+        for i, row in enumerate(np.asarray(ids).tolist()):
+            target = out[row]
+            np.add(target, values[i], target)
 
 
 def softmax_cross_entropy(logits, targets):
@@ -57,7 +64,21 @@ def softmax_cross_entropy(logits, targets):
     return loss, probs
 
 
-def log_softmax(logits):
-    """Log-probabilities of (..., V) logits, computed stably."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+def target_nlls(logits, targets):
+    """-log softmax(logits) at ``targets``: (T, ..., V) logits and (T, ...) int targets -> (T, ...) nats, in the
+    logits' dtype. The logits are overwritten.
+
+    The numbers of the whole log-softmax, picked at the targets, bit for bit (the same operations on each
+    row: the shift by the row's maximum, then the log of the sum of exp), without forming it: a few passes
+    over a block of rows at a time, in cache, instead of three (T, ..., V) arrays (for a vocabulary of
+    thousands, more time than the output product).
+    """
+    nlls = np.empty(targets.shape, logits.dtype)
+    rows = max(1, CACHED_ELEMENTS // math.prod(logits.shape[1:]))
+    for a in range(0, len(logits), rows):
+        x, t = logits[a : a + rows], targets[a : a + rows, ..., None]
+        x -= x.max(axis=-1, keepdims=True)
+        picked = np.take_along_axis(x, t, axis=-1)[..., 0]  # the target's shifted logit
+        np.exp(x, out=x)
+        np.subtract(np.log(x.sum(axis=-1)), picked, out=nlls[a : a + rows])  # -(picked - log sum exp)
+    return nlls
