@@ -104,6 +104,7 @@ class CharGPT:
     """A stack of Pre-LN Transformer blocks over character and position embeddings; see the module docstring."""
 
     min_streams_per_worker = 2  # a stream brings T positions of rows to every product: few make a worker's share
+    input_table = "wte"  # the parameter the input ids read by row
 
     def __init__(self, config, params=None, rng=None):
         """``params``: a dict of arrays named as ``param_shapes(config)`` (copied), or None for a fresh
