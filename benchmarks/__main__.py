@@ -18,7 +18,7 @@ Suites (docs/benchmarks.md has a table of each, with its machine, date and comma
 import importlib
 import sys
 
-SUITES = ("speed", "batched", "gpt", "learning", "classify", "serve", "memory", "engine", "gpu")
+SUITES = ("speed", "batched", "roofline", "gpt", "learning", "classify", "serve", "memory", "engine", "gpu")
 
 
 def main(argv=None):
