@@ -9,8 +9,9 @@ from .io.corpus import Vocab, load_corpus
 from .models.gpt import CharGPT, GPTConfig
 from .models.registry import build_model
 from .models.rnn import CharRNN, ModelConfig
-from .training.loop import TrainConfig, train
+from .training.loop import train
 from .training.presets import finetune_configs, preset_configs, resume_config
+from .training.run import TrainConfig
 
 __all__ = [
     "CharGPT",

@@ -11,7 +11,7 @@ from dataclasses import asdict
 import click
 from rich.table import Table
 
-from ..engines.torch_engine import TorchEngineError, import_torch
+from ..engines.torch_engine import DEVICES, PRECISIONS, TorchEngineError, import_torch
 from ..inference.evaluate import EvalResult, evaluate_file, score_lines
 from ..inference.sample import stream_samples
 from ..io.checkpoint import load_checkpoint, resolve_checkpoint
@@ -23,9 +23,9 @@ from ..nn.cells import ACTIVATIONS
 from ..nn.optim import CLIP_MODES, OPTIMIZERS
 from ..nn.schedule import SCHEDULES
 from ..serve.server import ServeConfig, make_server, serve_until_signal
-from ..training.loop import DEVICES, ENGINES, PRECISIONS
 from ..training.loop import train as train_model
 from ..training.presets import DEFAULTS, PRESETS, finetune_configs, preset_configs, resume_config
+from ..training.run import ENGINES
 from .errors import user_errors
 from .options import CONTEXT_SETTINGS, FiniteFloatRange, explicit
 from .report import ConsoleReporter, console, count, print_summary, training_summary
