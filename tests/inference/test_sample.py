@@ -1,5 +1,5 @@
-"""Sampling (sample.py): steppers against the batched forward, filters, seeds, batches of samples that are the
-samples one by one, priming in pieces, bytes models' characters whole."""
+"""Sampling (inference/sample.py, models/rnn_steppers.py): steppers against the batched forward, filters, seeds, batches
+of samples that are the samples one by one, priming in pieces, bytes models' characters whole."""
 
 import numpy as np
 import pytest

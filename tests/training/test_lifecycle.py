@@ -1,4 +1,4 @@
-"""The run lifecycle (runs.py) as both trainers show it through the CLI: ``charrnn train`` and ``charrnn
+"""The run lifecycle (training/lifecycle.py) as both trainers show it through the CLI: ``charrnn train`` and ``charrnn
 classify train`` stop on a signal, refuse a spent resume and log alike."""
 
 import json
