@@ -1,5 +1,6 @@
 """Numerics both model families and the classifier share: row scatter, softmax cross-entropy,
-each target's -log p, parameter checks and orthogonal initialisation.
+each target's -log p, parameter checks, orthogonal initialisation, and the floating-point types a model may
+have.
 
     loss, dlogits = softmax_cross_entropy(logits, targets)   # logits (N, V) -> dlogits (N, V), in place
     nlls = target_nlls(logits, targets)                      # (T, B, V), (T, B) -> (T, B); logits overwritten
@@ -9,6 +10,7 @@ import math
 
 import numpy as np
 
+DTYPES = ("float32", "float64")  # a model's parameters and activations
 CACHED_ELEMENTS = 2**18  # logits ``target_nlls`` works on at a time (1 MB of float32): its passes stay in cache
 
 
