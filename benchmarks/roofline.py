@@ -156,7 +156,9 @@ def sample_row(checkpoint_dir, samples, length, out):
         charrnn("sample", checkpoint_dir, "--num-samples", str(samples), "--length", str(n), "--random-seed", "0",
                 "-o", out, "--overwrite", stdout=subprocess.DEVNULL)
         walls.append(time.perf_counter() - start)
-    return samples * (length - 1) / max(walls[0] - walls[1], 1e-9)
+    if walls[0] <= walls[1]:  # a sample too short to tell from the start (toy sizes)
+        return samples * length / walls[0]
+    return samples * (length - 1) / (walls[0] - walls[1])
 
 
 # ---- products alone
@@ -166,34 +168,44 @@ def _best_rate(run, units, seconds):
     return {"chars_per_sec": harness.best_rate(lambda: (run(), units)[1], seconds)}
 
 
-def train_products(cell, hidden, layers, batch, seq, vocab, seconds):
-    """chars/s of one training step's products alone at batch ``batch`` (in this process, its threads): forward
-    (recurrent per step, the upper layers' input, output), backward (the same, transposed, and every weight
-    gradient as one product over the chunk)."""
+def training_products(cell, hidden, layers, batch, seq, vocab):
+    """Two functions running a training step's products alone at batch ``batch``, as CharRNN runs them: the
+    recurrent ones, a step at a time (forward h_prev W_hh in a block per gate, backward d W_hh^T in four
+    blocks), and the others (the upper layers' input products and their gradients, the weight gradients as
+    one product over the chunk, the output layer's three)."""
     rng = np.random.default_rng(0)
-    H, G, N = hidden, GATES[cell] * hidden, seq * batch
+    H, n, N = hidden, GATES[cell], seq * batch
+    G = n * H
     f32 = lambda *shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
-    W_hh, W_hh_T, W_xh = f32(H, G), f32(G, H), f32(H, G)
-    h, d, xs, ds = f32(batch, H), f32(batch, G), f32(N, H), f32(N, G)
-    W_hy, dy, logits = f32(H, vocab), f32(N, vocab), np.empty((N, vocab), np.float32)
-    out_g, out_h, gates, dW = np.empty((batch, G), np.float32), np.empty((batch, H), np.float32), \
-        np.empty((N, G), np.float32), np.empty((H, G), np.float32)
+    W_blocks, W_T_blocks, W_xh, W_hy = f32(n, H, H), f32(4, G, H // 4), f32(H, G), f32(H, vocab)
+    h, d, xs, ds, dy = f32(batch, H), f32(batch, G), f32(N, H), f32(N, G), f32(N, vocab)
+    out_g, out_h, gates, dW, dx, logits = (np.empty(shape, np.float32) for shape in (
+        (n, batch, H), (4, batch, H // 4), (N, G), (H, G), (N, H), (N, vocab)))
 
-    def run():
+    def recurrent():
         for _ in range(layers * seq):
-            np.matmul(h, W_hh, out=out_g)
-            np.matmul(d, W_hh_T, out=out_h)
+            np.matmul(h, W_blocks, out=out_g)
+            np.matmul(d, W_T_blocks, out=out_h)
+
+    def other():
         for _ in range(layers - 1):
-            np.matmul(xs, W_xh, out=gates)  # input projection
-            np.matmul(xs.T, ds, out=dW)  # its weight gradient
-            np.matmul(ds, W_xh.T, out=xs)  # the gradient of the layer below's output
+            np.matmul(xs, W_xh, out=gates)  # the input product
+            np.matmul(xs.T, ds, out=dW)  # its weights' gradient
+            np.matmul(ds, W_xh.T, out=dx)  # the gradient of the layer below's output
         for _ in range(layers):
             np.matmul(xs.T, ds, out=dW)  # the recurrent weights' gradient
         np.matmul(xs, W_hy, out=logits)
-        np.matmul(dy, W_hy.T, out=xs)
+        np.matmul(dy, W_hy.T, out=dx)
         np.matmul(xs.T, dy, out=W_hy)
 
-    return _best_rate(run, N, seconds)
+    return recurrent, other
+
+
+def train_products(cell, hidden, layers, batch, seq, vocab, seconds):
+    """chars/s of one training step's products alone at batch ``batch`` (``training_products``), in this process
+    with its threads."""
+    recurrent, other = training_products(cell, hidden, layers, batch, seq, vocab)
+    return _best_rate(lambda: (recurrent(), other()), seq * batch, seconds)
 
 
 def eval_products(cell, hidden, layers, vocab, seconds, window=512):
@@ -234,6 +246,87 @@ def sample_products(hidden, layers, batch, vocab, seconds, length=100):
             np.matmul(xs[0], W_hy, out=logits)
 
     return _best_rate(run, batch * length, seconds)
+
+
+# ---- where a training step's time goes
+
+
+def step_phases(cell, hidden, layers, batch, seq, vocab, workers, threads=1, repeat=5):
+    """Where a training step's time goes, in ms: one worker's share (``batch // workers`` streams, in this
+    process with ``threads`` BLAS threads (run_child sets them): one, as a worker has) in the recurrent steps,
+    forward and backward,
+    and the rest of its forward and backward, each beside its products alone (``training_products``); then
+    what the main process does with the whole gradient: add the workers' shares, check it is finite and clip
+    it, and Adam's update with weight decay. The fastest of ``repeat`` of each."""
+    from charrnn import CharRNN, ModelConfig
+    from charrnn.nn.optim import finite_step, make_optimizer
+    from charrnn.nn.packed import Packed
+
+    model = CharRNN(ModelConfig(vocab, cell, hidden, layers), rng=np.random.default_rng(0))
+    share, rng = batch // workers, np.random.default_rng(1)
+    inputs, targets = rng.integers(0, vocab, (seq, share)), rng.integers(0, vocab, (seq, share))
+    spent = {"forward steps": 0.0, "backward steps": 0.0}
+    timed(model.cell, "step_forward", spent, "forward steps")
+    timed(model.cell, "step_backward", spent, "backward steps")
+    phases = {}
+    for _ in range(repeat):
+        spent.update({"forward steps": 0.0, "backward steps": 0.0})
+        start = time.perf_counter()
+        model.loss_and_grads(inputs, targets, dropout_rng=rng)
+        total = time.perf_counter() - start
+        if not phases or total < phases["worker step"]:
+            phases = {"worker step": total, **spent, "rest": total - sum(spent.values())}
+    recurrent, other = training_products(cell, hidden, layers, share, seq, vocab)
+    phases["recurrent products"], phases["other products"] = fastest(recurrent, repeat), fastest(other, repeat)
+    grads = [Packed(model.shapes, model.dtype) for _ in range(workers)]
+    optimizer = make_optimizer("adam", model.params, 1e-3, weight_decay=0.1)
+    phases["sum of shares"] = fastest(lambda: [np.add(grads[0].flat, g.flat, grads[0].flat) for g in grads[1:]], repeat)
+    phases["check and clip"] = fastest(lambda: (finite_step(0.0, grads[0]), optimizer.clip(grads[0])), repeat)
+    phases["update"] = fastest(lambda: optimizer.update(model.params, grads[0]), repeat)
+    return {name: 1e3 * value for name, value in phases.items()}
+
+
+def timed(obj, method, spent, key):
+    """Wrap ``obj.method`` so that each call's time adds to ``spent[key]``."""
+    inner = getattr(obj, method)
+
+    def call(*args):
+        start = time.perf_counter()
+        result = inner(*args)
+        spent[key] += time.perf_counter() - start
+        return result
+
+    setattr(obj, method, call)
+
+
+def fastest(call, repeat):
+    """The fastest of ``repeat`` calls, in seconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def breakdown_table(args, poem_vocab):
+    """The phases (``step_phases``) of the three training rows, in a worker's environment (one BLAS thread)."""
+    from charrnn.engines.pool import default_workers
+
+    table = harness.Table([("row", "what"), ("worker step", "worker step"), ("forward steps", "forward steps"),
+                           ("backward steps", "backward steps"), ("their products alone", "recurrent products"),
+                           ("rest", "rest"), ("its products alone", "other products"),
+                           ("main: sum of shares", "sum of shares"), ("check and clip", "check and clip"),
+                           ("Adam update", "update")], title="where a training step's time goes (ms)")
+    H = 16 if args.smoke else 512
+    for what, cell, batch, vocab in (("LSTM 512x2, B=64", "lstm", 64, 65), ("GRU 512x2, B=32", "gru", 32, 65),
+                                     (f"GRU 512x2, B=32, vocabulary {poem_vocab:,}", "gru", 32, poem_vocab)):
+        workers = default_workers(batch)
+        phases = harness.run_child(step_phases, cell=cell, hidden=H, layers=2, batch=batch, seq=100, vocab=vocab,
+                                   workers=workers, threads=1)
+        table.add({name: round(value, 1) for name, value in phases.items()},
+                  what=f"{what}: {workers} workers of {batch // workers} streams")
+    return table
 
 
 # ---- the table
@@ -334,7 +427,12 @@ def main(argv):
     ap.add_argument("--steps", type=int, default=60, help="training steps a training row runs [default: 60]")
     ap.add_argument("--sample-length", type=int, default=2000, help="characters a sample [default: 2000]")
     ap.add_argument("--no-bound", action="store_true", help="leave out the products-alone columns")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="instead, where a training step's time goes, phase by phase, beside its products alone")
     args = harness.start(ap, argv)
+    if args.breakdown:
+        poem_vocab = 58 if args.smoke else vocabulary_size(poems(args.corpus_dir)[0])
+        return harness.finish(args, [breakdown_table(args, poem_vocab)])
     corpus = harness.corpus_path()
     with tempfile.TemporaryDirectory() as tmp:
         poem_paths = smoke_poems(tmp, corpus) if args.smoke else poems(args.corpus_dir)

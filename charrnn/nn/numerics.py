@@ -52,18 +52,22 @@ def scatter_rows(ids, values, out):
 def softmax_cross_entropy(logits, targets):
     """Mean cross-entropy (nats) of (N, V) logits against (N,) targets, and its gradient.
 
-    The logits array is overwritten: it becomes the gradient.
+    The logits array is overwritten: it becomes the gradient. Its passes run over a block of rows at a time,
+    in cache (a vocabulary of thousands makes the logits tens of megabytes): the same numbers, row by row.
     """
-    N = logits.shape[0]
-    rows = np.arange(N)
-    logits -= logits.max(axis=1, keepdims=True)
-    target_logits = logits[rows, targets]  # (N,)
-    probs = np.exp(logits, out=logits)
-    total = np.add.reduce(probs, axis=1, keepdims=True)  # (N, 1)
+    N, V = logits.shape
+    target_logits, total = np.empty(N, logits.dtype), np.empty((N, 1), logits.dtype)  # (N,), (N, 1)
+    step = max(1, CACHED_ELEMENTS // V)
+    for a in range(0, N, step):
+        x, t = logits[a : a + step], targets[a : a + step]
+        x -= x.max(axis=1, keepdims=True)
+        target_logits[a : a + step] = x[np.arange(len(x)), t]
+        np.exp(x, out=x)
+        np.add.reduce(x, axis=1, keepdims=True, out=total[a : a + step])
+        x *= 1.0 / (total[a : a + step] * N)  # softmax / N: the gradient of the mean
     loss = float((np.log(total).sum() - target_logits.sum()) / N)
-    probs *= 1.0 / (total * N)  # softmax / N: the gradient of the mean
-    probs[rows, targets] -= 1.0 / N
-    return loss, probs
+    logits[np.arange(N), targets] -= 1.0 / N
+    return loss, logits
 
 
 def target_nlls(logits, targets):

@@ -4,7 +4,7 @@ targets' -log p."""
 import numpy as np
 import pytest
 
-from charrnn.nn.numerics import scatter_rows, target_nlls
+from charrnn.nn.numerics import scatter_rows, softmax_cross_entropy, target_nlls
 
 
 def test_scatter_of_a_large_vocabulary_is_add_at_bit_for_bit():
@@ -42,3 +42,28 @@ def test_target_nlls_are_the_whole_log_softmax_picked(T, B, V, dtype):
     np.testing.assert_array_equal(got, expected)
     batch_major = np.ascontiguousarray(logits.transpose(1, 0, 2)).transpose(1, 0, 2)
     np.testing.assert_array_equal(target_nlls(batch_major, targets), expected)
+
+
+def naive_cross_entropy(logits, targets):
+    """Mean cross-entropy and its gradient, in whole-array passes."""
+    N = len(logits)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    target_logits = shifted[np.arange(N), targets]
+    probs = np.exp(shifted)
+    total = np.add.reduce(probs, axis=1, keepdims=True)
+    loss = float((np.log(total).sum() - target_logits.sum()) / N)
+    probs *= 1.0 / (total * N)
+    probs[np.arange(N), targets] -= 1.0 / N
+    return loss, probs
+
+
+@pytest.mark.parametrize("N, V", [(1600, 9572), (3200, 65), (7, 300000)])
+def test_cross_entropy_in_blocks_of_rows_is_the_whole_array_passes(N, V):
+    """The loss and gradient, bit for bit, whether the rows take one block or many (a large vocabulary)."""
+    rng = np.random.default_rng(2)
+    logits = (3 * rng.normal(size=(N, V))).astype(np.float32)
+    targets = rng.integers(0, V, N)
+    loss, grad = softmax_cross_entropy(logits.copy(), targets)
+    want_loss, want_grad = naive_cross_entropy(logits, targets)
+    assert loss == want_loss
+    np.testing.assert_array_equal(grad, want_grad)
