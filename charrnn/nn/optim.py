@@ -15,15 +15,18 @@ update is a few passes over one vector. ``state`` names the slots' arrays "<slot
 """
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..blas import available_cpus
 from .packed import Packed
 
 OPTIMIZERS = ("adagrad", "sgd", "rmsprop", "adam")
 CLIP_MODES = ("value", "norm")
 NORM_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: the factor is C / (norm + NORM_EPS), when below 1
 BLOCK = 32768  # elements an update works on at a time: its dozen passes over a block stay in the core's cache
+SHARED_BLOCKS = 8  # from this many blocks an update shares them among a thread per CPU
 
 
 def blocks(n):
@@ -83,7 +86,9 @@ class Optimizer:
         self.weight_decay = weight_decay
         self.slot = {name: Packed(params.shapes(), params.flat.dtype) for name in self.slots}
         self.steps = 0
-        self._tmp = np.empty(min(BLOCK, params.flat.size), params.flat.dtype)  # a block's temporary
+        self._threads = max(1, available_cpus()) if params.flat.size >= SHARED_BLOCKS * BLOCK else 1
+        self._tmps = [np.empty(min(BLOCK, params.flat.size), params.flat.dtype) for _ in range(self._threads)]
+        self._helpers = None  # a ThreadPoolExecutor of threads - 1, made at the first shared update
 
     @property
     def state(self):
@@ -137,16 +142,28 @@ class Optimizer:
         return {name: packed.flat for name, packed in self.slot.items()}
 
     def _update_range(self, p, g, slots, start, stop):
-        """The rule over elements start..stop-1 of the flat vectors, block by block; whether they stay finite."""
-        finite = True
-        for block in blocks(stop - start):
-            block = slice(block.start + start, block.stop + start)
-            p_block = p[block]
-            if self.weight_decay:
-                p_block *= 1.0 - self.learning_rate * self.weight_decay
-            self._update(p_block, g[block], self._tmp[: p_block.size], {k: v[block] for k, v in slots.items()})
-            finite = finite and bool(np.isfinite(p_block).all())
-        return finite
+        """The rule over elements start..stop-1 of the flat vectors, a block at a time; whether they stay finite.
+        From SHARED_BLOCKS blocks, a thread per CPU takes the next block as it finishes one (numpy lets go of
+        the GIL in its loops: Adam with weight decay over 22 M float32 weights 60 -> 36 ms on 2 cores, the
+        same numbers)."""
+        todo = [slice(b.start + start, b.stop + start) for b in blocks(stop - start)]
+        shared = iter(todo)  # each thread's next() is one step, under the GIL
+
+        def work(tmp):
+            finite = True
+            for block in shared:
+                p_block = p[block]
+                if self.weight_decay:
+                    p_block *= 1.0 - self.learning_rate * self.weight_decay
+                self._update(p_block, g[block], tmp[: p_block.size], {k: v[block] for k, v in slots.items()})
+                finite = finite and bool(np.isfinite(p_block).all())
+            return finite
+
+        if self._threads == 1 or len(todo) < SHARED_BLOCKS:
+            return work(self._tmps[0])
+        self._helpers = self._helpers or ThreadPoolExecutor(self._threads - 1)
+        helping = [self._helpers.submit(work, tmp) for tmp in self._tmps[1:]]
+        return all([work(self._tmps[0]), *(future.result() for future in helping)])
 
     def _update_rows(self, p, g, name, ids):
         """The rule over rows ``ids`` of parameter ``name`` (``p``, ``g``: its arrays), gathered and put back."""

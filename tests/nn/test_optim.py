@@ -104,12 +104,12 @@ def whole_vector_adam(p, grads, lr, weight_decay):
 
 
 def test_blocked_update_gives_the_whole_vector_numbers():
-    """An update runs block by block (BLOCK elements at a time): bit for bit what passes over the whole vector
-    give, across block edges (a vector of 2.5 blocks, float32)."""
-    from charrnn.nn.optim import BLOCK
+    """An update runs block by block (BLOCK elements at a time), on a thread per CPU from SHARED_BLOCKS blocks:
+    bit for bit what passes over the whole vector give, across block edges (float32)."""
+    from charrnn.nn.optim import BLOCK, SHARED_BLOCKS
 
     rng = np.random.default_rng(3)
-    n = 5 * BLOCK // 2
+    n = SHARED_BLOCKS * BLOCK + BLOCK // 2
     start = rng.normal(size=n).astype(np.float32)
     grads = [rng.normal(size=n).astype(np.float32) for _ in range(3)]
     params = Packed({"w": (n,)}, np.float32, {"w": start})
