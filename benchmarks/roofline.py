@@ -12,7 +12,8 @@ products and the output product; the first layer's input is a row lookup. Traini
 Each row runs as a user runs it, in a subprocess:
   train-lstm     charrnn train tinyshakespeare --model lstm --batch-size 64 (LSTM 512x2, B=64, T=100)
   train-default  charrnn train tinyshakespeare (the default recipe: GRU 512x2, B=32, T=100)
-  train-poems    charrnn train on the Tang poems (the default recipe; a vocabulary of some 9,700 characters)
+  train-poems    charrnn train on the Tang poems (the default recipe; a vocabulary of 9,572 characters)
+  train-poems-sparse   the same with --sparse-embedding
   eval-poems     charrnn eval --json of the held-out poems with the train-poems checkpoint
   sample-64      charrnn sample --num-samples 64 with the train-lstm checkpoint
 A training row's chars/s is the median of its metrics.jsonl chars_per_sec (--steps steps, no validation until
@@ -44,7 +45,7 @@ POETRY = "chinese-poetry@2.0.1"
 HELD_OUT = 128_000  # characters of poems held out for eval (from the first poem boundary after len - HELD_OUT)
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 LSTM = ["--model", "lstm", "--batch-size", "64"]
-ROWS = ("train-lstm", "train-default", "train-poems", "eval-poems", "sample-64")
+ROWS = ("train-lstm", "train-default", "train-poems", "train-poems-sparse", "eval-poems", "sample-64")
 SMOKE_MODEL = ["--hidden-size", "16", "--batch-size", "4", "--seq-length", "8"]
 
 
@@ -359,6 +360,8 @@ def make_rows(hidden, poem_vocab):
                              rnn_flops("gru", hidden, 2, V, True), *train("gru", 32, V)),
         "train-poems": Row(f"train the default recipe on the Tang poems (vocabulary {poem_vocab:,})",
                            rnn_flops("gru", hidden, 2, poem_vocab, True), *train("gru", 32, poem_vocab)),
+        "train-poems-sparse": Row("the same, --sparse-embedding", rnn_flops("gru", hidden, 2, poem_vocab, True),
+                                  *train("gru", 32, poem_vocab)),
         "eval-poems": Row("eval of the held-out poems (one stream)", rnn_flops("gru", hidden, 2, poem_vocab),
                           (eval_products, dict(cell="gru", hidden=hidden, layers=2, vocab=poem_vocab))),
         "sample-64": Row("64 samples side by side, LSTM 512x2", rnn_flops("lstm", hidden, 2, V),
@@ -393,6 +396,9 @@ def measure_round(args, corpus, poem_paths, tmp):
         rates["train-default"] = train_row(corpus, os.path.join(tmp, "default"), steps, small)
     if only & {"train-poems", "eval-poems"}:
         rates["train-poems"] = train_row(poem_paths[0], poems_dir, steps, small)
+    if "train-poems-sparse" in only:
+        rates["train-poems-sparse"] = train_row(poem_paths[0], os.path.join(tmp, "sparse"), steps,
+                                                [*small, "--sparse-embedding"])
     if "eval-poems" in only:
         rates["eval-poems"] = eval_row(poems_dir, poem_paths[1])
     if "sample-64" in only:
