@@ -116,7 +116,7 @@ class InPlaceStepper:
                 x, weights, bias, table = h, w.W_hh_blocks, None, _blocks(input_table(w), n)
             else:  # [h_{k-1}, h_k] (B, 2H) x [W_xh; W_hh] (2H, G), plus b
                 W_hh = w.W_hh_blocks.transpose(1, 0, 2).reshape(H, G)
-                x, weights = self.hs[:, (k - 1) * H : (k + 1) * H], _operand(np.concatenate([w.W_xh, W_hh]), n)
+                x, weights = self.hs[:, (k - 1) * H : (k + 1) * H], _blocks(np.concatenate([w.W_xh, W_hh]), n)
                 bias, table = _blocks(w.b[None], n), None
             rows = np.empty_like(pre) if k == 0 and B > 1 else None
             scratch = Scratch.make(cell, B, H, dtype)
@@ -147,9 +147,3 @@ def _blocks(matrix, n):
     """(R, G) -> (n, R, G/n), contiguous: the matrix's n column blocks, as a product by gate reads them."""
     R, G = matrix.shape
     return np.ascontiguousarray(matrix.reshape(R, n, G // n).transpose(1, 0, 2))
-
-
-def _operand(matrix, n):
-    """The (R, G) weights of a product, as ``_blocks``; for one stream a (1, R, G) transposed view of a row-major
-    (G, R) copy, as cells.make_step_weights lays out W_hh for one stream."""
-    return _blocks(matrix, n) if n > 1 else np.ascontiguousarray(matrix.T).T[None]

@@ -95,8 +95,7 @@ class StepWeights(NamedTuple):
     W_xh: np.ndarray  # (V or H, G·H), scaled; a lookup layer's (V, G·H) as it is, scaled row by row as read
     b: np.ndarray  # (G·H,), scaled
     scale: np.ndarray | None  # (G·H,): the gate scale a lookup layer's rows take as they are read; else None
-    W_hh_blocks: np.ndarray  # (n, H, G·H / n), scaled, contiguous blocks (n = product_blocks); one stream
-    # forward only: (1, H, G·H), a transposed view of a contiguous (G·H, H) array
+    W_hh_blocks: np.ndarray  # (n, H, G·H / n), scaled, contiguous blocks (n = product_blocks)
     W_hh_T_blocks: np.ndarray | None  # (k, G·H, H / k): W_hh^T (unscaled) for backward (k = backward_blocks)
     b_hn: np.ndarray | None  # (H,), GRU only
 
@@ -108,11 +107,7 @@ def make_step_weights(cell, layer_params, batch_size, weight_mask=None, backward
     are multiplied by ``cell.gate_scale``; for a ``lookup`` layer (the first: ids read W_xh's rows) W_xh is
     left as it is and its rows are scaled as they are read (``input_rows``). W_hh is first multiplied by
     ``weight_mask`` (weight drop) if given. With ``backward``, W_hh^T is copied into blocks too (a
-    transposing copy: 3 ms for 512 units, which forward-only passes skip). One stream forward only (eval,
-    sampling one text) reads W_hh through a transposed view of a row-major W_hh^T: numpy's matrix-vector
-    product then runs over W_hh^T's rows, which OpenBLAS splits between its threads so that each core's
-    half stays in its cache (on 2 cores: 75 against 57 GFLOP/s for GRU 512, 61 against 32 for LSTM 512).
-    Its sums run in another order: the same numbers to float rounding.
+    transposing copy: 3 ms for 512 units, which forward-only passes skip).
     """
     W_xh, b, W_hh = layer_params["W_xh"], layer_params["b"], layer_params["W_hh"]
     if weight_mask is not None:
@@ -128,13 +123,8 @@ def make_step_weights(cell, layer_params, batch_size, weight_mask=None, backward
         if not lookup:
             W_xh, row_scale = W_xh * scale, None
     n = product_blocks(cell, batch_size)
-    if batch_size == 1 and not backward:  # one stream, forward only: W_hh^T laid out row by row (see above)
-        W_hh_rows = np.empty((G, H), W_hh.dtype)
-        multiply(W_hh.T, scale[:, None], W_hh_rows)
-        W_hh_blocks = W_hh_rows.T[None]
-    else:
-        W_hh_blocks = np.empty((n, H, G // n), W_hh.dtype)
-        multiply(W_hh.reshape(H, n, G // n).transpose(1, 0, 2), scale.reshape(n, 1, G // n), W_hh_blocks)  # one pass
+    W_hh_blocks = np.empty((n, H, G // n), W_hh.dtype)
+    multiply(W_hh.reshape(H, n, G // n).transpose(1, 0, 2), scale.reshape(n, 1, G // n), W_hh_blocks)  # one pass
     W_hh_T_blocks = None
     if backward:
         k = backward_blocks(batch_size, H)

@@ -79,7 +79,7 @@ def target_nlls(logits, targets):
     over a block of rows at a time, in cache, instead of three (T, ..., V) arrays (for a vocabulary of
     thousands, more time than the output product).
     """
-    nlls = np.empty(targets.shape, logits.dtype)
+    nlls = np.empty_like(targets, logits.dtype)  # laid out as the targets (as indexing by them lays it out): sums agree
     rows = max(1, CACHED_ELEMENTS // math.prod(logits.shape[1:]))
     for a in range(0, len(logits), rows):
         x, t = logits[a : a + rows], targets[a : a + rows, ..., None]

@@ -101,7 +101,7 @@ def test_per_line_scores_add_up_to_the_file(tmp_path, small_text, cli, tiny_gpt)
 
 @pytest.mark.parametrize("model", ["lstm", "gru"])
 def test_one_stream_scores_as_a_batch_of_streams(model):
-    """One stream (eval, batch 1: its recurrent products run over W_hh^T's rows, another order of sums) scores a
+    """One stream (eval, batch 1: its recurrent products one (H, G) product, not one a gate: other sums) scores a
     text as that text read by every stream of a batch of 8 (the training side's products), to 1e-9 in float64;
     with a vocabulary of 400, its first chunk reads the whole input table and its last gathers rows."""
     vocab = Vocab(("\n", *(chr(0x4E00 + i) for i in range(399))))

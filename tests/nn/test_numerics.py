@@ -32,7 +32,8 @@ def naive_nlls(logits, targets):
                                             (40, 8, 300, np.float64)])
 def test_target_nlls_are_the_whole_log_softmax_picked(T, B, V, dtype):
     """Bit for bit the log-softmax's entries at the targets, over several blocks of rows, for a C-ordered
-    (T, B, V) array and for gpt's (T, B, V) view of a (B, T, V) array."""
+    (T, B, V) array and for gpt's (T, B, V) view of a (B, T, V) array; laid out as the targets, so that
+    their sum (a chunk's loss) adds in the same order."""
     rng = np.random.default_rng(1)
     logits = (4 * rng.normal(size=(T, B, V))).astype(dtype)
     targets = rng.integers(0, V, (T, B))
@@ -42,6 +43,8 @@ def test_target_nlls_are_the_whole_log_softmax_picked(T, B, V, dtype):
     np.testing.assert_array_equal(got, expected)
     batch_major = np.ascontiguousarray(logits.transpose(1, 0, 2)).transpose(1, 0, 2)
     np.testing.assert_array_equal(target_nlls(batch_major, targets), expected)
+    streams = np.asfortranarray(targets)  # a text's B streams gathered as (B, T + 1) then transposed
+    assert target_nlls(logits.copy(), streams).sum() == naive_nlls(logits, streams).sum()  # laid out alike
 
 
 def naive_cross_entropy(logits, targets):
