@@ -66,7 +66,7 @@ class ClassifyTrainConfig:
     max_epochs: float | None = None
     max_time: float | None = 600.0
     random_seed: int | None = None
-    checkpoint_dir: str = "checkpoints"
+    checkpoint_dir: str = "classifier"  # not the language model's "checkpoints": the two train side by side
 
     def validate(self):
         if self.format not in FORMATS:
@@ -258,7 +258,7 @@ def _start_run(request, reporter):
     request.config.validate()
     saved = load_classifier(request.resume) if request.resume is not None else None
     config, vocab, labels, train, valid = _read_data(request, saved)
-    lifecycle.open_checkpoint_dir(config.checkpoint_dir, fresh=request.resume is None, overwrite=request.overwrite)
+    lifecycle.open_checkpoint_dir(config.checkpoint_dir, request.resume is None, request.overwrite, KIND)
     rng = np.random.default_rng(config.random_seed)
     batches_per_epoch = len(length_buckets(train.encoded.lengths, config.batch_size))
     if saved:

@@ -29,8 +29,8 @@ def classify():
     \b
     Example:
       charrnn classify train data/names.train.txt --valid data/names.valid.txt
-      charrnn classify test checkpoints data/names.test.txt
-      echo Rossi | charrnn classify predict checkpoints - --prob
+      charrnn classify test classifier data/names.test.txt
+      echo Rossi | charrnn classify predict classifier - --prob
     """
 
 
@@ -123,7 +123,7 @@ def test(checkpoint, file, k, fmt, per_label, as_json):
 
     \b
     Example:
-      charrnn classify test checkpoints data/names.test.txt -k 2 --per-label
+      charrnn classify test classifier data/names.test.txt -k 2 --per-label
     """
     with user_errors():
         clf = TextClassifier.load(checkpoint)
@@ -173,7 +173,7 @@ def predict(checkpoint, file, k, prob, threshold, fmt):
 
     \b
     Example:
-      charrnn classify predict checkpoints names.txt -k 3 --prob
+      charrnn classify predict classifier names.txt -k 3 --prob
     """
     with user_errors():
         clf = TextClassifier.load(checkpoint)
@@ -228,7 +228,7 @@ def info(checkpoint):
 
     \b
     Example:
-      charrnn classify info checkpoints
+      charrnn classify info classifier
     """
     with user_errors():
         clf, meta, _ = load_classifier(checkpoint)

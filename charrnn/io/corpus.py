@@ -246,7 +246,6 @@ def load_corpus(paths, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None
     (fine-tuning) the vocabulary is ``vocab`` plus the corpus's new symbols (``vocab.extended``).
     """
     files = corpus_files(paths, bytes_mode, skip_dir=cache_dir)
-    os.makedirs(cache_dir, exist_ok=True)
     key = {
         "files": [file_key(f) for f in files],
         "encoding": encoding,
@@ -279,6 +278,7 @@ def load_corpus(paths, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None
                 "resume on it (--init-from fine-tunes a model on a new corpus)"
             )
     if not fresh or cached.get("vocab") != target.to_json():
+        os.makedirs(cache_dir, exist_ok=True)  # only now: a corpus that cannot be used leaves no directory behind
         lengths = _write_id_cache(files, target, ids_path, encoding, bytes_mode, val_frac)
         meta = {"key": key, "found": found.to_json(), "counts": found_counts.tolist(), "lengths": lengths,
                 "vocab": target.to_json()}

@@ -3,7 +3,8 @@
 resume continues), its limits and stop reasons, the random seed, the optimizer state it resumes, the
 metrics log, signals, the non-finite guard, and where progress is reported.
 
-    open_checkpoint_dir(config.checkpoint_dir, fresh=resume is None, overwrite=overwrite)
+    check_checkpoint_dir(config.checkpoint_dir, fresh, overwrite, kind)  # before reading anything: refusals only
+    open_checkpoint_dir(config.checkpoint_dir, fresh, overwrite, kind)   # once the data is read: make, clear
     config = with_seed(config)                                # draws a seed if none was given
     pos = Position.from_meta(meta)                            # a subclass of Position, resumed (or Position())
     check_budget_left(config, pos, epoch, resume)             # refuse to resume a run already at its limit
@@ -17,6 +18,7 @@ metrics log, signals, the non-finite guard, and where progress is reported.
             log.write(record)
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ..io.checkpoint import CheckpointError
+from ..io.checkpoint import LANGUAGE_MODEL, CheckpointError, checkpoint_kind
 
 MAX_BAD_STEPS = 5  # non-finite steps in a row before a run stops
 
@@ -100,25 +102,42 @@ def prepare_dir(path):
         raise TrainingError(f"{path}: the checkpoint directory is not writable")
 
 
-def clear_previous_model(directory, overwrite):
-    """A fresh run never mixes with an earlier one: refuse its directory, or with ``overwrite`` clear it."""
-    for name in ("latest.npz", "best.npz"):
+MODEL_FILES = ("latest.npz", "best.npz")
+
+
+def check_checkpoint_dir(directory, fresh, overwrite, kind):
+    """Refuse, touching nothing, a checkpoint directory that cannot be made or written, and for a ``fresh`` run
+    without ``overwrite`` one that holds a model an earlier run left; ``kind`` (io/checkpoint.py checkpoint_kind's
+    names) is the run's: a model of another kind is never one to resume."""
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):  # the part of the path that exists
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise TrainingError(f"{directory}: cannot create the checkpoint directory ({existing} is not a directory)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TrainingError(f"{directory}: the checkpoint directory is not writable")
+    for name in MODEL_FILES if fresh and not overwrite else ():
         path = os.path.join(directory, name)
         if os.path.exists(path):
-            if not overwrite:
-                raise TrainingError(
-                    f"{directory} already holds a trained model ({name}); use --resume to continue it, "
-                    "--overwrite to start afresh in its place, or another --checkpoint-dir"
-                )
-            os.unlink(path)
+            held = checkpoint_kind(path)
+            if held == kind:
+                raise TrainingError(f"{directory} already holds a trained model ({name}); use --resume to continue "
+                                    "it, --overwrite to start afresh in its place, or another --checkpoint-dir")
+            what = {LANGUAGE_MODEL: "a language model", "classifier": "a classifier"}.get(
+                held, "a file that is not a charrnn checkpoint")
+            raise TrainingError(f"{directory} already holds {what} ({name}); give another --checkpoint-dir, or "
+                                "--overwrite to replace it")
 
 
-def open_checkpoint_dir(directory, fresh, overwrite):
-    """Make the checkpoint directory; a ``fresh`` run (not a resumed one) then refuses, or with
-    ``overwrite`` clears, a model an earlier run left there."""
+def open_checkpoint_dir(directory, fresh, overwrite, kind):
+    """Make the checkpoint directory, once the run has read what it trains on (a start that fails leaves
+    none); a ``fresh`` run (not a resumed one) then refuses (``check_checkpoint_dir``), or with ``overwrite``
+    clears, a model an earlier run left there."""
+    check_checkpoint_dir(directory, fresh, overwrite, kind)
     prepare_dir(directory)
-    if fresh:
-        clear_previous_model(directory, overwrite)
+    for name in MODEL_FILES if fresh else ():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, name))
 
 
 @dataclass
