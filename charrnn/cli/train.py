@@ -91,6 +91,7 @@ def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
     \b
     Example:
       charrnn train data/shakespeare.txt --max-time 300
+      charrnn train data/shakespeare.txt --resume --max-time 900    # 600 s more: limits count the whole run
       charrnn train input.txt --preset min-char-rnn
       charrnn train letters/ diaries/ --init-from checkpoints --checkpoint-dir tuned
     """

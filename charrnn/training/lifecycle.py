@@ -212,14 +212,22 @@ def patience_spent(config, pos):
 
 
 def check_budget_left(config, pos, epoch, resume):
-    """Refuse to resume a run that has already reached a limit: one more step would go past it."""
+    """Refuse to resume a run that has already reached a limit: one more step would go past it. A limit counts
+    the whole run, so the refusal says what to give for more: --max-time 30 after 150 s trained is spent."""
     spent = stop_reason(config, pos, epoch)
-    if not spent and patience_spent(config, pos):
-        spent = f"patience: {pos.evals_since_best} evaluations without a better validation loss"
     if spent:
+        done, limit, unit = {"max-steps": (pos.step, config.max_steps, "steps"),
+                             "max-epochs": (round(epoch, 2), config.max_epochs, "epochs"),
+                             "max-time": (round(pos.elapsed), config.max_time, "s")}[spent]
         raise TrainingError(
             f"{resume}: its run already reached its limit ({spent} at step {pos.step}, {pos.elapsed:.0f} s trained); "
-            "give a larger --max-steps, --max-epochs, --max-time or --patience to train on"
+            f"--{spent} counts the whole run: give more than {done:g}, e.g. --{spent} {done + limit:g}, to train "
+            f"{limit:g} {unit} more"
+        )
+    if patience_spent(config, pos):
+        raise TrainingError(
+            f"{resume}: its run already reached its limit (patience: {pos.evals_since_best} evaluations without a "
+            f"better validation loss at step {pos.step}); give a larger --patience to train on"
         )
 
 

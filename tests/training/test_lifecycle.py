@@ -73,8 +73,9 @@ def test_a_resume_at_a_spent_limit_is_refused_alike_by_both_trainers(tmp_path):
         assert (tmp_path / trainer / "ck" / "latest.npz").read_bytes() == before
         messages[trainer] = result.output.split("latest.npz: ")[1]
     assert messages["lm"] == messages["classifier"]
-    assert messages["lm"].startswith("its run already reached its limit (max-steps at step 3, 0 s trained); give a "
-                                     "larger --max-steps, --max-epochs, --max-time or --patience to train on")
+    assert messages["lm"].startswith("its run already reached its limit (max-steps at step 3, 0 s trained); "
+                                     "--max-steps counts the whole run: give more than 3, e.g. --max-steps 6, to "
+                                     "train 3 steps more")
 
 
 def test_both_trainers_carry_the_time_trained_across_a_resume(tmp_path):
