@@ -134,7 +134,8 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
     reporter.start(None, {"params": run.model.num_params(), "train": len(run.train.encoded),
                           "valid": len(run.valid.encoded) if run.valid else 0, "labels": len(run.labels),
                           "vocab": len(run.vocab), "seed": config.random_seed,
-                          "batches_per_epoch": run.batches_per_epoch})
+                          "batches_per_epoch": run.batches_per_epoch, "resumed": resume is not None,
+                          "step": pos.step, "elapsed": pos.elapsed})
     guard = lifecycle.NonFiniteGuard(run.model.params, run.optimizer, pos, reporter, lambda: _save(run, "latest.npz"))
     loop = _Loop(lifecycle.Clock(pos.elapsed), guard)
     with lifecycle.SignalCatcher(lifecycle.stopping_note(reporter)) as signals, \

@@ -17,7 +17,7 @@ from ..classify.predict import TextClassifier, load_classifier
 from ..classify.train import CLASS_WEIGHTS, LR_SCHEDULES, ClassifyTrainConfig, train_classifier, train_config_from
 from .errors import user_errors
 from .options import CONTEXT_SETTINGS, FiniteFloatRange, declare, explicit, training_options
-from .report import ClassifyReporter, console
+from .report import ClassifyReporter, console, resume_command
 
 MODEL_DEFAULTS, TRAIN_DEFAULTS = ClassifierConfig(0, 0), ClassifyTrainConfig()  # the options' defaults, defined once
 
@@ -95,12 +95,16 @@ def train(ctx, file, valid_path, resume, overwrite, quiet, **options):
             config = train_config_from(meta.get("train", {}), given)
         else:
             config = ClassifyTrainConfig(**{k: v for k, v in options.items() if k in train_names})
-        result = train_classifier(file, model_config, config, valid_path, resume, ClassifyReporter(quiet), overwrite)
+        going_on = resume_command(["classify", "train"], [file], config.checkpoint_dir, TRAIN_DEFAULTS.checkpoint_dir,
+                                  ["--valid", valid_path] if valid_path else [])
+        reporter = ClassifyReporter(quiet, going_on)
+        result = train_classifier(file, model_config, config, valid_path, resume, reporter, overwrite)
     if not quiet:
         best = f"{result.best_accuracy:.4f}" if result.best_accuracy is not None else "-"
         click.echo(f"stopped by {result.stop_reason} after {result.step:,} steps (epoch {result.epoch:.2f}) in "
                    f"{result.elapsed:.1f}s, {result.examples_per_sec:,.0f} texts/s; best validation accuracy {best}; "
-                   f"checkpoints in {result.checkpoint_dir}")
+                   f"checkpoints in {result.checkpoint_dir}"
+                   + (f"; to go on: {going_on}" if result.interrupted_by is not None else ""))
     if result.interrupted_by is not None:
         ctx.exit(128 + result.interrupted_by)
 

@@ -36,11 +36,19 @@ class TrainingError(Exception):
     """Training cannot start or go on; the message is one line for the user."""
 
 
+STOPPING = ("stopping after this step, with latest.npz saved (a validation under way finishes first); interrupt "
+            "again to stop at once, keeping the checkpoints last written")
+
+
 class Reporter:
     """Where training tells its progress; the default is silent. The CLI supplies a console one."""
 
     def start(self, total_steps, info):
         pass
+
+    def stopping(self):
+        """The first signal: training stops after this step (``stopping_note``)."""
+        self.message(STOPPING)
 
     def step(self, step, info):
         pass
@@ -86,10 +94,7 @@ class SignalCatcher:
 
 def stopping_note(reporter):
     """SignalCatcher's ``on_first`` for a trainer: tell ``reporter`` what the first signal does."""
-    def note(signum):
-        reporter.message("stopping after this step, with latest.npz saved (a validation under way finishes "
-                         "first); interrupt again to stop at once, keeping the checkpoints last written")
-    return note
+    return lambda signum: reporter.stopping()
 
 
 def prepare_dir(path):

@@ -228,6 +228,9 @@ def _report_start(run, batches, engine, reporter):
             "seed": config.random_seed,
             "max_time": config.max_time,
             "workers": engine.workers,
+            "resumed": run.resumed,  # from step, with elapsed seconds trained
+            "step": run.pos.step,
+            "elapsed": run.pos.elapsed,
         },
     )
 
