@@ -195,16 +195,17 @@ class Clock:
         return time.perf_counter() - self.started
 
 
-def stop_reason(config, pos, epoch, signum=None):
+def stop_reason(config, pos, epoch, signum=None, reserve=0.0):
     """Why a run at ``pos`` (``epoch``: epochs done, with a fraction) stops now, or None: a signal, else
-    the first limit of ``config`` (max_steps, max_epochs, max_time, against ``pos.elapsed``) reached."""
+    the first limit of ``config`` (max_steps, max_epochs, max_time, against ``pos.elapsed`` and the ``reserve``
+    seconds the run's last evaluation will take) reached."""
     if signum is not None:
         return "interrupted"
     if config.max_steps and pos.step >= config.max_steps:
         return "max-steps"
     if config.max_epochs and epoch >= config.max_epochs:
         return "max-epochs"
-    if config.max_time and pos.elapsed >= config.max_time:
+    if config.max_time and pos.elapsed + reserve >= config.max_time:
         return "max-time"
     return None
 
