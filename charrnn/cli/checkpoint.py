@@ -109,7 +109,7 @@ def import_command(source, output, overwrite):
     \b
     Example:
       charrnn import model.safetensors imported.npz
-      charrnn sample imported.npz --seed "ROMEO:"
+      charrnn sample imported.npz --seed "Romeo."
     """
     if not output.endswith(".npz"):
         raise click.ClickException(f"{output}: a charrnn checkpoint's name ends in .npz; give OUTPUT one")
