@@ -277,6 +277,7 @@ def _save(run, name, hidden):
         "train": asdict(run.config),
         "corpus": run.corpus_paths,
         "corpus_files": list(run.corpus_keys),
+        "corpus_sha256": list(run.corpus_sha256),
         **({"init_from": run.init_from} if run.init_from else {}),
         **run.pos.to_meta(run.rng),
     }

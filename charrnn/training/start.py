@@ -127,7 +127,7 @@ def _assemble(setup, config, corpus, model, rng, pos, **start):
     return Run(config=config, corpus_paths=[os.path.abspath(path) for path, _ in corpus.files], vocab=corpus.vocab,
                train_ids=corpus.train_ids, val_ids=corpus.val_ids, model=model, optimizer=optimizer, average=average,
                base_lr=base_lr, pos=pos, rng=rng, distributed=setup.distributed,
-               corpus_keys=tuple(file_key(path) for path, _ in corpus.files), **start)
+               corpus_keys=tuple(file_key(path) for path, _ in corpus.files), corpus_sha256=corpus.digests, **start)
 
 
 def _check_dir(setup, fresh):
