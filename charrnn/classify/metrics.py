@@ -31,9 +31,6 @@ def evaluate_predictions(probs, line_labels, labels, k=1, threshold=0.0):
     predicted = top[:, 0]  # (N,)
     hit = predicted[line_of] == gold  # (pairs,): the top prediction is this gold label
     L = len(names)
-    predicted_set, gold_set = np.zeros((N, L), bool), np.zeros((N, L), bool)
-    predicted_set[np.nonzero(made)[0], top[made]] = True
-    gold_set[line_of, gold] = True
     support, n_pred = np.bincount(gold, minlength=L), np.bincount(predicted, minlength=L)
     tp = np.bincount(gold[hit], minlength=L)
     per_label = {}
@@ -52,7 +49,7 @@ def evaluate_predictions(probs, line_labels, labels, k=1, threshold=0.0):
         "threshold": threshold,
         "precision_at_k": right_at_k / max(int(made.sum()), 1),
         "recall_at_k": right_at_k / max(len(gold), 1),
-        "exact_match": float((predicted_set == gold_set).all(axis=1).mean()),
+        "exact_match": exact_match(top, made, line_of, gold, L),
         "accuracy": float(np.bincount(line_of[hit], minlength=N).astype(bool).sum() / N),
         "macro_f1": float(np.mean([v["f1"] for v in per_label.values()])),
         "per_label": per_label,
@@ -60,3 +57,13 @@ def evaluate_predictions(probs, line_labels, labels, k=1, threshold=0.0):
         "unseen_labels": unseen,
         "unseen_label_lines": int(len(np.unique(line_of[gold >= C]))),
     }
+
+
+def exact_match(top, made, line_of, gold, L):
+    """The fraction of lines whose predictions (``top`` (N, k) class ids where ``made`` (N, k)) are exactly their
+    gold labels (pairs of line ``line_of`` and class ``gold``), of L classes."""
+    N = len(top)
+    predicted, wanted = np.zeros((N, L), bool), np.zeros((N, L), bool)  # (N, L) label sets
+    predicted[np.nonzero(made)[0], top[made]] = True
+    wanted[line_of, gold] = True
+    return float((predicted == wanted).all(axis=1).mean())
