@@ -79,7 +79,8 @@ def _write_validation(meta, path, output):
     """Write the validation tail of the corpus checkpoint ``path`` (``meta``) was trained on to ``output``."""
     train = meta.get("train", {})
     if not meta.get("corpus") or not train.get("val_frac"):
-        raise click.ClickException(f"{path}: its training held out no tail of a corpus for validation")
+        files = f"; it validated on {', '.join(train['val_files'])}" if train.get("val_files") else ""
+        raise click.ClickException(f"{path}: its training held out no tail of a corpus for validation{files}")
     with user_errors():
         changed = [f["path"] for f in meta.get("corpus_files", []) if file_key(f["path"]) != f]
         if changed:
