@@ -506,9 +506,9 @@ def test_out_of_file_descriptors_the_server_backs_off_instead_of_spinning(model,
     with running(model) as port:
         monkeypatch.setattr(socketserver.TCPServer, "get_request", out_of_descriptors)
         with socket.create_connection(("127.0.0.1", port)):
-            time.sleep(1.0)
+            time.sleep(0.5)
         monkeypatch.undo()
-    assert 1 <= len(tries) <= 30, f"{len(tries)} tries of accept in a second"
+    assert 1 <= len(tries) <= 15, f"{len(tries)} tries of accept in half a second"
 
 
 def test_the_connection_cap_stays_below_the_open_file_limit(model):
@@ -544,11 +544,11 @@ def test_a_body_shorter_than_its_content_length_gets_408_at_the_deadline(model):
 def test_a_client_that_shuts_its_sending_side_still_gets_its_whole_answer(model):
     """As `nc -N` does after the request: the end of what it sends is not a hang-up (its answer used to be cut
     off at the server's next look for its client, 50 ms in)."""
-    with running(model, max_length=30_000) as port:
+    with running(model, max_length=8000) as port:  # about 0.1 s of generation
         for seed in range(3):
-            body = json.dumps({"length": 30_000, "random_seed": seed}).encode()
+            body = json.dumps({"length": 8000, "random_seed": seed}).encode()
             status, answer = raw(port, post_raw("/v1/generate", body), shut_write=True)
-            assert status == 200 and answer["text"] == expected_text(model, length=30_000, random_seed=seed)
+            assert status == 200 and answer["text"] == expected_text(model, length=8000, random_seed=seed)
 
 
 def test_deeply_nested_json_is_a_400(model):
@@ -566,7 +566,7 @@ def test_deeply_nested_json_is_a_400(model):
     b"Content-Length: " + b"9" * 5000 + b"\r\n",
     b"Content-Length: 1_0\r\n",
     b"Content-Length: 2\r\nContent-Length: 2\r\n",
-])
+], ids=["superscript", "superscript, expect 100-continue", "5000 digits", "underscore", "twice"])
 def test_a_content_length_that_is_not_one_decimal_number_is_a_400(port, headers):
     status, answer = raw(port, POST_SCORE + headers + b"\r\n{}")
     assert status == 400 and "Content-Length" in answer["error"]
@@ -729,6 +729,16 @@ def start_command(*args, open_files=None):
     return process, int(match.group(1))
 
 
+def stop_command(process):
+    """Kill a ``start_command`` process; what it wrote on stderr."""
+    process.kill()
+    process.wait()
+    err = process.stderr.read()
+    process.stdout.close()
+    process.stderr.close()
+    return err
+
+
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_command_serves_and_stops_cleanly_on_a_signal(checkpoint, model, signum, status):
     process, port = start_command(checkpoint, "--max-length", "1000000", "--max-concurrent", "1")
@@ -756,11 +766,7 @@ def test_command_serves_and_stops_cleanly_on_a_signal(checkpoint, model, signum,
         response.close()
         conn.close()
     finally:
-        process.kill()
-        process.wait()
-        err = process.stderr.read()
-        process.stdout.close()
-        process.stderr.close()
+        err = stop_command(process)
     assert "Traceback" not in err and '"POST /v1/generate HTTP/1.1" 200' in err  # the access log
 
 
@@ -831,11 +837,7 @@ def test_a_server_with_256_file_descriptors_holds_under_abuse(checkpoint):
         finally:
             slow.close()
     finally:
-        process.kill()
-        process.wait()
-        err = process.stderr.read()
-        process.stdout.close()
-        process.stderr.close()
+        err = stop_command(process)
     assert "Traceback" not in err
 
 
