@@ -455,7 +455,7 @@ def import_command(source, output, overwrite):
               show_default=True,
               help="Connections open at once (fewer if the open-file limit, ulimit -n, says so); beyond, the one "
                    "longest in sending its request is closed with a 503 to make room.")
-@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=ServeConfig.request_timeout,
+@click.option("--request-timeout", type=FiniteFloatRange(0, 86400, min_open=True), default=ServeConfig.request_timeout,
               show_default=True, help="Seconds a client has to send its whole request, headers and body (408 after).")
 @click.option("-q", "--quiet", is_flag=True, help="No access log on stderr.")
 @click.pass_context
