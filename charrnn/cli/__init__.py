@@ -1,5 +1,7 @@
-"""The ``charrnn`` command line: one group over the language-model commands (lm.py) and ``classify``
-(classify.py); usage errors become one line (errors.py)."""
+"""The ``charrnn`` command line: one group over the commands, a module per family: train.py (train),
+sample.py (sample), evaluate.py (eval), checkpoint.py (info, plot, export, import), serve.py (serve) and
+classify.py (the ``classify`` group); options they share (options.py); usage errors as one line
+(errors.py); reporters (report.py)."""
 
 import signal
 
@@ -7,10 +9,14 @@ import click
 
 from .. import __version__
 from ..engines.pool import keep_freed_memory
+from .checkpoint import export_command, import_command, info, plot
 from .classify import classify
 from .errors import one_line_usage_errors
-from .lm import COMMANDS
+from .evaluate import eval_command
 from .options import CONTEXT_SETTINGS
+from .sample import sample
+from .serve import serve
+from .train import train
 
 
 class CharrnnGroup(click.Group):
@@ -45,5 +51,5 @@ def main():
     keep_freed_memory()  # this process's allocator reuses pages, as the workers' (engines/pool.py)
 
 
-for command in (*COMMANDS, classify):
+for command in (train, sample, eval_command, info, plot, export_command, import_command, serve, classify):
     main.add_command(command)
