@@ -441,18 +441,17 @@ class Handler(BaseHTTPRequestHandler):
         """Whether the client has hung up (its request is read). The end of what it sends is not enough: a client
         may shut its sending side and still wait for the answer (`nc -N`, a half-close). So the first time, an
         interim 100 Continue goes out (HTTP/1.1 clients pass over it); a client that has closed its socket
-        answers it with a reset, seen the next time. An HTTP/1.0 client (a proxy, often) cannot be sent one: the
-        end of what it sends is taken for a hang-up."""
+        answers it with a reset (from this machine, before the send returns; else seen at a later look). An
+        HTTP/1.0 client (a proxy, often) cannot be sent one: the end of what it sends is taken for a hang-up."""
         try:
             if _peek(self.connection) != b"":  # nothing more from the client, or more bytes: it is there
                 return False
-            if self.probed:
-                return self.connection.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
-            if self.request_version == "HTTP/1.0":  # no interim answer to ask with: taken at its word
-                return True
-            self.connection.sendall(CONTINUE)
-            self.probed = True
-            return False
+            if not self.probed:
+                if self.request_version == "HTTP/1.0":  # no interim answer to ask with: taken at its word
+                    return True
+                self.connection.sendall(CONTINUE)
+                self.probed = True
+            return self.connection.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
         except OSError:
             return True
 
