@@ -1,6 +1,7 @@
 """Scoring text: mean loss (nats per character), bits per character and perplexity.
 
     result = evaluate_file(model, vocab, "held_out.txt")   # or evaluate_text(model, vocab, "some text")
+    result = evaluate_codes(model, vocab, pieces)          # a file's code points as read_codes read them
     result.loss, result.bpc, result.perplexity, result.chars
 """
 
@@ -101,8 +102,24 @@ def evaluate_file(model, vocab, path, seq_length=512):
     Scoring starts as if after a newline (when the vocabulary has one). Characters outside the
     vocabulary are counted in ``oov`` and left out of the text the model reads.
     """
-    pieces = read_codes(path, vocab.encoding, vocab.bytes_mode, hint=_decode_hint(vocab))
-    return _score_pieces(_Scorer(model, vocab, seq_length), pieces)
+    return evaluate_codes(model, vocab, read_codes(path, vocab.encoding, vocab.bytes_mode, hint=_decode_hint(vocab)),
+                          seq_length)
+
+
+def evaluate_codes(model, vocab, pieces, seq_length=512, check=None):
+    """Score the code point (or byte) arrays ``pieces`` as one text, as ``evaluate_file`` scores the file they
+    were read from (``pieces``: what io/corpus.py's ``read_codes`` yields for it). ``check()``, if given, is
+    called after each piece: what it raises ends the scoring."""
+    scorer = _Scorer(model, vocab, seq_length)
+    total, count, oov = 0.0, 0, Counter()
+    for codes in pieces:
+        nlls, line_oov = scorer.score(codes)
+        total += float(nlls.sum())
+        count += len(nlls)
+        oov.update(line_oov)
+        if check is not None:
+            check()
+    return EvalResult(total, count, dict(oov))
 
 
 def evaluate_text(model, vocab, text, seq_length=512, check=None, piece=2048):
@@ -116,20 +133,7 @@ def evaluate_text(model, vocab, text, seq_length=512, check=None, piece=2048):
         text = text.encode(vocab.encoding)
     codes = text_to_codes(text, vocab.bytes_mode)  # (N,)
     pieces = (codes[i : i + piece] for i in range(0, len(codes), piece))
-    return _score_pieces(_Scorer(model, vocab, seq_length), pieces, check)
-
-
-def _score_pieces(scorer, pieces, check=None):
-    """The EvalResult of ``pieces`` (arrays of codes) scored one after another, ``check()`` called after each."""
-    total, count, oov = 0.0, 0, Counter()
-    for codes in pieces:
-        nlls, piece_oov = scorer.score(codes)
-        total += float(nlls.sum())
-        count += len(nlls)
-        oov.update(piece_oov)
-        if check is not None:
-            check()
-    return EvalResult(total, count, dict(oov))
+    return evaluate_codes(model, vocab, pieces, seq_length, check)
 
 
 @dataclass
