@@ -1,6 +1,6 @@
 """serve: what `charrnn serve` costs over calling the library, and how it holds under load and abuse.
 
-    python -m benchmarks serve --markdown               # about three minutes on 2 cores
+    python -m benchmarks serve --markdown               # five to ten minutes on 2 cores
     python -m benchmarks serve --repeat 7 --length 1000 --load-rounds 5
 
 For each model (random weights: speed does not depend on what a model learnt), each round times, in turn: the
