@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from ..blas import blas_threads
+
 DTYPES = ("float32", "float64")  # a model's parameters and activations
 CACHED_ELEMENTS = 2**18  # logits ``target_nlls`` works on at a time (1 MB of float32): its passes stay in cache
 
@@ -25,8 +27,10 @@ def check_params(params, shapes, dtype):
 
 
 def orthogonal(n, rng):
-    """An (n, n) orthogonal matrix, uniformly distributed (QR of a Gaussian, signs fixed by R's diagonal)."""
-    q, r = np.linalg.qr(rng.normal(size=(n, n)))
+    """An (n, n) orthogonal matrix, uniformly distributed (QR of a Gaussian, signs fixed by R's diagonal). The
+    QR runs on one BLAS thread: its many small products took seconds on two threads of a busy machine."""
+    with blas_threads(1):
+        q, r = np.linalg.qr(rng.normal(size=(n, n)))
     return q * np.sign(np.diag(r))
 
 

@@ -1,17 +1,29 @@
 """`charrnn train` as users run it: train then sample and eval, the installed script, presets and flags, a fresh
 run beside an earlier one, several corpora, bytes, what it prints (or not) and a closed output."""
 
+import fcntl
 import json
 import os
+import re
 import shutil
+import struct
 import subprocess
 import sys
+import termios
+import time
 
 import numpy as np
 import pytest
 
 from charrnn import load_checkpoint
+from charrnn.cli import report
 from charrnn.models.gpt import CharGPT
+from charrnn.training import loop
+
+try:
+    import pty
+except ImportError:  # not POSIX
+    pty = None
 
 
 def test_train_sample_eval(tmp_path, small_text, cli, small_rnn):
@@ -196,3 +208,136 @@ def test_training_goes_on_when_its_output_is_closed(tmp_path, small_text):
     assert proc.wait(timeout=120) == 0, err
     assert "standard output was closed; training goes on" in err
     assert load_checkpoint(str(ck / "latest.npz")).meta["step"] == 30
+
+
+def test_without_a_terminal_a_progress_line_comes_every_few_seconds_with_the_time_left(tmp_path, small_text, cli,
+                                                                                       tiny_rnn, monkeypatch):
+    """Output redirected: besides the evaluations' lines, a line at least every LOG_SECONDS (here 0.2 s) says
+    where the run is, how fast it goes and how long it has left."""
+    monkeypatch.setattr(report, "LOG_SECONDS", 0.2)
+    result = cli(["train", small_text, "--checkpoint-dir", tmp_path / "ck", "--max-time", "1.2", "--eval-every",
+                  "100000", "--workers", "1", *tiny_rnn])
+    assert result.exit_code == 0, result.output
+    progress = [line for line in result.stdout.splitlines() if line.endswith(" left")]
+    assert len(progress) >= 3, result.stdout
+    assert all(re.fullmatch(r"step [\d,]+  epoch [\d.]+  train loss [\d.]+  [\d,]+ chars/s  \ds, about 00:0\d left",
+                            line) for line in progress), progress
+
+
+def run_in_terminal(args, columns):
+    """Run ``args`` with stdout and stderr on a new pseudo-terminal ``columns`` wide (0: a terminal of no size, as
+    some CI runners give); its exit status and what it wrote there."""
+    master, slave = pty.openpty()
+    if columns:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 1 << 16)
+        except OSError:  # EIO: the command has exited and closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(timeout=60), b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(pty is None, reason="needs a POSIX pseudo-terminal")
+def test_the_progress_bar_shows_seconds_trained_of_the_budget_and_chars_per_second(tmp_path, small_text, tiny_rnn):
+    """On a time budget the bar reads "2/3 s trained ... chars/s=...", never tqdm's "1.05s/s"; a terminal of no
+    width gets log lines instead of a bar."""
+    args = [sys.executable, "-m", "charrnn", "train", small_text, "--max-time", "3", "--workers", "1", *tiny_rnn]
+    code, shown = run_in_terminal([*args, "--checkpoint-dir", str(tmp_path / "bar")], columns=120)
+    assert code == 0, shown
+    assert re.search(r"\d/3 s trained, step=\d+, epoch=[\d.]+, loss=[\d.]+, .*chars/s=[\d,]+", shown), shown
+    assert not re.search(r"\d(s|it|step)/s", shown), shown
+    code, shown = run_in_terminal([*args, "--checkpoint-dir", str(tmp_path / "lines")], columns=0)
+    assert code == 0, shown
+    assert "s trained" not in shown and "%|" not in shown and "training finished" in shown, shown
+
+
+@pytest.mark.slow
+def test_a_time_budget_keeps_time_for_the_evaluation_it_ends_with(tmp_path, small_text, cli, tiny_rnn, monkeypatch):
+    """--max-time 3 with evaluations of 0.8 s (a slow preview): the run ends its last evaluation by 3 s (and the
+    checkpoints' writing), not 0.8 s after; its checkpoint counts the budget spent, so a resume is refused."""
+    preview = loop.generate
+
+    def slow_preview(*args, **kwargs):
+        time.sleep(0.8)
+        return preview(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "generate", slow_preview)
+    ck = tmp_path / "ck"
+    result = cli(["train", small_text, "--checkpoint-dir", ck, "--max-time", "3", "--eval-every", "300",
+                  "--workers", "1", *tiny_rnn, "--sample-length", "5"])
+    assert result.exit_code == 0, result.output
+    took = float(re.search(r"([\d.]+) s in this run", result.stdout).group(1))
+    assert took < 3.7, result.stdout  # 3 s, a step and the checkpoints (the evaluation after the budget: 3.8 s or more)
+    assert load_checkpoint(str(ck / "latest.npz")).meta["elapsed"] >= 3
+    again = cli(["train", small_text, "--checkpoint-dir", ck, "--resume"])
+    assert again.exit_code == 1 and "(max-time at step" in again.stderr
+
+
+@pytest.fixture
+def surnames(tmp_path, names):
+    """The bundled surnames, one a line without their labels (real text): a training file, and a validation file
+    with one character the training file lacks (``Ω``)."""
+    def plain(path, out, extra=""):
+        with open(path, encoding="utf-8") as f:
+            out.write_text("".join(line.split(" ", 1)[1] for line in f) + extra, encoding="utf-8")
+        return str(out)
+    return plain(names.train, tmp_path / "train.txt"), plain(names.valid, tmp_path / "valid.txt", "Ωmega\n")
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gpt"])
+def test_val_file_loss_is_what_eval_prints(tmp_path, cli, surnames, tiny_rnn, tiny_gpt, kind):
+    """The validation loss of --val-file is charrnn eval's loss of the checkpoint on that file, exactly, also after
+    --resume (which keeps the file); its characters are in the vocabulary and no tail is held out."""
+    train, valid = surnames
+    ck = str(tmp_path / "ck")
+    options = ("--sample-length", "0", *(tiny_rnn if kind == "rnn" else tiny_gpt))
+    result = cli(["train", train, "--val-file", valid, "--checkpoint-dir", ck, "--max-steps", "10",
+                  "--eval-every", "5", *options])
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(os.path.join(ck, "latest.npz"))
+    assert ckpt.meta["train"]["val_files"] == [os.path.abspath(valid)] and ckpt.meta["train"]["val_frac"] == 0.0
+    assert "Ω" in ckpt.vocab.symbols and "Ω" not in open(train, encoding="utf-8").read()
+    for steps in (10, 20):
+        if steps == 20:
+            resumed = cli(["train", train, "--resume", "--checkpoint-dir", ck, "--max-steps", "20", "-q"])
+            assert resumed.exit_code == 0, resumed.output
+        records = [json.loads(line) for line in open(os.path.join(ck, "metrics.jsonl"))]
+        assert records[-1]["step"] == steps
+        ev = json.loads(cli(["eval", os.path.join(ck, "latest.npz"), valid, "--json"]).output)
+        assert ev["oov_chars"] == 0 and ev["chars"] == len(open(valid, encoding="utf-8").read())
+        assert records[-1]["val_loss"] == ev["loss"]
+
+
+@pytest.mark.parametrize("content,message", [(b"", "the validation file is empty"),
+                                             (b"Smith\n\xff\xfeJones\n", "not valid utf-8 at byte 6")])
+def test_a_bad_val_file_is_one_line_and_clears_nothing(tmp_path, cli, surnames, tiny_rnn, content, message):
+    train, _ = surnames
+    ck = tmp_path / "ck"
+    assert cli(["train", train, "--checkpoint-dir", ck, "--max-steps", "2", *tiny_rnn]).exit_code == 0
+    before = (ck / "latest.npz").read_bytes()
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(content)
+    result = cli(["train", train, "--val-file", bad, "--checkpoint-dir", ck, "--max-steps", "2", "--overwrite",
+                  *tiny_rnn])
+    assert result.exit_code == 1 and message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert (ck / "latest.npz").read_bytes() == before  # --overwrite cleared nothing
+
+
+def test_resume_without_its_val_file_is_one_line(tmp_path, cli, surnames, tiny_rnn):
+    train, valid = surnames
+    ck = tmp_path / "ck"
+    first = cli(["train", train, "--val-file", valid, "--checkpoint-dir", ck, "--max-steps", "2", *tiny_rnn])
+    assert first.exit_code == 0, first.output
+    os.remove(valid)
+    result = cli(["train", train, "--resume", "--checkpoint-dir", ck, "--max-steps", "4"])
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1
+    assert "cannot read this validation file" in result.stderr and os.path.basename(valid) in result.stderr
