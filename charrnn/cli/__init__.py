@@ -1,5 +1,5 @@
-"""The ``charrnn`` command line: one group over the language-model commands (lm.py) and ``classify``
-(classify.py); usage errors become one line (errors.py)."""
+"""The ``charrnn`` command line: one group over the language-model commands (lm.py), the commands that look
+inside a model (inspect.py) and ``classify`` (classify.py); usage errors become one line (errors.py)."""
 
 import signal
 
@@ -9,6 +9,7 @@ from .. import __version__
 from ..engines.pool import keep_freed_memory
 from .classify import classify
 from .errors import one_line_usage_errors
+from .inspect import COMMANDS as INSPECT_COMMANDS
 from .lm import COMMANDS
 from .options import CONTEXT_SETTINGS
 
@@ -45,5 +46,5 @@ def main():
     keep_freed_memory()  # this process's allocator reuses pages, as the workers' (engines/pool.py)
 
 
-for command in (*COMMANDS, classify):
+for command in (*COMMANDS, *INSPECT_COMMANDS, classify):
     main.add_command(command)

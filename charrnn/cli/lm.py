@@ -218,7 +218,7 @@ def sample(checkpoint, seed, prime_file, temperature, top_k, top_p, length, num_
             what = "bytes" if ckpt.vocab.bytes_mode else "characters"
             raise click.ClickException(f"{source} has {what} the model has never seen: {e.args[0]}") from None
     if output != "-":
-        _refuse_existing(output, overwrite)
+        refuse_existing(output, overwrite)
     with click.open_file(output, "w", encoding="utf-8") as out:
         _write_samples(out, stream_samples(ckpt.model, ckpt.vocab, num_samples, seed, length, temperature, top_k,
                                            top_p, random_seed))
@@ -382,7 +382,7 @@ def plot(checkpoint_dir, output):
     click.echo(f"wrote {output}")
 
 
-def _refuse_existing(output, overwrite, source=None):
+def refuse_existing(output, overwrite, source=None):
     """A file already at OUTPUT (a checkpoint, the corpus) is kept unless --overwrite; the command's own input
     ``source``, even with it."""
     if not os.path.exists(output):
@@ -410,7 +410,7 @@ def export_command(checkpoint, output, overwrite):
     """
     with user_errors():
         source = resolve_checkpoint(checkpoint)
-    _refuse_existing(output, overwrite, source)
+    refuse_existing(output, overwrite, source)
     with user_errors():
         ckpt = export_checkpoint(source, output)
     click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")
@@ -433,7 +433,7 @@ def import_command(source, output, overwrite):
     """
     if not output.endswith(".npz"):
         raise click.ClickException(f"{output}: a charrnn checkpoint's name ends in .npz; give OUTPUT one")
-    _refuse_existing(output, overwrite, source)
+    refuse_existing(output, overwrite, source)
     with user_errors():
         ckpt = import_safetensors(source, output)
     click.echo(f"wrote {output} ({ckpt.model.num_params():,} parameters, {ckpt.model.config.model})")

@@ -1,0 +1,279 @@
+"""A recurrent model's units, read over a text: which track a feature of it, how often the gates saturate, and
+every activation written out for a notebook.
+
+    text = read_text(vocab, "held_out.py")                    # the file's codes and the text they spell
+    ranking = correlate(model, vocab, text, "bracket-depth")  # [UnitScore(layer, state, unit, r)], |r| first
+    gates = saturation(model, vocab, text)                    # [GateSaturation(layer, gate, left (H,), right (H,))]
+
+Both read the text in one pass (inspect.py's ``read_pieces``: the chunks and state of ``charrnn eval``) and
+keep only running sums, so memory does not grow with the text; ``scan`` runs several readers of the pass at
+once (a ``Correlation``, a ``Saturation``, an ``ActivationDump``, a ``UnitTrace``). Units are h (and c for
+an LSTM) of every layer, layers numbered from 1, units from 0; the rows of a text are the states after each
+of its characters (a character outside the vocabulary, which the model does not read, repeats the row
+before it). Saturation follows Karpathy, Johnson and Fei-Fei (2015, figure 3): a logistic gate is
+left-saturated below 0.1 and right-saturated above 0.9.
+"""
+
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from ..io.atomic import write_atomically
+from ..io.corpus import read_codes
+from .features import feature_function
+from .inspect import read_pieces
+
+LEFT, RIGHT = 0.1, 0.9  # a logistic gate's saturation thresholds
+
+
+@dataclass
+class Text:
+    """A text as the model reads it: its codes (code points, or bytes for a byte model), in pieces, and the
+    string the features read (a byte model's bytes as Latin-1, one character each)."""
+
+    pieces: list  # of (n,) uint32 arrays
+    string: str
+
+    def __len__(self):
+        return len(self.string)
+
+    def head(self, n):
+        """The Text of the first ``n`` characters."""
+        pieces, left = [], n
+        for codes in self.pieces:
+            if left <= 0:
+                break
+            pieces.append(codes[:left])
+            left -= len(pieces[-1])
+        return Text(pieces, self.string[:n])
+
+
+def read_text(vocab, path):
+    """The file at ``path`` as a ``Text`` (CorpusError if it does not decode in the model's encoding)."""
+    hint = f"this model reads {vocab.encoding} text (a model trained with --bytes reads any file)"
+    pieces = list(read_codes(path, vocab.encoding, vocab.bytes_mode, hint=hint))
+    return text_of_codes(pieces)
+
+
+def text_of_codes(pieces):
+    """A ``Text`` of code arrays."""
+    codes = np.concatenate(pieces) if pieces else np.zeros(0, np.uint32)
+    return Text(pieces, codes.astype("<u4").tobytes().decode("utf-32-le"))
+
+
+class UnitScore(NamedTuple):
+    layer: int  # from 1
+    state: str  # "h" or "c"
+    unit: int  # from 0
+    r: float  # Pearson correlation with the feature; nan for a unit that never changes
+
+    def to_json(self):
+        return {"layer": self.layer, "state": self.state, "unit": self.unit,
+                "r": None if np.isnan(self.r) else float(self.r)}
+
+    def label(self):
+        return f"layer {self.layer} {self.state} {self.unit}"
+
+
+class GateSaturation(NamedTuple):
+    layer: int  # from 1
+    gate: str  # "i", "f", "o" (lstm) or "r", "z" (gru)
+    left: np.ndarray  # (H,): the fraction of characters after which each unit's gate is below 0.1
+    right: np.ndarray  # (H,): above 0.9
+
+    def to_json(self):
+        return {"layer": self.layer, "gate": self.gate, "left": self.left.tolist(), "right": self.right.tolist()}
+
+
+def unit_blocks(model):
+    """The ranked states, (layer, state) from ("1", "h"), in the order their units are numbered across."""
+    return [(k, s) for k in range(1, model.config.num_layers + 1) for s in model.cell.state_names]
+
+
+def check_recurrent(model, what):
+    """ValueError unless ``model`` is recurrent (``what`` names what needs it)."""
+    if model.context_length is not None:
+        raise ValueError(f"{what} reads a recurrent model's units; a gpt model has none (inspect --attention "
+                         "shows its attention)")
+
+
+def scan(model, vocab, text, readers):
+    """Read ``text`` (a Text) once through ``model``, handing each piece's units and its first row's number
+    to each reader's ``add(units, row)``; a reader's results are read from it afterwards."""
+    check_recurrent(model, "neurons")
+    row = 0
+    for piece in read_pieces(model, vocab, text.pieces, scores=False, states=True):
+        for reader in readers:
+            reader.add(piece.units, row)
+        row += len(piece.codes)
+
+
+def correlate(model, vocab, text, feature):
+    """Every unit's ``UnitScore`` for ``feature`` (features.py) over ``text``, the largest |r| first."""
+    correlation = Correlation(model, feature_values_of(feature, text))
+    scan(model, vocab, text, [correlation])
+    return correlation.ranking()
+
+
+def saturation(model, vocab, text):
+    """A ``GateSaturation`` for each layer and logistic gate, over ``text``."""
+    counter = Saturation(model)
+    scan(model, vocab, text, [counter])
+    return counter.fractions()
+
+
+def feature_values_of(feature, text):
+    """(N,) float64 values of ``feature`` over ``text``; ValueError if they are all alike (nothing to correlate)."""
+    values = feature_function(feature)(text.string)
+    if not len(values) or values.min() == values.max():
+        raise ValueError(f"the feature {feature} is the same for every character of this text ({values[:1].sum():g}):"
+                         " nothing to correlate with")
+    return values
+
+
+class Correlation:
+    """Pearson's r of every unit with a feature, from running means, sums of squares and co-moments (Chan,
+    Golub and LeVeque's pairwise update, in float64), so a text of any length costs O(units) memory."""
+
+    def __init__(self, model, feature):
+        self.blocks, self.feature = unit_blocks(model), feature  # feature: (N,) values, one per row
+        self.hidden_size = H = model.config.hidden_size
+        self.n, self.mean_f, self.m2_f = 0, 0.0, 0.0
+        self.mean_x, self.m2_x, self.co = (np.zeros(len(self.blocks) * H) for _ in range(3))  # (U,) each
+
+    def add(self, units, row):
+        x = np.concatenate([units[f"layer{k}/{s}"] for k, s in self.blocks], axis=1).astype(np.float64)  # (n, U)
+        f = self.feature[row : row + len(x)]  # (n,)
+        nb = len(f)
+        mean_x, mean_f = x.mean(axis=0), f.mean()
+        dx, df = x - mean_x, f - mean_f
+        n = self.n + nb
+        delta_x, delta_f, weight = mean_x - self.mean_x, mean_f - self.mean_f, self.n * nb / n
+        self.mean_x += delta_x * (nb / n)
+        self.mean_f += delta_f * (nb / n)
+        self.m2_x += np.einsum("nu,nu->u", dx, dx) + delta_x**2 * weight
+        self.m2_f += df @ df + delta_f**2 * weight
+        self.co += df @ dx + delta_x * delta_f * weight
+        self.n = n
+
+    def r(self):
+        """(U,) Pearson r of each unit, numbered across ``unit_blocks``; nan for a unit that never changes."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.co / np.sqrt(self.m2_x * self.m2_f)
+
+    def ranking(self):
+        """Every unit's UnitScore, the largest |r| first (units that never change last)."""
+        r, H = self.r(), self.hidden_size
+        order = np.argsort(-np.nan_to_num(np.abs(r), nan=-1.0), kind="stable")
+        return [UnitScore(*self.blocks[u // H], int(u % H), float(r[u])) for u in order]
+
+
+class Saturation:
+    """Counts, for each layer's logistic gates, the characters after which each unit is below 0.1 or above 0.9."""
+
+    def __init__(self, model):
+        check_recurrent(model, "saturation")
+        cell = model.cell
+        if not cell.logistic_gates:
+            raise ValueError(f"saturation is measured on gates, and an {model.config.model} has none (lstm and gru "
+                             "have)")
+        H = model.config.hidden_size
+        self.gates = [(k, g) for k in range(1, model.config.num_layers + 1)
+                      for g in cell.gate_names[: cell.logistic_gates]]
+        self.left = {key: np.zeros(H, np.int64) for key in self.gates}
+        self.right = {key: np.zeros(H, np.int64) for key in self.gates}
+        self.n = 0
+
+    def add(self, units, row):
+        for k, g in self.gates:
+            values = units[f"layer{k}/gate_{g}"]  # (n, H)
+            self.left[k, g] += (values < LEFT).sum(axis=0)
+            self.right[k, g] += (values > RIGHT).sum(axis=0)
+        self.n += len(values)
+
+    def fractions(self):
+        """A GateSaturation for each layer and gate, in order."""
+        return [GateSaturation(k, g, self.left[k, g] / self.n, self.right[k, g] / self.n) for k, g in self.gates]
+
+
+class UnitTrace:
+    """Keeps one unit's value after every character (for colouring a text by it): ``values`` (N,)."""
+
+    def __init__(self, model, layer, unit, state="h"):
+        cfg = model.config
+        if not 1 <= layer <= cfg.num_layers:
+            raise ValueError(f"layer {layer} is out of range: this model's layers are 1 to {cfg.num_layers}")
+        if not 0 <= unit < cfg.hidden_size:
+            raise ValueError(f"unit {unit} is out of range: this model's units are 0 to {cfg.hidden_size - 1}")
+        names = model.state_names()
+        if state not in names:
+            raise ValueError(f"{cfg.model} has no state {state!r}; it has {', '.join(names)}")
+        self.name, self.unit, self.parts = f"layer{layer}/{state}", unit, []
+
+    def add(self, units, row):
+        self.parts.append(units[self.name][:, self.unit].astype(np.float64))
+
+    @property
+    def values(self):
+        return np.concatenate(self.parts) if self.parts else np.zeros(0)
+
+
+class ActivationDump:
+    """Writes every activation of a text to an ``.npz`` as it is read: arrays ``layer{L}/{name}`` (N, H), row i
+    the state after character i (names as ``CharRNN.forward_states``'s). Each array goes to a ``.npy`` file
+    beside ``path`` as its rows come; ``close`` stores them in the ``.npz`` (uncompressed, so ``np.load(...,
+    mmap_mode)`` can map them) atomically, deleting each as it goes. Refuses, before writing, a dump larger
+    than the free space on the disk holding ``path`` (it needs its size and one array's more)."""
+
+    def __init__(self, model, path, rows):
+        cfg = model.config
+        self.names = [f"layer{k}/{name}" for k in range(1, cfg.num_layers + 1) for name in model.state_names()]
+        self.path, self.shape, self.dtype = path, (rows, cfg.hidden_size), model.dtype
+        size = len(self.names) * rows * cfg.hidden_size * self.dtype.itemsize
+        directory = os.path.dirname(os.path.abspath(path))
+        free = shutil.disk_usage(directory).free
+        if size * (1 + 1 / len(self.names)) > free:
+            raise ValueError(f"{path}: the activations of {rows:,} characters take {_size(size)} and the disk has "
+                             f"{_size(free)} free; dump a shorter text")
+        self.size = size
+        self.tmp = tempfile.mkdtemp(prefix=".tmp-dump-", dir=directory)
+        self.arrays = {name: np.lib.format.open_memmap(self._file(name), "w+", self.dtype, self.shape)
+                       for name in self.names}
+
+    def _file(self, name):
+        return os.path.join(self.tmp, name.replace("/", "-") + ".npy")
+
+    def add(self, units, row):
+        for name in self.names:
+            self.arrays[name][row : row + len(units[name])] = units[name]
+
+    def close(self):
+        """Write the ``.npz`` (when every row is in) and remove the temporary files."""
+        try:
+            for array in self.arrays.values():
+                array.flush()
+            self.arrays.clear()
+
+            def write(f):
+                with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                    for name in self.names:
+                        archive.write(self._file(name), name + ".npy")
+                        os.unlink(self._file(name))
+
+            write_atomically(self.path, ".npz", write)
+        finally:
+            self.discard()
+
+    def discard(self):
+        """Remove the temporary files (the ``.npz`` is not written)."""
+        self.arrays.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _size(nbytes):
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
