@@ -167,7 +167,8 @@ def _check_feature(ctx, param, value):
 @click.option("--feature", callback=_check_feature, metavar="F",
               help=f"Rank the units by Pearson correlation with a feature of each character: {', '.join(FEATURES)} "
               "(docs/inspect.md defines them).")
-@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Units listed (and on the page).")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Units listed (and on the page).")
 @click.option("--json", "as_json", is_flag=True,
               help='JSON: with --feature a list of {"layer", "state", "unit", "r"}; with --saturation a list of '
               '{"layer", "gate", "left", "right"}, the fractions for each unit.')
@@ -238,33 +239,36 @@ def _check_combination(feature, saturation, show, dump, html, plot, as_json):
 
 
 def _report_neurons(ckpt, text, file, readers, feature, top, as_json, html, plot, checkpoint):
-    out = console()
     if readers["trace"] is not None:
-        out.print(_unit_text(ckpt.vocab, text, readers["trace"]))
+        console().print(_unit_text(ckpt.vocab, text, readers["trace"]))
     if readers["correlation"] is not None:
         ranking = readers["correlation"].ranking()[:top]
-        if as_json:
-            click.echo(json.dumps([u.to_json() for u in ranking]))
-        else:
-            table = Table("layer", "state", "unit", "r", title=f"units by |r| with {feature} over {len(text):,} characters")
-            for u in ranking:
-                table.add_row(str(u.layer), u.state, str(u.unit), f"{u.r:+.4f}")
-            out.print(table)
+        _print_ranking(ranking, feature, len(text), as_json)
         if html is not None:
             with user_errors():
                 page = units_page(ckpt.model, ckpt.vocab, text, ranking)
                 write_page(html, page.data(f"the top units by |r| with {feature}"),
                            title=f"{os.path.basename(file)}: {feature}", source=f"{checkpoint} reading {file}")
             if not as_json:
-                out.print(f"wrote {html}")
+                click.echo(f"wrote {html}")
     if readers["saturation"] is not None:
         gates = readers["saturation"].fractions()
         if as_json:
             click.echo(json.dumps([g.to_json() for g in gates]))
         else:
-            out.print(_saturation_table(gates, len(text)))
+            console().print(_saturation_table(gates, len(text)))
         if plot is not None:
             _plot_saturation(gates, plot)
+
+
+def _print_ranking(ranking, feature, chars, as_json):
+    if as_json:
+        click.echo(json.dumps([u.to_json() for u in ranking]))
+        return
+    table = Table("layer", "state", "unit", "r", title=f"units by |r| with {feature} over {chars:,} characters")
+    for u in ranking:
+        table.add_row(str(u.layer), u.state, str(u.unit), f"{u.r:+.4f}")
+    console().print(table)
 
 
 def _saturation_table(gates, chars):
