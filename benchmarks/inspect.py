@@ -5,8 +5,8 @@
 
 An LSTM 128x2 with random weights (speed does not depend on what a model learnt) over tinyshakespeare's
 characters reads the first --chars characters of the corpus (repeated where it is shorter), in a fresh
-interpreter per measurement: evaluate_file (what `eval` runs); the neurons pass (read_text, the line-position feature
-and neurons.scan with a Correlation: what `neurons --feature line-position` runs, less its table); and the inspect pass
+interpreter per measurement: evaluate_file (what `eval` runs); the neurons pass (the line-position feature and
+neurons.scan with a Correlation: what `neurons --feature line-position` runs, less its table); and the inspect pass
 (inspect_file with the top 5: what `inspect --json` reads, less the printing). One pass each, chars/s and the
 process's peak RSS; each ratio is eval's best time over the other's (above 1/3: within 3x of eval).
 """
@@ -49,16 +49,16 @@ def eval_pass(chars):
 
 
 def neurons_pass(chars):
-    from charrnn.inference.neurons import Correlation, feature_values_of, read_text, scan
+    from charrnn.inference.inspect import file_codes
+    from charrnn.inference.neurons import Correlation, feature_stream, scan
 
     model, vocab, path = _setup(chars)
 
     def run():
-        text = read_text(vocab, path)
-        correlation = Correlation(model, feature_values_of("line-position", text))
-        scan(model, vocab, text, [correlation])
+        correlation = Correlation(model, vocab, feature_stream("line-position", vocab, path))
+        rows = scan(model, vocab, file_codes(vocab, path), [correlation])
         correlation.ranking()
-        return len(text)
+        return rows
 
     return timed(run)
 

@@ -10,21 +10,11 @@ import numpy as np
 import pytest
 
 from charrnn.inference.evaluate import evaluate_file, evaluate_text
-from charrnn.inference.features import FeatureError, feature_values
-from charrnn.inference.inspect import SEQ_LENGTH, inspect_file, inspect_text
-from charrnn.inference.neurons import (
-    ActivationDump,
-    Correlation,
-    Saturation,
-    correlate,
-    feature_values_of,
-    read_text,
-    saturation,
-    scan,
-    text_of_codes,
-)
+from charrnn.inference.features import FeatureError, FeatureStream, feature_values
+from charrnn.inference.inspect import SEQ_LENGTH, inspect_file, inspect_text, text_codes
+from charrnn.inference.neurons import ActivationDump, Correlation, Saturation, correlate, saturation, scan
 from charrnn.inference.pages import PageText, page_html, units_page
-from charrnn.io.corpus import Vocab, text_to_codes
+from charrnn.io.corpus import Vocab
 from charrnn.models.gpt import CharGPT, GPTConfig
 from charrnn.models.rnn import CharRNN, ModelConfig
 from charrnn.models.rnn_steppers import Stepper
@@ -136,10 +126,9 @@ def test_gpt_attention_is_the_models_own_on_a_short_text():
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_the_dump_holds_steppers_states_and_gates_and_r_is_numpys(cell, tmp_path):
     model = rnn(cell)
-    text = text_of_codes([text_to_codes(TEXT, False)])
-    feature = feature_values_of("bracket-depth", text)
-    correlation, dump = Correlation(model, feature), ActivationDump(model, str(tmp_path / "acts.npz"), len(text))
-    scan(model, VOCAB, text, [correlation, dump])
+    correlation = Correlation(model, VOCAB, FeatureStream("bracket-depth"))
+    dump = ActivationDump(model, str(tmp_path / "acts.npz"), len(TEXT))
+    assert scan(model, VOCAB, text_codes(VOCAB, TEXT), [correlation, dump]) == len(TEXT)
     dump.close()
     acts = np.load(tmp_path / "acts.npz")
     names = model.state_names()
@@ -150,6 +139,7 @@ def test_the_dump_holds_steppers_states_and_gates_and_r_is_numpys(cell, tmp_path
         for name in names:
             assert acts[f"layer{k}/{name}"].shape == (len(TEXT), 12)
             np.testing.assert_allclose(acts[f"layer{k}/{name}"], [s[k, name] for _, s in reference], atol=1e-9)
+    feature = feature_values("bracket-depth", TEXT)
     units = [f"layer{k}/{s}" for k in (1, 2) for s in model.cell.state_names]
     expected = [np.corrcoef(acts[name][:, u], feature)[0, 1] for name in units for u in range(12)]
     np.testing.assert_allclose(correlation.r(), expected, atol=1e-12)
@@ -163,7 +153,7 @@ def test_correlate_reads_a_file_and_ranks_every_unit(tmp_path):
     path = tmp_path / "text.txt"
     path.write_text(TEXT, encoding="utf-8")
     model = rnn("lstm")
-    ranking = correlate(model, VOCAB, read_text(VOCAB, str(path)), "quote")
+    ranking = correlate(model, VOCAB, str(path), "quote")
     assert len(ranking) == 2 * 2 * 12 and {u.state for u in ranking} == {"h", "c"}
     assert abs(ranking[0].r) >= abs(ranking[-1].r) and ranking[0].to_json().keys() == {"layer", "state", "unit", "r"}
 
@@ -182,9 +172,10 @@ def forced(cell, bias):
     ("lstm", [20.0, -20.0, 0.0, 0.0], {"i": (0, 1), "f": (1, 0), "o": (0, 0)}),  # open, shut, half
     ("gru", [-20.0, 20.0, 0.0], {"r": (1, 0), "z": (0, 1)}),
 ])
-def test_saturation_counts_gates_forced_open_and_shut(cell, bias, expected):
+def test_saturation_counts_gates_forced_open_and_shut(cell, bias, expected, tmp_path):
     model = forced(cell, bias)
-    gates = saturation(model, VOCAB, text_of_codes([text_to_codes(TEXT, False)]))
+    (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
+    gates = saturation(model, VOCAB, str(tmp_path / "text.txt"))
     assert [(g.layer, g.gate) for g in gates] == [(k, g) for k in (1, 2) for g in expected]
     for g in gates:
         assert (g.left == expected[g.gate][0]).all() and (g.right == expected[g.gate][1]).all()
@@ -192,14 +183,13 @@ def test_saturation_counts_gates_forced_open_and_shut(cell, bias, expected):
 
 def test_saturation_is_a_fraction_of_the_characters():
     model = rnn("lstm", seed=3)
-    text = text_of_codes([text_to_codes(TEXT, False)])
     counter, dump_rows = Saturation(model), []
 
     class Rows:
-        def add(self, units, row):
-            dump_rows.append(units["layer2/gate_f"])
+        def add(self, piece, row):
+            dump_rows.append(piece.units["layer2/gate_f"])
 
-    scan(model, VOCAB, text, [counter, Rows()])
+    scan(model, VOCAB, text_codes(VOCAB, TEXT), [counter, Rows()])
     f = np.concatenate(dump_rows)
     (gate,) = [g for g in counter.fractions() if (g.layer, g.gate) == (2, "f")]
     np.testing.assert_allclose(gate.left, (f < 0.1).mean(axis=0))
@@ -252,10 +242,24 @@ def test_regex_marks_the_characters_inside_each_match():
         feature_values("quotes", "text")
 
 
+@pytest.mark.parametrize("name", ["quote", "line-position", "indent", "bracket-depth", "regex:[a-z]+ *"])
+def test_a_feature_read_piece_by_piece_is_the_same(name):
+    text = 'if x:\n\t  say("a \\"(b)\\" [c]", {d})  # e\n    "f\n' * 3
+    whole = feature_values(name, text)
+    for cut in range(1, len(text)):  # every split into two pieces, and into pieces of every length
+        stream = FeatureStream(name, text)
+        assert np.array_equal(np.concatenate([stream.values(text[:cut]), stream.values(text[cut:])]), whole)
+        stream = FeatureStream(name, text)
+        assert np.array_equal(np.concatenate([stream.values(text[i : i + cut]) for i in range(0, len(text), cut)]),
+                              whole)
+
+
 def test_a_feature_the_same_everywhere_has_nothing_to_correlate_with():
-    text = text_of_codes([text_to_codes("no brackets here", False)])
+    model = rnn("gru")
+    correlation = Correlation(model, VOCAB, FeatureStream("bracket-depth"))
+    scan(model, VOCAB, text_codes(VOCAB, "no brackets here"), [correlation])
     with pytest.raises(ValueError, match="nothing to correlate"):
-        feature_values_of("bracket-depth", text)
+        correlation.ranking()
 
 
 # ---- pages
@@ -285,17 +289,17 @@ class Page(HTMLParser):
             self.data = json.loads(data)
 
 
-def test_pages_parse_are_self_contained_and_carry_the_text():
+def test_pages_parse_are_self_contained_and_carry_the_text(tmp_path):
     model = rnn("lstm")
-    text = text_of_codes([text_to_codes(TEXT, False)])
-    ranking = correlate(model, VOCAB, text, "quote")[:3]
-    page = units_page(model, VOCAB, text, ranking, top_k=2, limit=100)
+    (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
+    ranking = correlate(model, VOCAB, str(tmp_path / "text.txt"), "quote")[:3]
+    page = units_page(model, VOCAB, text_codes(VOCAB, TEXT), ranking, len(TEXT), top_k=2, limit=100)
     parsed = Page(page_html(page.data("summary"), title="a <title>", source="x & y"))
     assert parsed.stack == [] and parsed.remote == []
     data = parsed.data
     assert "".join(data["chars"]) == TEXT[:100] and len(data["logprob"]) == len(data["top"]) == 100
     assert [u["label"] for u in data["units"]] == [u.label() for u in ranking] and data["show"] == "units"
-    assert len(data["units"][0]["values"]) == 100 and "first 100 of" in data["summary"]
+    assert len(data["units"][0]["values"]) == 100 and f"first 100 of {len(TEXT):,}" in data["summary"]
     assert data["logprob"][TEXT.index("Z")] is None and len(data["top"][0]) == 2
 
 

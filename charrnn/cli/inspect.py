@@ -11,16 +11,16 @@ import numpy as np
 from rich.table import Table
 from rich.text import Text as RichText
 
-from ..inference.features import FEATURES, feature_function
-from ..inference.inspect import inspect_file
+from ..inference.features import FEATURES, check_feature
+from ..inference.inspect import file_codes, inspect_file
 from ..inference.neurons import (
     ActivationDump,
     Correlation,
     Saturation,
     UnitTrace,
     check_recurrent,
-    feature_values_of,
-    read_text,
+    count_chars,
+    feature_stream,
     scan,
 )
 from ..inference.pages import MAX_PAGE_CHARS, PageText, char_texts, symbol_texts, top_lists, units_page, write_page
@@ -155,7 +155,7 @@ def _parse_unit(ctx, param, value):
 def _check_feature(ctx, param, value):
     if value is not None:
         try:
-            feature_function(value)
+            check_feature(value)
         except ValueError as e:
             raise click.BadParameter(str(e)) from None
     return value
@@ -207,22 +207,21 @@ def neurons(checkpoint, file, feature, top, as_json, show, html, dump, saturatio
         ckpt = load_checkpoint(checkpoint)
         model, vocab = ckpt.model, ckpt.vocab
         check_recurrent(model, "neurons")
-        text = read_text(vocab, file)
-        readers = {"correlation": Correlation(model, feature_values_of(feature, text)) if feature else None,
+        readers = {"correlation": Correlation(model, vocab, feature_stream(feature, vocab, file)) if feature else None,
                    "saturation": Saturation(model) if saturation else None,
                    "trace": UnitTrace(model, *show) if show else None}
-        dumper = ActivationDump(model, dump, len(text)) if dump else None
+        dumper = ActivationDump(model, dump, count_chars(vocab, file)) if dump else None
         try:
-            scan(model, vocab, text, [r for r in (*readers.values(), dumper) if r is not None])
+            rows = scan(model, vocab, file_codes(vocab, file), [r for r in (*readers.values(), dumper) if r])
         except BaseException:
             if dumper is not None:
                 dumper.discard()
             raise
         if dumper is not None:
             dumper.close()
-    _report_neurons(ckpt, text, file, readers, feature, top, as_json, html, plot, checkpoint)
+        _report_neurons(ckpt, file, rows, readers, feature, top, as_json, html, plot, checkpoint)
     if dump is not None and not as_json:
-        click.echo(f"wrote {dump} ({len(text):,} rows)")
+        click.echo(f"wrote {dump} ({rows:,} rows)")
 
 
 def _check_combination(feature, saturation, show, dump, html, plot, as_json):
@@ -238,17 +237,17 @@ def _check_combination(feature, saturation, show, dump, html, plot, as_json):
         raise click.UsageError("--show colours the text in the terminal; it does not go with --json")
 
 
-def _report_neurons(ckpt, text, file, readers, feature, top, as_json, html, plot, checkpoint):
+def _report_neurons(ckpt, file, rows, readers, feature, top, as_json, html, plot, checkpoint):
+    model, vocab = ckpt.model, ckpt.vocab
     if readers["trace"] is not None:
-        console().print(_unit_text(ckpt.vocab, text, readers["trace"]))
+        console().print(_unit_text(vocab, np.concatenate(list(file_codes(vocab, file))), readers["trace"]))
     if readers["correlation"] is not None:
         ranking = readers["correlation"].ranking()[:top]
-        _print_ranking(ranking, feature, len(text), as_json)
+        _print_ranking(ranking, feature, rows, as_json)
         if html is not None:
-            with user_errors():
-                page = units_page(ckpt.model, ckpt.vocab, text, ranking)
-                write_page(html, page.data(f"the top units by |r| with {feature}"),
-                           title=f"{os.path.basename(file)}: {feature}", source=f"{checkpoint} reading {file}")
+            page = units_page(model, vocab, file_codes(vocab, file), ranking, rows)
+            write_page(html, page.data(f"the top units by |r| with {feature}"),
+                       title=f"{os.path.basename(file)}: {feature}", source=f"{checkpoint} reading {file}")
             if not as_json:
                 click.echo(f"wrote {html}")
     if readers["saturation"] is not None:
@@ -256,7 +255,7 @@ def _report_neurons(ckpt, text, file, readers, feature, top, as_json, html, plot
         if as_json:
             click.echo(json.dumps([g.to_json() for g in gates]))
         else:
-            console().print(_saturation_table(gates, len(text)))
+            console().print(_saturation_table(gates, rows))
         if plot is not None:
             _plot_saturation(gates, plot)
 
@@ -286,19 +285,18 @@ def _saturation_table(gates, chars):
 def _plot_saturation(gates, output):
     from ..plot import plot_saturation
 
-    with user_errors():
-        try:
-            plot_saturation(gates, output)
-        except ImportError:
-            raise click.ClickException("plotting needs matplotlib: pip install 'charrnn[plot]'") from None
+    try:
+        plot_saturation(gates, output)
+    except ImportError:
+        raise click.ClickException("plotting needs matplotlib: pip install 'charrnn[plot]'") from None
     click.echo(f"wrote {output}", err=True)
 
 
-def _unit_text(vocab, text, trace):
+def _unit_text(vocab, codes, trace):
     values = trace.values
     scale = max(1.0, float(np.abs(values).max())) if len(values) else 1.0
     styles = [UNIT_STYLES[b] for b in np.digitize(values / scale, UNIT_EDGES).tolist()]
-    shown = _styled(char_texts(vocab, np.concatenate(text.pieces)), styles)
+    shown = _styled(char_texts(vocab, codes), styles)
     legend = RichText(f"\n{trace.name} unit {trace.unit}: ")
     for value, style in zip((-1, -0.6, -0.3, 0, 0.3, 0.6, 1), UNIT_STYLES):
         legend.append(f" {value * scale:+.1f} ", style=style or "reverse")

@@ -1,69 +1,57 @@
 """A recurrent model's units, read over a text: which track a feature of it, how often the gates saturate, and
 every activation written out for a notebook.
 
-    text = read_text(vocab, "held_out.py")                    # the file's codes and the text they spell
-    ranking = correlate(model, vocab, text, "bracket-depth")  # [UnitScore(layer, state, unit, r)], |r| first
-    gates = saturation(model, vocab, text)                    # [GateSaturation(layer, gate, left (H,), right (H,))]
+    ranking = correlate(model, vocab, "held_out.py", "bracket-depth")  # [UnitScore(layer, state, unit, r)], |r| first
+    gates = saturation(model, vocab, "held_out.py")      # [GateSaturation(layer, gate, left (H,), right (H,))]
+    scan(model, vocab, file_codes(vocab, path), [Correlation(...), Saturation(model), ActivationDump(...)])
 
-Both read the text in one pass (inspect.py's ``read_pieces``: the chunks and state of ``charrnn eval``) and
-keep only running sums, so memory does not grow with the text; ``scan`` runs several readers of the pass at
-once (a ``Correlation``, a ``Saturation``, an ``ActivationDump``, a ``UnitTrace``). Units are h (and c for
-an LSTM) of every layer, layers numbered from 1, units from 0; the rows of a text are the states after each
-of its characters (a character outside the vocabulary, which the model does not read, repeats the row
-before it). Saturation follows Karpathy, Johnson and Fei-Fei (2015, figure 3): a logistic gate is
-left-saturated below 0.1 and right-saturated above 0.9.
+``scan`` reads a text once (inspect.py's ``read_pieces``: the passes and state of ``charrnn eval``) and hands
+each piece to several readers; each keeps running sums (a ``Correlation``, a ``Saturation``), writes as it goes
+(an ``ActivationDump``) or keeps one unit's values (a ``UnitTrace``), so memory does not grow with the text
+(a regex feature is matched once against the whole text: features.py). Units are h (and c for an LSTM) of
+every layer, layers numbered from 1, units from 0; the rows of a text are the states after each of its
+characters (a character outside the vocabulary, which the model does not read, repeats the row before it).
+Saturation follows Karpathy, Johnson and Fei-Fei (2015, figure 3): a logistic gate is left-saturated below
+0.1 and right-saturated above 0.9.
 """
 
 import os
 import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 from ..io.atomic import write_atomically
-from ..io.corpus import read_codes
-from .features import feature_function
-from .inspect import read_pieces
+from .features import FeatureStream, check_feature
+from .inspect import codes_text, file_codes, read_pieces
 
 LEFT, RIGHT = 0.1, 0.9  # a logistic gate's saturation thresholds
 
 
-@dataclass
-class Text:
-    """A text as the model reads it: its codes (code points, or bytes for a byte model), in pieces, and the
-    string the features read (a byte model's bytes as Latin-1, one character each)."""
-
-    pieces: list  # of (n,) uint32 arrays
-    string: str
-
-    def __len__(self):
-        return len(self.string)
-
-    def head(self, n):
-        """The Text of the first ``n`` characters."""
-        pieces, left = [], n
-        for codes in self.pieces:
-            if left <= 0:
-                break
-            pieces.append(codes[:left])
-            left -= len(pieces[-1])
-        return Text(pieces, self.string[:n])
+def feature_stream(feature, vocab, path):
+    """A FeatureStream of ``feature`` for the file at ``path`` (a regex reads the whole text once, to match it)."""
+    if check_feature(feature) is None:
+        return FeatureStream(feature)
+    stream = FeatureStream(feature, "".join(codes_text(vocab, codes) for codes in file_codes(vocab, path)))
+    if not len(stream.spans):
+        raise ValueError(f"{feature} matches nothing in {path}: nothing to correlate with")
+    return stream
 
 
-def read_text(vocab, path):
-    """The file at ``path`` as a ``Text`` (CorpusError if it does not decode in the model's encoding)."""
-    hint = f"this model reads {vocab.encoding} text (a model trained with --bytes reads any file)"
-    pieces = list(read_codes(path, vocab.encoding, vocab.bytes_mode, hint=hint))
-    return text_of_codes(pieces)
+def count_chars(vocab, path):
+    """The characters (rows) of the file at ``path``: a pass of decoding, nothing kept."""
+    return sum(len(codes) for codes in file_codes(vocab, path))
 
 
-def text_of_codes(pieces):
-    """A ``Text`` of code arrays."""
-    codes = np.concatenate(pieces) if pieces else np.zeros(0, np.uint32)
-    return Text(pieces, codes.astype("<u4").tobytes().decode("utf-32-le"))
+def head(pieces, n):
+    """The first ``n`` characters of code ``pieces``, as pieces."""
+    for codes in pieces:
+        if n <= 0:
+            return
+        yield codes[:n]
+        n -= len(codes)
 
 
 class UnitScore(NamedTuple):
@@ -102,53 +90,47 @@ def check_recurrent(model, what):
                          "shows its attention)")
 
 
-def scan(model, vocab, text, readers):
-    """Read ``text`` (a Text) once through ``model``, handing each piece's units and its first row's number
-    to each reader's ``add(units, row)``; a reader's results are read from it afterwards."""
+def scan(model, vocab, pieces, readers):
+    """Read a text, as code ``pieces`` (inspect.py's ``file_codes``, ``text_codes``), once through ``model``,
+    handing each inspect.py Piece (its codes and units) and its first row's number to each reader's
+    ``add(piece, row)``; return the number of rows (characters) read. A reader's results are read from it
+    afterwards."""
     check_recurrent(model, "neurons")
     row = 0
-    for piece in read_pieces(model, vocab, text.pieces, scores=False, states=True):
+    for piece in read_pieces(model, vocab, pieces, scores=False, states=True):
         for reader in readers:
-            reader.add(piece.units, row)
+            reader.add(piece, row)
         row += len(piece.codes)
+    return row
 
 
-def correlate(model, vocab, text, feature):
-    """Every unit's ``UnitScore`` for ``feature`` (features.py) over ``text``, the largest |r| first."""
-    correlation = Correlation(model, feature_values_of(feature, text))
-    scan(model, vocab, text, [correlation])
+def correlate(model, vocab, path, feature):
+    """Every unit's ``UnitScore`` for ``feature`` (features.py) over the file at ``path``, the largest |r| first."""
+    correlation = Correlation(model, vocab, feature_stream(feature, vocab, path))
+    scan(model, vocab, file_codes(vocab, path), [correlation])
     return correlation.ranking()
 
 
-def saturation(model, vocab, text):
-    """A ``GateSaturation`` for each layer and logistic gate, over ``text``."""
+def saturation(model, vocab, path):
+    """A ``GateSaturation`` for each layer and logistic gate, over the file at ``path``."""
     counter = Saturation(model)
-    scan(model, vocab, text, [counter])
+    scan(model, vocab, file_codes(vocab, path), [counter])
     return counter.fractions()
 
 
-def feature_values_of(feature, text):
-    """(N,) float64 values of ``feature`` over ``text``; ValueError if they are all alike (nothing to correlate)."""
-    values = feature_function(feature)(text.string)
-    if not len(values) or values.min() == values.max():
-        raise ValueError(f"the feature {feature} is the same for every character of this text ({values[:1].sum():g}):"
-                         " nothing to correlate with")
-    return values
-
-
 class Correlation:
-    """Pearson's r of every unit with a feature, from running means, sums of squares and co-moments (Chan,
-    Golub and LeVeque's pairwise update, in float64), so a text of any length costs O(units) memory."""
+    """Pearson's r of every unit with a feature (a features.FeatureStream), from running means, sums of squares
+    and co-moments (Chan, Golub and LeVeque's pairwise update, in float64): O(units) memory for any text."""
 
-    def __init__(self, model, feature):
-        self.blocks, self.feature = unit_blocks(model), feature  # feature: (N,) values, one per row
+    def __init__(self, model, vocab, feature):
+        self.vocab, self.feature, self.blocks = vocab, feature, unit_blocks(model)
         self.hidden_size = H = model.config.hidden_size
         self.n, self.mean_f, self.m2_f = 0, 0.0, 0.0
         self.mean_x, self.m2_x, self.co = (np.zeros(len(self.blocks) * H) for _ in range(3))  # (U,) each
 
-    def add(self, units, row):
-        x = np.concatenate([units[f"layer{k}/{s}"] for k, s in self.blocks], axis=1).astype(np.float64)  # (n, U)
-        f = self.feature[row : row + len(x)]  # (n,)
+    def add(self, piece, row):
+        x = np.concatenate([piece.units[f"layer{k}/{s}"] for k, s in self.blocks], axis=1).astype(np.float64)  # (n, U)
+        f = self.feature.values(codes_text(self.vocab, piece.codes))  # (n,)
         nb = len(f)
         mean_x, mean_f = x.mean(axis=0), f.mean()
         dx, df = x - mean_x, f - mean_f
@@ -167,7 +149,11 @@ class Correlation:
             return self.co / np.sqrt(self.m2_x * self.m2_f)
 
     def ranking(self):
-        """Every unit's UnitScore, the largest |r| first (units that never change last)."""
+        """Every unit's UnitScore, the largest |r| first (units that never change last); ValueError if the
+        feature was the same for every character (nothing to correlate with)."""
+        if self.m2_f == 0:
+            raise ValueError(f"the feature {self.feature.name} is the same for every character of this text "
+                             f"({self.mean_f:g}): nothing to correlate with")
         r, H = self.r(), self.hidden_size
         order = np.argsort(-np.nan_to_num(np.abs(r), nan=-1.0), kind="stable")
         return [UnitScore(*self.blocks[u // H], int(u % H), float(r[u])) for u in order]
@@ -189,9 +175,9 @@ class Saturation:
         self.right = {key: np.zeros(H, np.int64) for key in self.gates}
         self.n = 0
 
-    def add(self, units, row):
+    def add(self, piece, row):
         for k, g in self.gates:
-            values = units[f"layer{k}/gate_{g}"]  # (n, H)
+            values = piece.units[f"layer{k}/gate_{g}"]  # (n, H)
             self.left[k, g] += (values < LEFT).sum(axis=0)
             self.right[k, g] += (values > RIGHT).sum(axis=0)
         self.n += len(values)
@@ -215,8 +201,8 @@ class UnitTrace:
             raise ValueError(f"{cfg.model} has no state {state!r}; it has {', '.join(names)}")
         self.name, self.unit, self.parts = f"layer{layer}/{state}", unit, []
 
-    def add(self, units, row):
-        self.parts.append(units[self.name][:, self.unit].astype(np.float64))
+    def add(self, piece, row):
+        self.parts.append(piece.units[self.name][:, self.unit].astype(np.float64))
 
     @property
     def values(self):
@@ -248,9 +234,9 @@ class ActivationDump:
     def _file(self, name):
         return os.path.join(self.tmp, name.replace("/", "-") + ".npy")
 
-    def add(self, units, row):
+    def add(self, piece, row):
         for name in self.names:
-            self.arrays[name][row : row + len(units[name])] = units[name]
+            self.arrays[name][row : row + len(piece.codes)] = piece.units[name]
 
     def close(self):
         """Write the ``.npz`` (when every row is in) and remove the temporary files."""

@@ -19,8 +19,8 @@ import re
 import numpy as np
 
 from ..io.atomic import write_atomically
-from .inspect import read_pieces
-from .neurons import UnitTrace
+from .inspect import codes_text, read_pieces
+from .neurons import UnitTrace, head
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATE = os.path.join(HERE, "inspect.html")
@@ -38,7 +38,7 @@ def char_texts(vocab, codes):
     """Each code's text: a character, or for a byte model the byte's name as ``Vocab.symbol_text`` gives it."""
     if vocab.bytes_mode:
         return [vocab.symbol_text(int(c)) for c in codes]
-    return list(np.asarray(codes, "<u4").tobytes().decode("utf-32-le"))
+    return list(codes_text(vocab, codes))
 
 
 def symbol_texts(vocab):
@@ -106,18 +106,18 @@ class PageText:
         return data
 
 
-def units_page(model, vocab, text, units, top_k=5, limit=MAX_PAGE_CHARS):
-    """A PageText of ``text`` (a neurons.Text; its first ``limit`` characters) with its surprise and the
-    ``units`` (UnitScores) to colour it by, read in one pass."""
+def units_page(model, vocab, pieces, units, total, top_k=5, limit=MAX_PAGE_CHARS):
+    """A PageText of the first ``limit`` characters of a text of ``total``, given as code ``pieces``, with its
+    surprise and the ``units`` (neurons.py's UnitScores) to colour it by, read in one pass."""
     traces = [UnitTrace(model, u.layer, u.unit, u.state) for u in units]
     page, row = PageText(vocab, limit), 0
-    for piece in read_pieces(model, vocab, text.head(limit).pieces, top_k, scores=True, states=True):
+    for piece in read_pieces(model, vocab, head(pieces, limit), top_k, scores=True, states=True):
         page.add(piece)
         for trace in traces:
-            trace.add(piece.units, row)
+            trace.add(piece, row)
         row += len(piece.codes)
     page.add_units([(u.label(), u.r, trace.values) for u, trace in zip(units, traces)])
-    page.total = len(text)
+    page.total = total
     return page
 
 
