@@ -53,9 +53,9 @@ def charrnn_sample(samples, hidden, layers, length, seconds):
 
     vocab, model = _model("lstm", hidden, layers)
     if samples == 1:
-        run = lambda: sum(1 for _ in generate(model, vocab, "", length, random_seed=0))  # noqa: E731
+        run = lambda: sum(1 for _ in generate(model, vocab, "", length=length, random_seed=0))  # noqa: E731
     else:
-        run = lambda: samples * sum(1 for _ in generate_batch(model, vocab, samples, "", length, random_seed=0))  # noqa: E731
+        run = lambda: samples * sum(1 for _ in generate_batch(model, vocab, samples, "", length=length, random_seed=0))  # noqa: E731
     return {"chars_per_sec": harness.best_rate(run, seconds)}
 
 

@@ -50,7 +50,7 @@ def one_round(model, vocab, port, length, seed):
 
     body = {"length": length, "temperature": 0.8, "random_seed": seed}
     started = time.perf_counter()
-    expected = "".join(generate(model, vocab, "", length, 0.8, random_seed=seed))
+    expected = "".join(generate(model, vocab, "", length=length, temperature=0.8, random_seed=seed))
     library = time.perf_counter() - started
     plain, _, text = post(port, body)
     assert text == expected, "the server's text is not the library's"

@@ -2,6 +2,9 @@
 
 __version__ = "0.1.0"
 
+import sys
+
+from .inference import evaluate, sample
 from .inference.evaluate import evaluate_file, score_lines
 from .inference.sample import generate, generate_batch, sample_rngs
 from .io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -9,8 +12,12 @@ from .io.corpus import Vocab, load_corpus
 from .models.gpt import CharGPT, GPTConfig
 from .models.registry import build_model
 from .models.rnn import CharRNN, ModelConfig
-from .training.loop import TrainConfig, train
+from .training.loop import train
 from .training.presets import finetune_configs, preset_configs, resume_config
+from .training.run import TrainConfig
+
+# the modules' paths before the package had folders, as the documentation once named them, still import
+sys.modules[f"{__name__}.evaluate"], sys.modules[f"{__name__}.sample"] = evaluate, sample
 
 __all__ = [
     "CharGPT",

@@ -33,11 +33,10 @@ import numpy as np
 from ..models.rnn import RNN_KINDS
 from ..nn.cells import LayerBuffers, make_cell, make_step_weights
 from ..nn.layers import init_layer, layer_params, layer_shapes
-from ..nn.numerics import scatter_rows
+from ..nn.numerics import DTYPES, scatter_rows
 from ..nn.packed import Packed, model_params
 
 POOLS = ("last", "mean", "max")
-DTYPES = ("float32", "float64")
 
 
 @dataclass

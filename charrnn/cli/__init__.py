@@ -1,5 +1,7 @@
-"""The ``charrnn`` command line: one group over the language-model commands (lm.py), the commands that look
-inside a model (inspect.py) and ``classify`` (classify.py); usage errors become one line (errors.py)."""
+"""The ``charrnn`` command line: one group over the commands, a module per family: train.py (train),
+sample.py (sample), evaluate.py (eval), inspect.py (inspect, neurons), checkpoint.py (info, plot, export,
+import), serve.py (serve) and classify.py (the ``classify`` group); options they share (options.py); usage
+errors as one line (errors.py); reporters (report.py)."""
 
 import signal
 
@@ -7,11 +9,15 @@ import click
 
 from .. import __version__
 from ..engines.pool import keep_freed_memory
+from .checkpoint import export_command, import_command, info, plot
 from .classify import classify
 from .errors import one_line_usage_errors
-from .inspect import COMMANDS as INSPECT_COMMANDS
-from .lm import COMMANDS
+from .evaluate import eval_command
+from .inspect import inspect, neurons
 from .options import CONTEXT_SETTINGS
+from .sample import sample
+from .serve import serve
+from .train import train
 
 
 class CharrnnGroup(click.Group):
@@ -46,5 +52,6 @@ def main():
     keep_freed_memory()  # this process's allocator reuses pages, as the workers' (engines/pool.py)
 
 
-for command in (*COMMANDS, *INSPECT_COMMANDS, classify):
+for command in (train, sample, eval_command, inspect, neurons, info, plot, export_command, import_command, serve,
+                classify):
     main.add_command(command)

@@ -15,14 +15,13 @@ from ..classify.metrics import evaluate_predictions
 from ..classify.model import POOLS, ClassifierConfig
 from ..classify.predict import TextClassifier, load_classifier
 from ..classify.train import CLASS_WEIGHTS, LR_SCHEDULES, ClassifyTrainConfig, train_classifier, train_config_from
-from ..models.rnn import DTYPES, RNN_KINDS
-from ..nn.cells import ACTIVATIONS
-from ..nn.optim import CLIP_MODES, OPTIMIZERS
 from .errors import user_errors
-from .options import CONTEXT_SETTINGS, FiniteFloatRange, explicit
+from .options import CONTEXT_SETTINGS, FiniteFloatRange, declare, explicit, training_options
 from .report import ClassifyReporter, console
 
 MODEL_DEFAULTS, TRAIN_DEFAULTS = ClassifierConfig(0, 0), ClassifyTrainConfig()  # the options' defaults, defined once
+
+
 @click.group(context_settings=CONTEXT_SETTINGS)
 def classify():
     """Classify text with a bidirectional character encoder, in fastText's conventions.
@@ -35,69 +34,41 @@ def classify():
     """
 
 
+CLASSIFY_OPTIONS = {
+    "fmt": {"flags": ("--format",), "type": click.Choice(FORMATS), "default": TRAIN_DEFAULTS.format,
+            "show_default": True,
+            "help": "fasttext: __label__NAME tokens, then the text; tsv: LABEL<TAB>TEXT (labels comma-separated)."},
+    "valid_path": {"flags": ("--valid",), "type": click.Path(exists=True, dir_okay=False, readable=True),
+                   "help": "Validation file [default: hold out --valid-frac of FILE]."},
+    "valid_frac": {"type": FiniteFloatRange(0, 1, max_open=True), "default": TRAIN_DEFAULTS.valid_frac,
+                   "show_default": True, "help": "Fraction of FILE held out for validation."},
+    "bidirectional": {"flags": ("--bidirectional/--no-bidirectional",), "default": MODEL_DEFAULTS.bidirectional,
+                      "show_default": True, "help": "Also read each text backwards."},
+    "pool": {"type": click.Choice(POOLS), "default": MODEL_DEFAULTS.pool, "show_default": True,
+             "help": "last: the final states joined; mean, max: over the text's positions."},
+    "class_weight": {"type": click.Choice(CLASS_WEIGHTS), "default": TRAIN_DEFAULTS.class_weight, "show_default": True,
+                     "help": "balanced: each label's examples weigh N / (labels x its count), for unbalanced labels."},
+    "char_dropout": {"type": FiniteFloatRange(0, 1, max_open=True), "default": TRAIN_DEFAULTS.char_dropout,
+                     "show_default": True,
+                     "help": "Replace this fraction of training characters by the unknown one (so unseen characters "
+                     "are learnt)."},
+}
+
+
+def _classifier_default(name):
+    """The classifier's default for a shared training option: its configs' (``--eval-every``: once an epoch)."""
+    if name == "eval_every":
+        return {"note": "[default: once per epoch]"}
+    for defaults in (TRAIN_DEFAULTS, MODEL_DEFAULTS):
+        if hasattr(defaults, name) and getattr(defaults, name) is not None:
+            return {"default": getattr(defaults, name), "show_default": True}
+    return {}
+
+
 @classify.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=TRAIN_DEFAULTS.format, show_default=True,
-              help="fasttext: __label__NAME tokens, then the text; tsv: LABEL<TAB>TEXT (labels comma-separated).")
-@click.option("--valid", "valid_path", type=click.Path(exists=True, dir_okay=False, readable=True),
-              help="Validation file [default: hold out --valid-frac of FILE].")
-@click.option("--valid-frac", type=FiniteFloatRange(0, 1, max_open=True), default=TRAIN_DEFAULTS.valid_frac,
-              show_default=True)
-@click.option("--model", type=click.Choice(RNN_KINDS), default=MODEL_DEFAULTS.model,
-              show_default=True, help="Recurrent cell.")
-@click.option("--hidden-size", type=click.IntRange(min=1), default=MODEL_DEFAULTS.hidden_size, show_default=True,
-              help="Units per direction.")
-@click.option("--num-layers", type=click.IntRange(min=1), default=MODEL_DEFAULTS.num_layers, show_default=True)
-@click.option("--bidirectional/--no-bidirectional", default=MODEL_DEFAULTS.bidirectional, show_default=True,
-              help="Also read each text backwards.")
-@click.option("--pool", type=click.Choice(POOLS), default=MODEL_DEFAULTS.pool, show_default=True,
-              help="last: the final states joined; mean, max: over the text's positions.")
-@click.option("--activation", type=click.Choice(ACTIVATIONS), default=MODEL_DEFAULTS.activation, show_default=True,
-              help="For --model rnn.")
-@click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=MODEL_DEFAULTS.dropout,
-              show_default=True,
-              help="Dropout on each layer's output.")
-@click.option("--dtype", type=click.Choice(DTYPES), default=MODEL_DEFAULTS.dtype, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN_DEFAULTS.batch_size, show_default=True)
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=TRAIN_DEFAULTS.optimizer, show_default=True)
-@click.option("--learning-rate", type=FiniteFloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS.learning_rate,
-              show_default=True)
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TRAIN_DEFAULTS.lr_schedule, show_default=True,
-              help="cosine: down to --min-lr over the budget (--max-steps, --max-epochs, else --max-time).")
-@click.option("--min-lr", type=FiniteFloatRange(min=0), default=TRAIN_DEFAULTS.min_lr, show_default=True,
-              help="Where the cosine schedule ends (at most --learning-rate).")
-@click.option("--lr-decay", type=FiniteFloatRange(0, 1, min_open=True), default=TRAIN_DEFAULTS.lr_decay,
-              show_default=True,
-              help="Per-epoch factor of the exponential schedule.")
-@click.option("--lr-decay-after", type=click.IntRange(min=0), default=TRAIN_DEFAULTS.lr_decay_after, show_default=True,
-              help="Epochs before the exponential decay starts.")
-@click.option("--grad-clip", type=FiniteFloatRange(min=0), default=TRAIN_DEFAULTS.grad_clip, show_default=True,
-              metavar="C", help="Clip the gradient at C, as --clip-mode says; 0 disables.")
-@click.option("--clip-mode", type=click.Choice(CLIP_MODES), default=TRAIN_DEFAULTS.clip_mode, show_default=True,
-              help="value: clip each gradient element to [-C, C]; norm: scale the whole gradient so that its "
-              "global L2 norm is at most C (torch.nn.utils.clip_grad_norm_).")
-@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=TRAIN_DEFAULTS.weight_decay, show_default=True)
-@click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=TRAIN_DEFAULTS.class_weight,
-              show_default=True,
-              help="balanced: each label's examples weigh N / (labels x its count), for unbalanced labels.")
-@click.option("--char-dropout", type=FiniteFloatRange(0, 1, max_open=True), default=TRAIN_DEFAULTS.char_dropout,
-              show_default=True,
-              help="Replace this fraction of training characters by the unknown one (so unseen characters are learnt).")
-@click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Steps [default: once per epoch].")
-@click.option("--patience", type=click.IntRange(min=1), default=TRAIN_DEFAULTS.patience, show_default=True,
-              help="Stop after this many evaluations without a new best validation accuracy.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in all.")
-@click.option("--max-epochs", type=FiniteFloatRange(min=0, min_open=True), default=None)
-@click.option("--max-time", type=FiniteFloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS.max_time,
-              show_default=True,
-              help="Stop after this many seconds of this run.")
-@click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Make the run reproducible.")
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=TRAIN_DEFAULTS.checkpoint_dir,
-              show_default=True)
-@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[CHECKPOINT]",
-              help="Continue from CHECKPOINT (default: latest.npz in --checkpoint-dir).")
-@click.option("--overwrite", is_flag=True, help="Start afresh even if --checkpoint-dir holds a model.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@declare(CLASSIFY_OPTIONS)
+@training_options(_classifier_default, types={"lr_schedule": click.Choice(LR_SCHEDULES)})
 @click.pass_context
 def train(ctx, file, valid_path, resume, overwrite, quiet, **options):
     """Train a classifier on FILE: one text per line, its labels first.

@@ -25,10 +25,11 @@ from ..inference.neurons import (
 )
 from ..inference.pages import MAX_PAGE_CHARS, PageText, char_texts, symbol_texts, top_lists, units_page, write_page
 from ..io.checkpoint import load_checkpoint
+from ..plot import plot_saturation
 from .errors import user_errors
-from .lm import refuse_existing
 from .options import CONTEXT_SETTINGS
 from .report import console
+from .sample import refuse_existing
 
 SURPRISE_BINS = (1, 2, 4, 6, 8)  # bits per character: the terminal's colour steps
 SURPRISE_STYLES = ("", "black on #ffffb2", "black on #fed976", "black on #fd8d3c", "black on #f03b20",
@@ -283,8 +284,6 @@ def _saturation_table(gates, chars):
 
 
 def _plot_saturation(gates, output):
-    from ..plot import plot_saturation
-
     try:
         plot_saturation(gates, output)
     except ImportError:
@@ -303,5 +302,3 @@ def _unit_text(vocab, codes, trace):
         legend.append(" ")
     return shown + legend
 
-
-COMMANDS = (inspect, neurons)

@@ -11,6 +11,8 @@ import sys
 
 import click
 
+from . import main as charrnn_group
+
 HEADER = """\
 # Command reference
 
@@ -29,8 +31,7 @@ _NO_WRAP = "\b"  # click's marker for a paragraph kept as written (examples)
 
 def render(group=None):
     """The markdown reference of ``group`` (the ``charrnn`` command line by default) and everything under it."""
-    if group is None:
-        from . import main as group
+    group = charrnn_group if group is None else group
     parts = [HEADER]
     for path, command, ctx in _walk(group, ("charrnn",), None):
         parts.append(_command(path, command, ctx))

@@ -1,8 +1,8 @@
-"""The gpt model's forward pass in PyTorch, over charrnn's own parameters (gpt.py's names and layouts).
+"""The gpt model's forward pass in PyTorch, over charrnn's own parameters (models/gpt.py's names and layouts).
 
     logits = gpt_logits(torch, params, ids, config)            # ids (B, T) int64 -> logits (B, T, V)
 
-The torch engine (torch_engine.py) trains and scores ``--model gpt`` with it. The math is gpt.py's,
+The torch engine (torch_engine.py) trains and scores ``--model gpt`` with it. The math is models/gpt.py's,
 term for term:
 
     x = wte[ids] + wpe[:T]                                           # (B, T, C)
@@ -14,7 +14,7 @@ one fused product with its bias, reads ``W`` in place), so ``params`` may be vie
 and autograd brings every gradient back into it. Under autocast every product, bias included, is in the
 lower precision, as a Linear's: no float32 activations between them. Attention is
 ``scaled_dot_product_attention`` with a causal mask: PyTorch picks its fastest kernel for the device
-(flash attention on a recent GPU). Dropout, when ``dropout`` > 0, acts where gpt.py's does (the
+(flash attention on a recent GPU). Dropout, when ``dropout`` > 0, acts where models/gpt.py's does (the
 embeddings, the attention weights, each branch's output) and draws from torch's default generator:
 the caller seeds it for each step.
 """
@@ -23,7 +23,7 @@ from ..nn.attention import LN_EPS
 
 
 def gpt_logits(torch, params, ids, config, dropout=0.0):
-    """Logits (B, T, V) for ``ids`` (B, T) under ``params`` (tensors by gpt.py's names)."""
+    """Logits (B, T, V) for ``ids`` (B, T) under ``params`` (tensors by models/gpt.py's names)."""
     F = torch.nn.functional
     B, T = ids.shape
     C, nh = config.hidden_size, config.num_heads

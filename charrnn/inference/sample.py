@@ -2,6 +2,8 @@
 
     for piece in generate(model, vocab, seed="ROMEO:", length=500, temperature=0.8, random_seed=1):
         print(piece, end="")
+    options = SamplingOptions(length=500, temperature=0.8, top_k=10)    # the options as one value
+    for piece in generate(model, vocab, seed="ROMEO:", options=options, random_seed=1): ...
     for pieces in generate_batch(model, vocab, 64, seed="ROMEO:", length=500, random_seed=1):
         ...                                   # pieces: a list of 64 strings, one per sample
 
@@ -16,6 +18,7 @@ generator of its own (``sample_rngs``), so sample i is the same text whatever N 
 
 import codecs
 import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -86,16 +89,43 @@ class _Text:
         return [decode(bytes((self.symbols[i],))) for decode, i in zip(self.decoders, ids)]
 
 
-def generate_batch(model, vocab, num_samples, seed="", length=200, temperature=1.0, top_k=None, top_p=None,
-                   random_seed=None):
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How many characters a sample has and how each is drawn: what ``charrnn sample``, the server and the
+    trainer's preview pass to ``generate``, ``generate_batch`` and ``stream_samples``."""
+
+    length: int = 200  # characters generated after the seed
+    temperature: float = 1.0  # logits / temperature; 0: always the likeliest character
+    top_k: int | None = None  # sample among the k likeliest characters
+    top_p: float | None = None  # sample within the smallest set of characters holding probability p
+
+    def validate(self):
+        """Raise ValueError with a one-line reason for a field out of range."""
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number, 0 or more, not {self.temperature}")
+        if self.length < 0:
+            raise ValueError(f"length cannot be negative, not {self.length}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top-k must be at least 1, not {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top-p must be in (0, 1], not {self.top_p}")
+        return self
+
+
+def sampling_options(options=None, **settings):
+    """``options`` (a SamplingOptions, or the defaults) with the fields ``settings`` replaced, validated."""
+    return replace(options or SamplingOptions(), **settings).validate()
+
+
+def generate_batch(model, vocab, num_samples, seed="", *, options=None, random_seed=None, **settings):
     """Generate ``num_samples`` texts side by side, as one batch; yield one list of ``num_samples``
     strings per character (first the seed, if any, for every sample).
 
     Sample i draws from ``sample_rngs(random_seed, num_samples)[i]`` (``random_seed`` may also be a
     list of Generators, one per sample); the other arguments are ``generate``'s.
     """
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number, 0 or more, not {temperature}")
+    options = sampling_options(options, **settings)
+    length, temperature, top_k, top_p = options.length, options.temperature, options.top_k, options.top_p
     rngs = sample_rngs(random_seed, num_samples)
     if len(rngs) != num_samples:
         raise ValueError(f"{len(rngs)} random generators for {num_samples} samples")
@@ -127,34 +157,35 @@ def generate_batch(model, vocab, num_samples, seed="", length=200, temperature=1
             logits = stepper.step(ids)
 
 
-def generate(model, vocab, seed="", length=200, temperature=1.0, top_k=None, top_p=None, random_seed=None):
+def generate(model, vocab, seed="", *, options=None, random_seed=None, **settings):
     """Yield the seed text, then ``length`` generated characters, one piece at a time.
 
     ``seed`` (str, or bytes for a --bytes model; any length) primes the hidden state (an empty seed
-    starts as if after a newline); ``temperature``
-    0 picks the most likely character every time. ``random_seed`` is a seed or a numpy Generator; a seed
+    starts as if after a newline). ``options`` (SamplingOptions) or its fields as keywords (``length``,
+    ``temperature``: 0 picks the most likely character every time, ``top_k``, ``top_p``) say how many
+    characters and how each is drawn. ``random_seed`` is a seed or a numpy Generator; a seed
     gives the text ``charrnn sample --random-seed`` gives (its first sample: ``sample_rngs(seed, 1)[0]``).
     Raises KeyError naming seed characters that are not in the vocabulary.
     """
     rng = random_seed if isinstance(random_seed, np.random.Generator) else sample_rngs(random_seed, 1)[0]
-    for pieces in generate_batch(model, vocab, 1, seed, length, temperature, top_k, top_p, [rng]):
+    for pieces in generate_batch(model, vocab, 1, seed, options=options, random_seed=[rng], **settings):
         yield pieces[0]
 
 
-def stream_samples(model, vocab, num_samples, seed="", length=200, temperature=1.0, top_k=None, top_p=None,
-                   random_seed=None, batch_size=256):
+def stream_samples(model, vocab, num_samples, seed="", *, options=None, random_seed=None, batch_size=256, **settings):
     """Yield ``(i, piece)`` for samples i = 0 .. num_samples-1 in order, generated ``batch_size`` at a time.
 
     Within a batch, its first sample's characters are yielded as they are generated; the others are
     held until the batch ends, then yielded whole. Sample i draws from
     ``sample_rngs(random_seed, num_samples)[i]``, so the texts do not depend on ``batch_size``.
     """
+    options = sampling_options(options, **settings)
     root = random_seed if isinstance(random_seed, np.random.SeedSequence) else np.random.SeedSequence(random_seed)
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
         rngs = sample_rngs(root, n, start)
         held = [[] for _ in range(n - 1)]
-        for pieces in generate_batch(model, vocab, n, seed, length, temperature, top_k, top_p, rngs):
+        for pieces in generate_batch(model, vocab, n, seed, options=options, random_seed=rngs):
             yield start, pieces[0]
             for text, piece in zip(held, pieces[1:]):
                 text.append(piece)

@@ -24,7 +24,7 @@ from .atomic import write_atomically
 
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation's limit
 METADATA_KEY = "__metadata__"
-DTYPES = {  # safetensors dtype name -> numpy dtype (little-endian)
+NUMPY_TYPES = {  # safetensors dtype name -> numpy dtype (little-endian)
     "BOOL": np.dtype("?"),
     "U8": np.dtype("u1"),
     "I8": np.dtype("i1"),
@@ -39,7 +39,7 @@ DTYPES = {  # safetensors dtype name -> numpy dtype (little-endian)
     "F64": np.dtype("<f8"),
     "BF16": np.dtype("<u2"),  # numpy has no bfloat16: read as its 16 bits, returned as float32 (exact)
 }
-NAMES = {dtype.str: name for name, dtype in DTYPES.items() if name != "BF16"}
+NAMES = {dtype.str: name for name, dtype in NUMPY_TYPES.items() if name != "BF16"}
 
 
 class SafetensorsError(Exception):
@@ -102,7 +102,7 @@ def read_safetensors(path):
     _check_tiling(path, entries, len(data))
     tensors = {}
     for name, (dtype, shape, (begin, _)) in entries.items():
-        value = np.frombuffer(data, DTYPES[dtype], count=math.prod(shape), offset=begin).reshape(shape)
+        value = np.frombuffer(data, NUMPY_TYPES[dtype], count=math.prod(shape), offset=begin).reshape(shape)
         if dtype == "BF16":  # bfloat16 is float32's top half: shift its bits into place
             value = (value.astype(np.uint32) << 16).view(np.float32)
         tensors[name] = value.astype(value.dtype.newbyteorder("="))
@@ -137,14 +137,14 @@ def _check_entry(path, name, info):
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
         raise SafetensorsError(f"{path}: tensor {name}: header entry needs exactly dtype, shape and data_offsets")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in DTYPES:
+    if dtype not in NUMPY_TYPES:
         raise SafetensorsError(f"{path}: tensor {name}: unknown dtype {dtype!r}")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
         raise SafetensorsError(f"{path}: tensor {name}: shape must be a list of non-negative integers, not {shape}")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
         raise SafetensorsError(f"{path}: tensor {name}: data_offsets must be two non-negative integers")
     begin, end = offsets
-    expected = math.prod(shape) * DTYPES[dtype].itemsize
+    expected = math.prod(shape) * NUMPY_TYPES[dtype].itemsize
     if end < begin or end - begin != expected:
         raise SafetensorsError(
             f"{path}: tensor {name}: data_offsets [{begin}, {end}] hold {end - begin} bytes, but {dtype}{shape} "

@@ -29,10 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..nn import attention as L
+from ..nn.numerics import DTYPES
 from ..nn.packed import Packed, model_params
 from .gpt_sampler import KVSampler
-
-DTYPES = ("float32", "float64")
 
 
 @dataclass

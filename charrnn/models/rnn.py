@@ -19,12 +19,11 @@ import numpy as np
 
 from ..nn.cells import LayerBuffers, make_cell, make_step_weights
 from ..nn.layers import init_layer, layer_params, layer_shapes
-from ..nn.numerics import scatter_rows, softmax_cross_entropy
+from ..nn.numerics import DTYPES, scatter_rows, softmax_cross_entropy
 from ..nn.packed import Packed, model_params
 from .rnn_steppers import PRIME_CHUNK, InPlaceStepper, Stepper
 
 RNN_KINDS = ("rnn", "lstm", "gru")
-DTYPES = ("float32", "float64")
 
 
 @dataclass
@@ -106,15 +105,6 @@ class CharRNN:
 
     def num_params(self):
         return self.params.flat.size
-
-    def activation_bytes(self):
-        """Bytes held for forward and backward passes (the layers' caches, for every batch size seen)."""
-        arrays = {}
-        for layers in self._buffers.values():
-            for buf in layers:
-                for a in (buf.gates, *buf.states, *buf.extra, buf.d_hproj):
-                    arrays[id(a)] = a
-        return sum(a.nbytes for a in arrays.values())
 
     def initial_state(self, batch_size):
         """Zeros: a tuple of (num_layers, B, H) arrays."""

@@ -1,4 +1,4 @@
-"""A recurrent layer's parameters, as the language model (rnn.py) and the classifier's encoder
+"""A recurrent layer's parameters, as the language model (models/rnn.py) and the classifier's encoder
 (classify/model.py) share them: names and shapes, and a fresh initialisation.
 
     shapes = layer_shapes(config, n_in)       # {"W_xh": (n_in, G·H), "W_hh": (H, G·H), "b": (G·H,), "b_hn": (H,)}

@@ -1,11 +1,13 @@
 """Numerics both model families and the classifier share: row scatter, softmax cross-entropy,
-log-softmax, parameter checks and orthogonal initialisation.
+log-softmax, parameter checks, orthogonal initialisation, and the floating-point types a model may have.
 
     loss, dlogits = softmax_cross_entropy(logits, targets)   # logits (N, V) -> dlogits (N, V), in place
     logp = log_softmax(logits)                               # (..., V) -> (..., V)
 """
 
 import numpy as np
+
+DTYPES = ("float32", "float64")  # a model's parameters and activations
 
 
 def check_params(params, shapes, dtype):

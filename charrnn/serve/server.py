@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from .. import __version__
 from ..inference.evaluate import evaluate_text
-from ..inference.sample import generate
+from ..inference.sample import SamplingOptions, generate
 from ..io.corpus import quoted
 from ..models.registry import build_model
 
@@ -123,10 +123,7 @@ def _refuse_constant(name):
 @dataclass
 class GenerateRequest:
     seed: str
-    length: int
-    temperature: float
-    top_k: int | None
-    top_p: float | None
+    options: SamplingOptions
     random_seed: int
     stream: bool
 
@@ -162,7 +159,8 @@ def parse_generate(raw, vocab, config):
         raise RequestError(f"seed has characters the model has never seen: {_cut(e.args[0])}") from None
     if random_seed is None:
         random_seed = secrets.randbits(32)  # answered, so the text can be had again
-    return GenerateRequest(seed, length, temperature, top_k, top_p, random_seed, stream)
+    options = SamplingOptions(length=length, temperature=temperature, top_k=top_k, top_p=top_p)
+    return GenerateRequest(seed=seed, options=options, random_seed=random_seed, stream=stream)
 
 
 def parse_score(raw):
@@ -316,8 +314,8 @@ class Handler(BaseHTTPRequestHandler):
         request = parse_generate(self.read_body(), self.server.vocab, self.server.config)
         vocab = self.server.vocab
         with self.replica() as model:
-            pieces = generate(model, vocab, _model_text(vocab, request.seed), request.length, request.temperature,
-                              request.top_k, request.top_p, request.random_seed)
+            pieces = generate(model, vocab, _model_text(vocab, request.seed), options=request.options,
+                              random_seed=request.random_seed)
             with contextlib.closing(pieces):
                 started = time.monotonic()
                 if request.stream:
@@ -327,7 +325,8 @@ class Handler(BaseHTTPRequestHandler):
         # the replica is back before the answer ends: a client's next request finds it free
         if request.stream:
             seconds = round(time.monotonic() - started, 3)
-            self.send_event({"chars": request.length, "random_seed": request.random_seed, "seconds": seconds}, "done")
+            done = {"chars": request.options.length, "random_seed": request.random_seed, "seconds": seconds}
+            self.send_event(done, "done")
         else:
             self.send_json(HTTPStatus.OK, {"text": text, "random_seed": request.random_seed})
 

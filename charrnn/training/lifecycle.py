@@ -1,4 +1,4 @@
-"""A training run's lifecycle, shared by the language-model trainer (train.py) and the classifier's
+"""A training run's lifecycle, shared by the language-model trainer (loop.py) and the classifier's
 (classify/train.py): the checkpoint directory's rules, the position and time a run has reached (what
 resume continues), its limits and stop reasons, the random seed, the optimizer state it resumes, the
 metrics log, signals, the non-finite guard, and where progress is reported.

@@ -10,7 +10,6 @@ average of the weights is what validation reads and the checkpoints hold as the 
 training goes on from are saved beside it, as optimizer state named "iterate.<param>".
 """
 
-import codecs
 import contextlib
 import math
 import os
@@ -19,13 +18,11 @@ from dataclasses import asdict, dataclass
 
 from ..engines.base import WorkerError
 from ..engines.choice import training_engine
-from ..engines.torch_engine import DEVICES, PRECISIONS
 from ..inference.sample import generate
 from ..io.checkpoint import Checkpoint, save_checkpoint
 from ..io.corpus import StreamBatches, batches_for
-from ..models.registry import LanguageModel, build_model
-from ..nn.optim import OPTIMIZERS, check_clip_mode
-from ..nn.schedule import SCHEDULES, budget_progress, check_min_lr, halving_decision, learning_rate, warmup_factor
+from ..models.registry import build_model
+from ..nn.schedule import budget_progress, halving_decision, learning_rate, warmup_factor
 from .lifecycle import (
     Clock,
     MetricsLog,
@@ -33,112 +30,12 @@ from .lifecycle import (
     Reporter,
     SignalCatcher,
     TrainingError,
+    patience_spent,
     stop_reason,
     stopping_note,
 )
-from .start import ITERATE, Request, join_processes, leaving, start_run
-
-ENGINES = ("numpy", "torch")
-
-
-@dataclass
-class TrainConfig:
-    """Training options; the defaults are the project's recipe (docs/benchmarks.md, "Choosing the defaults")."""
-
-    batch_size: int = 32
-    seq_length: int = 100
-    optimizer: str = "adam"
-    learning_rate: float | None = 3e-3  # None: start.DEFAULT_LEARNING_RATES for the optimizer and model
-    lr_schedule: str = "cosine"
-    min_lr: float = 0.0  # where the cosine schedule ends (it decays from the learning rate to this)
-    lr_decay: float = 0.97  # for the exponential schedule
-    lr_decay_after: int = 10  # epochs
-    warmup: int = 0  # steps of linear learning-rate warm-up at the start of training (not again on resume)
-    patience: int | None = None  # stop after this many evaluations without a new best
-    grad_clip: float = 5.0  # 0: no clipping
-    clip_mode: str = "value"  # "value": each gradient element to [-grad_clip, grad_clip]; "norm": the global L2 norm
-    weight_decay: float = 0.1  # decoupled (AdamW's): each step multiplies the weights by 1 - rate * weight_decay
-    val_frac: float = 0.1
-    eval_every: int = 200
-    log_every: int = 10
-    max_steps: int | None = None
-    max_epochs: float | None = None
-    max_time: float | None = 600.0
-    random_seed: int | None = None
-    checkpoint_dir: str = "checkpoints"
-    sample_length: int = 200
-    encoding: str = "utf-8"
-    bytes_mode: bool = False
-    late_dropout: float | None = 0.45  # dropout rises from the model's rate to this one over late_dropout_epochs
-    late_dropout_epochs: tuple = (4.0, 16.0)
-    average: int = 0  # steps: validate, save and sample a running average of the weights over about this many; 0: off
-    workers: int | None = None  # processes computing each step (engines/pool.py); None: a CPU each, as the batch allows
-    engine: str = "numpy"  # who computes each step: "numpy" (engines/pool.py) or "torch" (engines/torch_engine.py)
-    device: str = "cpu"  # for the torch engine: "cpu" or "cuda"
-    precision: str = "float32"  # the torch engine's forward and backward: "float32", "bfloat16" or "float16"
-
-    def validate(self):
-        positive = {"batch_size": self.batch_size, "seq_length": self.seq_length, "eval_every": self.eval_every}
-        if self.average:
-            positive["average"] = self.average
-        positive["log_every"] = self.log_every
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be at least 0, not {self.warmup}")
-        if self.workers is not None:
-            positive["workers"] = self.workers
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {value}")
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
-        if self.device not in DEVICES or (self.engine == "numpy" and self.device != "cpu"):
-            raise ValueError(f"device {self.device!r} needs --engine torch (devices: {', '.join(DEVICES)})")
-        if self.precision not in PRECISIONS or (self.engine == "numpy" and self.precision != "float32"):
-            raise ValueError(f"precision {self.precision!r} needs --engine torch (precisions: {', '.join(PRECISIONS)})")
-        if self.engine == "torch" and self.workers is not None:
-            raise ValueError("--workers is the numpy engine's; the torch engine runs on more processes under torchrun")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            raise ValueError(f"learning-rate must be positive, not {self.learning_rate}")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"lr-schedule must be one of {', '.join(SCHEDULES)}, not {self.lr_schedule!r}")
-        check_min_lr(self.min_lr, self.learning_rate)
-        check_clip_mode(self.clip_mode)
-        if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr-decay must be in (0, 1], not {self.lr_decay}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be at least 1, not {self.patience}")
-        if not 0 <= self.val_frac < 1:
-            raise ValueError(f"val-frac must be in [0, 1), not {self.val_frac}")
-        for name in ("max_steps", "max_epochs", "max_time"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name.replace('_', '-')} must be positive, not {value}")
-        try:
-            codecs.lookup(self.encoding)
-        except LookupError:
-            raise ValueError(f"unknown encoding {self.encoding!r}") from None
-        if self.late_dropout is not None and not 0 <= self.late_dropout < 1:
-            raise ValueError(f"late-dropout must be in [0, 1), not {self.late_dropout}")
-        if len(self.late_dropout_epochs) != 2 or not 0 <= self.late_dropout_epochs[0] <= self.late_dropout_epochs[1]:
-            raise ValueError(f"late-dropout-epochs must be two epochs A <= B, not {self.late_dropout_epochs}")
-        if self.grad_clip < 0 or self.weight_decay < 0 or self.sample_length < 0:
-            raise ValueError("grad-clip, weight-decay and sample-length cannot be negative")
-
-
-@dataclass
-class TrainResult:
-    step: int
-    epoch: float
-    best_val_loss: float | None
-    last_val_loss: float | None
-    elapsed: float
-    chars_per_sec: float
-    stop_reason: str
-    checkpoint_dir: str
-    interrupted_by: int | None = None  # the signal number, if a signal stopped training
-    model: LanguageModel | None = None  # the model trained (as training left it: not the running average)
+from .run import ITERATE, TrainResult
+from .start import Setup, fine_tuned_run, fresh_run, join_processes, leaving, resumed_run
 
 
 def train(corpus_path, model_config, config, resume=None, reporter=None, overwrite=False, init_from=None):
@@ -155,12 +52,20 @@ def train(corpus_path, model_config, config, resume=None, reporter=None, overwri
     CheckpointError) with a one-line reason.
     """
     config.validate()
+    if resume is not None and init_from is not None:
+        raise TrainingError("--init-from starts a new run from a model's weights and --resume continues a run; "
+                            "give one of them")
     distributed = join_processes(config)  # None unless torchrun started several processes
     writer = distributed is None or distributed.writer  # the process that writes checkpoints and reports
     reporter = (reporter or Reporter()) if writer else Reporter()
-    request = Request(corpus_path, model_config, config, resume, init_from, overwrite)
+    setup = Setup(corpus_path, config, reporter, distributed, overwrite)
     with leaving(distributed):
-        run = start_run(request, reporter, distributed)
+        if resume is not None:
+            run = resumed_run(setup, resume)
+        elif init_from is not None:
+            run = fine_tuned_run(setup, init_from, model_config)
+        else:
+            run = fresh_run(setup, model_config)
         return _train_loop(run, reporter)
 
 
@@ -385,8 +290,7 @@ def _evaluate_and_save(run, engine, reporter, hidden):
             _save(run, "best.npz", hidden)
         else:
             pos.evals_since_best += 1
-            if config.patience and pos.evals_since_best >= config.patience:
-                stop = "patience"
+            stop = patience_spent(config, pos)
         if config.lr_schedule == "halving":
             halve, converged = halving_decision(previous, pos.last_val_loss, pos.halving)
             pos.halving = pos.halving or halve

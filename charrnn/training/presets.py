@@ -17,7 +17,14 @@ from dataclasses import asdict, fields, replace
 
 from ..models.gpt import GPTConfig
 from ..models.rnn import ModelConfig
-from .loop import TrainConfig
+from .run import TrainConfig
+
+DEFAULT_LEARNING_RATES = {  # gpt: adam's is the gpt recipe's; the others are not tuned (a tenth of the RNNs')
+    "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3, "gpt": 3e-3},
+    "rmsprop": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3, "gpt": 3e-4},
+    "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03, "gpt": 1e-3},  # docs/benchmarks.md, "Choosing the defaults"
+    "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0, "gpt": 0.1},
+}
 
 _RECIPE_FIELDS = (
     "model", "hidden_size", "num_layers", "activation", "dropout", "late_dropout", "late_dropout_epochs", "weight_drop",
@@ -140,7 +147,7 @@ def preset_configs(preset="default", **given):
     the default recipe, then ``preset``, then the options ``given`` (config field names; None counts as
     not given). Rules: a model of the other kind than the preset's (gpt against the recurrent ones)
     starts from its own kind's recipe (``gpt`` or ``default``); a cell or optimizer other than the
-    preset's, without a learning rate, gets its own tuned rate (``train.DEFAULT_LEARNING_RATES``); a
+    preset's, without a learning rate, gets its own tuned rate (``DEFAULT_LEARNING_RATES``); a
     dropout given without a late dropout is kept, not raised later; gpt's context length is
     ``seq_length``. Options of the other kind (``--activation`` with gpt, ``--num-heads`` with an RNN)
     raise ValueError. The model config's vocab_size is 0: ``train`` takes it from the corpus."""

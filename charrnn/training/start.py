@@ -1,14 +1,16 @@
-"""Starting a language-model training run (train.py): fresh, resumed from a checkpoint, or fine-tuning
-another model's weights; and, under torchrun, this process's place among several.
+"""Starting a language-model training run (loop.py), one of three ways, each a named constructor of the
+``Run`` (run.py) it builds:
 
-    run = start_run(Request(corpus_path, model_config, config, resume, init_from, overwrite), reporter,
-                    distributed)
+    setup = Setup(corpus_path, config, reporter, distributed, overwrite)   # what every start needs
+    run = fresh_run(setup, model_config)          # a new model drawn from the seed
+    run = resumed_run(setup, "ck/latest.npz")     # the checkpoint's model, position, hidden state, RNG, optimizer
+    run = fine_tuned_run(setup, "ck", None)       # another model's weights, its vocabulary extended; a new run
 
-A run reads its corpus (process 0 of several writes the id cache while the others wait), fits the chunk
-to a short text, draws its seed, and builds the model, its position, the optimizer and the running
-average of the weights. A resumed run's model, position, hidden state, random generator and optimizer
-state are the checkpoint's; refusals (a spent budget, another tokenisation, too little memory) come
-before anything in the checkpoint directory is touched.
+Each reads as the run starts: the refusals that need no corpus (too little memory, a --min-lr above the
+rate, another tokenisation), then the checkpoint directory (process 0 of several prepares it and the
+corpus's id cache while the others wait), the corpus fitted to the chunk, the seed, the model and its
+position, and last the optimizer and the running average (``_assemble``). Nothing in the checkpoint
+directory is touched before the refusals; under torchrun, ``join_processes`` gives this process's place.
 """
 
 import contextlib
@@ -23,160 +25,114 @@ from ..engines.choice import numpy_workers
 from ..engines.distributed import Distributed
 from ..io.checkpoint import CheckpointError, load_checkpoint
 from ..io.corpus import CorpusError, StreamBatches, file_key, load_corpus
-from ..models.registry import LanguageModel, build_model, model_class, training_memory
+from ..models.registry import build_model, model_class, training_memory
 from ..nn.numerics import check_params
 from ..nn.optim import WeightAverage, make_optimizer
 from ..nn.schedule import check_min_lr
 from .finetune import extend_vocab
-from .lifecycle import (
-    Position,
-    TrainingError,
-    check_budget_left,
-    open_checkpoint_dir,
-    restore_optimizer,
-    with_seed,
-)
+from .lifecycle import Reporter, TrainingError, check_budget_left, open_checkpoint_dir, restore_optimizer, with_seed
 from .memory import check_fits, free_memory
+from .presets import DEFAULT_LEARNING_RATES
+from .run import ITERATE, Run, TrainConfig, TrainPosition
 
-DEFAULT_LEARNING_RATES = {  # gpt: adam's is the gpt recipe's; the others are not tuned (a tenth of the RNNs')
-    "adam": {"rnn": 2e-3, "lstm": 3e-3, "gru": 3e-3, "gpt": 3e-3},
-    "rmsprop": {"rnn": 2e-3, "lstm": 2e-3, "gru": 2e-3, "gpt": 3e-4},
-    "adagrad": {"rnn": 0.01, "lstm": 0.01, "gru": 0.03, "gpt": 1e-3},  # docs/benchmarks.md, "Choosing the defaults"
-    "sgd": {"rnn": 0.5, "lstm": 1.0, "gru": 1.0, "gpt": 0.1},
-}
 LARGE_VALIDATION = 5_000_000  # characters: beyond this, suggest a smaller --val-frac
 
 
 @dataclass
-class TrainPosition(Position):
-    """Where language-model training is (runs.Position), with its place in the epoch and its validation."""
+class Setup:
+    """What every start needs besides where its model comes from."""
 
-    chunk: int = 0  # chunks done in the current epoch
-    best_val_loss: float | None = None
-    last_val_loss: float | None = None
-    halving: bool = False  # the halving schedule has started halving
-
-
-@dataclass
-class Request:
-    """What ``train`` was asked to do."""
-
-    corpus_path: object
-    model_config: object
-    config: object  # train.TrainConfig
-    resume: str | None
-    init_from: str | None
-    overwrite: bool
-
-
-@dataclass
-class Run:
-    """What a training run works on, fresh or resumed (``start_run``); ``pos`` and ``rng`` move as it goes."""
-
-    config: object  # train.TrainConfig, as validated and fitted to the corpus, with a random seed
-    corpus_paths: list  # absolute paths of the corpus's files, in order
-    vocab: object  # io/corpus.py Vocab
-    train_ids: np.ndarray
-    val_ids: np.ndarray
-    model: LanguageModel  # CharRNN or CharGPT (models.py)
-    optimizer: object  # nn/optim.py Optimizer
-    average: WeightAverage | None
-    base_lr: float
-    pos: TrainPosition
-    rng: np.random.Generator  # dropout masks; its state is saved in every checkpoint
-    state: tuple | None  # the hidden state carried into the first chunk
-    resumed: bool
-    distributed: object = None  # engines/distributed.py: this process's place among torchrun's; None: alone
-    init_from: str | None = None  # the checkpoint a fine-tuning run started from
-    corpus_keys: tuple = ()  # io/corpus.py file_key of each corpus file as this run read it: resume tells a change
+    corpus_path: object  # a file or directory, or a list of them
+    config: TrainConfig  # validated
+    reporter: Reporter
+    distributed: Distributed | None = None  # this process's place among torchrun's; None: alone
+    overwrite: bool = False  # a fresh run may replace a model in its checkpoint directory
 
     @property
     def writer(self):
-        """Whether this process writes checkpoints and metrics (process 0 of several, or the only one)."""
         return self.distributed is None or self.distributed.writer
 
 
-@dataclass
-class _Start:
-    """A run's model and where it starts: fresh, resumed or fine-tuned (``_model_and_position``)."""
-
-    model: LanguageModel
-    pos: TrainPosition
-    state: tuple | None = None
-    saved_average: np.ndarray | None = None
-
-
-def start_run(request, reporter, distributed):
-    """Check the options, read the corpus, and build the model and optimizer: fresh, from ``resume``, or
-    fine-tuning the model of ``init_from``. Of several processes, process 0 prepares the directory and the
-    corpus cache while the others wait."""
-    ckpt, base = _open_run(request, distributed)
-    corpus, config = _read_corpus(request, ckpt, base, reporter, distributed)
+def fresh_run(setup, model_config):
+    """A new model of ``model_config``'s shape for the corpus's vocabulary, its output bias at the training
+    text's unigram distribution."""
+    _check_memory(model_config, setup.config)  # before --overwrite clears anything
+    _base_lr(setup.config, model_config.model)
+    _open_dir(setup, fresh=True)
+    corpus, config = _read_corpus(setup)
     rng = np.random.default_rng(config.random_seed)
-    corpus_keys = tuple(file_key(path) for path, _ in corpus.files)
-    start = _model_and_position(request, config, ckpt, base, corpus, rng, reporter)
-    if ckpt:
-        _warn_if_corpus_changed(ckpt, corpus_keys, request.resume, reporter)
-        _note_halvings(start.pos, config, reporter)
-    model = start.model
+    model = _fresh_model(model_config, corpus, rng)
+    return _assemble(setup, config, corpus, model, rng, TrainPosition())
+
+
+def resumed_run(setup, path):
+    """The run of checkpoint ``path`` going on exactly: its model (the weights training goes on from, with
+    --average), position, hidden state, random generator, optimizer state and time trained. Refused if it
+    has reached its limits or its data options differ (the position would mean another text)."""
+    _open_dir(setup, fresh=False)
+    ckpt = load_checkpoint(path)
+    corpus, config = _read_corpus(setup, vocab=ckpt.vocab)
+    _check_resumable(ckpt, config)
+    rng = np.random.default_rng(config.random_seed)
+    model, saved_average = _take_iterate(ckpt, path)
+    pos = TrainPosition.from_meta(ckpt.meta)
+    if pos.rng_state:  # an imported model has no training position: it starts at step 0
+        rng.bit_generator.state = pos.rng_state
+    chunks_per_epoch = StreamBatches(corpus.train_ids, config.batch_size, config.seq_length).chunks_per_epoch
+    check_budget_left(config, pos, pos.epoch + pos.chunk / chunks_per_epoch, path)
+    run = _assemble(setup, config, corpus, model, rng, pos, state=ckpt.hidden_state or None,
+                    saved_average=saved_average, resumed=True)
+    _warn_if_corpus_changed(ckpt, run.corpus_keys, path, setup.reporter)
+    _note_halvings(pos, config, setup.reporter)
+    if ckpt.optimizer_state:  # (an imported model has none: the optimizer starts afresh)
+        restore_optimizer(run.optimizer, ckpt.optimizer_state, path, config.optimizer)
+    return run
+
+
+def fine_tuned_run(setup, path, model_config=None):
+    """A new run from the weights of checkpoint ``path``, its vocabulary extended by the corpus's new
+    symbols (finetune.py); ``model_config``: None (the checkpoint's) or one of the checkpoint's shape."""
+    base = _load_base(path, setup.config)  # before --overwrite clears anything
+    _base_lr(setup.config, base.model.config.model)
+    _open_dir(setup, fresh=True)
+    corpus, config = _read_corpus(setup, vocab=base.vocab, extend=True)
+    rng = np.random.default_rng(config.random_seed)
+    model = _fine_tuned_model(base, model_config, corpus, rng, setup.reporter)
+    return _assemble(setup, config, corpus, model, rng, TrainPosition(), init_from=os.path.abspath(path))
+
+
+def _assemble(setup, config, corpus, model, rng, pos, **start):
+    """The Run: ``model`` at ``pos`` with a fresh optimizer and running average (``start``: Run's other fields,
+    and ``saved_average``, a resumed run's average)."""
+    saved_average = start.pop("saved_average", None)
     if config.late_dropout is not None and config.late_dropout < getattr(model.config, "dropout", 0.0):
-        reporter.message(f"note: --late-dropout {config.late_dropout:g} is below the model's dropout "
-                         f"{model.config.dropout:g}: dropout stays at {model.config.dropout:g}")
+        setup.reporter.message(f"note: --late-dropout {config.late_dropout:g} is below the model's dropout "
+                               f"{model.config.dropout:g}: dropout stays at {model.config.dropout:g}")
     base_lr = _base_lr(config, model.config.model)
     optimizer = make_optimizer(config.optimizer, model.params, base_lr, config.grad_clip, config.weight_decay,
                                config.clip_mode)
-    average = WeightAverage(model.params, config.average, start=start.saved_average) if config.average else None
-    if ckpt and ckpt.optimizer_state:  # (an imported model has none: the optimizer starts afresh)
-        restore_optimizer(optimizer, ckpt.optimizer_state, request.resume, config.optimizer)
-    paths = [os.path.abspath(path) for path, _ in corpus.files]
-    init_from = os.path.abspath(request.init_from) if request.init_from is not None else None
-    return Run(config, paths, corpus.vocab, corpus.train_ids, corpus.val_ids, model, optimizer, average, base_lr,
-                start.pos, rng, start.state, resumed=ckpt is not None, distributed=distributed, init_from=init_from,
-                corpus_keys=corpus_keys)
+    average = WeightAverage(model.params, config.average, start=saved_average) if config.average else None
+    return Run(config=config, corpus_paths=[os.path.abspath(path) for path, _ in corpus.files], vocab=corpus.vocab,
+               train_ids=corpus.train_ids, val_ids=corpus.val_ids, model=model, optimizer=optimizer, average=average,
+               base_lr=base_lr, pos=pos, rng=rng, distributed=setup.distributed,
+               corpus_keys=tuple(file_key(path) for path, _ in corpus.files), **start)
 
 
-def _base_lr(config, kind):
-    """The run's base learning rate: the config's, else the one tuned for its optimizer and model ``kind``;
-    raises TrainingError if the config's min_lr is above it."""
-    base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][kind]
-    try:
-        check_min_lr(config.min_lr, base_lr)
-    except ValueError as e:
-        raise TrainingError(str(e)) from None
-    return base_lr
+def _open_dir(setup, fresh):
+    """The checkpoint directory, made (of several processes, by process 0 while the others wait); a ``fresh``
+    run refuses, or with --overwrite clears, a model an earlier run left there."""
+    if not setup.writer:
+        _meet(setup.distributed.barrier)
+    open_checkpoint_dir(setup.config.checkpoint_dir, fresh=fresh and setup.writer, overwrite=setup.overwrite)
 
 
-def _open_run(request, distributed):
-    """The checks that need no corpus, then the checkpoint directory (of several processes, process 0's
-    work): return the checkpoint to resume and the one to fine-tune (each None if not asked for)."""
-    config, resume = request.config, request.resume
-    if request.model_config is not None and resume is None and request.init_from is None:
-        _check_memory(request.model_config, config)  # before --overwrite clears anything
-    base = _load_base(request.init_from, resume, config)  # before --overwrite clears anything
-    if resume is None:  # and a --min-lr above the rate tuned for the model
-        kind = request.model_config if request.model_config is not None else base.model.config
-        _base_lr(config, kind.model)
-    writer = distributed is None or distributed.writer
-    if not writer:
-        _meet(distributed.barrier)
-    open_checkpoint_dir(config.checkpoint_dir, fresh=resume is None and writer, overwrite=request.overwrite)
-    ckpt = load_checkpoint(resume) if resume is not None else None
-    return ckpt, base
-
-
-def _read_corpus(request, ckpt, base, reporter, distributed):
-    """The corpus (its vocabulary the checkpoint's, or the fine-tuned model's extended), and the config
-    fitted to it, with a random seed (of several processes, process 0's)."""
-    config = request.config
-    corpus = load_corpus(
-        request.corpus_path,
-        config.checkpoint_dir,
-        encoding=config.encoding,
-        bytes_mode=config.bytes_mode,
-        vocab=ckpt.vocab if ckpt else base.vocab if base else None,
-        val_frac=config.val_frac,
-        extend_vocab=base is not None,
-    )
+def _read_corpus(setup, vocab=None, extend=False):
+    """The corpus, its vocabulary ``vocab`` (a resumed run's) or, with ``extend``, ``vocab`` extended by its new
+    symbols (a fine-tuned model's), else its own; and the config fitted to it, with a random seed (of several
+    processes, process 0's)."""
+    config, reporter, distributed = setup.config, setup.reporter, setup.distributed
+    corpus = load_corpus(setup.corpus_path, config.checkpoint_dir, encoding=config.encoding,
+                         bytes_mode=config.bytes_mode, vocab=vocab, val_frac=config.val_frac, extend_vocab=extend)
     if distributed is not None and distributed.writer:
         _meet(distributed.barrier)
     if len(corpus.files) > 1:
@@ -197,31 +153,31 @@ def _read_corpus(request, ckpt, base, reporter, distributed):
     return corpus, config
 
 
-def _model_and_position(request, config, ckpt, base, corpus, rng, reporter):
-    """The model and position to start from: the checkpoint's (``rng`` set to its state), the fine-tuned
-    model's, or a fresh model's."""
-    if base:
-        return _Start(_fine_tuned_model(base, request.model_config, corpus, corpus.val_ids, rng, reporter),
-                      TrainPosition())
-    if not ckpt:
-        return _Start(_fresh_model(request.model_config, corpus, corpus.val_ids, rng), TrainPosition())
-    _check_resumable(ckpt, config)
-    model, saved_average = _take_iterate(ckpt, request.resume)
-    pos = TrainPosition.from_meta(ckpt.meta)
-    if pos.rng_state:  # an imported model has no training position: it starts at step 0
-        rng.bit_generator.state = pos.rng_state
-    chunks_per_epoch = StreamBatches(corpus.train_ids, config.batch_size, config.seq_length).chunks_per_epoch
-    check_budget_left(config, pos, pos.epoch + pos.chunk / chunks_per_epoch, request.resume)
-    return _Start(model, pos, ckpt.hidden_state or None, saved_average)
+def _fit_chunk_to_corpus(config, n_train, reporter):
+    """Shrink batch size (then sequence length) when the training text is shorter than one chunk."""
+    if n_train < 3:
+        raise CorpusError(f"the training part of the corpus has {n_train} characters; it needs at least 3")
+    if (n_train - 1) // config.batch_size >= config.seq_length:
+        return config
+    batch_size = max(1, min(config.batch_size, (n_train - 1) // config.seq_length))
+    seq_length = min(config.seq_length, (n_train - 1) // batch_size)
+    reporter.message(
+        f"note: the training text ({n_train} characters) is shorter than one chunk of "
+        f"{config.batch_size}x{config.seq_length}; training with batch size {batch_size} and sequence length "
+        f"{seq_length} instead"
+    )
+    return replace(config, batch_size=batch_size, seq_length=seq_length)
 
 
-def _note_halvings(pos, config, reporter):
-    """A resumed run whose rate was halved scales a --learning-rate given now too: say so."""
-    if pos.lr_scale != 1.0:
-        halvings = round(-math.log2(pos.lr_scale))
-        reporter.message(f"note: this run's learning rate was halved {halvings} time{'s' * (halvings != 1)} "
-                         f"(non-finite steps, the halving schedule); --learning-rate {config.learning_rate:g} "
-                         f"goes on at {config.learning_rate * pos.lr_scale:.3g}")
+def _base_lr(config, kind):
+    """The run's base learning rate: the config's, else the one tuned for its optimizer and model ``kind``;
+    raises TrainingError if the config's min_lr is above it."""
+    base_lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer][kind]
+    try:
+        check_min_lr(config.min_lr, base_lr)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    return base_lr
 
 
 def _check_memory(model_config, config):
@@ -241,13 +197,24 @@ def _check_memory(model_config, config):
     check_fits(params, step, config.batch_size, config.seq_length)
 
 
-def _load_base(init_from, resume, config):
-    """The checkpoint to fine-tune (``init_from``), or None; refused with ``resume`` or another tokenisation."""
-    if init_from is None:
-        return None
-    if resume is not None:
-        raise TrainingError("--init-from starts a new run from a model's weights and --resume continues a run; "
-                            "give one of them")
+def _fresh_model(model_config, corpus, rng):
+    """A new model for the corpus's vocabulary, its output bias at the training text's unigram distribution."""
+    vocab = corpus.vocab
+    model_config = replace(model_config, vocab_size=len(vocab))
+    try:
+        model = build_model(model_config, rng=rng)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    # start the output layer at the training text's unigram distribution (add-one smoothed), so
+    # the first steps need not learn it; the counts come from the vocabulary pass less the
+    # validation tail's, so the memory-mapped training ids are not all read here
+    counts = corpus.counts - np.bincount(corpus.val_ids, minlength=len(vocab)) + 1.0
+    model.params["b_y"][...] = np.log(counts / counts.sum())
+    return model
+
+
+def _load_base(init_from, config):
+    """The checkpoint to fine-tune (``init_from``); refused if it reads another tokenisation."""
     base = load_checkpoint(init_from)
     if base.vocab.bytes_mode != config.bytes_mode:
         kind = "bytes (--bytes)" if base.vocab.bytes_mode else "characters"
@@ -255,25 +222,16 @@ def _load_base(init_from, resume, config):
     return base
 
 
-def _fine_tuned_model(base, model_config, corpus, val_ids, rng, reporter):
+def _fine_tuned_model(base, model_config, corpus, rng, reporter):
     """``base``'s model over the corpus's vocabulary (finetune.py): new symbols get fresh rows."""
     new = [s for s in corpus.vocab.symbols if s not in base.vocab.symbols]
     if new:
         reporter.message(f"note: {len(new)} characters new to the model: {corpus.vocab.preview(new, 40)}")
-    counts = corpus.counts - np.bincount(val_ids, minlength=len(corpus.vocab))  # the training text's
+    counts = corpus.counts - np.bincount(corpus.val_ids, minlength=len(corpus.vocab))  # the training text's
     try:
         return extend_vocab(base.model, base.vocab, corpus.vocab, rng, counts, config=model_config)
     except ValueError as e:
         raise TrainingError(str(e)) from None
-
-
-def _warn_if_corpus_changed(ckpt, corpus_keys, resume, reporter):
-    """A resumed run on a corpus edited since (same characters) goes on from its saved position in the new
-    text: say so, since it is no longer the same run. (A checkpoint from before this check says nothing.)"""
-    saved = ckpt.meta.get("corpus_files")
-    if saved is not None and saved != list(corpus_keys):
-        reporter.message(f"warning: the corpus has changed since {resume} was written (its files' names, sizes "
-                         "or modification times differ); training goes on from the saved position in the new text")
 
 
 def _check_resumable(ckpt, config):
@@ -285,25 +243,6 @@ def _check_resumable(ckpt, config):
                 f"cannot resume with {name.replace('_', '-')} {getattr(config, name)}: the checkpoint was "
                 f"trained with {saved[name]}"
             )
-
-
-def _fresh_model(model_config, corpus, val_ids, rng):
-    """A new model for the corpus's vocabulary, its output bias at the training text's unigram distribution."""
-    vocab = corpus.vocab
-    model_config = replace(model_config, vocab_size=len(vocab))
-    try:
-        model = build_model(model_config, rng=rng)
-    except ValueError as e:
-        raise TrainingError(str(e)) from None
-    # start the output layer at the training text's unigram distribution (add-one smoothed), so
-    # the first steps need not learn it; the counts come from the vocabulary pass less the
-    # validation tail's, so the memory-mapped training ids are not all read here
-    counts = corpus.counts - np.bincount(val_ids, minlength=len(vocab)) + 1.0
-    model.params["b_y"][...] = np.log(counts / counts.sum())
-    return model
-
-
-ITERATE = "iterate."  # checkpoint optimizer-state prefix: the weights training goes on from, when averaging
 
 
 def _take_iterate(ckpt, path):
@@ -322,6 +261,24 @@ def _take_iterate(ckpt, path):
     for name, value in iterate.items():
         model.params[name][...] = value
     return model, saved_average
+
+
+def _warn_if_corpus_changed(ckpt, corpus_keys, resume, reporter):
+    """A resumed run on a corpus edited since (same characters) goes on from its saved position in the new
+    text: say so, since it is no longer the same run. (A checkpoint from before this check says nothing.)"""
+    saved = ckpt.meta.get("corpus_files")
+    if saved is not None and saved != list(corpus_keys):
+        reporter.message(f"warning: the corpus has changed since {resume} was written (its files' names, sizes "
+                         "or modification times differ); training goes on from the saved position in the new text")
+
+
+def _note_halvings(pos, config, reporter):
+    """A resumed run whose rate was halved scales a --learning-rate given now too: say so."""
+    if pos.lr_scale != 1.0:
+        halvings = round(-math.log2(pos.lr_scale))
+        reporter.message(f"note: this run's learning rate was halved {halvings} time{'s' * (halvings != 1)} "
+                         f"(non-finite steps, the halving schedule); --learning-rate {config.learning_rate:g} "
+                         f"goes on at {config.learning_rate * pos.lr_scale:.3g}")
 
 
 def join_processes(config):
@@ -350,19 +307,3 @@ def leaving(distributed):
     finally:
         if distributed is not None:
             distributed.close()
-
-
-def _fit_chunk_to_corpus(config, n_train, reporter):
-    """Shrink batch size (then sequence length) when the training text is shorter than one chunk."""
-    if n_train < 3:
-        raise CorpusError(f"the training part of the corpus has {n_train} characters; it needs at least 3")
-    if (n_train - 1) // config.batch_size >= config.seq_length:
-        return config
-    batch_size = max(1, min(config.batch_size, (n_train - 1) // config.seq_length))
-    seq_length = min(config.seq_length, (n_train - 1) // batch_size)
-    reporter.message(
-        f"note: the training text ({n_train} characters) is shorter than one chunk of "
-        f"{config.batch_size}x{config.seq_length}; training with batch size {batch_size} and sequence length "
-        f"{seq_length} instead"
-    )
-    return replace(config, batch_size=batch_size, seq_length=seq_length)

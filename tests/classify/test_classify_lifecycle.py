@@ -1,5 +1,5 @@
-"""``charrnn classify train`` through the run lifecycle it shares with ``charrnn train`` (runs.py): a resume
-continues the time budget, the schedule and the training-loss sums; a non-finite step restores the last
+"""``charrnn classify train`` through the run lifecycle it shares with ``charrnn train`` (training/lifecycle.py): a
+resume continues the time budget, the schedule and the training-loss sums; a non-finite step restores the last
 evaluated weights and halves the rate. On the shipped names data, tiny models, through the CLI."""
 
 import json

@@ -65,7 +65,7 @@ def test_cli_num_samples_is_the_samples_one_by_one(ckpt_path, cli_stdout):
         return cli_stdout("sample", ckpt_path, "--seed", "A", "--length", "60", "--random-seed", "3", *args)
 
     three = sample("--num-samples", "3")
-    texts = ["".join(generate(net, vocab, "A", 60, random_seed=rng)) for rng in sample_rngs(3, 3)]
+    texts = ["".join(generate(net, vocab, "A", length=60, random_seed=rng)) for rng in sample_rngs(3, 3)]
     assert three == "\n\n".join(texts) + "\n"
     assert sample() == texts[0] + "\n"  # sample 1 does not depend on --num-samples
 
@@ -109,7 +109,7 @@ def test_sample_random_seed_is_generates_and_the_servers(ckpt_path, cli_stdout):
     from charrnn.inference.sample import generate
 
     ckpt = load_checkpoint(ckpt_path)
-    text = "".join(generate(ckpt.model, ckpt.vocab, "ROMEO", 60, temperature=0.8, random_seed=7))
+    text = "".join(generate(ckpt.model, ckpt.vocab, "ROMEO", length=60, temperature=0.8, random_seed=7))
     assert cli_stdout("sample", ckpt_path, "--seed", "ROMEO", "--length", "60", "--temperature", "0.8",
                       "--random-seed", "7") == text + "\n"
 

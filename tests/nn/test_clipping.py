@@ -15,8 +15,8 @@ from charrnn.nn import optim
 from charrnn.nn.optim import clip_gradient, make_optimizer
 from charrnn.nn.packed import Packed
 from charrnn.nn.schedule import budget_progress, learning_rate
-from charrnn.training.loop import TrainConfig
 from charrnn.training.presets import preset_configs
+from charrnn.training.run import TrainConfig
 
 SHAPES = {"a": (3, 4), "b": (5,), "c": (2, 2, 3)}
 TINY = ["--model", "rnn", "--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-length", "8",

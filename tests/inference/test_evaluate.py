@@ -1,5 +1,5 @@
-"""Scoring (evaluate.py): many lines scored at once give the figures of one by one, windows and groups, bytes
-models' lines decoded whole, a gpt's per-line scores adding up to the file's."""
+"""Scoring (inference/evaluate.py, models/scoring.py): many lines scored at once give the figures of one by one, windows
+and groups, bytes models' lines decoded whole, a gpt's per-line scores adding up to the file's."""
 
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The recurrent language model (rnn.py): parameter shapes, the loss's gradients against centred numerical
+"""The recurrent language model (models/rnn.py): parameter shapes, the loss's gradients against centred numerical
 differences (float64), state carried across chunks, buffers reused, streams kept apart."""
 
 

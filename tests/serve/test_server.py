@@ -110,7 +110,8 @@ def parse_events(data):
 
 
 def expected_text(model, seed="", length=100, temperature=1.0, top_k=None, top_p=None, random_seed=None):
-    return "".join(generate(model, VOCAB, seed, length, temperature, top_k, top_p, random_seed))
+    return "".join(generate(model, VOCAB, seed, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                           random_seed=random_seed))
 
 
 @pytest.mark.parametrize("options", [{}, {"temperature": 0.7, "top_k": 5}, {"top_p": 0.9}, {"temperature": 0}])
@@ -516,7 +517,7 @@ def test_a_byte_model_reads_and_writes_text_in_its_encoding():
         port = server.server_port
         status, answer = call_json(port, "/v1/generate", {"seed": "Café", "length": 50, "random_seed": 5})
         assert status == 200
-        assert answer["text"] == "".join(generate(model, vocab, "Café".encode(), 50, random_seed=5))
+        assert answer["text"] == "".join(generate(model, vocab, "Café".encode(), length=50, random_seed=5))
         assert answer["text"].startswith("Café")
         status, answer = call_json(port, "/v1/score", {"text": "Café"})
         assert status == 200 and answer["chars"] == len("Café".encode()) and answer["oov"] == {}

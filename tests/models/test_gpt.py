@@ -1,4 +1,4 @@
-"""The Transformer (gpt.py): float64 gradient checks of the whole model, cached sampling, its scoring windows
+"""The Transformer (models/gpt.py): float64 gradient checks of the whole model, cached sampling, its scoring windows
 and its step on the worker pool."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The run lifecycle (runs.py) as both trainers show it through the CLI: ``charrnn train`` and ``charrnn
+"""The run lifecycle (training/lifecycle.py) as both trainers show it through the CLI: ``charrnn train`` and ``charrnn
 classify train`` stop on a signal, refuse a spent resume and log alike."""
 
 import json
@@ -13,7 +13,7 @@ from charrnn import CharRNN
 from charrnn.classify.model import Classifier
 from charrnn.cli import main
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data")
 NAMES = os.path.join(DATA, "names.train.txt")
 SHAKESPEARE = os.path.join(DATA, "shakespeare.txt")
 TRAINERS = {  # the command, its corpus, its model class and tiny options

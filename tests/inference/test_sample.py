@@ -1,5 +1,5 @@
-"""Sampling (sample.py): steppers against the batched forward, filters, seeds, batches of samples that are the
-samples one by one, priming in pieces, bytes models' characters whole."""
+"""Sampling (inference/sample.py, models/rnn_steppers.py): steppers against the batched forward, filters, seeds, batches
+of samples that are the samples one by one, priming in pieces, bytes models' characters whole."""
 
 import numpy as np
 import pytest
@@ -74,16 +74,16 @@ def test_batched_stepper_matches_forward_stream_by_stream(model):
 
 def test_sampling_is_reproducible_and_seeded():
     net = make_model(dtype="float32", hidden=16)
-    a = "".join(generate(net, VOCAB, "ROMEO.", 200, 1.0, random_seed=5))
-    b = "".join(generate(net, VOCAB, "ROMEO.", 200, 1.0, random_seed=5))
-    c = "".join(generate(net, VOCAB, "ROMEO.", 200, 1.0, random_seed=6))
+    a = "".join(generate(net, VOCAB, "ROMEO.", length=200, temperature=1.0, random_seed=5))
+    b = "".join(generate(net, VOCAB, "ROMEO.", length=200, temperature=1.0, random_seed=5))
+    c = "".join(generate(net, VOCAB, "ROMEO.", length=200, temperature=1.0, random_seed=6))
     assert a == b and a != c
     assert a.startswith("ROMEO.") and len(a) == 206
 
 
 def test_unknown_seed_characters_are_named():
     with pytest.raises(KeyError, match="'#'"):
-        next(generate(make_model(dtype="float32", hidden=16), VOCAB, "ab#", 10))
+        next(generate(make_model(dtype="float32", hidden=16), VOCAB, "ab#", length=10))
 
 
 def test_top_k_and_top_p_filter():
@@ -109,30 +109,30 @@ def test_filter_logits_row_by_row_is_the_single_row_filter():
 def test_sample_i_is_the_same_whatever_the_number_of_samples(options):
     """Sample i of a batch is what generate() gives with sample i's generator, for N = 1, 3 and 6."""
     net = make_model()
-    alone = ["".join(generate(net, VOCAB, "The ", 300, random_seed=rng, **options)) for rng in sample_rngs(7, 6)]
+    alone = ["".join(generate(net, VOCAB, "The ", length=300, random_seed=rng, **options)) for rng in sample_rngs(7, 6)]
     assert len(set(alone)) == 6 and all(len(text) == 304 for text in alone)
     for n in (1, 3, 6):
-        texts = ["".join(pieces) for pieces in zip(*generate_batch(net, VOCAB, n, "The ", 300, random_seed=7,
+        texts = ["".join(pieces) for pieces in zip(*generate_batch(net, VOCAB, n, "The ", length=300, random_seed=7,
                                                                    **options))]
         assert texts == alone[:n]
 
 
 def test_greedy_batch_repeats_one_text():
     net = make_model()
-    texts = ["".join(p) for p in zip(*generate_batch(net, VOCAB, 4, "", 50, temperature=0))]
-    assert len(set(texts)) == 1 and texts[0] == "".join(generate(net, VOCAB, "", 50, temperature=0))
+    texts = ["".join(p) for p in zip(*generate_batch(net, VOCAB, 4, "", length=50, temperature=0))]
+    assert len(set(texts)) == 1 and texts[0] == "".join(generate(net, VOCAB, "", length=50, temperature=0))
 
 
 def test_stream_samples_in_order_whatever_the_batch_size():
     net = make_model("gru")
     runs = []
     for batch_size in (1, 2, 5, 256):
-        pieces = list(stream_samples(net, VOCAB, 5, "A", 40, random_seed=11, batch_size=batch_size))
+        pieces = list(stream_samples(net, VOCAB, 5, "A", length=40, random_seed=11, batch_size=batch_size))
         indices = [i for i, _ in pieces]
         assert indices == sorted(indices)  # each sample complete before the next
         runs.append(["".join(p for i, p in pieces if i == k) for k in range(5)])
     assert all(run == runs[0] for run in runs)
-    assert runs[0] == ["".join(generate(net, VOCAB, "A", 40, random_seed=rng)) for rng in sample_rngs(11, 5)]
+    assert runs[0] == ["".join(generate(net, VOCAB, "A", length=40, random_seed=rng)) for rng in sample_rngs(11, 5)]
 
 
 def test_priming_in_pieces_equals_one_pass(monkeypatch, small_text):
@@ -172,8 +172,9 @@ def test_bytes_models_sample_characters_of_several_bytes_whole(seed):
     script = list(wanted.encode("utf-8"))
     if isinstance(seed, bytes) and seed.endswith(b"\xc3"):
         script = script[1:]  # the seed's last byte is é's first
-    for pieces in (list(generate(_Scripted(script, 256), vocab, seed, len(script), temperature=0)),
-                   [p[1] for p in generate_batch(_Scripted(script, 256), vocab, 2, seed, len(script), temperature=0)]):
+    for pieces in (list(generate(_Scripted(script, 256), vocab, seed, length=len(script), temperature=0)),
+                   [p[1] for p in generate_batch(_Scripted(script, 256), vocab, 2, seed, length=len(script),
+                                                        temperature=0)]):
         text = "".join(pieces)
         assert text.endswith(wanted) and "\ufffd" not in text
         assert "" in pieces  # a lead byte alone shows nothing yet
