@@ -211,39 +211,41 @@ class UnitTrace:
 
 class ActivationDump:
     """Writes every activation of a text to an ``.npz`` as it is read: arrays ``layer{L}/{name}`` (N, H), row i
-    the state after character i (names as ``CharRNN.forward_states``'s). Each array goes to a ``.npy`` file
-    beside ``path`` as its rows come; ``close`` stores them in the ``.npz`` (uncompressed, so ``np.load(...,
-    mmap_mode)`` can map them) atomically, deleting each as it goes. Refuses, before writing, a dump larger
-    than the free space on the disk holding ``path`` (it needs its size and one array's more)."""
+    the state after character i (names as ``CharRNN.forward_states``'s). Each array's rows are appended to a
+    ``.npy`` file beside ``path`` as they come (nothing held in memory); ``close`` stores the files in the
+    ``.npz`` (uncompressed) atomically, deleting each as it goes. Refuses, before writing, a dump larger than
+    the free space on the disk holding ``path`` (it needs its size and one array's more)."""
 
     def __init__(self, model, path, rows):
         cfg = model.config
         self.names = [f"layer{k}/{name}" for k in range(1, cfg.num_layers + 1) for name in model.state_names()]
-        self.path, self.shape, self.dtype = path, (rows, cfg.hidden_size), model.dtype
+        self.path, self.dtype = path, model.dtype
         size = len(self.names) * rows * cfg.hidden_size * self.dtype.itemsize
         directory = os.path.dirname(os.path.abspath(path))
         free = shutil.disk_usage(directory).free
         if size * (1 + 1 / len(self.names)) > free:
             raise ValueError(f"{path}: the activations of {rows:,} characters take {_size(size)} and the disk has "
                              f"{_size(free)} free; dump a shorter text")
-        self.size = size
         self.tmp = tempfile.mkdtemp(prefix=".tmp-dump-", dir=directory)
-        self.arrays = {name: np.lib.format.open_memmap(self._file(name), "w+", self.dtype, self.shape)
-                       for name in self.names}
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                  "shape": (rows, cfg.hidden_size)}
+        self.files = {}
+        for name in self.names:
+            self.files[name] = open(self._file(name), "wb")
+            np.lib.format.write_array_header_1_0(self.files[name], header)
 
     def _file(self, name):
         return os.path.join(self.tmp, name.replace("/", "-") + ".npy")
 
     def add(self, piece, row):
         for name in self.names:
-            self.arrays[name][row : row + len(piece.codes)] = piece.units[name]
+            self.files[name].write(np.ascontiguousarray(piece.units[name], self.dtype).tobytes())
 
     def close(self):
         """Write the ``.npz`` (when every row is in) and remove the temporary files."""
         try:
-            for array in self.arrays.values():
-                array.flush()
-            self.arrays.clear()
+            for f in self.files.values():
+                f.close()
 
             def write(f):
                 with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
@@ -256,8 +258,9 @@ class ActivationDump:
             self.discard()
 
     def discard(self):
-        """Remove the temporary files (the ``.npz`` is not written)."""
-        self.arrays.clear()
+        """Close and remove the temporary files (the ``.npz`` is not written)."""
+        for f in self.files.values():
+            f.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
