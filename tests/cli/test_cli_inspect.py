@@ -2,10 +2,12 @@
 terminal's colours and legend, the pages, one-line errors."""
 
 import json
+import math
 import os
 
 import numpy as np
 import pytest
+from browser import CHROMIUM, Chromium
 
 from charrnn.inference.features import feature_values
 from charrnn.io.checkpoint import Checkpoint, save_checkpoint
@@ -145,3 +147,44 @@ def test_an_existing_page_is_kept_without_overwrite(lstm, source, cli, tmp_path)
     assert result.exit_code == 1 and "already exists" in result.stderr and page.read_text() == "mine"
     assert cli(["inspect", lstm, source, "--html", page, "--overwrite"]).exit_code == 0
     assert page.read_text().startswith("<!doctype html>")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (Debian: apt-get install chromium)")
+def test_the_pages_show_in_a_browser(lstm, gpt, source, cli_stdout, tmp_path):
+    """The neurons page starts on its first unit and switches to surprise; hovering a character shows its top-K;
+    the gpt page lights up what a character attends to."""
+    cli_stdout("neurons", lstm, source, "--feature", "indent", "--top", "3", "--html", tmp_path / "n.html")
+    cli_stdout("inspect", gpt, source, "--html", tmp_path / "a.html", "--attention")
+    records = [json.loads(line) for line in cli_stdout("inspect", lstm, source, "--json").splitlines()]
+    top = json.loads(cli_stdout("neurons", lstm, source, "--feature", "indent", "--top", "3", "--json"))
+    spans = "document.querySelectorAll('.inspect-text span')"
+    hover = ("(i => { {spans}[i].dispatchEvent(new MouseEvent('mouseover', {bubbles: true})); "
+             "return document.querySelector('.inspect-tip').textContent; })").replace("{spans}", spans)
+    browser = Chromium(f"file://{tmp_path / 'n.html'}", str(tmp_path / "profile"))
+    try:
+        count = browser.wait_for(f"{spans}.length")
+        modes = browser.evaluate("[...document.querySelector('.inspect-mode').options].map(o => o.text)")
+        chosen = browser.evaluate("document.querySelector('.inspect-mode').selectedOptions[0].text")
+        unit_colours = browser.evaluate(f"[...{spans}].map(s => s.style.backgroundColor)")
+        tip = browser.evaluate(f"{hover}(41)")
+        browser.evaluate("(s => { s.value = '0'; s.dispatchEvent(new Event('change')); })"
+                         "(document.querySelector('.inspect-mode'))")
+        legend = browser.evaluate("document.querySelector('.inspect-legend').textContent")
+        browser.send("Page.navigate", browser.session, url=f"file://{tmp_path / 'a.html'}")
+        browser.wait_for("document.querySelector('.inspect-mode') && document.querySelector('.inspect-mode')"
+                         ".options.length > 4")
+        browser.evaluate("(s => { s.value = '3'; s.dispatchEvent(new Event('change')); })"
+                         "(document.querySelector('.inspect-mode'))")
+        browser.evaluate(f"{hover}(60)")
+        lit = browser.evaluate(f"[...{spans}].filter(s => s.style.backgroundColor).length")
+    finally:
+        browser.close()
+    assert count == len(records) and modes[0].startswith("surprise")
+    assert modes[1:] == [f"layer {u['layer']} {u['state']} {u['unit']} (r = {u['r']:.3f})" for u in top]
+    assert chosen == modes[1] and len(set(unit_colours)) > 3  # the first unit's colours
+    record = records[41]
+    assert json.dumps(record["char"]) in tip and f"{-record['logprob'] / math.log(2):.2f} bits" in tip
+    assert all(f"{100 * p:.1f}%" in tip for _, p in record["top"])
+    assert legend.startswith("bits per character")
+    assert 1 <= lit <= 32  # character 60 and some of the up to 32 before it, in layer 1's head 2
