@@ -23,7 +23,16 @@ from ..inference.neurons import (
     feature_stream,
     scan,
 )
-from ..inference.pages import MAX_PAGE_CHARS, PageText, char_texts, symbol_texts, top_lists, units_page, write_page
+from ..inference.pages import (
+    MAX_PAGE_CHARS,
+    PageText,
+    char_texts,
+    page_limit,
+    symbol_texts,
+    top_lists,
+    units_page,
+    write_page,
+)
 from ..io.checkpoint import load_checkpoint
 from ..plot import plot_saturation
 from .errors import user_errors
@@ -57,7 +66,9 @@ def _nonempty(path):
 @click.option("--html", type=click.Path(dir_okay=False), metavar="FILE",
               help=f"Write a self-contained page of the text (its first {MAX_PAGE_CHARS:,} characters): "
               "coloured by surprise, the probability and top-K on hover.")
-@click.option("--attention", is_flag=True, help="gpt, with --html: draw each head's attention on the page too.")
+@click.option("--attention", is_flag=True,
+              help="gpt, with --html: draw each head's attention on the page too (the page then holds fewer "
+              "characters: 16 MiB of weights, a byte each).")
 @click.option("--overwrite", is_flag=True, help="Replace --html FILE if it exists.")
 def inspect(checkpoint, file, top_k, as_json, html, attention, overwrite):
     """Show how surprised CHECKPOINT is by each character of FILE: the text coloured by bits per character,
@@ -80,7 +91,7 @@ def inspect(checkpoint, file, top_k, as_json, html, attention, overwrite):
     with user_errors():
         ckpt = load_checkpoint(checkpoint)
         vocab = ckpt.vocab
-        page = PageText(vocab) if html is not None else None
+        page = PageText(vocab, page_limit(ckpt.model, attention)) if html is not None else None
         out, symbols, total, scored = console(), symbol_texts(vocab), 0.0, 0
         for piece in inspect_file(ckpt.model, vocab, file, top_k, attention=attention):
             known = ~np.isnan(piece.logprob)
@@ -105,7 +116,7 @@ def inspect(checkpoint, file, top_k, as_json, html, attention, overwrite):
         out.print()
         out.print(_surprise_legend())
     else:
-        out.print(f"wrote {html} ({min(page.total, MAX_PAGE_CHARS):,} characters)")
+        out.print(f"wrote {html} ({len(page.chars):,} characters)")
     out.print(summary)
 
 

@@ -26,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATE = os.path.join(HERE, "inspect.html")
 SCRIPT = os.path.join(HERE, "inspect.js")
 MAX_PAGE_CHARS = 200_000  # a page shows at most this many characters of a text (its first)
+MAX_ATTENTION_BYTES = 16 << 20  # a page's attention weights, a byte each: fewer characters shown where they need it
 
 
 def script():
@@ -39,6 +40,15 @@ def char_texts(vocab, codes):
     if vocab.bytes_mode:
         return [vocab.symbol_text(int(c)) for c in codes]
     return list(codes_text(vocab, codes))
+
+
+def page_limit(model, attention=False):
+    """The characters a page shows: MAX_PAGE_CHARS, or with (gpt) attention as many as MAX_ATTENTION_BYTES hold
+    at layers x heads x context weights each."""
+    if not attention or model.context_length is None:  # a recurrent model has no attention to show
+        return MAX_PAGE_CHARS
+    cfg = model.config
+    return max(1, min(MAX_PAGE_CHARS, MAX_ATTENTION_BYTES // (cfg.num_layers * cfg.num_heads * cfg.context_length)))
 
 
 def symbol_texts(vocab):
