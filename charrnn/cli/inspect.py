@@ -91,28 +91,24 @@ def inspect(checkpoint, file, top_k, as_json, html, attention, overwrite):
     with user_errors():
         ckpt = load_checkpoint(checkpoint)
         vocab = ckpt.vocab
-        page = PageText(vocab, page_limit(ckpt.model, attention)) if html is not None else None
-        out, symbols, total, scored = console(), symbol_texts(vocab), 0.0, 0
+        page = PageText(vocab, page_limit(ckpt.model, attention) if html is not None else 0)  # 0: counts only
+        out, symbols = console(), symbol_texts(vocab)
         for piece in inspect_file(ckpt.model, vocab, file, top_k, attention=attention):
-            known = ~np.isnan(piece.logprob)
-            total, scored = total + float(piece.logprob[known].sum()), scored + int(known.sum())
             if as_json:
                 _echo_records(vocab, symbols, piece)
-            elif page is None:
+            elif html is None:
                 out.print(_surprise_text(vocab, piece), end="")
-            if page is not None:
-                page.add(piece)
-    if scored == 0:
+            page.add(piece)
+    if page.scored == 0:
         raise click.ClickException(f"{file}: nothing to score: none of its characters is in the vocabulary")
-    summary = (f"{file}: {scored:,} characters scored, mean {-total / scored / math.log(2):.4f} bits/char "
-               f"(loss {-total / scored:.4f} nats/char)")
-    if page is not None:
+    summary = f"{file}: {page.summary()}"
+    if html is not None:
         with user_errors():
             write_page(html, page.data(summary), title=f"{os.path.basename(file)}: surprise",
                        source=f"{checkpoint} reading {file}")
     if as_json:
         return
-    if page is None:
+    if html is None:
         out.print()
         out.print(_surprise_legend())
     else:

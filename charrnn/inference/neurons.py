@@ -90,14 +90,16 @@ def check_recurrent(model, what):
                          "shows its attention)")
 
 
-def scan(model, vocab, pieces, readers):
+def scan(model, vocab, pieces, readers, check=None):
     """Read a text, as code ``pieces`` (inspect.py's ``file_codes``, ``text_codes``), once through ``model``,
     handing each inspect.py Piece (its codes and units) and its first row's number to each reader's
     ``add(piece, row)``; return the number of rows (characters) read. A reader's results are read from it
-    afterwards."""
+    afterwards. ``check()``, if given, is called between passes (it may raise, to stop)."""
     check_recurrent(model, "neurons")
     row = 0
     for piece in read_pieces(model, vocab, pieces, scores=False, states=True):
+        if check is not None:
+            check()
         for reader in readers:
             reader.add(piece, row)
         row += len(piece.codes)
@@ -123,6 +125,7 @@ class Correlation:
     and co-moments (Chan, Golub and LeVeque's pairwise update, in float64): O(units) memory for any text."""
 
     def __init__(self, model, vocab, feature):
+        check_recurrent(model, "a feature's correlation")
         self.vocab, self.feature, self.blocks = vocab, feature, unit_blocks(model)
         self.hidden_size = H = model.config.hidden_size
         self.n, self.mean_f, self.m2_f = 0, 0.0, 0.0

@@ -19,8 +19,9 @@ import re
 import numpy as np
 
 from ..io.atomic import write_atomically
-from .inspect import codes_text, read_pieces
-from .neurons import UnitTrace, head
+from .features import FeatureStream
+from .inspect import codes_text, read_pieces, text_codes
+from .neurons import Correlation, UnitTrace, head, scan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATE = os.path.join(HERE, "inspect.html")
@@ -73,10 +74,14 @@ class PageText:
         self.symbols = symbol_texts(vocab)
         self.chars, self.logprob, self.top, self.units = [], [], [], []
         self.rows, self.positions, self.weights = [], [], []  # attention: per character, per character read
-        self.total = 0  # characters seen, shown or not
+        self.total, self.scored, self.nats = 0, 0, 0.0  # characters seen (shown or not), scored, their -log p
 
     def add(self, piece):
         self.total += len(piece.codes)
+        if piece.logprob is not None:
+            known = ~np.isnan(piece.logprob)
+            self.scored += int(known.sum())
+            self.nats -= float(piece.logprob[known].sum())
         n = min(len(piece.codes), self.limit - len(self.chars))
         if n <= 0:
             return
@@ -99,6 +104,13 @@ class PageText:
             self.units.append({"label": label, "r": None if r is None or math.isnan(r) else round(r, 4),
                                "scale": scale, "values": np.round(shown, 3).tolist()})
 
+    def summary(self):
+        """The scored characters' count and mean surprise, as a line."""
+        if not self.scored:
+            return f"{self.total:,} characters, none scored"
+        loss = self.nats / self.scored
+        return f"{self.scored:,} characters scored, mean {loss / math.log(2):.4f} bits/char (loss {loss:.4f} nats/char)"
+
     def data(self, summary=""):
         """The page's data (inspect.js's ``data``)."""
         if self.total > len(self.chars):
@@ -116,12 +128,15 @@ class PageText:
         return data
 
 
-def units_page(model, vocab, pieces, units, total, top_k=5, limit=MAX_PAGE_CHARS):
+def units_page(model, vocab, pieces, units, total, top_k=5, limit=MAX_PAGE_CHARS, check=None):
     """A PageText of the first ``limit`` characters of a text of ``total``, given as code ``pieces``, with its
-    surprise and the ``units`` (neurons.py's UnitScores) to colour it by, read in one pass."""
+    surprise and the ``units`` (neurons.py's UnitScores) to colour it by, read in one pass; ``check()``, if
+    given, is called between passes (it may raise, to stop)."""
     traces = [UnitTrace(model, u.layer, u.unit, u.state) for u in units]
     page, row = PageText(vocab, limit), 0
-    for piece in read_pieces(model, vocab, head(pieces, limit), top_k, scores=True, states=True):
+    for piece in read_pieces(model, vocab, head(pieces, limit), top_k, scores=True, states=bool(units)):
+        if check is not None:
+            check()
         page.add(piece)
         for trace in traces:
             trace.add(piece, row)
@@ -129,6 +144,20 @@ def units_page(model, vocab, pieces, units, total, top_k=5, limit=MAX_PAGE_CHARS
     page.add_units([(u.label(), u.r, trace.values) for u, trace in zip(units, traces)])
     page.total = total
     return page
+
+
+def text_page(model, vocab, text, top_k=5, feature=None, top=10, check=None):
+    """The page data of a string (the server's inspect view): its surprise and top-K and, given a ``feature``
+    (features.py; a recurrent model), its ``top`` units by |r| to colour it by. ``check()``, if given, is
+    called between passes (it may raise, to stop). ValueError for a feature it cannot use."""
+    pieces = text_codes(vocab, text)
+    ranking = []
+    if feature is not None:
+        correlation = Correlation(model, vocab, FeatureStream(feature, codes_text(vocab, pieces[0])))
+        scan(model, vocab, pieces, [correlation], check)
+        ranking = correlation.ranking()[:top]
+    page = units_page(model, vocab, pieces, ranking, len(pieces[0]), top_k, check=check)
+    return page.data(page.summary())
 
 
 def page_html(data, title, source=""):

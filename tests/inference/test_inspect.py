@@ -3,6 +3,7 @@ naive per-character forward's, the top-K a softmax's, the states Stepper's, each
 correlation numpy's, saturation counted on gates forced open and shut, the pages well formed."""
 
 import json
+import math
 import re
 from html.parser import HTMLParser
 
@@ -13,7 +14,7 @@ from charrnn.inference.evaluate import evaluate_file, evaluate_text
 from charrnn.inference.features import FeatureError, FeatureStream, feature_values
 from charrnn.inference.inspect import SEQ_LENGTH, inspect_file, inspect_text, text_codes
 from charrnn.inference.neurons import ActivationDump, Correlation, Saturation, correlate, saturation, scan
-from charrnn.inference.pages import PageText, page_html, units_page
+from charrnn.inference.pages import PageText, page_html, text_page, units_page
 from charrnn.io.corpus import Vocab
 from charrnn.models.gpt import CharGPT, GPTConfig
 from charrnn.models.rnn import CharRNN, ModelConfig
@@ -312,3 +313,25 @@ def test_a_gpt_page_carries_each_heads_attention():
     assert (attention["layers"], attention["heads"], attention["span"]) == (2, 2, 16)
     read = [i for i, c in enumerate(TEXT[:200]) if c in VOCAB.symbols]
     assert attention["pos"] == read and len(attention["row"]) == 200
+
+
+def test_a_text_page_is_the_servers_answer():
+    model = rnn("lstm")
+    data = text_page(model, VOCAB, TEXT, top_k=3)
+    loss = evaluate_text(model, VOCAB, TEXT).loss
+    assert f"loss {loss:.4f} nats/char" in data["summary"] and "units" not in data and len(data["top"][5]) == 3
+    units = text_page(model, VOCAB, TEXT, feature="bracket-depth", top=4)["units"]
+    ranking = correlate_text(model, TEXT, "bracket-depth")[:4]
+    assert [u["label"] for u in units] == [u.label() for u in ranking]
+    assert [u["r"] for u in units] == pytest.approx([u.r for u in ranking], abs=1e-4)
+    with pytest.raises(ValueError, match="a gpt model has none"):
+        text_page(gpt(), VOCAB, TEXT, feature="quote")
+    calls = []
+    text_page(model, VOCAB, TEXT, feature="quote", check=lambda: calls.append(1))
+    assert len(calls) == 2 * math.ceil(len(TEXT) / SEQ_LENGTH)  # between passes: it can stop a long one
+
+
+def correlate_text(model, text, feature):
+    correlation = Correlation(model, VOCAB, FeatureStream(feature, text))
+    scan(model, VOCAB, text_codes(VOCAB, text), [correlation])
+    return correlation.ranking()
