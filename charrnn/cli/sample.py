@@ -32,7 +32,7 @@ def sample(checkpoint, seed, prime_file, num_samples, random_seed, output, overw
 
     \b
     Example:
-      charrnn sample checkpoints --seed "ROMEO." --temperature 0.8 --length 500
+      charrnn sample checkpoints --seed "Romeo." --temperature 0.8 --length 500
       charrnn sample checkpoints --prime-file scene.txt --length 1000
     """
     if prime_file is not None and seed is not None:

@@ -42,7 +42,7 @@ def serve(ctx, checkpoint, host, port, max_length, max_concurrent, max_score_cha
     \b
     Example:
       charrnn serve checkpoints
-      curl -s localhost:8000/v1/generate -H 'Content-Type: application/json' -d '{"seed": "ROMEO."}'
+      curl -s localhost:8000/v1/generate -H 'Content-Type: application/json' -d '{"seed": "Romeo."}'
     """
     config = ServeConfig(host=host, port=port, max_length=max_length, max_concurrent=max_concurrent,
                          max_score_chars=max_score_chars, max_inspect_chars=max_inspect_chars,
