@@ -178,8 +178,9 @@ class SampleDraw:
             yield text.seed(self.seed)
         penalty = None
         if options.repetition_penalty != 1:
-            penalty = RepetitionPenalty(options.repetition_penalty, options.repetition_window,
-                                        vocab.encode(self.seed) if self.seed else [], N, len(vocab))
+            prime = vocab.encode(self.seed) if self.seed else np.zeros(0, np.intp)
+            window = max(1, min(options.repetition_window, len(prime) + options.length))  # more sees no more
+            penalty = RepetitionPenalty(options.repetition_penalty, window, prime, N, len(vocab))
         logits, rows = np.broadcast_to(first_logits, (N, len(vocab))), np.arange(N)
         for t in range(options.length):
             ids = pick(logits if penalty is None else penalty.apply(logits), t)
