@@ -25,9 +25,10 @@ from .decoding import SampleText, decode, prime_sampler, stop_ids
 class BeamDraw:
     """The ``num_samples`` best continuations a beam of ``options.beam_width`` finds, with ``SampleDraw``'s
     surface: iterating yields the seed's pieces (if any), then each result's generated text, whole;
-    ``logprob``, ``chars``, ``stopped`` (num_samples,) describe them, and ``found`` says how many there are
-    (results past it are '' with logprob -inf). ``reject(text)`` True drops a finished text (the seed's
-    included) so that the search goes on for others; texts are never repeated."""
+    ``logprob``, ``chars``, ``stopped`` (num_samples,) describe them, ``found`` says how many there are
+    (results past it are '' with logprob -inf) and ``steps`` how many characters the search went.
+    ``reject(text)`` True drops a finished text (the seed's included) so that the search goes on for others;
+    texts are never repeated."""
 
     def __init__(self, model, vocab, num_samples, seed, options, reject=None):
         if num_samples > options.beam_width:
@@ -37,6 +38,7 @@ class BeamDraw:
         self.num_samples, self.stops = num_samples, stop_ids(vocab, options.stop)  # KeyError: unknown symbols
         self.logprob = np.full(num_samples, -np.inf)
         self.chars, self.stopped, self.found = np.zeros(num_samples, np.intp), np.zeros(num_samples, bool), 0
+        self.steps = 0  # characters the search has stepped its K hypotheses through
         self.finished = {}  # text -> (rank, logprob, ids without the stop, chars, stopped)
 
     def __iter__(self):
@@ -60,6 +62,7 @@ class BeamDraw:
         scores[0] = 0.0  # the K rows start alike: one hypothesis
         history = np.zeros((K, length), np.intp)  # (K, length): each hypothesis's ids
         for t in range(length):
+            self.steps = t + 1
             candidates = scores[:, None] + log_softmax(np.asarray(logits, np.float64))  # (K, V)
             parents, ids, totals = self._extend(candidates, history[:, :t])
             if not parents or self._settled(totals, t + 1):
