@@ -8,11 +8,11 @@ allowed: Jean-Luc, D'Arcy), shuffled with a fixed seed so that the file's tail i
 file is the same on every run with the same faker version (recorded in data/README.md).
 """
 
-import importlib
 import os
 import re
 
 import numpy as np
+from build_names import person_names  # beside this script
 
 LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "sv_SE", "fi_FI", "pl_PL", "cs_CZ",
            "pt_BR"]
@@ -21,13 +21,7 @@ SEED = 32
 
 
 def first_names(locale):
-    provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
-    found = set()
-    for attr in ("first_names", "first_names_male", "first_names_female"):
-        value = getattr(provider, attr, None)
-        if value is not None and not isinstance(value, property):
-            found.update(name.strip() for name in value)
-    return {name for name in found if NAME.match(name)}
+    return {name for name in person_names(locale, "first") if NAME.match(name)}
 
 
 def main():

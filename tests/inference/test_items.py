@@ -190,3 +190,24 @@ def test_generate_batch_with_stops_yields_empty_pieces_once_a_sample_ended():
     texts = ["".join(p) for p in zip(*rows)]
     alone = ["".join(generate(model, VOCAB, "", length=50, stop="\n", random_seed=r)) for r in sample_rngs(3, 4)]
     assert texts == alone and all("\n" not in t for t in texts)
+
+
+@pytest.mark.parametrize("encoding,symbols,stops", [
+    ("latin-1", b"ab\xe9\n", ("ab", "\u00e9")),  # a byte a character, é one byte in latin-1
+    ("utf-8", b"a\xc3\xa9\n", ("\u00e9",)),  # a stop of two bytes, é in UTF-8
+])
+def test_a_bytes_models_stop_text_is_matched_on_its_bytes(encoding, symbols, stops):
+    """A bytes model's stop texts are matched on their bytes in the model's encoding; the text before the
+    first is what the uncut text begins with, and none of a stop's bytes is shown."""
+    vocab = Vocab(tuple(sorted(symbols)), bytes_mode=True, encoding=encoding)
+    model = make_model("gru", vocab)
+    cuts = 0
+    for random_seed in range(6):
+        whole = "".join(generate(model, vocab, b"", length=60, random_seed=random_seed))
+        got = "".join(generate(model, vocab, b"", length=60, random_seed=random_seed, stop=stops))
+        assert whole.startswith(got) and not any(stop in got for stop in stops)
+        if encoding == "latin-1":
+            firsts = [whole.find(stop) for stop in stops if stop in whole]
+            assert got == (whole[: min(firsts)] if firsts else whole)
+        cuts += got != whole
+    assert cuts >= 3
