@@ -71,7 +71,7 @@ def sample(checkpoint, seed, prime_file, unknown, num_samples, unique, exclude, 
         refuse_existing(output, overwrite)
     layout = Layout.of(separator, sampling.stop)
     model, vocab = ckpt.model, ckpt.vocab
-    with click.open_file(output, "w", encoding="utf-8") as out:
+    with user_errors(), click.open_file(output, "w", encoding="utf-8") as out:  # a full disk: one line
         if json_lines or unique or excluded or sampling.stop or sampling.beam_width is not None:
             samples = draw_samples(model, vocab, num_samples, seed, options=sampling, random_seed=random_seed,
                                    unique=unique, exclude=excluded, max_tries=max_tries)
