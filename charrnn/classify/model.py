@@ -1,8 +1,10 @@
-"""The classifier: a bidirectional recurrent encoder over characters, pooled, then a softmax layer.
+"""The classifier: a bidirectional recurrent encoder over characters, pooled, then an output layer: a softmax
+over the labels, or (``loss="ova"``, fastText's one-vs-all) one sigmoid per label.
 
     model = Classifier(ClassifierConfig(vocab_size=60, num_classes=12, model="lstm", hidden_size=128))
     vectors = model.encoder.forward(ids, lengths)          # ids (T, B), lengths (B,) descending -> (B, D)
     logits = model.forward(ids, lengths)                   # (B, C)
+    probs = model.probabilities(ids, lengths)              # (B, C): softmax rows sum to 1; ova's each in (0, 1)
     loss, grads = model.loss_and_grads(ids, lengths, targets, weights)
 
 D = 2H with ``bidirectional`` (else H). Each layer runs a forward direction over the text and a
@@ -21,6 +23,12 @@ values for the weight-gradient products, whatever the cell). Padding comes after
 directions' order, so the recurrence never carries it into a text's positions, and backward, no
 gradient reaches a padded step: a text's result does not depend on what it is batched with (tested).
 
+The losses, for logits z (B, C), example weights w (B,) normalised to s = w / sum(w), and targets y (B, C):
+softmax, the cross-entropy sum_b s_b · -sum_c y_bc log softmax(z_b)_c with each row of y a distribution over
+the labels; ova, the binary cross-entropies of the C sigmoids summed, sum_b s_b · sum_c [softplus(z_bc) -
+y_bc z_bc] (= -y log σ(z) - (1 - y) log(1 - σ(z))) with y_bc 1 for the text's labels and 0 for the others, so
+each label's probability σ(z_bc) is independent of the others' (several may be near 1, or none).
+
 Parameters (``model.params``, one Packed vector): ``l{k}.{fwd|bwd}.W_xh`` (V+1 or D, G·H) (layer 0's
 read by row; row V is the unknown character), ``.W_hh`` (H, G·H), ``.b`` (G·H,), ``.b_hn`` (H,) for
 gru; ``W_out`` (D, C), ``b_out`` (C,).
@@ -37,6 +45,7 @@ from ..nn.numerics import DTYPES, scatter_rows
 from ..nn.packed import Packed, model_params
 
 POOLS = ("last", "mean", "max")
+LOSSES = ("softmax", "ova")
 
 
 @dataclass
@@ -53,6 +62,7 @@ class ClassifierConfig:
     activation: str = "tanh"
     dropout: float = 0.3
     dtype: str = "float32"
+    loss: str = "softmax"  # the output layer: "softmax" (one distribution over the labels) or "ova" (a sigmoid each)
 
     @property
     def directions(self):
@@ -67,6 +77,8 @@ class ClassifierConfig:
         """Raise ValueError with a one-line reason if a field is out of range."""
         if self.model not in RNN_KINDS:
             raise ValueError(f"model must be one of {', '.join(RNN_KINDS)}, not {self.model!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
         if self.pool not in POOLS:
             raise ValueError(f"pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
         if self.vocab_size < 2 or self.num_classes < 2:
@@ -263,7 +275,7 @@ class BiEncoder:
 
 
 class Classifier:
-    """The encoder and a softmax layer over its vectors."""
+    """The encoder and an output layer over its vectors: a softmax, or a sigmoid per label (``config.loss``)."""
 
     def __init__(self, config, params=None, rng=None):
         """``params``: arrays named as ``param_shapes(config)`` (copied), or None: fresh from ``rng``."""
@@ -281,18 +293,21 @@ class Classifier:
         vectors = self.encoder.forward(ids, lengths)
         return vectors @ self.params["W_out"] + self.params["b_out"]
 
+    def probabilities(self, ids, lengths):
+        """Label probabilities (B, C) for padded ``ids`` (T, B) of ``lengths`` (B,): the softmax of the logits,
+        or with ``loss="ova"`` each label's sigmoid."""
+        return PROBABILITIES[self.config.loss](self.forward(ids, lengths))
+
     def loss_and_grads(self, ids, lengths, targets, weights=None, dropout_rng=None, dropout=None):
-        """Weighted mean cross-entropy against ``targets`` (B, C), each row a distribution over the
-        classes, with example ``weights`` (B,) (default 1), and its gradients (a Packed dict like params)."""
+        """The weighted mean loss (the module docstring: softmax's cross-entropy against ``targets`` (B, C) rows
+        that are distributions over the classes, ova's summed binary cross-entropies against 0/1 rows), with
+        example ``weights`` (B,) (default 1), and its gradients (a Packed dict like params)."""
         vectors = self.encoder.forward(ids, lengths, dropout_rng, dropout, backward=True)  # (B, D)
         logits = vectors @ self.params["W_out"] + self.params["b_out"]  # (B, C)
         B = len(lengths)
         weights = np.ones(B) if weights is None else np.asarray(weights, np.float64)
-        log_probs = logits - logits.max(axis=1, keepdims=True)
-        log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
         scale = weights / weights.sum()  # (B,)
-        loss = float(-(scale[:, None] * targets * log_probs).sum())
-        d_logits = ((np.exp(log_probs) * targets.sum(axis=1, keepdims=True) - targets) * scale[:, None])
+        loss, d_logits = OUTPUT_LOSSES[self.config.loss](logits, targets, scale)  # d_logits (B, C)
         d_logits = d_logits.astype(self.params.flat.dtype)
         grads = Packed(self.shapes, self.config.dtype)
         np.matmul(vectors.T, d_logits, out=grads["W_out"])
@@ -301,7 +316,34 @@ class Classifier:
         return loss, grads
 
 
+def softmax_loss(logits, targets, scale):
+    """sum_b scale_b · -sum_c targets_bc log softmax(logits_b)_c, and its gradient (B, C) w.r.t. ``logits`` (B, C);
+    each row of ``targets`` (B, C) a distribution over the classes (or zero: no known label), ``scale`` (B,)."""
+    log_probs = logits - logits.max(axis=1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+    loss = float(-(scale[:, None] * targets * log_probs).sum())
+    d_logits = (np.exp(log_probs) * targets.sum(axis=1, keepdims=True) - targets) * scale[:, None]
+    return loss, d_logits
+
+
+def ova_loss(logits, targets, scale):
+    """sum_b scale_b · sum_c [softplus(logits_bc) - targets_bc logits_bc], the binary cross-entropies of the C
+    sigmoids (fastText's one-vs-all), and its gradient (B, C): scale_b (sigmoid(logits_bc) - targets_bc);
+    ``targets`` (B, C) 1 for a text's labels, 0 for the others, ``scale`` (B,)."""
+    loss = float((scale[:, None] * (np.logaddexp(0, logits) - targets * logits)).sum())
+    return loss, (sigmoid(logits) - targets) * scale[:, None]
+
+
 def softmax(logits):
     """Probabilities (N, C) of logits (N, C)."""
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def sigmoid(logits):
+    """Each logit's probability, 1 / (1 + e^-z), as (1 + tanh(z / 2)) / 2: no overflow for any z."""
+    return 0.5 * (1.0 + np.tanh(0.5 * logits))
+
+
+OUTPUT_LOSSES = {"softmax": softmax_loss, "ova": ova_loss}
+PROBABILITIES = {"softmax": softmax, "ova": sigmoid}

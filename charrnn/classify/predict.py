@@ -4,6 +4,7 @@
     clf.encode(["Müller", "Rossi"])            # (2, D) vectors, D = 2H when bidirectional
     clf.predict_proba(["Müller"])              # (1, C), columns in clf.labels.names order
     clf.predict(["Müller"], k=2)               # [[("de", 0.93), ("nl", 0.04)]]
+    clf.predict(["Müller"], k=3, threshold=0.5)   # a model trained with loss "ova": every label of p >= 0.5
 
 Texts are batched by length (longest first, ``batch_size`` at a time) and padded; results come back in
 the order given.
@@ -16,7 +17,7 @@ import numpy as np
 from ..io.checkpoint import CheckpointError, read_archive, resolve_checkpoint
 from ..io.corpus import Vocab
 from .data import LabelSet, encode_texts, length_buckets, pad_batch
-from .model import Classifier, ClassifierConfig, softmax
+from .model import Classifier, ClassifierConfig
 
 KIND = "classifier"
 
@@ -39,9 +40,9 @@ class TextClassifier:
         return self._run(texts, batch_size, self.model.encoder.forward, self.model.config.output_size)
 
     def predict_proba(self, texts, batch_size=512):
-        """(N, C) label probabilities of ``texts``; columns in ``self.labels.names`` order."""
-        return self._run(texts, batch_size, lambda ids, lengths: softmax(self.model.forward(ids, lengths)),
-                         len(self.labels))
+        """(N, C) label probabilities of ``texts``; columns in ``self.labels.names`` order. A softmax model's
+        rows sum to 1; an ova model's probabilities are each label's own."""
+        return self._run(texts, batch_size, self.model.probabilities, len(self.labels))
 
     def predict(self, texts, k=1, threshold=0.0, batch_size=512):
         """For each text its k likeliest (label, probability) pairs of probability >= threshold; an empty

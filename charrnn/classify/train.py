@@ -6,7 +6,8 @@
 Each epoch sorts the training texts by length (ties in random order), cuts them into batches and visits
 the batches in random order, so a batch pads little. After every epoch (or ``eval_every`` steps) the
 validation texts are scored: ``latest.npz`` is written, ``best.npz`` at the best validation accuracy
-(lower loss breaking ties), and training stops after ``patience`` evaluations without a new best.
+(with ``loss="ova"``: the best exact label-set match, every label of probability >= 0.5 predicted; lower loss
+breaking ties), and training stops after ``patience`` evaluations without a new best.
 Checkpoints hold the config dataclasses, vocabulary and labels, so one file rebuilds the classifier;
 ``resume`` continues from the exact batch, with the optimizer state, random generator and time trained so
 far. The run's lifecycle (directory rules, limits, signals, metrics, the non-finite guard) is ``charrnn
@@ -95,6 +96,7 @@ class ClassifyResult:
     epoch: float
     best_accuracy: float | None
     best_loss: float | None
+    best_exact_match: float | None  # an ova model's: what its best evaluation is chosen by
     elapsed: float
     examples_per_sec: float
     stop_reason: str
@@ -107,8 +109,9 @@ class ClassifyPosition(lifecycle.Position):
     """Where classifier training is (lifecycle.py Position), with its place in the epoch and its best validation."""
 
     batch: int = 0  # batches done in the current epoch
-    best_accuracy: float | None = None
+    best_accuracy: float | None = None  # the best evaluation's figures
     best_loss: float | None = None
+    best_exact_match: float | None = None  # (an ova model's best is the one of the best exact label-set match)
 
 
 @dataclass
@@ -144,8 +147,8 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
     reporter.close()
     elapsed = loop.clock.this_run()
     return ClassifyResult(pos.step, pos.epoch + pos.batch / run.batches_per_epoch, pos.best_accuracy, pos.best_loss,
-                          elapsed, loop.seen / max(elapsed, 1e-9), loop.stop_reason, config.checkpoint_dir,
-                          signals.signum)
+                          pos.best_exact_match, elapsed, loop.seen / max(elapsed, 1e-9), loop.stop_reason,
+                          config.checkpoint_dir, signals.signum)
 
 
 @dataclass
@@ -271,11 +274,8 @@ def _start_run(request, reporter):
                              "has changed since (name, size or modification time); training goes on from the saved "
                              "position, and the validation lines drawn from it may differ")
     else:
-        model_config = replace(request.model_config, vocab_size=len(vocab) + 1, num_classes=len(labels))
-        try:
-            model = Classifier(model_config, rng=rng)
-        except ValueError as e:
-            raise lifecycle.TrainingError(str(e)) from None
+        model = _fresh_model(replace(request.model_config, vocab_size=len(vocab) + 1, num_classes=len(labels)),
+                             train.targets, rng)
         pos = ClassifyPosition()
     optimizer = make_optimizer(config.optimizer, model.params, config.learning_rate, config.grad_clip,
                                config.weight_decay, config.clip_mode)
@@ -283,6 +283,19 @@ def _start_run(request, reporter):
         lifecycle.restore_optimizer(optimizer, optimizer_state, request.resume, config.optimizer)
     return _Run(config, model, optimizer, vocab, labels, train, valid, pos, rng, file_key(request.train_path),
                 batches_per_epoch)
+
+
+def _fresh_model(model_config, targets, rng):
+    """A new classifier drawn from ``rng``; an ova model's output bias starts at each label's log-odds in the
+    training ``targets`` (N, C), so that the first steps need not learn how rare each label is."""
+    try:
+        model = Classifier(model_config, rng=rng)
+    except ValueError as e:
+        raise lifecycle.TrainingError(str(e)) from None
+    if model_config.loss == "ova":
+        rate = (targets.sum(axis=0) + 0.5) / (len(targets) + 1.0)  # (C,) each label's share of the lines, smoothed
+        model.params["b_out"][...] = np.log(rate / (1 - rate))
+    return model
 
 
 def _read_data(request, saved):
@@ -299,9 +312,10 @@ def _read_data(request, saved):
                                 "cannot resume on it")
     train_rows, valid_lines = _validation(lines, request.valid_path, config)
     weights_by_label = _class_weights(lines.labels, train_rows, labels, config.class_weight)
+    loss = saved[0].model.config.loss if saved else request.model_config.loss
     train = _split([lines.texts[i] for i in train_rows], [lines.labels[i] for i in train_rows], vocab, labels,
-                   weights_by_label)
-    valid = _split(valid_lines[0], valid_lines[1], vocab, labels, None) if valid_lines else None
+                   weights_by_label, loss)
+    valid = _split(valid_lines[0], valid_lines[1], vocab, labels, None, loss) if valid_lines else None
     return config, vocab, labels, train, valid
 
 
@@ -319,20 +333,35 @@ def _evaluate(run):
     latest.npz; return the validation fields of the metrics record."""
     record, pos, valid = {}, run.pos, run.valid
     if valid is not None:
-        probs = TextClassifier(run.model, run.vocab, run.labels).predict_proba(valid.texts)
-        report = evaluate_predictions(probs, valid.labels, run.labels)
-        nll = -(valid.targets * np.log(np.maximum(probs, 1e-30))).sum(axis=1)  # (N,)
-        record = {"val_loss": float(nll.mean()), "val_accuracy": report["accuracy"],
-                  "val_macro_f1": report["macro_f1"]}
-        key = (record["val_accuracy"], -record["val_loss"])
-        if pos.best_accuracy is None or key > (pos.best_accuracy, -pos.best_loss):
-            pos.best_accuracy, pos.best_loss, pos.evals_since_best = key[0], record["val_loss"], 0
+        record = _validation_record(run.model, run.vocab, run.labels, valid)
+        ova = run.model.config.loss == "ova"
+        key = (record["val_exact_match"] if ova else record["val_accuracy"], -record["val_loss"])
+        if pos.best_loss is None or key > (pos.best_exact_match if ova else pos.best_accuracy, -pos.best_loss):
+            pos.best_accuracy, pos.best_loss = record["val_accuracy"], record["val_loss"]
+            pos.best_exact_match, pos.evals_since_best = record.get("val_exact_match"), 0
             _save(run, "best.npz")
         else:
             pos.evals_since_best += 1
     else:
         _save(run, "best.npz")
     _save(run, "latest.npz")
+    return record
+
+
+def _validation_record(model, vocab, labels, valid):
+    """The metrics record's validation figures: mean loss per text (the model's own: cross-entropy, or ova's
+    summed binary cross-entropies), accuracy and macro-F1; for ova, the exact label-set match of the labels of
+    probability >= 0.5."""
+    probs = TextClassifier(model, vocab, labels).predict_proba(valid.texts)  # (N, C)
+    report = evaluate_predictions(probs, valid.labels, labels)
+    log_p = np.log(np.maximum(probs, 1e-30))
+    if model.config.loss == "softmax":
+        nll = -(valid.targets * log_p).sum(axis=1)  # (N,)
+    else:
+        nll = -(valid.targets * log_p + (1 - valid.targets) * np.log(np.maximum(1 - probs, 1e-30))).sum(axis=1)
+    record = {"val_loss": float(nll.mean()), "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"]}
+    if model.config.loss == "ova":
+        record["val_exact_match"] = evaluate_predictions(probs, valid.labels, labels, len(labels), 0.5)["exact_match"]
     return record
 
 
@@ -381,7 +410,11 @@ def _class_weights(line_labels, rows, labels, how):
     return len(rows) / (len(labels) * np.maximum(counts, 1.0))
 
 
-def _split(texts, line_labels, vocab, labels, weights_by_label):
+def _split(texts, line_labels, vocab, labels, weights_by_label, loss):
+    """A _Split: targets (N, C) a distribution over each line's labels (softmax), or 1 for each (ova); a line's
+    weight, its labels' mean weight."""
     targets, _ = labels.targets(line_labels)
     weights = targets @ weights_by_label if weights_by_label is not None else np.ones(len(texts))
+    if loss == "ova":
+        targets = (targets > 0).astype(targets.dtype)
     return _Split(encode_texts(texts, vocab), targets, weights, texts, line_labels)

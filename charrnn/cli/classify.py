@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..classify.data import FORMATS, LABEL_PREFIX, read_labelled, split_labels
 from ..classify.metrics import evaluate_predictions
-from ..classify.model import POOLS, ClassifierConfig
+from ..classify.model import LOSSES, POOLS, ClassifierConfig
 from ..classify.predict import TextClassifier, load_classifier
 from ..classify.train import CLASS_WEIGHTS, LR_SCHEDULES, ClassifyTrainConfig, train_classifier, train_config_from
 from .errors import user_errors
@@ -31,6 +31,8 @@ def classify():
       charrnn classify train data/names.train.txt --valid data/names.valid.txt
       charrnn classify test checkpoints data/names.test.txt
       echo Rossi | charrnn classify predict checkpoints - --prob
+      charrnn classify train tagged.txt --loss ova
+      charrnn classify predict checkpoints tagged.test.txt -k 3 --threshold 0.5
     """
 
 
@@ -44,6 +46,9 @@ CLASSIFY_OPTIONS = {
                    "show_default": True, "help": "Fraction of FILE held out for validation."},
     "bidirectional": {"flags": ("--bidirectional/--no-bidirectional",), "default": MODEL_DEFAULTS.bidirectional,
                       "show_default": True, "help": "Also read each text backwards."},
+    "loss": {"type": click.Choice(LOSSES), "default": MODEL_DEFAULTS.loss, "show_default": True,
+             "help": "softmax: one distribution over the labels; ova: one sigmoid per label (fastText's one-vs-all), "
+             "independent probabilities, for lines with several labels (predict -k K --threshold T)."},
     "pool": {"type": click.Choice(POOLS), "default": MODEL_DEFAULTS.pool, "show_default": True,
              "help": "last: the final states joined; mean, max: over the text's positions."},
     "class_weight": {"type": click.Choice(CLASS_WEIGHTS), "default": TRAIN_DEFAULTS.class_weight, "show_default": True,
@@ -91,6 +96,10 @@ def train(ctx, file, valid_path, resume, overwrite, quiet, **options):
         if resume is not None:
             resume = resume or os.path.join(options["checkpoint_dir"], "latest.npz")
             meta = load_classifier(resume)[1]
+            saved_loss = meta["model"].get("loss", MODEL_DEFAULTS.loss)
+            if explicit(ctx, "loss") and options["loss"] != saved_loss:
+                raise click.UsageError(f"--loss {options['loss']}: {resume} was trained with --loss {saved_loss}, "
+                                       "which --resume keeps")
             given = {k: v for k, v in options.items() if k in train_names and explicit(ctx, k)}
             config = train_config_from(meta.get("train", {}), given)
         else:
@@ -98,6 +107,8 @@ def train(ctx, file, valid_path, resume, overwrite, quiet, **options):
         result = train_classifier(file, model_config, config, valid_path, resume, ClassifyReporter(quiet), overwrite)
     if not quiet:
         best = f"{result.best_accuracy:.4f}" if result.best_accuracy is not None else "-"
+        if result.best_exact_match is not None:
+            best = f"{best}, exact label-set match {result.best_exact_match:.4f}"
         click.echo(f"stopped by {result.stop_reason} after {result.step:,} steps (epoch {result.epoch:.2f}) in "
                    f"{result.elapsed:.1f}s, {result.examples_per_sec:,.0f} texts/s; best validation accuracy {best}; "
                    f"checkpoints in {result.checkpoint_dir}")
@@ -109,12 +120,19 @@ def train(ctx, file, valid_path, resume, overwrite, quiet, **options):
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, allow_dash=True))
 @click.option("-k", "k", type=click.IntRange(min=1), default=1, show_default=True, help="Predictions per line for P@K.")
+@click.option("--threshold", type=FiniteFloatRange(0, 1), default=0.0, show_default=True,
+              help="Predict only labels of at least this probability.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="fasttext", show_default=True)
 @click.option("--per-label", is_flag=True,
               help="Also precision, recall, F1, support per label, and a confusion matrix.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def test(checkpoint, file, k, fmt, per_label, as_json):
-    """Score CHECKPOINT on the labelled FILE ('-': standard input): N, P@K, R@K (as fastText), accuracy and macro-F1.
+def test(checkpoint, file, k, threshold, fmt, per_label, as_json):
+    """Score CHECKPOINT on the labelled FILE ('-': standard input): N, P@K, R@K (as fastText), accuracy, macro-F1
+    and exact label-set match.
+
+    A line's predictions are its K likeliest labels of probability at least --threshold (as predict prints
+    them): P@K is the right ones among the predictions, R@K among the line's labels, and a line is an exact
+    match when they are exactly its labels. Accuracy: the top prediction is one of the line's labels.
 
     A label the model never saw is reported on stderr and can never be predicted: a line with no other
     label is scored as wrong; a line that also has a known label is right if that one is predicted (a
@@ -124,11 +142,12 @@ def test(checkpoint, file, k, fmt, per_label, as_json):
     \b
     Example:
       charrnn classify test checkpoints data/names.test.txt -k 2 --per-label
+      charrnn classify test checkpoints tagged.test.txt -k 2 --threshold 0.5
     """
     with user_errors():
         clf = TextClassifier.load(checkpoint)
         lines = read_labelled(file, fmt)
-        report = evaluate_predictions(clf.predict_proba(lines.texts), lines.labels, clf.labels, k)
+        report = evaluate_predictions(clf.predict_proba(lines.texts), lines.labels, clf.labels, k, threshold)
     if report["unseen_label_lines"] == report["n"]:
         unseen = report["unseen_labels"]
         listed = ", ".join(unseen[:5]) + (", ..." if len(unseen) > 5 else "")
@@ -141,6 +160,7 @@ def test(checkpoint, file, k, fmt, per_label, as_json):
         return
     click.echo(f"N\t{report['n']}\nP@{k}\t{report['precision_at_k']:.3f}\nR@{k}\t{report['recall_at_k']:.3f}")
     click.echo(f"accuracy\t{report['accuracy']:.3f}\nmacro-F1\t{report['macro_f1']:.3f}")
+    click.echo(f"exact-match\t{report['exact_match']:.3f}")
     if per_label:
         _print_per_label(report)
 
@@ -170,6 +190,8 @@ def predict(checkpoint, file, k, prob, threshold, fmt):
     """Print the K likeliest labels of each line of FILE (default: standard input), one line per line.
 
     Lines are answered as they arrive (labels they start with are ignored); an empty line gets an empty line.
+    A model trained with --loss ova gives each label its own probability: -k K --threshold T prints every label
+    of probability at least T (at most K of them).
 
     \b
     Example:
@@ -241,4 +263,6 @@ def info(checkpoint):
     table.add_row("position", f"step {meta.get('step')}: epoch {meta.get('epoch')}, batch {meta.get('batch')}")
     best = meta.get("best_accuracy")
     table.add_row("best validation accuracy", f"{best:.4f}" if best is not None else "-")
+    if meta.get("best_exact_match") is not None:
+        table.add_row("best exact label-set match", f"{meta['best_exact_match']:.4f}")
     console().print(table)

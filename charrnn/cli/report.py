@@ -99,6 +99,8 @@ class ClassifyReporter(Reporter):
         if "val_loss" in info:
             line += (f"  val loss {info['val_loss']:.4f}  accuracy {info['val_accuracy']:.4f}  "
                      f"macro-F1 {info['val_macro_f1']:.4f}")
+        if "val_exact_match" in info:
+            line += f"  exact match {info['val_exact_match']:.4f}"
         self._echo(line)
 
     def message(self, text):

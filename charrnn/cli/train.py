@@ -53,6 +53,10 @@ LM_OPTIONS = {
                             "help": "Epochs where the rise starts and ends."},
     "val_frac": {"type": FiniteFloatRange(0, 1, max_open=True), "default": DEFAULTS["val_frac"], "show_default": True,
                  "help": "Tail of the corpus held out for validation."},
+    "val_files": {"flags": ("--val-file",), "multiple": True, "metavar": "FILE",
+                  "type": click.Path(exists=True, dir_okay=False, readable=True, resolve_path=True),
+                  "help": "Validate on FILE (repeatable), scored whole as charrnn eval scores it, instead of each "
+                  "corpus file's tail (a tail is held out too only if --val-frac is given). --resume keeps them."},
     "sample_length": {"type": click.IntRange(min=0), "default": DEFAULTS["sample_length"], "show_default": True,
                       "help": "Preview sample at each evaluation; 0 disables."},
     "encoding": {"default": DEFAULTS["encoding"], "show_default": True, "help": "Text encoding of the corpus."},
@@ -84,7 +88,7 @@ LM_OPTIONS = {
 @click.pass_context
 def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
     """Train a character model on CORPUS: one or more text files and directories (a directory: its text
-    files, in sorted order). Each file's tail is held out for validation.
+    files, in sorted order). Each file's tail is held out for validation, or with --val-file, FILE is.
 
     Writes latest.npz, best.npz and metrics.jsonl to --checkpoint-dir.
 
@@ -92,10 +96,13 @@ def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
     Example:
       charrnn train data/shakespeare.txt --max-time 300
       charrnn train input.txt --preset min-char-rnn
+      charrnn train names.train.txt --val-file names.valid.txt
       charrnn train letters/ diaries/ --init-from checkpoints --checkpoint-dir tuned
     """
     quiet = quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, process 0 speaks for all
     given = {name: value for name, value in options.items() if explicit(ctx, name)}
+    if "val_files" in given and "val_frac" not in given and resume is None:
+        given["val_frac"] = 0.0  # the files validate instead of the tails
     if resume is not None and init_from is not None:
         raise click.UsageError("--init-from starts a new run from a model's weights and --resume continues a run; "
                                "give one of them")

@@ -1,6 +1,7 @@
 """Scoring text: mean loss (nats per character), bits per character and perplexity.
 
     result = evaluate_file(model, vocab, "held_out.txt")   # or evaluate_text(model, vocab, "some text")
+    result = evaluate_codes(model, vocab, pieces)          # a file's code points as read_codes read them
     result.loss, result.bpc, result.perplexity, result.chars
 """
 
@@ -99,9 +100,16 @@ def evaluate_file(model, vocab, path, seq_length=512):
     Scoring starts as if after a newline (when the vocabulary has one). Characters outside the
     vocabulary are counted in ``oov`` and left out of the text the model reads.
     """
+    return evaluate_codes(model, vocab, read_codes(path, vocab.encoding, vocab.bytes_mode, hint=_decode_hint(vocab)),
+                          seq_length)
+
+
+def evaluate_codes(model, vocab, pieces, seq_length=512):
+    """Score the code point (or byte) arrays ``pieces`` as one text, as ``evaluate_file`` scores the file they
+    were read from (``pieces``: what io/corpus.py's ``read_codes`` yields for it)."""
     scorer = _Scorer(model, vocab, seq_length)
     total, count, oov = 0.0, 0, Counter()
-    for codes in read_codes(path, vocab.encoding, vocab.bytes_mode, hint=_decode_hint(vocab)):
+    for codes in pieces:
         nlls, line_oov = scorer.score(codes)
         total += float(nlls.sum())
         count += len(nlls)

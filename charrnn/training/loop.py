@@ -223,7 +223,7 @@ def _report_start(run, batches, engine, reporter):
             "params": run.model.num_params(),
             "vocab": len(run.vocab),
             "train_chars": len(run.train_ids),
-            "val_chars": len(run.val_ids),
+            "val_chars": len(run.val_ids) + (run.validation.chars if run.validation is not None else 0),
             "chunks_per_epoch": batches.chunks_per_epoch,
             "seed": config.random_seed,
             "max_time": config.max_time,
@@ -278,9 +278,7 @@ def _evaluate_and_save(run, engine, reporter, hidden):
     if run.distributed is not None:  # the processes took the same steps: so their parameters must be the same
         run.distributed.check_same(model.params.flat, "parameters")
     with _average_in_place(model.params, run.average):
-        if len(run.val_ids) > 1:
-            nll, n = engine.streams_nll(run.val_ids, config.batch_size, config.seq_length)
-            val_loss = nll / n
+        val_loss = _validation_loss(run, engine)
         if config.sample_length and run.writer:
             preview = generate(model, run.vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)
     if val_loss is not None:
@@ -302,6 +300,18 @@ def _evaluate_and_save(run, engine, reporter, hidden):
     if preview is not None:
         reporter.sample("".join(preview))
     return stop
+
+
+def _validation_loss(run, engine):
+    """Mean nats per character over the validation tails (B streams, as training reads them) and the validation
+    files (each read whole, as charrnn eval reads a file: training/validation.py); None if there are none."""
+    config = run.config
+    total, n = engine.streams_nll(run.val_ids, config.batch_size, config.seq_length) if len(run.val_ids) > 1 \
+        else (0.0, 0)
+    if run.validation is not None:
+        result = run.validation.evaluate(run.model, run.vocab)
+        total, n = total + result.total_nll, n + result.chars
+    return total / n if n else None
 
 
 def _dropout_rate(config, base, epoch):

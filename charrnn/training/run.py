@@ -38,6 +38,7 @@ class TrainConfig:
     clip_mode: str = "value"  # "value": each gradient element to [-grad_clip, grad_clip]; "norm": the global L2 norm
     weight_decay: float = 0.1  # decoupled (AdamW's): each step multiplies the weights by 1 - rate * weight_decay
     val_frac: float = 0.1
+    val_files: tuple = ()  # validated on as charrnn eval scores each (training/validation.py), besides the tails
     eval_every: int = 200
     log_every: int = 10
     max_steps: int | None = None
@@ -88,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"lr-decay must be in (0, 1], not {self.lr_decay}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be at least 1, not {self.patience}")
+        if isinstance(self.val_files, (str, bytes)):
+            raise ValueError(f"val-files must be a list of paths, not the one path {self.val_files!r}")
         if not 0 <= self.val_frac < 1:
             raise ValueError(f"val-frac must be in [0, 1), not {self.val_frac}")
         for name in ("max_steps", "max_epochs", "max_time"):
@@ -150,6 +153,7 @@ class Run:
     distributed: object = None  # engines/distributed.py: this process's place among torchrun's; None: alone
     init_from: str | None = None  # the checkpoint a fine-tuning run started from
     corpus_keys: tuple = ()  # io/corpus.py file_key of each corpus file as this run read it: resume tells a change
+    validation: object = None  # training/validation.py ValidationFiles (--val-file), scored besides val_ids; or None
 
     @property
     def writer(self):

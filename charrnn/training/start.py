@@ -16,7 +16,7 @@ directory is touched before the refusals; under torchrun, ``join_processes`` giv
 import contextlib
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from .lifecycle import Reporter, TrainingError, check_budget_left, open_checkpoi
 from .memory import check_fits, free_memory
 from .presets import DEFAULT_LEARNING_RATES
 from .run import ITERATE, Run, TrainConfig, TrainPosition
+from .validation import ValidationFiles
 
 LARGE_VALIDATION = 5_000_000  # characters: beyond this, suggest a smaller --val-frac
 
@@ -47,6 +48,12 @@ class Setup:
     reporter: Reporter
     distributed: Distributed | None = None  # this process's place among torchrun's; None: alone
     overwrite: bool = False  # a fresh run may replace a model in its checkpoint directory
+    validation: ValidationFiles | None = field(init=False)  # --val-file's texts, read here: before the directory
+
+    def __post_init__(self):
+        config = self.config
+        self.validation = (ValidationFiles.read(config.val_files, config.encoding, config.bytes_mode)
+                           if config.val_files else None)
 
     @property
     def writer(self):
@@ -114,7 +121,7 @@ def _assemble(setup, config, corpus, model, rng, pos, **start):
     average = WeightAverage(model.params, config.average, start=saved_average) if config.average else None
     return Run(config=config, corpus_paths=[os.path.abspath(path) for path, _ in corpus.files], vocab=corpus.vocab,
                train_ids=corpus.train_ids, val_ids=corpus.val_ids, model=model, optimizer=optimizer, average=average,
-               base_lr=base_lr, pos=pos, rng=rng, distributed=setup.distributed,
+               base_lr=base_lr, pos=pos, rng=rng, distributed=setup.distributed, validation=setup.validation,
                corpus_keys=tuple(file_key(path) for path, _ in corpus.files), **start)
 
 
@@ -131,6 +138,7 @@ def _read_corpus(setup, vocab=None, extend=False):
     symbols (a fine-tuned model's), else its own; and the config fitted to it, with a random seed (of several
     processes, process 0's)."""
     config, reporter, distributed = setup.config, setup.reporter, setup.distributed
+    vocab, extend = _with_validation_symbols(setup, vocab, extend)
     corpus = load_corpus(setup.corpus_path, config.checkpoint_dir, encoding=config.encoding,
                          bytes_mode=config.bytes_mode, vocab=vocab, val_frac=config.val_frac, extend_vocab=extend)
     if distributed is not None and distributed.writer:
@@ -151,6 +159,24 @@ def _read_corpus(setup, vocab=None, extend=False):
     if distributed is not None:  # every process draws the same dropout seeds: process 0's
         config = replace(config, random_seed=_meet(distributed.agree, config.random_seed))
     return corpus, config
+
+
+def _with_validation_symbols(setup, vocab, extend):
+    """The vocabulary to read the corpus with: a new one (``vocab`` None, or ``extend``) takes in the validation
+    files' symbols, as it takes in those of a validation tail; a resumed run's stays as saved, and a note names
+    the validation characters outside it (left out of the validation loss, as charrnn eval leaves them out)."""
+    files = setup.validation
+    if files is None:
+        return vocab, extend
+    if vocab is None or extend:
+        return (files.vocab if vocab is None else vocab.extended(files.vocab)), True
+    known = set(vocab.symbols)
+    outside = [s for s in files.vocab.symbols if s not in known]
+    if outside:
+        setup.reporter.message(f"note: the validation files hold {len(outside)} character{'s' * (len(outside) > 1)} "
+                               f"outside the model's vocabulary, left out of the validation loss (as charrnn eval "
+                               f"leaves them out): {files.vocab.preview(outside, 20)}")
+    return vocab, extend
 
 
 def _fit_chunk_to_corpus(config, n_train, reporter):

@@ -79,6 +79,24 @@ def test_metrics_against_hand_counts():
     assert report["confusion"]["counts"][1] == [1, 1, 0]  # gold b: predicted a once, b once (line 4)
 
 
+def test_multi_label_metrics_with_a_threshold_against_hand_counts():
+    """An ova model's independent probabilities: the predictions are the top k of at least the threshold."""
+    labels = LabelSet(("a", "b", "c"))
+    probs = np.array([[0.9, 0.8, 0.1], [0.6, 0.3, 0.1], [0.2, 0.1, 0.4], [0.7, 0.95, 0.6]])
+    gold = [("a", "b"), ("a",), ("c",), ("b", "c")]
+    report = evaluate_predictions(probs, gold, labels, k=2, threshold=0.5)
+    # predictions: {a,b} {a} {} {b,a}: right 2 + 1 + 0 + 1 = 4 of 5 predictions, of 6 gold labels
+    assert report["precision_at_k"] == pytest.approx(4 / 5) and report["recall_at_k"] == pytest.approx(4 / 6)
+    assert report["exact_match"] == pytest.approx(2 / 4) and report["threshold"] == 0.5
+    assert report["accuracy"] == 1.0  # top-1, whatever its probability: a, a, c, b, each among the gold
+    every = evaluate_predictions(probs, gold, labels, k=3, threshold=0.5)  # line 4 predicts c too: {b,a,c}
+    assert every["exact_match"] == pytest.approx(2 / 4) and every["precision_at_k"] == pytest.approx(5 / 6)
+    none = evaluate_predictions(probs, gold, labels, k=2, threshold=0.99)
+    assert none["precision_at_k"] == 0.0 and none["recall_at_k"] == 0.0 and none["exact_match"] == 0.0
+    single = evaluate_predictions(probs, [("a",), ("a",), ("c",), ("b",)], labels)  # k 1, no threshold: accuracy
+    assert single["exact_match"] == single["accuracy"] == 1.0
+
+
 def test_long_texts_make_smaller_batches():
     lengths = np.array([10_000, 9_000, 50, 40, 30, 20])
     sizes = [len(b) for b in length_buckets(lengths, 4, max_chars=16_384)]

@@ -1,9 +1,12 @@
 """The classifier's math: gradients against numerical differences (float64), padding that changes
-nothing, and the forward pass against PyTorch's bidirectional LSTM and GRU with the same weights."""
+nothing, the forward pass against PyTorch's bidirectional LSTM and GRU with the same weights, and the ova
+output (a sigmoid per label) against a label-at-a-time reference."""
+
+import math
 
 import numpy as np
 import pytest
-from gradcheck import rel_error
+from gradcheck import numerical_grad, rel_error
 
 from charrnn.classify.model import POOLS, Classifier, ClassifierConfig, reversal_index
 
@@ -175,3 +178,50 @@ def test_gradients_one_direction(pool):
             value[i] = old
             numeric[i] = (plus - minus) / 2e-6
         assert rel_error(grads[name], numeric) < 1e-6, name
+
+
+def ova_loss_naive(clf, ids, lengths, targets, weights):
+    """The ova loss from the logits, a text and a label at a time: the weighted mean over texts of
+    sum_c -y log p - (1 - y) log(1 - p), p = 1 / (1 + e^-z)."""
+    logits = clf.forward(ids, lengths)
+    total = 0.0
+    for b, c in np.ndindex(logits.shape):
+        p = 1.0 / (1.0 + math.exp(-logits[b, c]))
+        total += weights[b] * -(targets[b, c] * math.log(p) + (1 - targets[b, c]) * math.log(1 - p))
+    return total / weights.sum()
+
+
+@pytest.mark.parametrize("model,pool", [("lstm", "last"), ("gru", "max")])
+def test_ova_loss_probabilities_and_gradients(model, pool):
+    """--loss ova: the loss against the label-at-a-time reference, each label's probability its own sigmoid, and
+    every parameter's gradient against numerical differences; lines with two labels, one, none."""
+    rng = np.random.default_rng(8)
+    cfg = ClassifierConfig(vocab_size=7, num_classes=3, model=model, hidden_size=4, num_layers=2, pool=pool,
+                           dtype="float64", loss="ova")
+    clf = Classifier(cfg, rng=rng)
+    ids, lengths = random_batch(rng, [5, 3, 3, 1], 7)
+    targets = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 1, 0]], float)
+    weights = np.array([1.0, 2.0, 0.5, 1.5])
+    logits = clf.forward(ids, lengths)
+    probs = clf.probabilities(ids, lengths)
+    assert probs == pytest.approx(1 / (1 + np.exp(-logits)), rel=1e-12)
+    assert not np.allclose(probs.sum(axis=1), 1)  # not a distribution: each label on its own
+    loss, grads = clf.loss_and_grads(ids, lengths, targets, weights)
+    assert loss == pytest.approx(ova_loss_naive(clf, ids, lengths, targets, weights), rel=1e-12)
+    for name, value in clf.params.items():
+        numeric = numerical_grad(lambda: ova_loss_naive(clf, ids, lengths, targets, weights), value)
+        assert rel_error(grads[name], numeric) < 1e-6, name
+
+
+def test_ova_loss_stays_finite_for_confident_logits():
+    """softplus and the sigmoid without overflow: a logit of ±800 costs what it should, 800 nats or none."""
+    cfg = ClassifierConfig(vocab_size=4, num_classes=2, hidden_size=2, dtype="float64", loss="ova")
+    clf = Classifier(cfg, rng=np.random.default_rng(9))
+    clf.params["W_out"][...] = 0
+    clf.params["b_out"][...] = [800.0, -800.0]
+    ids, lengths = random_batch(np.random.default_rng(9), [3], 4)
+    assert clf.probabilities(ids, lengths).tolist() == [[1.0, 0.0]]
+    loss, grads = clf.loss_and_grads(ids, lengths, np.array([[1.0, 0.0]]))
+    assert loss == pytest.approx(0.0, abs=1e-12) and np.isfinite(grads.flat).all()
+    loss, _ = clf.loss_and_grads(ids, lengths, np.array([[0.0, 1.0]]))
+    assert loss == pytest.approx(1600.0)

@@ -1,13 +1,18 @@
-"""`charrnn classify` on the shipped names data: train, test, predict, resume, info, bad input."""
+"""`charrnn classify` on the shipped names data: train, test, predict, resume, info, bad input; --loss ova on the
+names with a second label each."""
 
+import itertools
 import json
 import os
 import subprocess
 import sys
+import unicodedata
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from charrnn.classify.data import read_labelled
 from charrnn.classify.predict import TextClassifier, load_classifier
 
 SMALL = ["--hidden-size", "16", "--random-seed", "3", "-q"]
@@ -227,3 +232,68 @@ def test_unseen_test_labels_counted_and_reported(tmp_path, classifier, cli):
     path.write_text("__label__xx Qwerty\n", encoding="utf-8")
     result = cli(["classify", "test", classifier, path])
     assert result.exit_code == 1 and "none of its labels are the model's (xx)" in result.output
+
+
+def two_labels(path, out, n=None):
+    """A names file with a second label a line: whether the surname's first letter is a vowel (Ó, Aalts) or not."""
+    def initial(text):
+        first = unicodedata.normalize("NFD", next(c for c in text if c.isalpha()))[0].lower()
+        return "vowel" if first in "aeiou" else "consonant"
+    with open(path, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split(" ", 1) for line in itertools.islice(f, n)]
+    out.write_text("".join(f"{label} __label__{initial(text)} {text}\n" for label, text in rows), encoding="utf-8")
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def ova(tmp_path_factory, cli, names):
+    """An ova classifier trained for 8 epochs on 2,000 two-label lines of the names training split (seconds): its
+    checkpoint directory and the two-label test file."""
+    ck = tmp_path_factory.mktemp("ova")
+    train = two_labels(names.train, ck / "train.txt", 2000)
+    valid, test = two_labels(names.valid, ck / "valid.txt", 400), two_labels(names.test, ck / "test.txt")
+    result = cli(["classify", "train", train, "--valid", valid, "--loss", "ova", "--hidden-size", "32",
+                  "--max-epochs", "8", "--dropout", "0", "--lr-schedule", "constant", "--random-seed", "1",
+                  "--checkpoint-dir", ck / "ck"])
+    assert result.exit_code == 0, result.output
+    assert "exact label-set match" in result.output
+    return SimpleNamespace(ck=str(ck / "ck"), test=test)
+
+
+@pytest.mark.slow
+def test_ova_learns_both_labels(ova, cli):
+    """Each label its own sigmoid: the initial's label right on nearly every test line, the language far above the
+    majority class (ga, 19.6 %); predict -k 2 --threshold 0.5 prints the label sets test scores."""
+    clf = TextClassifier.load(ova.ck)
+    assert clf.model.config.loss == "ova" and len(clf.labels) == 16
+    lines = read_labelled(ova.test)
+    probs = clf.predict_proba(lines.texts)  # (N, 16)
+    column = clf.labels.index()
+    initial = np.where(probs[:, column["vowel"]] >= 0.5, "vowel", "consonant")
+    assert np.mean([i in labels for i, labels in zip(initial, lines.labels)]) > 0.95  # of 0.80 for "consonant"
+    assert ((probs[:, column["vowel"]] >= 0.5) != (probs[:, column["consonant"]] >= 0.5)).mean() > 0.95
+    languages = [c for name, c in column.items() if name not in ("vowel", "consonant")]
+    top = [clf.labels.names[languages[i]] for i in probs[:, languages].argmax(axis=1)]
+    assert np.mean([t in labels for t, labels in zip(top, lines.labels)]) > 0.5
+    report = json.loads(cli(["classify", "test", ova.ck, ova.test, "-k", "2", "--threshold", "0.5", "--json"]).output)
+    predicted = cli(["classify", "predict", ova.ck, ova.test, "-k", "2", "--threshold", "0.5"]).output.splitlines()
+    sets = [{token[len("__label__") :] for token in line.split()} for line in predicted]
+    assert len(sets) == 1209 and max(map(len, sets)) == 2
+    assert report["exact_match"] == pytest.approx(np.mean([s == set(g) for s, g in zip(sets, lines.labels)]))
+    assert report["exact_match"] > 0.35 and report["recall_at_k"] > 0.65
+    text = cli(["classify", "test", ova.ck, ova.test, "-k", "2", "--threshold", "0.5"]).output.splitlines()
+    assert text[5] == f"exact-match\t{report['exact_match']:.3f}"
+
+
+def test_resume_keeps_the_loss(tmp_path, cli, names):
+    """--loss other than the checkpoint's is refused in one line (the output layer would mean something else)."""
+    data, ck = two_labels(names.train, tmp_path / "train.txt", 200), tmp_path / "ck"
+    first = cli(["classify", "train", data, "--loss", "ova", "--max-epochs", "1", "--checkpoint-dir", ck, *SMALL])
+    assert first.exit_code == 0, first.output
+    assert json.loads(str(np.load(ck / "latest.npz")["meta"]))["model"]["loss"] == "ova"
+    result = cli(["classify", "train", data, "--resume", "--checkpoint-dir", ck, "--loss", "softmax",
+                  "--max-epochs", "2"], prog_name="charrnn")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert "was trained with --loss ova, which --resume keeps" in result.stderr
+    result = cli(["classify", "train", data, "--loss", "sigmoid", "--checkpoint-dir", tmp_path / "c"])
+    assert result.exit_code == 2 and "'sigmoid' is not one of 'softmax', 'ova'" in result.stderr

@@ -196,3 +196,64 @@ def test_training_goes_on_when_its_output_is_closed(tmp_path, small_text):
     assert proc.wait(timeout=120) == 0, err
     assert "standard output was closed; training goes on" in err
     assert load_checkpoint(str(ck / "latest.npz")).meta["step"] == 30
+
+
+@pytest.fixture
+def surnames(tmp_path, names):
+    """The bundled surnames, one a line without their labels (real text): a training file, and a validation file
+    with one character the training file lacks (``Ω``)."""
+    def plain(path, out, extra=""):
+        with open(path, encoding="utf-8") as f:
+            out.write_text("".join(line.split(" ", 1)[1] for line in f) + extra, encoding="utf-8")
+        return str(out)
+    return plain(names.train, tmp_path / "train.txt"), plain(names.valid, tmp_path / "valid.txt", "Ωmega\n")
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gpt"])
+def test_val_file_loss_is_what_eval_prints(tmp_path, cli, surnames, tiny_rnn, tiny_gpt, kind):
+    """The validation loss of --val-file is charrnn eval's loss of the checkpoint on that file, exactly, also after
+    --resume (which keeps the file); its characters are in the vocabulary and no tail is held out."""
+    train, valid = surnames
+    ck = str(tmp_path / "ck")
+    options = ("--sample-length", "0", *(tiny_rnn if kind == "rnn" else tiny_gpt))
+    result = cli(["train", train, "--val-file", valid, "--checkpoint-dir", ck, "--max-steps", "10",
+                  "--eval-every", "5", *options])
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(os.path.join(ck, "latest.npz"))
+    assert ckpt.meta["train"]["val_files"] == [os.path.abspath(valid)] and ckpt.meta["train"]["val_frac"] == 0.0
+    assert "Ω" in ckpt.vocab.symbols and "Ω" not in open(train, encoding="utf-8").read()
+    for steps in (10, 20):
+        if steps == 20:
+            resumed = cli(["train", train, "--resume", "--checkpoint-dir", ck, "--max-steps", "20", "-q"])
+            assert resumed.exit_code == 0, resumed.output
+        records = [json.loads(line) for line in open(os.path.join(ck, "metrics.jsonl"))]
+        assert records[-1]["step"] == steps
+        ev = json.loads(cli(["eval", os.path.join(ck, "latest.npz"), valid, "--json"]).output)
+        assert ev["oov_chars"] == 0 and ev["chars"] == len(open(valid, encoding="utf-8").read())
+        assert records[-1]["val_loss"] == ev["loss"]
+
+
+@pytest.mark.parametrize("content,message", [(b"", "the validation file is empty"),
+                                             (b"Smith\n\xff\xfeJones\n", "not valid utf-8 at byte 6")])
+def test_a_bad_val_file_is_one_line_and_clears_nothing(tmp_path, cli, surnames, tiny_rnn, content, message):
+    train, _ = surnames
+    ck = tmp_path / "ck"
+    assert cli(["train", train, "--checkpoint-dir", ck, "--max-steps", "2", *tiny_rnn]).exit_code == 0
+    before = (ck / "latest.npz").read_bytes()
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(content)
+    result = cli(["train", train, "--val-file", bad, "--checkpoint-dir", ck, "--max-steps", "2", "--overwrite",
+                  *tiny_rnn])
+    assert result.exit_code == 1 and message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert (ck / "latest.npz").read_bytes() == before  # --overwrite cleared nothing
+
+
+def test_resume_without_its_val_file_is_one_line(tmp_path, cli, surnames, tiny_rnn):
+    train, valid = surnames
+    ck = tmp_path / "ck"
+    first = cli(["train", train, "--val-file", valid, "--checkpoint-dir", ck, "--max-steps", "2", *tiny_rnn])
+    assert first.exit_code == 0, first.output
+    os.remove(valid)
+    result = cli(["train", train, "--resume", "--checkpoint-dir", ck, "--max-steps", "4"])
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1
+    assert "cannot read this validation file" in result.stderr and os.path.basename(valid) in result.stderr
