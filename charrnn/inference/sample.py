@@ -6,6 +6,9 @@
     for piece in generate(model, vocab, seed="ROMEO:", options=options, random_seed=1): ...
     for pieces in generate_batch(model, vocab, 64, seed="ROMEO:", length=500, random_seed=1):
         ...                                   # pieces: a list of 64 strings, one per sample
+    draw = start_draw(model, vocab, 64, stop="\n", random_seed=1, scores=True)   # ends at a newline
+    texts = ["".join(pieces) for pieces in zip(*draw)]
+    draw.logprob, draw.chars, draw.stopped   # (64,) each: ln P under the model, its characters, ended by a stop
 
 The seed primes the model (``model.start_sampling``): a recurrent model reads it in batched passes, so a
 seed of any length costs time, not memory, and then each character costs one step of every layer
@@ -13,7 +16,9 @@ seed of any length costs time, not memory, and then each character costs one ste
 (models/gpt_sampler.py). ``generate_batch`` steps N samples as one batch:
 one matrix product per layer per character for all of them, each sample drawing its noise from a
 generator of its own (``sample_rngs``), so sample i is the same text whatever N is, and the same as
-``generate`` gives with that generator.
+``generate`` gives with that generator. Stop texts (decoding.py) end a sample early, the repetition
+penalty (penalty.py) reshapes its scores, and with ``beam_width`` a beam search (beam.py) takes the
+place of sampling.
 """
 
 import math
@@ -26,7 +31,8 @@ from .beam import BeamDraw
 from .decoding import SampleText, StopTexts, prime_sampler
 from .penalty import RepetitionPenalty
 
-NOISE_BLOCK = 256  # characters of Gumbel noise each sample's generator draws at a time
+NOISE_BLOCK = 256  # characters of Gumbel noise each sample's generator draws at a time, at most
+FIRST_NOISE_BLOCK = 16  # ... and first: a sample a stop text ends early draws little it does not use
 
 
 def filter_logits(logits, temperature, top_k=None, top_p=None):
@@ -122,22 +128,25 @@ def sampling_options(options=None, **settings):
 class _Picker:
     """Picks each sample's next character from its scores (N, V): the likeliest at temperature 0, else a draw
     of softmax(scores / temperature) within top-k / top-p by Gumbel-max, argmax(z + g), with each sample's
-    noise from its own generator, drawn ``NOISE_BLOCK`` characters at a time."""
+    noise from its own generator, drawn in blocks of ``FIRST_NOISE_BLOCK`` characters, then doubling up to
+    ``NOISE_BLOCK`` (the blocks read the generator's one stream, so the noise does not depend on them)."""
 
     def __init__(self, options, rngs, vocab_size):
         self.options, self.rngs, self.V = options, rngs, vocab_size
         self.filtered = options.top_k is not None or options.top_p is not None
         self.z = np.empty((len(rngs), vocab_size))  # float64 scores: logits / temperature + Gumbel noise
+        self.noise_start = self.noise_end = 0  # the steps the noise drawn last covers
 
     def __call__(self, logits, t):
         """ids (N,) of the characters drawn at step t from logits (N, V)."""
         temperature, z = self.options.temperature, self.z
         if temperature == 0:
             return logits.argmax(axis=1)
-        if t % NOISE_BLOCK == 0:
-            block = min(NOISE_BLOCK, self.options.length - t)
+        if t == self.noise_end:
+            block = min(NOISE_BLOCK, max(FIRST_NOISE_BLOCK, t), self.options.length - t)
             self.noise = np.stack([rng.gumbel(size=(block, self.V)) for rng in self.rngs], axis=1)  # (block, N, V)
-        noise = self.noise[t % NOISE_BLOCK]
+            self.noise_start, self.noise_end = t, t + block
+        noise = self.noise[t - self.noise_start]
         if self.filtered:
             z[...] = filter_logits(logits, temperature, self.options.top_k, self.options.top_p)
             z += noise
