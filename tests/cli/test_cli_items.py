@@ -66,6 +66,25 @@ def test_json_logprob_is_a_forward_pass(names_model, cli_stdout):
             assert s["logprob"] == pytest.approx(forward_logprob(ckpt, s["text"], True), abs=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["rnn", "gru", "gpt"])
+def test_json_logprob_is_a_forward_pass_for_every_model(kind, first_names, tmp_path, cli, cli_stdout):
+    """The other kinds (lstm above), each trained 40 steps on the names: --json logprob, with and without a stop."""
+    ck = tmp_path / kind
+    shape = ["--num-heads", "2", "--seq-length", "64"] if kind == "gpt" else ["--seq-length", "16"]
+    result = cli(["train", first_names, "--model", kind, "--checkpoint-dir", ck, "--hidden-size", "16",
+                  "--num-layers", "2", "--batch-size", "8", "--max-steps", "40", "--eval-every", "40",
+                  "--sample-length", "0", "--dtype", "float64", "--random-seed", "0", "-q", *shape])
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(str(ck))
+    samples = records(cli_stdout("sample", ck, "--stop", r"\n", "--length", "6", "--num-samples", "12", "--json",
+                                 "--temperature", "0.7", "--random-seed", "1"))
+    assert len(samples) == 12 and {s["stopped_by"] for s in samples} == {"stop", "length"}  # both ends occur
+    for s in samples:
+        stopped = s["stopped_by"] == "stop"
+        assert s["chars"] == len(s["text"]) + stopped
+        assert s["logprob"] == pytest.approx(forward_logprob(ckpt, s["text"], stopped), abs=1e-6)
+
+
 def test_beam_of_one_is_greedy_and_of_eight_at_least_as_probable(names_model, cli_stdout):
     def best(*args):
         return records(cli_stdout("sample", names_model, "--stop", r"\n", "--json", *args))
@@ -132,3 +151,17 @@ def test_a_bound_reached_keeps_what_was_printed(ckpt_path, cli):
     printed = result.stdout.splitlines()
     assert result.exit_code == 1 and 0 < len(printed) < 80 and len(set(printed)) == len(printed)
     assert f"printed {len(printed)} of 80 samples: 1,600 draws" in result.stderr
+
+
+def test_api_items_example_runs(names_model, first_names, tmp_path, monkeypatch):
+    """docs/api.md's items example runs as written, on the names model."""
+    root = os.path.dirname(os.path.dirname(first_names))
+    text = open(os.path.join(root, "docs", "api.md"), encoding="utf-8").read()
+    block = text[text.index("## Items"):].split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "data").mkdir()
+    os.symlink(first_names, tmp_path / "data" / "first_names.txt")
+    os.symlink(names_model, tmp_path / "names")
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(block, namespace)
+    assert len(namespace["best"]) == 3 and len(namespace["texts"]) == 64
