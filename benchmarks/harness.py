@@ -176,12 +176,24 @@ def peak_rss_mb(pids=()):
     total = 0.0
     for pid in ("self", *pids):
         try:
-            with open(f"/proc/{pid}/status") as f:
-                total += next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+            total += process_peak_rss_mb(pid)
         except (OSError, StopIteration):
             if pid == "self":
                 total += resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return total
+
+
+def process_peak_rss_mb(pid):
+    """The peak resident memory (VmHWM) of live process ``pid``, in MB (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+def cpu_seconds(pid):
+    """User and system CPU seconds of live process ``pid`` so far (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_measured(cmd):

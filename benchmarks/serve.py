@@ -1,20 +1,21 @@
-"""serve: what `charrnn serve` costs over calling the library: generation speed through HTTP.
+"""serve: what `charrnn serve` costs over calling the library, and how it holds under load and abuse.
 
-    python -m benchmarks serve --markdown               # about a minute on 2 cores
-    python -m benchmarks serve --repeat 7 --length 1000
+    python -m benchmarks serve --markdown               # five to ten minutes on 2 cores
+    python -m benchmarks serve --repeat 7 --length 1000 --load-rounds 5
 
 For each model (random weights: speed does not depend on what a model learnt), each round times, in turn: the
 library's `generate` in this process; POST /v1/generate to a `charrnn serve` subprocess on 127.0.0.1; the same with
 "stream": true (and the time to its first event); and two streaming requests at once (their characters together
 per second). Each ratio is the best round's speed over the library's best round, with the range of the per-round
 ratios. No PyTorch peer: the library is the reference. The whole suite runs without the forced OpenBLAS kernel.
+
+Then the load table (serve_load.py): an LSTM 128 × 2 server answering 200-character requests from 1, 8 and 50
+clients at once, alone, while 500 slow connections are held, and while four scoring clients hang up.
 """
 
 import http.client
 import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,6 +24,7 @@ import time
 import numpy as np
 
 from benchmarks import harness
+from benchmarks.serve_load import load_rows, start_server
 
 MODELS = [("lstm", 128, 2), ("gru", 512, 2)]
 
@@ -77,6 +79,7 @@ def main(argv):
         os.execve(sys.executable, [sys.executable, "-m", "benchmarks", "serve", *argv], harness.child_env())
     ap = harness.parser(__doc__, repeat=5)
     ap.add_argument("--length", type=int, default=2000, help="characters per request [default: 2000]")
+    ap.add_argument("--load-rounds", type=int, default=3, help="rounds of the load table, --seconds each [default: 3]")
     args = harness.start(ap, argv)
     from charrnn import CharRNN, Checkpoint, ModelConfig, Vocab, save_checkpoint
 
@@ -92,10 +95,8 @@ def main(argv):
                             rng=np.random.default_rng(0))
             path = os.path.join(tmp, f"{cell}{hidden}.npz")
             save_checkpoint(path, Checkpoint(model, vocab, {}))
-            cmd = [sys.executable, "-m", "charrnn", "serve", path, "--port", "0", "-q", "--max-length", f"{length}"]
-            server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=harness.ROOT)
+            server, port = start_server(path, length)
             try:
-                port = int(re.search(r":(\d+)/", server.stdout.readline()).group(1))
                 one_round(model, vocab, port, length, 1000)  # warm-up: buffers, caches, first-call costs
                 rounds = [one_round(model, vocab, port, length, seed) for seed in range(args.repeat)]
             finally:
@@ -111,4 +112,24 @@ def main(argv):
             table.add(model=f"{cell.upper()} {hidden} × {layers}", library=library, json=ratio("json"),
                       stream=ratio("stream"), first=f"{first[0]:.1f} (median {first[len(first) // 2]:.1f})",
                       two=ratio("two"))
-    harness.finish(args, [table])
+        load = load_table(args, tmp, vocab)
+    harness.finish(args, [table, load])
+
+
+def load_table(args, tmp, vocab):
+    from charrnn import CharRNN, Checkpoint, ModelConfig, save_checkpoint
+
+    hidden = 16 if args.smoke else 128
+    model = CharRNN(ModelConfig(vocab_size=len(vocab), model="lstm", hidden_size=hidden, num_layers=2),
+                    rng=np.random.default_rng(0))
+    path = os.path.join(tmp, "load.npz")
+    save_checkpoint(path, Checkpoint(model, vocab, {}))
+    length, seconds, rounds = (20, 0.1, 1) if args.smoke else (200, args.seconds, args.load_rounds)
+    table = harness.Table([("background", "background"), ("clients", "clients"), ("answers/s (best)", "rate"),
+                           ("range", "range"), ("p50 ms", "p50"), ("p99 ms", "p99"), ("503s/s", "refused"),
+                           ("server CPU (cores)", "cores"), ("server peak RSS (MB)", "rss")],
+                          title=f"generate under load: LSTM {hidden} × 2, {length} characters per request, best of "
+                                f"{rounds} rounds of {seconds:g} s")
+    for row in load_rows(path, length, seconds, rounds, args.smoke):
+        table.add(row)
+    return table

@@ -154,3 +154,16 @@ def test_the_old_module_paths_api_md_names_still_import():
 
     assert (evaluate_text, score_line_batch, stream_samples) == (evaluate.evaluate_text, evaluate.score_line_batch,
                                                                  sample.stream_samples)
+
+
+SEED_EXAMPLE = re.compile(r'--seed "([^"]+)"|"seed": "([^"]+)"|seed="([^"]+)"|id="seed"[^>]*placeholder="([^"]+)"')
+
+
+def test_every_seed_example_is_one_the_bundled_corpus_holds():
+    """Help texts, documents, docstrings and the server's page prime with the same text, a speaker's name as
+    data/shakespeare.txt writes it."""
+    sources = [*CLEAN, "docs/cli.md", "charrnn/serve/page.html",
+               *(str(p.relative_to(ROOT)) for p in (ROOT / "charrnn").rglob("*.py"))]
+    seeds = {(path, "".join(match)) for path in sources for match in SEED_EXAMPLE.findall(read(path))}
+    assert len(seeds) >= 10 and {seed for _, seed in seeds} == {"Romeo."}, sorted(seeds)
+    assert "\nRomeo.\n" in read("data/shakespeare.txt")

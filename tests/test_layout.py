@@ -78,3 +78,10 @@ def test_no_function_is_longer_than_two_screens(path):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             lines = node.end_lineno - node.lineno + 1
             assert lines <= MAX_FUNCTION_LINES, f"{path.name}:{node.lineno} {node.name} has {lines} lines"
+
+
+def test_pytest_says_why_tests_were_skipped():
+    """pytest -q lists each skipped test's reason (-rs), so a missing optional package is seen."""
+    settings = (PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8")
+    addopts = re.search(r'^addopts = "([^"]*)"', settings, flags=re.MULTILINE)
+    assert addopts and "-rs" in addopts.group(1).split()

@@ -1,6 +1,6 @@
 """Using a trained classifier: texts to vectors and label probabilities.
 
-    clf = TextClassifier.load("checkpoints/best.npz")
+    clf = TextClassifier.load("classifier/best.npz")
     clf.encode(["Müller", "Rossi"])            # (2, D) vectors, D = 2H when bidirectional
     clf.predict_proba(["Müller"])              # (1, C), columns in clf.labels.names order
     clf.predict(["Müller"], k=2)               # [[("de", 0.93), ("nl", 0.04)]]

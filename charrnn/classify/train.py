@@ -67,7 +67,7 @@ class ClassifyTrainConfig:
     max_epochs: float | None = None
     max_time: float | None = 600.0
     random_seed: int | None = None
-    checkpoint_dir: str = "checkpoints"
+    checkpoint_dir: str = "classifier"  # not the language model's "checkpoints": the two train side by side
 
     def validate(self):
         if self.format not in FORMATS:
@@ -137,7 +137,8 @@ def train_classifier(train_path, model_config, config, valid_path=None, resume=N
     reporter.start(None, {"params": run.model.num_params(), "train": len(run.train.encoded),
                           "valid": len(run.valid.encoded) if run.valid else 0, "labels": len(run.labels),
                           "vocab": len(run.vocab), "seed": config.random_seed,
-                          "batches_per_epoch": run.batches_per_epoch})
+                          "batches_per_epoch": run.batches_per_epoch, "resumed": resume is not None,
+                          "step": pos.step, "elapsed": pos.elapsed})
     guard = lifecycle.NonFiniteGuard(run.model.params, run.optimizer, pos, reporter, lambda: _save(run, "latest.npz"))
     loop = _Loop(lifecycle.Clock(pos.elapsed), guard)
     with lifecycle.SignalCatcher(lifecycle.stopping_note(reporter)) as signals, \
@@ -261,7 +262,7 @@ def _start_run(request, reporter):
     request.config.validate()
     saved = load_classifier(request.resume) if request.resume is not None else None
     config, vocab, labels, train, valid = _read_data(request, saved)
-    lifecycle.open_checkpoint_dir(config.checkpoint_dir, fresh=request.resume is None, overwrite=request.overwrite)
+    lifecycle.open_checkpoint_dir(config.checkpoint_dir, request.resume is None, request.overwrite, KIND)
     rng = np.random.default_rng(config.random_seed)
     batches_per_epoch = len(length_buckets(train.encoded.lengths, config.batch_size))
     if saved:

@@ -44,7 +44,7 @@ def main():
     \b
     Example:
       charrnn train data/shakespeare.txt
-      charrnn sample checkpoints --seed "ROMEO." --temperature 0.8
+      charrnn sample checkpoints --seed "Romeo." --temperature 0.8
       charrnn eval checkpoints held_out.txt
       charrnn serve checkpoints
     """

@@ -7,7 +7,9 @@ from dataclasses import asdict
 import click
 from rich.table import Table
 
+from ..io.atomic import write_atomically
 from ..io.checkpoint import load_checkpoint, resolve_checkpoint
+from ..io.corpus import file_key, write_held_out
 from ..io.export import export_checkpoint, import_safetensors
 from ..plot import plot_metrics
 from .errors import user_errors
@@ -18,17 +20,24 @@ from .sample import refuse_existing
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
-def info(checkpoint):
-    """Describe CHECKPOINT: model, vocabulary, parameters and training position.
+@click.option("--write-val", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Also write the text its training held out for validation (each corpus file's tail, as the "
+              "corpus is now) to FILE, to score with charrnn eval.")
+@click.option("--overwrite", is_flag=True, help="Replace the --write-val FILE if it exists.")
+def info(checkpoint, write_val, overwrite):
+    """Describe CHECKPOINT: model, vocabulary, parameters, training position and the corpus it was trained on.
 
     \b
     Example:
       charrnn info checkpoints/best.npz
+      charrnn info checkpoints --write-val held_out.txt
     """
     with user_errors():
         path = resolve_checkpoint(checkpoint)
         ckpt = load_checkpoint(path)
     meta, cfg = ckpt.meta, ckpt.model.config
+    if write_val is not None:
+        refuse_existing(write_val, overwrite)
     table = Table(title=path, show_header=False)
     for key, value in asdict(cfg).items():
         table.add_row(key, str(value))
@@ -41,6 +50,8 @@ def info(checkpoint):
     table.add_row("epoch", f"{epoch} complete, then {count(chunk, 'step')} into the next" if chunk else str(epoch))
     if "elapsed" in meta:
         table.add_row("time trained", f"{meta['elapsed']:.1f} s")
+    if meta.get("corpus"):
+        table.add_row("corpus", corpus_description(meta))
     if meta.get("init_from"):
         table.add_row("fine-tuned from", meta["init_from"])
     if meta.get("train"):
@@ -49,6 +60,36 @@ def info(checkpoint):
     table.add_row("val loss", f"{val:.4f}" if val is not None else "-")
     table.add_row("format version", str(meta["version"]))
     console().print(table)
+    if write_val is not None:
+        _write_validation(meta, path, write_val)
+
+
+def corpus_description(meta, shown=4):
+    """The corpus a checkpoint was trained on, a line per file (the first ``shown``): its path, size and SHA-256."""
+    files = meta.get("corpus_files") or [{"path": p} for p in meta["corpus"]]
+    digests = meta.get("corpus_sha256") or [None] * len(files)
+    lines = [f"{file['path']}" + (f", {file['size']:,} bytes" if "size" in file else "")
+             + (f", sha256 {digest}" if digest else "") for file, digest in zip(files[:shown], digests)]
+    if len(files) > shown:
+        lines.append(f"and {len(files) - shown} more files, {sum(f.get('size', 0) for f in files):,} bytes in all")
+    return "\n".join(lines)
+
+
+def _write_validation(meta, path, output):
+    """Write the validation tail of the corpus checkpoint ``path`` (``meta``) was trained on to ``output``."""
+    train = meta.get("train", {})
+    if not meta.get("corpus") or not train.get("val_frac"):
+        files = f"; it validated on {', '.join(train['val_files'])}" if train.get("val_files") else ""
+        raise click.ClickException(f"{path}: its training held out no tail of a corpus for validation{files}")
+    with user_errors():
+        changed = [f["path"] for f in meta.get("corpus_files", []) if file_key(f["path"]) != f]
+        if changed:
+            click.echo(f"warning: {', '.join(changed)} changed since training (size or modification time); "
+                       "writing the tail of the text as it is now", err=True)
+        written = []
+        write_atomically(output, ".txt", lambda f: written.append(write_held_out(
+            meta["corpus"], f, train["val_frac"], train.get("encoding", "utf-8"), train.get("bytes_mode", False))))
+    click.echo(f"wrote {output}: the {written[0]:,} characters held out for validation")
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -109,7 +150,7 @@ def import_command(source, output, overwrite):
     \b
     Example:
       charrnn import model.safetensors imported.npz
-      charrnn sample imported.npz --seed "ROMEO:"
+      charrnn sample imported.npz --seed "Romeo."
     """
     if not output.endswith(".npz"):
         raise click.ClickException(f"{output}: a charrnn checkpoint's name ends in .npz; give OUTPUT one")

@@ -17,7 +17,7 @@ from ..classify.predict import TextClassifier, load_classifier
 from ..classify.train import CLASS_WEIGHTS, LR_SCHEDULES, ClassifyTrainConfig, train_classifier, train_config_from
 from .errors import user_errors
 from .options import CONTEXT_SETTINGS, FiniteFloatRange, declare, explicit, training_options
-from .report import ClassifyReporter, console
+from .report import ClassifyReporter, console, resume_command
 
 MODEL_DEFAULTS, TRAIN_DEFAULTS = ClassifierConfig(0, 0), ClassifyTrainConfig()  # the options' defaults, defined once
 
@@ -29,10 +29,10 @@ def classify():
     \b
     Example:
       charrnn classify train data/names.train.txt --valid data/names.valid.txt
-      charrnn classify test checkpoints data/names.test.txt
-      echo Rossi | charrnn classify predict checkpoints - --prob
+      charrnn classify test classifier data/names.test.txt
+      echo Rossi | charrnn classify predict classifier - --prob
       charrnn classify train tagged.txt --loss ova
-      charrnn classify predict checkpoints tagged.test.txt -k 3 --threshold 0.5
+      charrnn classify predict classifier tagged.test.txt -k 3 --threshold 0.5
     """
 
 
@@ -104,14 +104,18 @@ def train(ctx, file, valid_path, resume, overwrite, quiet, **options):
             config = train_config_from(meta.get("train", {}), given)
         else:
             config = ClassifyTrainConfig(**{k: v for k, v in options.items() if k in train_names})
-        result = train_classifier(file, model_config, config, valid_path, resume, ClassifyReporter(quiet), overwrite)
+        going_on = resume_command(["classify", "train"], [file], config.checkpoint_dir, TRAIN_DEFAULTS.checkpoint_dir,
+                                  ["--valid", valid_path] if valid_path else [])
+        reporter = ClassifyReporter(quiet, going_on)
+        result = train_classifier(file, model_config, config, valid_path, resume, reporter, overwrite)
     if not quiet:
         best = f"{result.best_accuracy:.4f}" if result.best_accuracy is not None else "-"
         if result.best_exact_match is not None:
             best = f"{best}, exact label-set match {result.best_exact_match:.4f}"
         click.echo(f"stopped by {result.stop_reason} after {result.step:,} steps (epoch {result.epoch:.2f}) in "
                    f"{result.elapsed:.1f}s, {result.examples_per_sec:,.0f} texts/s; best validation accuracy {best}; "
-                   f"checkpoints in {result.checkpoint_dir}")
+                   f"checkpoints in {result.checkpoint_dir}"
+                   + (f"; to go on: {going_on}" if result.interrupted_by is not None else ""))
     if result.interrupted_by is not None:
         ctx.exit(128 + result.interrupted_by)
 
@@ -141,8 +145,8 @@ def test(checkpoint, file, k, threshold, fmt, per_label, as_json):
 
     \b
     Example:
-      charrnn classify test checkpoints data/names.test.txt -k 2 --per-label
-      charrnn classify test checkpoints tagged.test.txt -k 2 --threshold 0.5
+      charrnn classify test classifier data/names.test.txt -k 2 --per-label
+      charrnn classify test classifier tagged.test.txt -k 2 --threshold 0.5
     """
     with user_errors():
         clf = TextClassifier.load(checkpoint)
@@ -195,7 +199,7 @@ def predict(checkpoint, file, k, prob, threshold, fmt):
 
     \b
     Example:
-      charrnn classify predict checkpoints names.txt -k 3 --prob
+      charrnn classify predict classifier names.txt -k 3 --prob
     """
     with user_errors():
         clf = TextClassifier.load(checkpoint)
@@ -250,7 +254,7 @@ def info(checkpoint):
 
     \b
     Example:
-      charrnn classify info checkpoints
+      charrnn classify info classifier
     """
     with user_errors():
         clf, meta, _ = load_classifier(checkpoint)

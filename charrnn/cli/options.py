@@ -109,8 +109,8 @@ RUN_OPTIONS = {
     "max_steps": {"type": click.IntRange(min=1), "help": "Stop after this many steps in all."},
     "max_epochs": {"type": FiniteFloatRange(min=0, min_open=True), "help": "Stop after this many epochs in all."},
     "max_time": {"type": FiniteFloatRange(min=0, min_open=True),
-                 "help": "Stop after this many seconds of training in all: a resumed run counts the time it has "
-                 "trained already, so --resume --max-time gives the run's new total."},
+                 "help": "Stop after this many seconds of training in all runs: the run's total, so --resume "
+                 "--max-time 900 after 600 s trains 300 s more."},
     "random_seed": {"type": click.IntRange(min=0), "help": "Make the run reproducible."},
     "checkpoint_dir": {"type": click.Path(file_okay=False)},
     "resume": {"is_flag": False, "flag_value": "", "metavar": "[CHECKPOINT]",

@@ -56,7 +56,7 @@ def sample(checkpoint, seed, prime_file, unknown, num_samples, unique, exclude, 
 
     \b
     Example:
-      charrnn sample checkpoints --seed "ROMEO." --temperature 0.8 --length 500
+      charrnn sample checkpoints --seed "Romeo." --temperature 0.8 --length 500
       charrnn sample checkpoints --prime-file scene.txt --length 1000
       charrnn sample names --stop '\\n' --num-samples 20 --unique --exclude names.txt
     """

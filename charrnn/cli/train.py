@@ -12,7 +12,7 @@ from ..training.presets import DEFAULTS, PRESETS, finetune_configs, preset_confi
 from ..training.run import ENGINES
 from .errors import user_errors
 from .options import CONTEXT_SETTINGS, FiniteFloatRange, declare, explicit, training_options
-from .report import ConsoleReporter, print_summary
+from .report import ConsoleReporter, print_summary, resume_command
 
 # how the options shared with the classifier read here (their defaults are a preset's)
 LM_HELP = {
@@ -95,6 +95,7 @@ def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
     \b
     Example:
       charrnn train data/shakespeare.txt --max-time 300
+      charrnn train data/shakespeare.txt --resume --max-time 900    # 600 s more: limits count the whole run
       charrnn train input.txt --preset min-char-rnn
       charrnn train names.train.txt --val-file names.valid.txt
       charrnn train letters/ diaries/ --init-from checkpoints --checkpoint-dir tuned
@@ -119,10 +120,11 @@ def train(ctx, corpus, preset, resume, init_from, overwrite, quiet, **options):
             model_config, config = finetune_configs(load_checkpoint(init_from), preset, **given)
         else:
             model_config, config = preset_configs(preset, **given)
-        result = train_model(list(corpus), model_config, config, resume=resume, reporter=ConsoleReporter(quiet),
-                             overwrite=overwrite, init_from=init_from)
+        going_on = resume_command(["train"], corpus, config.checkpoint_dir, DEFAULTS["checkpoint_dir"])
+        result = train_model(list(corpus), model_config, config, resume=resume,
+                             reporter=ConsoleReporter(quiet, going_on), overwrite=overwrite, init_from=init_from)
     if not quiet:
-        print_summary(result)
+        print_summary(result, going_on)
     if result.interrupted_by is not None:
         ctx.exit(128 + result.interrupted_by)
 

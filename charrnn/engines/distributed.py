@@ -66,10 +66,11 @@ class Distributed:
             raise WorkerError(f"a training process was lost ({_first_line(e)})") from None
 
     def agree(self, value):
-        """Process 0's value of a small integer, in every process (a random seed, say)."""
-        t = self.torch.tensor([value if self.rank == 0 else 0], dtype=self.torch.int64, device=self.device)
+        """Process 0's value of an integer (a random seed) or a float (the seconds trained), in every process."""
+        dtype = self.torch.float64 if isinstance(value, float) else self.torch.int64
+        t = self.torch.tensor([value if self.rank == 0 else 0], dtype=dtype, device=self.device)
         self.all_reduce(t)
-        return int(t.item())
+        return t.item()
 
     def any(self, flag):
         """Whether ``flag`` is true in any process (a stop signal that reached only one, say)."""

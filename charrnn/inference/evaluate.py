@@ -38,14 +38,16 @@ class EvalResult:
     def perplexity(self):
         return math.exp(self.loss)
 
-    def to_json(self):
+    def to_json(self, max_oov=None):
+        """The figures as a JSON object; ``oov`` holds the ``max_oov`` most frequent characters (all with None),
+        ``oov_chars`` counts every one."""
         return {
             "loss": self.loss,
             "bpc": self.bpc,
             "perplexity": self.perplexity,
             "chars": self.chars,
             "oov_chars": sum(self.oov.values()),
-            "oov": self.oov,
+            "oov": dict(Counter(self.oov).most_common(max_oov)),
         }
 
 
@@ -104,9 +106,10 @@ def evaluate_file(model, vocab, path, seq_length=512):
                           seq_length)
 
 
-def evaluate_codes(model, vocab, pieces, seq_length=512):
+def evaluate_codes(model, vocab, pieces, seq_length=512, check=None):
     """Score the code point (or byte) arrays ``pieces`` as one text, as ``evaluate_file`` scores the file they
-    were read from (``pieces``: what io/corpus.py's ``read_codes`` yields for it)."""
+    were read from (``pieces``: what io/corpus.py's ``read_codes`` yields for it). ``check()``, if given, is
+    called after each piece: what it raises ends the scoring."""
     scorer = _Scorer(model, vocab, seq_length)
     total, count, oov = 0.0, 0, Counter()
     for codes in pieces:
@@ -114,18 +117,23 @@ def evaluate_codes(model, vocab, pieces, seq_length=512):
         total += float(nlls.sum())
         count += len(nlls)
         oov.update(line_oov)
+        if check is not None:
+            check()
     return EvalResult(total, count, dict(oov))
 
 
-def evaluate_text(model, vocab, text, seq_length=512):
+def evaluate_text(model, vocab, text, seq_length=512, check=None, piece=2048):
     """Score a string (or bytes, for a byte model) as ``evaluate_file`` scores a file holding it.
 
-    A byte model reads a string in its encoding; a string it cannot encode raises UnicodeEncodeError.
+    A byte model reads a string in its encoding; a string it cannot encode raises UnicodeEncodeError. The text is
+    scored ``piece`` characters at a time, and ``check()`` (if given) is called after each piece: what it raises
+    ends the scoring (a server's client that has hung up, say).
     """
     if vocab.bytes_mode and isinstance(text, str):
         text = text.encode(vocab.encoding)
-    nlls, oov = _Scorer(model, vocab, seq_length).score(text_to_codes(text, vocab.bytes_mode))
-    return EvalResult(float(nlls.sum()), len(nlls), dict(oov))
+    codes = text_to_codes(text, vocab.bytes_mode)  # (N,)
+    pieces = (codes[i : i + piece] for i in range(0, len(codes), piece))
+    return evaluate_codes(model, vocab, pieces, seq_length, check)
 
 
 @dataclass

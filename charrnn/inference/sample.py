@@ -1,10 +1,10 @@
 """Generating text one character at a time, one sample or many side by side.
 
-    for piece in generate(model, vocab, seed="ROMEO:", length=500, temperature=0.8, random_seed=1):
+    for piece in generate(model, vocab, seed="Romeo.", length=500, temperature=0.8, random_seed=1):
         print(piece, end="")
     options = SamplingOptions(length=500, temperature=0.8, top_k=10)    # the options as one value
-    for piece in generate(model, vocab, seed="ROMEO:", options=options, random_seed=1): ...
-    for pieces in generate_batch(model, vocab, 64, seed="ROMEO:", length=500, random_seed=1):
+    for piece in generate(model, vocab, seed="Romeo.", options=options, random_seed=1): ...
+    for pieces in generate_batch(model, vocab, 64, seed="Romeo.", length=500, random_seed=1):
         ...                                   # pieces: a list of 64 strings, one per sample
     draw = start_draw(model, vocab, 64, stop="\n", random_seed=1, scores=True)   # ends at a newline
     texts = ["".join(pieces) for pieces in zip(*draw)]

@@ -19,6 +19,7 @@ from .corpus import Vocab
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 1
+LANGUAGE_MODEL = "language-model"  # the kind of model a checkpoint holds (meta "kind"; the classifier's: "classifier")
 
 
 class CheckpointError(Exception):
@@ -101,11 +102,24 @@ def read_archive(path):
     return meta, arrays
 
 
+def checkpoint_kind(path):
+    """The kind of model the checkpoint file ``path`` holds (LANGUAGE_MODEL, "classifier"), read from its
+    metadata alone; None for a file that is not a charrnn checkpoint."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return None
+    return meta.get("kind", LANGUAGE_MODEL)
+
+
 def load_checkpoint(path):
     """Load and check a checkpoint (file or directory); raise CheckpointError with a one-line reason."""
     path = resolve_checkpoint(path)
     meta, arrays = read_archive(path)
-    if meta.get("kind", "language-model") != "language-model":
+    if meta.get("kind", LANGUAGE_MODEL) != LANGUAGE_MODEL:
         raise CheckpointError(f"{path}: a {meta['kind']} checkpoint, not a language model (see charrnn classify)")
     try:
         config = model_config(meta["model"])

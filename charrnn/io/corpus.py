@@ -226,6 +226,7 @@ class Corpus:
     files: tuple = ()  # (path, characters) for each file, in order
     n_val: int = 0  # characters in the validation tails
     val_frac: float = 0.0
+    digests: tuple = ()  # each file's SHA-256 (hex), as sha256sum prints it: what tells its content
 
     @property
     def train_ids(self):
@@ -255,7 +256,6 @@ def load_corpus(paths, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None
     (fine-tuning) the vocabulary is ``vocab`` plus the corpus's new symbols (``vocab.extended``).
     """
     files = corpus_files(paths, bytes_mode, skip_dir=cache_dir)
-    os.makedirs(cache_dir, exist_ok=True)
     key = {
         "files": [file_key(f) for f in files],
         "encoding": encoding,
@@ -270,10 +270,10 @@ def load_corpus(paths, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None
     if fresh:
         found = Vocab.from_json(cached["found"])
         found_counts = np.array(cached["counts"], np.int64)
-        lengths = cached["lengths"]
+        lengths, digests = cached["lengths"], cached.get("sha256") or [file_digest(f) for f in files]
     else:
         found, found_counts = scan_vocab(files, encoding, bytes_mode)
-        lengths = None
+        lengths, digests = None, [file_digest(f) for f in files]
     if vocab is None:
         target = found
     elif extend_vocab:
@@ -288,9 +288,10 @@ def load_corpus(paths, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None
                 "resume on it (--init-from fine-tunes a model on a new corpus)"
             )
     if not fresh or cached.get("vocab") != target.to_json():
+        os.makedirs(cache_dir, exist_ok=True)  # only now: a corpus that cannot be used leaves no directory behind
         lengths = _write_id_cache(files, target, ids_path, encoding, bytes_mode, val_frac)
         meta = {"key": key, "found": found.to_json(), "counts": found_counts.tolist(), "lengths": lengths,
-                "vocab": target.to_json()}
+                "vocab": target.to_json(), "sha256": digests}
         _write_json_atomic(meta_path, meta)
         _remove_other_caches(cache_dir, stem)
     index = {symbol: i for i, symbol in enumerate(target.symbols)}
@@ -298,7 +299,33 @@ def load_corpus(paths, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None
     counts[[index[symbol] for symbol in found.symbols]] = found_counts
     ids = np.load(ids_path, mmap_mode="r")
     n_val = sum(_val_length(n, val_frac) for n in lengths)
-    return Corpus(ids, target, counts, tuple(zip(files, lengths)), n_val, val_frac)
+    return Corpus(ids, target, counts, tuple(zip(files, lengths)), n_val, val_frac, tuple(digests))
+
+
+def file_digest(path):
+    """The SHA-256 of the file's bytes, in hex (what ``sha256sum`` prints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_held_out(paths, out, val_frac, encoding="utf-8", bytes_mode=False):
+    """Write to file ``out`` (binary) the validation tails training holds out of the corpus ``paths`` (the last
+    ``val_frac`` of each file's characters, in order; ``load_corpus``'s ``val_ids`` as text), encoded as the
+    corpus is; return the characters written."""
+    written, encoder = 0, codecs.getincrementalencoder(encoding)()
+    for path in paths:
+        n = sum(len(codes) for codes in read_codes(path, encoding, bytes_mode))
+        skip = n - _val_length(n, val_frac)
+        for codes in read_codes(path, encoding, bytes_mode):
+            codes, skip = codes[skip:], max(skip - len(codes), 0)
+            if len(codes):
+                out.write(codes.astype(np.uint8).tobytes() if bytes_mode
+                          else encoder.encode(codes.tobytes().decode("utf-32-le")))
+                written += len(codes)
+    return written
 
 
 def _remove_other_caches(cache_dir, stem):

@@ -7,6 +7,8 @@ log-softmax, parameter checks, orthogonal initialisation, and the floating-point
 
 import numpy as np
 
+from ..blas import blas_threads
+
 DTYPES = ("float32", "float64")  # a model's parameters and activations
 
 
@@ -21,8 +23,10 @@ def check_params(params, shapes, dtype):
 
 
 def orthogonal(n, rng):
-    """An (n, n) orthogonal matrix, uniformly distributed (QR of a Gaussian, signs fixed by R's diagonal)."""
-    q, r = np.linalg.qr(rng.normal(size=(n, n)))
+    """An (n, n) orthogonal matrix, uniformly distributed (QR of a Gaussian, signs fixed by R's diagonal). The
+    QR runs on one BLAS thread: its many small products took seconds on two threads of a busy machine."""
+    with blas_threads(1):
+        q, r = np.linalg.qr(rng.normal(size=(n, n)))
     return q * np.sign(np.diag(r))
 
 

@@ -14,17 +14,21 @@ Endpoints (docs/server.md is the reference):
 
 Every refusal is a 4xx (503 when full) with a JSON body ``{"error": "one line"}``. A model's forward
 pass keeps its buffers on the model, so threads cannot share one: each request holds one of
-``max_concurrent`` replicas for its duration, and with none free it is answered 503 at once.
+``max_concurrent`` replicas for its duration, and with none free it is answered 503 at once. A request must
+arrive whole within ``request_timeout`` (408 otherwise), and at most ``max_connections`` are open at once
+(connections.py: the one longest in sending its request makes room for a new one).
 """
 
 import contextlib
+import errno
+import io
 import ipaddress
 import json
 import math
 import os
 import queue
+import re
 import secrets
-import select
 import signal
 import socket
 import socketserver
@@ -36,14 +40,18 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from .. import __version__
 from ..inference.evaluate import evaluate_text
 from ..inference.sample import BEAM_SCORES, SamplingOptions, start_draw
 from ..io.corpus import quoted
 from ..models.registry import build_model
+from .connections import Connections, DeadlineReader, RequestTimeout, connection_cap
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
-FLUSH_SECONDS = 0.05  # a stream sends what has been generated at most this often
+FLUSH_SECONDS = 0.05  # a stream sends what has been generated at most this often (and a client is looked for)
+ACCEPT_BACKOFF = 0.1  # seconds to wait after accept() fails for want of file descriptors, rather than spin
+OOV_SHOWN = 20  # the most frequent characters outside the vocabulary that a score names (it counts them all)
+SERVER = "charrnn"  # the Server header: no versions, which would tell a visitor what flaws to try
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # an interim answer, which every HTTP/1.1 client passes over
 LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
 DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
@@ -56,7 +64,10 @@ class ServeConfig:
     max_concurrent: int = 4  # requests served at once (model replicas); more are answered 503
     max_seed: int = 2000  # characters of seed (the seed is primed in one pass, its buffers kept per replica)
     max_body: int = 1 << 20  # bytes of request body
-    timeout: float = 30.0  # seconds a client may stall while sending or receiving
+    max_score_chars: int = 100_000  # characters of text one /v1/score request may score
+    max_connections: int = 256  # connections open at once (fewer where the open-file limit says so)
+    request_timeout: float = 30.0  # seconds a client has to send its whole request, headers and body
+    timeout: float = 30.0  # seconds a client may stall while receiving its answer
     quiet: bool = False  # no access log on stderr
 
 
@@ -100,6 +111,8 @@ def _object(raw, allowed):
         raise RequestError("the body is not UTF-8") from None
     except ValueError as e:
         raise RequestError(f"the body is not valid JSON ({e})") from None
+    except RecursionError:
+        raise RequestError("the body is nested too deeply to read") from None
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object")
     unknown = sorted(set(body) - set(allowed))
@@ -111,7 +124,10 @@ def _object(raw, allowed):
 
 def _show(value, width=40):
     """A request's value in an error message, as JSON, cut short if long."""
-    return _cut(json.dumps(value), width)
+    try:
+        return _cut(json.dumps(value), width)
+    except RecursionError:  # nested almost as deeply as the body could be read
+        return "a deeply nested value"
 
 
 def _cut(text, width=80):
@@ -202,7 +218,7 @@ def _item_fields(body, vocab):
             "repetition_window": window, "beam_width": beam_width, "beam_score": beam_score}
 
 
-def parse_score(raw):
+def parse_score(raw, config):
     """The text to score from a request body; RequestError naming the first fault."""
     body = _object(raw, ("text",))
     if "text" not in body:
@@ -210,7 +226,17 @@ def parse_score(raw):
     text = _field(body, "text", str, None)
     if not text:
         raise RequestError("text is empty")
+    if len(text) > config.max_score_chars:
+        raise RequestError(f"text is {len(text):,} characters; this server scores at most {config.max_score_chars:,} "
+                           "(--max-score-chars)", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
     return text
+
+
+def _content_length(value):
+    """A Content-Length header's value as an int: one to eighteen ASCII digits, else None (``str.isdigit`` takes
+    "²", ``int`` takes "1_0" and refuses more than 4,300 digits)."""
+    value = value.strip()
+    return int(value) if re.fullmatch(r"[0-9]{1,18}", value) else None
 
 
 def _model_text(vocab, text):
@@ -231,13 +257,18 @@ class CharRNNServer(ThreadingHTTPServer):
     """A threading HTTP server over one model; ``replicas`` holds a model copy per concurrent request."""
 
     daemon_threads = True  # a stream still running never holds up Ctrl-C
-    request_queue_size = 64  # connections waiting to be accepted (a burst beyond the cap gets its 503s)
+    request_queue_size = 512  # connections the system accepts before the server does (a burst: more wait a second)
 
     def __init__(self, model, vocab, config, info=None):
         self.model, self.vocab, self.config = model, vocab, config
-        limits = {k: getattr(config, k) for k in ("max_length", "max_seed", "max_concurrent", "max_body")}
+        cap = connection_cap(config.max_connections)
+        self.connections = Connections(cap, _answer(HTTPStatus.SERVICE_UNAVAILABLE, f"busy: this server holds at "
+                                                    f"most {cap:,} connections at once; try again shortly"))
+        limits = {k: getattr(config, k) for k in ("max_length", "max_seed", "max_concurrent", "max_body",
+                                                  "max_score_chars", "request_timeout")}
         self.info = {**(info or {}), "model": asdict(model.config), "vocab_size": len(vocab),
-                     "parameters": model.num_params(), "bytes_mode": vocab.bytes_mode, "limits": limits}
+                     "parameters": model.num_params(), "bytes_mode": vocab.bytes_mode,
+                     "limits": {**limits, "max_connections": cap}}
         self.replicas = queue.SimpleQueue()
         self.replicas.put(model)
         for _ in range(config.max_concurrent - 1):
@@ -258,6 +289,26 @@ class CharRNNServer(ThreadingHTTPServer):
     def url(self):
         host = f"[{self.server_name}]" if ":" in self.server_name else self.server_name
         return f"http://{host}:{self.server_port}/"
+
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                time.sleep(ACCEPT_BACKOFF)  # the connection still waits to be accepted: at once would fail again
+            raise
+
+    def process_request(self, request, client_address):
+        """A thread for the connection, if it is admitted (connections.py); else a 503 and the connection closed."""
+        if self.connections.admit(request):
+            super().process_request(request, client_address)
+        else:
+            self.connections.refuse(request)
+            self.shutdown_request(request)
+
+    def shutdown_request(self, request):
+        self.connections.drop(request)
+        super().shutdown_request(request)
 
     def handle_error(self, request, client_address):
         """Whatever escapes a handler: one line in the log, and the server goes on."""
@@ -290,6 +341,14 @@ def serve_until_signal(server):
         server.server_close()
 
 
+def _answer(status, error):
+    """A whole JSON error answer, as bytes to send on a connection that gets no thread of its own."""
+    body = json.dumps({"error": error}).encode()
+    head = (f"HTTP/1.1 {status.value} {status.phrase}\r\nServer: {SERVER}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
+    return head.encode() + body
+
+
 class _Stopped(BaseException):  # as KeyboardInterrupt: socketserver catches Exception around a request
     def __init__(self, signum):
         super().__init__(signum)
@@ -299,14 +358,27 @@ class _Stopped(BaseException):  # as KeyboardInterrupt: socketserver catches Exc
 class Handler(BaseHTTPRequestHandler):
     """Routes a request, checks it, answers JSON (or a page, or an event stream); never raises."""
 
-    server_version = f"charrnn/{__version__}"
     protocol_version = "HTTP/1.1"  # every answer still closes its connection (Connection: close)
     routes = {"/": {"GET": "page"}, "/v1/info": {"GET": "info"},
               "/v1/generate": {"POST": "generate"}, "/v1/score": {"POST": "score"}}
 
     def setup(self):
-        self.timeout = self.server.config.timeout
+        self.timeout = self.server.config.timeout  # for writing the answer
         super().setup()
+        self.rfile.close()  # the socket's own reader, replaced by one that keeps the request's deadline
+        self.rfile = io.BufferedReader(DeadlineReader(self.connection,
+                                                      time.monotonic() + self.server.config.request_timeout))
+        self.requestline = self.request_version = self.command = ""  # what an answer needs before they are read
+        self.probed = False  # whether an interim answer has gone out to tell a half-closed client from a gone one
+
+    def handle_one_request(self):
+        try:
+            super().handle_one_request()
+        except RequestTimeout:  # while the request line or a header was still arriving
+            self.send_late()
+
+    def version_string(self):
+        return SERVER
 
     def __getattr__(self, name):
         if name.startswith("do_"):  # every method, known or not, is routed (405 where it does not fit)
@@ -331,6 +403,8 @@ class Handler(BaseHTTPRequestHandler):
             getattr(self, "serve_" + methods[method])()
         except RequestError as e:
             self.send_json(e.status, {"error": str(e)}, e.headers)
+        except RequestTimeout:  # while the body was still arriving
+            self.send_late()
         except DISCONNECTS:
             self.log_message("client went away")
         except Exception:  # a fault of ours: the client gets a 500 (or an error event), the log the traceback
@@ -371,33 +445,53 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(HTTPStatus.OK, {"text": text, **result})
 
     def serve_score(self):
-        text = parse_score(self.read_body())
+        text = parse_score(self.read_body(), self.server.config)
         vocab = self.server.vocab
         with self.replica() as model:
-            result = evaluate_text(model, vocab, _model_text(vocab, text))
+            result = evaluate_text(model, vocab, _model_text(vocab, text), check=self.hang_up_check())
         if result.chars == 0:
             unknown = _cut(", ".join(map(quoted, result.oov)))
             raise RequestError(f"text has no character the model knows (unknown: {unknown})")
-        self.send_json(HTTPStatus.OK, result.to_json())
+        self.send_json(HTTPStatus.OK, result.to_json(max_oov=OOV_SHOWN))
 
     def collect(self, pieces):
-        """The whole text of ``pieces``; a client that has hung up meanwhile (checked every FLUSH_SECONDS)
-        ends the generation, as a stream's does, so its slot is free again."""
-        parts, checked = [], time.monotonic()
+        """The whole text of ``pieces``; a client that hangs up meanwhile ends the generation, as a stream's
+        does, so its slot is free again."""
+        check, parts = self.hang_up_check(), []
         for piece in pieces:
             parts.append(piece)
+            check()
+        return "".join(parts)
+
+    def hang_up_check(self):
+        """A function to call as often as you like while an answer is worked out: it looks for the client every
+        FLUSH_SECONDS and raises ConnectionAbortedError once it has hung up."""
+        checked = time.monotonic()
+
+        def check():
+            nonlocal checked
             if time.monotonic() - checked >= FLUSH_SECONDS:
                 if self.client_gone():
                     raise ConnectionAbortedError("the client hung up before its answer was ready")
                 checked = time.monotonic()
-        return "".join(parts)
+
+        return check
 
     def client_gone(self):
-        """Whether the client has closed its end: its socket reads as ended (a request's body is read)."""
-        if not select.select([self.connection], [], [], 0)[0]:
-            return False
+        """Whether the client has hung up (its request is read). The end of what it sends is not enough: a client
+        may shut its sending side and still wait for the answer (`nc -N`, a half-close). So the first time, an
+        interim 100 Continue goes out (HTTP/1.1 clients pass over it); a client that has closed its socket
+        answers it with a reset (from this machine, before the send returns; else seen at a later look). An
+        HTTP/1.0 client (a proxy, often) cannot be sent one: the end of what it sends is taken for a hang-up."""
         try:
-            return self.connection.recv(1, socket.MSG_PEEK) == b""
+            if _peek(self.connection) != b"":  # nothing more from the client, or more bytes: it is there
+                return False
+            if not self.probed:
+                if self.request_version == "HTTP/1.0":  # no interim answer to ask with: taken at its word
+                    return True
+                self.connection.sendall(CONTINUE)
+                self.probed = True
+            return self.connection.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
         except OSError:
             return True
 
@@ -451,41 +545,60 @@ class Handler(BaseHTTPRequestHandler):
         return _Held(replicas, model)
 
     def read_body(self):
+        """The request's body (RequestTimeout if it has not arrived by the request's deadline)."""
         if self.headers.get_content_type() != "application/json":
             # also what keeps other web sites' pages from posting here: a cross-site JSON post needs a
             # CORS preflight (OPTIONS), which this server refuses
             raise RequestError("send the body as JSON, with the header Content-Type: application/json",
                                HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raise RequestError("send the body with a Content-Length, not chunked", HTTPStatus.LENGTH_REQUIRED)
-        length = self.content_length()
-        if length > self.server.config.max_body:
-            raise RequestError(f"the body is {length:,} bytes; this server takes at most "
-                               f"{self.server.config.max_body:,}", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        length = self.body_length()
         raw = self.rfile.read(length)
         self.body_read = True
         if len(raw) < length:
             raise RequestError("the body ended before its Content-Length")
+        self.arrived()
         return raw
 
-    def content_length(self):
-        value = self.headers.get("Content-Length")
-        if value is None:
+    def body_length(self):
+        """The body's length in bytes, as its one Content-Length says, within the server's limit."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise RequestError("send the body with a Content-Length, not chunked", HTTPStatus.LENGTH_REQUIRED)
+        values = self.headers.get_all("Content-Length", [])
+        if not values:
             raise RequestError("a POST needs a Content-Length header", HTTPStatus.LENGTH_REQUIRED)
-        if not value.strip().isdigit():
-            raise RequestError(f"bad Content-Length: {value!r}")
-        return int(value)
+        length = _content_length(values[0])
+        if len(values) > 1 or length is None:
+            raise RequestError(f"bad Content-Length: {_cut(', '.join(values), 40)!r} (one decimal number, please)")
+        if length > self.server.config.max_body:
+            raise RequestError(f"the body is {length:,} bytes; this server takes at most "
+                               f"{self.server.config.max_body:,}", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        return length
 
     def handle_expect_100(self):
-        """Refuse a body too large before the client sends it (curl asks first for large uploads)."""
-        value = self.headers.get("Content-Length", "")
-        if value.strip().isdigit() and int(value) > self.server.config.max_body:
+        """Refuse a body too large (or mis-sized) before the client sends it (curl asks first for large uploads)."""
+        try:
+            self.body_length()
+        except RequestError as e:
             self.close_connection = True
-            self.send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                           {"error": f"the body is {int(value):,} bytes; this server takes at most "
-                                     f"{self.server.config.max_body:,}"})
+            self.send_json(e.status, {"error": str(e)}, e.headers)
             return False
         return super().handle_expect_100()
+
+    def send_response_only(self, code, message=None):
+        if code >= 200:  # an answer, not an interim one: the request is in
+            self.arrived()
+        super().send_response_only(code, message)
+
+    def arrived(self):
+        """The request is in: its connection can no longer be closed to make room for another."""
+        if not self.server.connections.arrived(self.connection):
+            raise ConnectionAbortedError("the connection was closed to make room for another")
+
+    def send_late(self):
+        self.close_connection = self.body_read = True
+        timeout = self.server.config.request_timeout
+        self.send_json(HTTPStatus.REQUEST_TIMEOUT,
+                       {"error": f"the request did not arrive within {timeout:g} s (this server's --request-timeout)"})
 
     def send_json(self, status, obj, headers=()):
         self.send_bytes(status, json.dumps(obj, allow_nan=False).encode(), "application/json", headers)
@@ -508,12 +621,12 @@ class Handler(BaseHTTPRequestHandler):
         connection, and the client could lose the answer."""
         if getattr(self, "body_read", True) or self.command in ("GET", "HEAD"):
             return
-        value = self.headers.get("Content-Length", "") if self.headers else ""
-        left = min(int(value), 16 * self.server.config.max_body) if value.strip().isdigit() else 0
+        length = _content_length(self.headers.get("Content-Length", "")) if self.headers else None
+        left = min(length or 0, 16 * self.server.config.max_body)
         try:
             while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
                 left -= len(chunk)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RequestTimeout):
             pass
         self.body_read = True
 
@@ -529,6 +642,18 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         if not self.server.config.quiet:
             super().log_message(format, *args)
+
+
+def _peek(sock):
+    """The next byte the client has sent and the server not yet read, b"" at their end, None if none has come."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0)
+    try:
+        return sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return None
+    finally:
+        sock.settimeout(timeout)
 
 
 class _Held:

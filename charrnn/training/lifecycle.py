@@ -3,7 +3,8 @@
 resume continues), its limits and stop reasons, the random seed, the optimizer state it resumes, the
 metrics log, signals, the non-finite guard, and where progress is reported.
 
-    open_checkpoint_dir(config.checkpoint_dir, fresh=resume is None, overwrite=overwrite)
+    check_checkpoint_dir(config.checkpoint_dir, fresh, overwrite, kind)  # before reading anything: refusals only
+    open_checkpoint_dir(config.checkpoint_dir, fresh, overwrite, kind)   # once the data is read: make, clear
     config = with_seed(config)                                # draws a seed if none was given
     pos = Position.from_meta(meta)                            # a subclass of Position, resumed (or Position())
     check_budget_left(config, pos, epoch, resume)             # refuse to resume a run already at its limit
@@ -17,6 +18,7 @@ metrics log, signals, the non-finite guard, and where progress is reported.
             log.write(record)
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ..io.checkpoint import CheckpointError
+from ..io.checkpoint import LANGUAGE_MODEL, CheckpointError, checkpoint_kind
 
 MAX_BAD_STEPS = 5  # non-finite steps in a row before a run stops
 
@@ -34,11 +36,19 @@ class TrainingError(Exception):
     """Training cannot start or go on; the message is one line for the user."""
 
 
+STOPPING = ("stopping after this step, with latest.npz saved (a validation under way finishes first); interrupt "
+            "again to stop at once, keeping the checkpoints last written")
+
+
 class Reporter:
     """Where training tells its progress; the default is silent. The CLI supplies a console one."""
 
     def start(self, total_steps, info):
         pass
+
+    def stopping(self):
+        """The first signal: training stops after this step (``stopping_note``)."""
+        self.message(STOPPING)
 
     def step(self, step, info):
         pass
@@ -84,10 +94,7 @@ class SignalCatcher:
 
 def stopping_note(reporter):
     """SignalCatcher's ``on_first`` for a trainer: tell ``reporter`` what the first signal does."""
-    def note(signum):
-        reporter.message("stopping after this step, with latest.npz saved (a validation under way finishes "
-                         "first); interrupt again to stop at once, keeping the checkpoints last written")
-    return note
+    return lambda signum: reporter.stopping()
 
 
 def prepare_dir(path):
@@ -100,25 +107,42 @@ def prepare_dir(path):
         raise TrainingError(f"{path}: the checkpoint directory is not writable")
 
 
-def clear_previous_model(directory, overwrite):
-    """A fresh run never mixes with an earlier one: refuse its directory, or with ``overwrite`` clear it."""
-    for name in ("latest.npz", "best.npz"):
+MODEL_FILES = ("latest.npz", "best.npz")
+
+
+def check_checkpoint_dir(directory, fresh, overwrite, kind):
+    """Refuse, touching nothing, a checkpoint directory that cannot be made or written, and for a ``fresh`` run
+    without ``overwrite`` one that holds a model an earlier run left; ``kind`` (io/checkpoint.py checkpoint_kind's
+    names) is the run's: a model of another kind is never one to resume."""
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):  # the part of the path that exists
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise TrainingError(f"{directory}: cannot create the checkpoint directory ({existing} is not a directory)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TrainingError(f"{directory}: the checkpoint directory is not writable")
+    for name in MODEL_FILES if fresh and not overwrite else ():
         path = os.path.join(directory, name)
         if os.path.exists(path):
-            if not overwrite:
-                raise TrainingError(
-                    f"{directory} already holds a trained model ({name}); use --resume to continue it, "
-                    "--overwrite to start afresh in its place, or another --checkpoint-dir"
-                )
-            os.unlink(path)
+            held = checkpoint_kind(path)
+            if held == kind:
+                raise TrainingError(f"{directory} already holds a trained model ({name}); use --resume to continue "
+                                    "it, --overwrite to start afresh in its place, or another --checkpoint-dir")
+            what = {LANGUAGE_MODEL: "a language model", "classifier": "a classifier"}.get(
+                held, "a file that is not a charrnn checkpoint")
+            raise TrainingError(f"{directory} already holds {what} ({name}); give another --checkpoint-dir, or "
+                                "--overwrite to replace it")
 
 
-def open_checkpoint_dir(directory, fresh, overwrite):
-    """Make the checkpoint directory; a ``fresh`` run (not a resumed one) then refuses, or with
-    ``overwrite`` clears, a model an earlier run left there."""
+def open_checkpoint_dir(directory, fresh, overwrite, kind):
+    """Make the checkpoint directory, once the run has read what it trains on (a start that fails leaves
+    none); a ``fresh`` run (not a resumed one) then refuses (``check_checkpoint_dir``), or with ``overwrite``
+    clears, a model an earlier run left there."""
+    check_checkpoint_dir(directory, fresh, overwrite, kind)
     prepare_dir(directory)
-    if fresh:
-        clear_previous_model(directory, overwrite)
+    for name in MODEL_FILES if fresh else ():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, name))
 
 
 @dataclass
@@ -171,16 +195,17 @@ class Clock:
         return time.perf_counter() - self.started
 
 
-def stop_reason(config, pos, epoch, signum=None):
+def stop_reason(config, pos, epoch, signum=None, reserve=0.0):
     """Why a run at ``pos`` (``epoch``: epochs done, with a fraction) stops now, or None: a signal, else
-    the first limit of ``config`` (max_steps, max_epochs, max_time, against ``pos.elapsed``) reached."""
+    the first limit of ``config`` (max_steps, max_epochs, max_time, against ``pos.elapsed`` and the ``reserve``
+    seconds the run's last evaluation will take) reached."""
     if signum is not None:
         return "interrupted"
     if config.max_steps and pos.step >= config.max_steps:
         return "max-steps"
     if config.max_epochs and epoch >= config.max_epochs:
         return "max-epochs"
-    if config.max_time and pos.elapsed >= config.max_time:
+    if config.max_time and pos.elapsed + reserve >= config.max_time:
         return "max-time"
     return None
 
@@ -193,14 +218,22 @@ def patience_spent(config, pos):
 
 
 def check_budget_left(config, pos, epoch, resume):
-    """Refuse to resume a run that has already reached a limit: one more step would go past it."""
+    """Refuse to resume a run that has already reached a limit: one more step would go past it. A limit counts
+    the whole run, so the refusal says what to give for more: --max-time 30 after 150 s trained is spent."""
     spent = stop_reason(config, pos, epoch)
-    if not spent and patience_spent(config, pos):
-        spent = f"patience: {pos.evals_since_best} evaluations without a better validation loss"
     if spent:
+        done, limit, unit = {"max-steps": (pos.step, config.max_steps, "steps"),
+                             "max-epochs": (round(epoch, 2), config.max_epochs, "epochs"),
+                             "max-time": (round(pos.elapsed), config.max_time, "s")}[spent]
         raise TrainingError(
             f"{resume}: its run already reached its limit ({spent} at step {pos.step}, {pos.elapsed:.0f} s trained); "
-            "give a larger --max-steps, --max-epochs, --max-time or --patience to train on"
+            f"--{spent} counts the whole run: give more than {done:g}, e.g. --{spent} {done + limit:g}, to train "
+            f"{limit:g} {unit} more"
+        )
+    if patience_spent(config, pos):
+        raise TrainingError(
+            f"{resume}: its run already reached its limit (patience: {pos.evals_since_best} evaluations without a "
+            f"better validation loss at step {pos.step}); give a larger --patience to train on"
         )
 
 

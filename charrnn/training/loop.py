@@ -81,6 +81,7 @@ class _Loop:
     first_step: int
     last_log_time: float = 0.0
     last_log_step: int = 0
+    eval_seconds: float | None = None  # how long the last evaluation took (validation, preview, checkpoints)
     dropout: float = 0.0  # this step's rate
     stop_reason: str | None = None
 
@@ -170,8 +171,10 @@ def _save_latest(run, loop):
 def _schedule(run, loop):
     """Set this step's learning rate; return its dropout rate."""
     config, pos = run.config, run.pos
-    epoch = loop.epoch(pos)
-    progress = budget_progress(config, pos.step, epoch, loop.clock.elapsed())
+    epoch, elapsed = loop.epoch(pos), loop.clock.elapsed()
+    if run.distributed is not None:  # every process reads process 0's clock: one rate, so the same weights
+        elapsed = run.distributed.agree(elapsed)
+    progress = budget_progress(config, pos.step, epoch, elapsed)
     scale = pos.lr_scale * warmup_factor(config.warmup, pos.step)
     run.optimizer.learning_rate = learning_rate(config, run.base_lr, scale, progress, epoch)
     return _dropout_rate(config, run.model.config.dropout, epoch)
@@ -179,12 +182,28 @@ def _schedule(run, loop):
 
 def _agreed_stop_reason(run, loop, signum):
     """runs.stop_reason; of several processes, all stop together, and agree on whether to validate."""
-    reason = stop_reason(run.config, run.pos, loop.epoch(run.pos), signum)
+    reason = stop_reason(run.config, run.pos, loop.epoch(run.pos), signum, _final_evaluation_seconds(run, loop))
     if run.distributed is not None and run.distributed.any(reason is not None):
         reason = reason or "stopped by another process"
         if run.distributed.any(reason == "interrupted"):
             reason = "interrupted"
     return reason
+
+
+def _final_evaluation_seconds(run, loop):
+    """What --max-time keeps for the evaluation a run ends with, so that it ends within its time: the last
+    evaluation's seconds, or before one, a guess from the pace of the steps (a validation chunk: half a step)."""
+    if loop.eval_seconds is not None:
+        return loop.eval_seconds
+    config, steps = run.config, run.pos.step - loop.first_step
+    chunks = _validation_chars(run) / (config.batch_size * config.seq_length)
+    return chunks * loop.clock.this_run() / max(steps, 1) / 2
+
+
+def _validation_chars(run):
+    """The characters an evaluation scores: the validation tails' and the validation files'."""
+    files = run.validation.chars if run.validation is not None else 0
+    return (len(run.val_ids) if len(run.val_ids) > 1 else 0) + files
 
 
 def _log(run, loop, log, reporter, evaluating):
@@ -203,9 +222,11 @@ def _log(run, loop, log, reporter, evaluating):
         "dropout": loop.dropout,
     }
     if evaluating:
+        began = time.perf_counter()
         loop.engine.pull()  # the device's parameters and optimizer state into the model and optimizer
         hidden = loop.engine.host_state(loop.state)
-        loop.stop_reason = _evaluate_and_save(run, loop.engine, reporter, hidden) or loop.stop_reason
+        loop.stop_reason = _evaluate_and_save(run, loop, reporter, hidden) or loop.stop_reason
+        loop.eval_seconds = time.perf_counter() - began
         if pos.last_val_loss is None or math.isfinite(pos.last_val_loss):
             loop.guard.remember()
         if pos.last_val_loss is not None:
@@ -223,11 +244,14 @@ def _report_start(run, batches, engine, reporter):
             "params": run.model.num_params(),
             "vocab": len(run.vocab),
             "train_chars": len(run.train_ids),
-            "val_chars": len(run.val_ids) + (run.validation.chars if run.validation is not None else 0),
+            "val_chars": _validation_chars(run),
             "chunks_per_epoch": batches.chunks_per_epoch,
             "seed": config.random_seed,
             "max_time": config.max_time,
             "workers": engine.workers,
+            "resumed": run.resumed,  # from step, with elapsed seconds trained
+            "step": run.pos.step,
+            "elapsed": run.pos.elapsed,
         },
     )
 
@@ -259,6 +283,7 @@ def _save(run, name, hidden):
         "train": asdict(run.config),
         "corpus": run.corpus_paths,
         "corpus_files": list(run.corpus_keys),
+        "corpus_sha256": list(run.corpus_sha256),
         **({"init_from": run.init_from} if run.init_from else {}),
         **run.pos.to_meta(run.rng),
     }
@@ -271,9 +296,9 @@ def _save(run, name, hidden):
     save_checkpoint(path, Checkpoint(model, run.vocab, meta, optimizer_state, hidden))
 
 
-def _evaluate_and_save(run, engine, reporter, hidden):
+def _evaluate_and_save(run, loop, reporter, hidden):
     """Validate, checkpoint, preview; return a reason to stop (halving rule, patience) or None."""
-    config, pos, model = run.config, run.pos, run.model
+    config, pos, model, engine = run.config, run.pos, run.model, loop.engine
     stop, val_loss, preview = None, None, None
     if run.distributed is not None:  # the processes took the same steps: so their parameters must be the same
         run.distributed.check_same(model.params.flat, "parameters")
@@ -281,6 +306,8 @@ def _evaluate_and_save(run, engine, reporter, hidden):
         val_loss = _validation_loss(run, engine)
         if config.sample_length and run.writer:
             preview = generate(model, run.vocab, length=config.sample_length, temperature=0.8, random_seed=pos.step)
+    if loop.stop_reason == "max-time":  # the time kept for this last validation is spent: a resume starts past it
+        pos.elapsed = max(loop.clock.elapsed(), config.max_time)
     if val_loss is not None:
         previous, pos.last_val_loss = pos.last_val_loss, val_loss
         if pos.best_val_loss is None or pos.last_val_loss < pos.best_val_loss:

@@ -153,6 +153,7 @@ class Run:
     distributed: object = None  # engines/distributed.py: this process's place among torchrun's; None: alone
     init_from: str | None = None  # the checkpoint a fine-tuning run started from
     corpus_keys: tuple = ()  # io/corpus.py file_key of each corpus file as this run read it: resume tells a change
+    corpus_sha256: tuple = ()  # each corpus file's SHA-256 (hex): what it was trained on, as charrnn info says
     validation: object = None  # training/validation.py ValidationFiles (--val-file), scored besides val_ids; or None
 
     @property

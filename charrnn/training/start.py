@@ -10,7 +10,8 @@ Each reads as the run starts: the refusals that need no corpus (too little memor
 rate, another tokenisation), then the checkpoint directory (process 0 of several prepares it and the
 corpus's id cache while the others wait), the corpus fitted to the chunk, the seed, the model and its
 position, and last the optimizer and the running average (``_assemble``). Nothing in the checkpoint
-directory is touched before the refusals; under torchrun, ``join_processes`` gives this process's place.
+directory is touched before the refusals, and the directory is made only once the corpus has been read;
+under torchrun, ``join_processes`` gives this process's place.
 """
 
 import contextlib
@@ -23,14 +24,22 @@ import numpy as np
 from ..engines.base import WorkerError
 from ..engines.choice import numpy_workers
 from ..engines.distributed import Distributed
-from ..io.checkpoint import CheckpointError, load_checkpoint
+from ..io.checkpoint import LANGUAGE_MODEL, CheckpointError, load_checkpoint
 from ..io.corpus import CorpusError, StreamBatches, file_key, load_corpus
 from ..models.registry import build_model, model_class, training_memory
 from ..nn.numerics import check_params
 from ..nn.optim import WeightAverage, make_optimizer
 from ..nn.schedule import check_min_lr
 from .finetune import extend_vocab
-from .lifecycle import Reporter, TrainingError, check_budget_left, open_checkpoint_dir, restore_optimizer, with_seed
+from .lifecycle import (
+    Reporter,
+    TrainingError,
+    check_budget_left,
+    check_checkpoint_dir,
+    open_checkpoint_dir,
+    restore_optimizer,
+    with_seed,
+)
 from .memory import check_fits, free_memory
 from .presets import DEFAULT_LEARNING_RATES
 from .run import ITERATE, Run, TrainConfig, TrainPosition
@@ -65,8 +74,9 @@ def fresh_run(setup, model_config):
     text's unigram distribution."""
     _check_memory(model_config, setup.config)  # before --overwrite clears anything
     _base_lr(setup.config, model_config.model)
-    _open_dir(setup, fresh=True)
+    _check_dir(setup, fresh=True)
     corpus, config = _read_corpus(setup)
+    _open_dir(setup, fresh=True)
     rng = np.random.default_rng(config.random_seed)
     model = _fresh_model(model_config, corpus, rng)
     return _assemble(setup, config, corpus, model, rng, TrainPosition())
@@ -76,9 +86,10 @@ def resumed_run(setup, path):
     """The run of checkpoint ``path`` going on exactly: its model (the weights training goes on from, with
     --average), position, hidden state, random generator, optimizer state and time trained. Refused if it
     has reached its limits or its data options differ (the position would mean another text)."""
-    _open_dir(setup, fresh=False)
+    _check_dir(setup, fresh=False)
     ckpt = load_checkpoint(path)
     corpus, config = _read_corpus(setup, vocab=ckpt.vocab)
+    _open_dir(setup, fresh=False)
     _check_resumable(ckpt, config)
     rng = np.random.default_rng(config.random_seed)
     model, saved_average = _take_iterate(ckpt, path)
@@ -101,8 +112,9 @@ def fine_tuned_run(setup, path, model_config=None):
     symbols (finetune.py); ``model_config``: None (the checkpoint's) or one of the checkpoint's shape."""
     base = _load_base(path, setup.config)  # before --overwrite clears anything
     _base_lr(setup.config, base.model.config.model)
-    _open_dir(setup, fresh=True)
+    _check_dir(setup, fresh=True)
     corpus, config = _read_corpus(setup, vocab=base.vocab, extend=True)
+    _open_dir(setup, fresh=True)
     rng = np.random.default_rng(config.random_seed)
     model = _fine_tuned_model(base, model_config, corpus, rng, setup.reporter)
     return _assemble(setup, config, corpus, model, rng, TrainPosition(), init_from=os.path.abspath(path))
@@ -122,15 +134,21 @@ def _assemble(setup, config, corpus, model, rng, pos, **start):
     return Run(config=config, corpus_paths=[os.path.abspath(path) for path, _ in corpus.files], vocab=corpus.vocab,
                train_ids=corpus.train_ids, val_ids=corpus.val_ids, model=model, optimizer=optimizer, average=average,
                base_lr=base_lr, pos=pos, rng=rng, distributed=setup.distributed, validation=setup.validation,
-               corpus_keys=tuple(file_key(path) for path, _ in corpus.files), **start)
+               corpus_keys=tuple(file_key(path) for path, _ in corpus.files), corpus_sha256=corpus.digests, **start)
+
+
+def _check_dir(setup, fresh):
+    """The checkpoint directory's refusals, touching nothing (of several processes, the others wait here while
+    process 0 reads the corpus and writes its id cache)."""
+    if not setup.writer:
+        _meet(setup.distributed.barrier)
+    check_checkpoint_dir(setup.config.checkpoint_dir, fresh and setup.writer, setup.overwrite, LANGUAGE_MODEL)
 
 
 def _open_dir(setup, fresh):
-    """The checkpoint directory, made (of several processes, by process 0 while the others wait); a ``fresh``
-    run refuses, or with --overwrite clears, a model an earlier run left there."""
-    if not setup.writer:
-        _meet(setup.distributed.barrier)
-    open_checkpoint_dir(setup.config.checkpoint_dir, fresh=fresh and setup.writer, overwrite=setup.overwrite)
+    """The checkpoint directory, made once the corpus is read; a ``fresh`` run refuses, or with --overwrite
+    clears, a model an earlier run left there."""
+    open_checkpoint_dir(setup.config.checkpoint_dir, fresh and setup.writer, setup.overwrite, LANGUAGE_MODEL)
 
 
 def _read_corpus(setup, vocab=None, extend=False):

@@ -4,6 +4,7 @@ names with a second label each."""
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import unicodedata
@@ -36,6 +37,24 @@ def test_learns_names_by_language(classifier, cli, names):
     assert report["precision_at_k"] == pytest.approx(report["accuracy"])  # one label a line, k = 1
     assert set(report["per_label"]["de"]) == {"precision", "recall", "f1", "support"}
     assert sum(v["support"] for v in report["per_label"].values()) == 1209
+
+
+def test_the_classifier_trains_beside_a_language_model_and_no_refusal_suggests_the_other_kind(
+        tmp_path, monkeypatch, cli, names, trained, classifier, small_text):
+    """After the quick start (a language model in checkpoints/), classify train and the commands after it use a
+    folder of their own; a folder holding a model of the other kind is refused without a --resume to follow."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(trained, tmp_path / "checkpoints")
+    train = head(names.train, 300, tmp_path / "train.txt")
+    result = cli(["classify", "train", train, "--valid", names.valid, "--max-steps", "2", *SMALL])
+    assert result.exit_code == 0, result.output
+    assert cli(["classify", "info", "classifier"]).exit_code == 0
+    assert cli(["classify", "test", "classifier", names.test]).exit_code == 0
+    for args, held in ((["train", small_text, "--checkpoint-dir", classifier], "a classifier"),
+                       (["classify", "train", train, "--checkpoint-dir", "checkpoints"], "a language model")):
+        refused = cli(args)
+        assert refused.exit_code == 1 and f"already holds {held} (latest.npz)" in refused.stderr, refused.output
+        assert "--resume" not in refused.stderr and "--overwrite" in refused.stderr
 
 
 def test_test_prints_fasttext_lines_then_accuracy(classifier, cli, names):

@@ -96,6 +96,7 @@ def test_user_error(tmp_path, small_text, trained, name, args, message, monkeypa
     assert "Usage:" not in result.stderr and "Try " not in result.stderr, result.stderr  # one line, not click's three
     assert len(error_lines) == 1 and message in error_lines[0], result.stderr
     assert {p: (trained / p).read_bytes() for p in os.listdir(trained)} == before  # nothing overwritten
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "new").exists()  # no folder left behind
 
 
 @pytest.mark.parametrize("args,message", [

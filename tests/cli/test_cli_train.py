@@ -1,17 +1,29 @@
 """`charrnn train` as users run it: train then sample and eval, the installed script, presets and flags, a fresh
 run beside an earlier one, several corpora, bytes, what it prints (or not) and a closed output."""
 
+import fcntl
 import json
 import os
+import re
 import shutil
+import struct
 import subprocess
 import sys
+import termios
+import time
 
 import numpy as np
 import pytest
 
 from charrnn import load_checkpoint
+from charrnn.cli import report
 from charrnn.models.gpt import CharGPT
+from charrnn.training import loop
+
+try:
+    import pty
+except ImportError:  # not POSIX
+    pty = None
 
 
 def test_train_sample_eval(tmp_path, small_text, cli, small_rnn):
@@ -196,6 +208,78 @@ def test_training_goes_on_when_its_output_is_closed(tmp_path, small_text):
     assert proc.wait(timeout=120) == 0, err
     assert "standard output was closed; training goes on" in err
     assert load_checkpoint(str(ck / "latest.npz")).meta["step"] == 30
+
+
+def test_without_a_terminal_a_progress_line_comes_every_few_seconds_with_the_time_left(tmp_path, small_text, cli,
+                                                                                       tiny_rnn, monkeypatch):
+    """Output redirected: besides the evaluations' lines, a line at least every LOG_SECONDS (here 0.2 s) says
+    where the run is, how fast it goes and how long it has left."""
+    monkeypatch.setattr(report, "LOG_SECONDS", 0.2)
+    result = cli(["train", small_text, "--checkpoint-dir", tmp_path / "ck", "--max-time", "1.2", "--eval-every",
+                  "100000", "--workers", "1", *tiny_rnn])
+    assert result.exit_code == 0, result.output
+    progress = [line for line in result.stdout.splitlines() if line.endswith(" left")]
+    assert len(progress) >= 3, result.stdout
+    assert all(re.fullmatch(r"step [\d,]+  epoch [\d.]+  train loss [\d.]+  [\d,]+ chars/s  \ds, about 00:0\d left",
+                            line) for line in progress), progress
+
+
+def run_in_terminal(args, columns):
+    """Run ``args`` with stdout and stderr on a new pseudo-terminal ``columns`` wide (0: a terminal of no size, as
+    some CI runners give); its exit status and what it wrote there."""
+    master, slave = pty.openpty()
+    if columns:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 1 << 16)
+        except OSError:  # EIO: the command has exited and closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(timeout=60), b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(pty is None, reason="needs a POSIX pseudo-terminal")
+def test_the_progress_bar_shows_seconds_trained_of_the_budget_and_chars_per_second(tmp_path, small_text, tiny_rnn):
+    """On a time budget the bar reads "2/3 s trained ... chars/s=...", never tqdm's "1.05s/s"; a terminal of no
+    width gets log lines instead of a bar."""
+    args = [sys.executable, "-m", "charrnn", "train", small_text, "--max-time", "3", "--workers", "1", *tiny_rnn]
+    code, shown = run_in_terminal([*args, "--checkpoint-dir", str(tmp_path / "bar")], columns=120)
+    assert code == 0, shown
+    assert re.search(r"\d/3 s trained, step=\d+, epoch=[\d.]+, loss=[\d.]+, .*chars/s=[\d,]+", shown), shown
+    assert not re.search(r"\d(s|it|step)/s", shown), shown
+    code, shown = run_in_terminal([*args, "--checkpoint-dir", str(tmp_path / "lines")], columns=0)
+    assert code == 0, shown
+    assert "s trained" not in shown and "%|" not in shown and "training finished" in shown, shown
+
+
+@pytest.mark.slow
+def test_a_time_budget_keeps_time_for_the_evaluation_it_ends_with(tmp_path, small_text, cli, tiny_rnn, monkeypatch):
+    """--max-time 3 with evaluations of 0.8 s (a slow preview): the run ends its last evaluation by 3 s (and the
+    checkpoints' writing), not 0.8 s after; its checkpoint counts the budget spent, so a resume is refused."""
+    preview = loop.generate
+
+    def slow_preview(*args, **kwargs):
+        time.sleep(0.8)
+        return preview(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "generate", slow_preview)
+    ck = tmp_path / "ck"
+    result = cli(["train", small_text, "--checkpoint-dir", ck, "--max-time", "3", "--eval-every", "300",
+                  "--workers", "1", *tiny_rnn, "--sample-length", "5"])
+    assert result.exit_code == 0, result.output
+    took = float(re.search(r"([\d.]+) s in this run", result.stdout).group(1))
+    assert took < 3.7, result.stdout  # 3 s, a step and the checkpoints (the evaluation after the budget: 3.8 s or more)
+    assert load_checkpoint(str(ck / "latest.npz")).meta["elapsed"] >= 3
+    again = cli(["train", small_text, "--checkpoint-dir", ck, "--resume"])
+    assert again.exit_code == 1 and "(max-time at step" in again.stderr
 
 
 @pytest.fixture

@@ -90,6 +90,16 @@ def test_two_processes_with_gloo_train_as_one(tmp_path, small_text, model):
     assert saved.meta["step"] == 6 and saved.model.params.flat.tobytes() == rank0.tobytes()
 
 
+def test_on_a_time_budget_the_processes_follow_one_clock(tmp_path, small_text):
+    """The cosine schedule over --max-time follows the seconds trained: every process takes process 0's, so their
+    rates and weights stay the same (with a clock each, the first evaluation found their parameters apart)."""
+    ck = tmp_path / "ck"
+    returncode, err = torchrun(["-m", "charrnn", "train", small_text, "--checkpoint-dir", str(ck), *SHAPE, "--engine",
+                                "torch", "--max-time", "3", "--random-seed", "1", "-q"])
+    assert returncode == 0, err[-3000:]
+    assert load_checkpoint(str(ck / "latest.npz")).meta["elapsed"] >= 3
+
+
 def start_rank(rank, args, port, tmp_path):
     """One process of a 2-process run, launched as torchrun would (its environment), stderr to a file."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",

@@ -267,7 +267,7 @@ def test_readme_pytorch_lines_load_an_export(tmp_path, monkeypatch):
     export_checkpoint(str(tmp_path / "m.npz"), str(tmp_path / "model.safetensors"))
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(block.replace('"ROMEO:"', '"CAB, a:"'), namespace)  # (this vocabulary's capitals are A, B, C)
+    exec(block.replace('"Romeo."', '"CAB, a:"'), namespace)  # (this vocabulary's capitals are A, B, C)
     want, _ = net.forward(VOCAB.encode("CAB, a:")[:, None])
     np.testing.assert_allclose(namespace["logits"].detach().numpy(), want, atol=1e-5)
 

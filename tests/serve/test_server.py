@@ -1,15 +1,18 @@
 """charrnn serve: a real server on a free port, a real HTTP client (http.client and raw sockets)."""
 
 import contextlib
+import errno
 import http.client
 import json
 import math
 import os
 import re
+import resource
 import select
 import shutil
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -33,7 +36,8 @@ JSON = {"Content-Type": "application/json"}
 
 POST_SCORE = b"POST /v1/score HTTP/1.1\r\nContent-Type: application/json\r\n"
 
-LIMITS = {"max_length": 400, "max_concurrent": 2, "max_seed": 100, "max_body": 4096}
+LIMITS = {"max_length": 400, "max_concurrent": 2, "max_seed": 100, "max_body": 4096, "max_score_chars": 1000,
+          "max_connections": 64, "request_timeout": 5.0}
 
 
 def make_model():
@@ -89,13 +93,21 @@ def raw(port, data, shut_write=False):
         sock.sendall(data)
         if shut_write:
             sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except ConnectionResetError:  # the server closed with some of what we sent unread: the answer came first
-            assert answer
+        return read_answer(sock)
+
+
+def read_answer(sock):
+    """The status and JSON body of the answer on ``sock`` (read to EOF), past any interim 1xx answer."""
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:  # the server closed with some of what we sent unread: the answer came first
+        assert answer
+    while re.match(rb"HTTP/1\.1 1\d\d ", answer):
+        answer = answer.partition(b"\r\n\r\n")[2]
     head, _, body = answer.partition(b"\r\n\r\n")
+    assert head, "the server closed the connection without an answer"
     return int(head.split()[1]), json.loads(body)
 
 
@@ -226,6 +238,7 @@ def test_page_and_info(port):
     status, headers, head = call(port, "HEAD", "/")
     assert status == 200 and head == b"" and int(headers["Content-Length"]) == len(page.encode())
     status, headers, info = call(port, "GET", "/v1/info?x=1")
+    assert headers["Server"] == "charrnn"  # no versions of charrnn or Python to look up flaws of
     info = json.loads(info)
     assert info["vocab_size"] == len(VOCAB) and info["model"]["model"] == "lstm"
     assert info["limits"] == LIMITS
@@ -433,6 +446,178 @@ def test_concurrent_requests_within_the_cap_all_get_their_own_text(port, model):
             assert answer["text"] == expected_text(model, **body)
 
 
+# ---- under abuse: hung-up scorers, slow and half-closed clients, odd bodies and headers
+
+
+@contextlib.contextmanager
+def running(model, **limits):
+    """A server of its own for one test (``limits`` over LIMITS); its port."""
+    server, thread = start_server(model, **limits)
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def until(condition, within=5.0):
+    """Whether ``condition()`` comes true within ``within`` seconds (asked every 20 ms)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def post_raw(path, body, headers=b""):
+    """The bytes of a JSON POST of ``body`` (bytes) with its Content-Length."""
+    return (b"POST %s HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (path.encode(), len(body), headers, body))
+
+
+def score_body(chars):
+    return json.dumps({"text": ("To be, or not to be, that is the question. " * (chars // 43 + 1))[:chars]}).encode()
+
+
+def test_a_scoring_client_that_hangs_up_frees_its_slot(model, capfd):
+    """Scoring runs in pieces and looks for its client between them: a hang-up ends it (it used to hold its slot
+    until the whole text was scored, seconds here, minutes for a megabyte on a loaded machine)."""
+    body = score_body(300_000)  # about 3 s of scoring
+    with running(model, max_concurrent=1, max_body=len(body), max_score_chars=300_000) as port:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(post_raw("/v1/score", body))
+            time.sleep(0.5)
+            assert until(lambda: call(port, "POST", "/v1/generate", {"length": 10})[0] == 503)  # it is scoring
+        assert answers_again(port, within=1.5), "the slot stayed busy after its client hung up"
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_text_longer_than_the_score_limit_is_refused(port):
+    assert_error(*call(port, "POST", "/v1/score", {"text": "a" * 1001}), 413,
+                 "text is 1,001 characters; this server scores at most 1,000 (--max-score-chars)")
+
+
+def slow_connections(port, n, opening=b"GET /v1/info HTTP/1.1\r\n"):
+    """``n`` connections that have begun a request and go no further."""
+    connections = []
+    for _ in range(n):
+        connections.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        connections[-1].sendall(opening)
+    return connections
+
+
+def test_at_the_connection_cap_the_request_waiting_longest_makes_room(model):
+    with running(model, max_connections=4) as port:
+        slow = slow_connections(port, 4)
+        try:
+            assert call(port, "GET", "/v1/info")[0] == 200
+            status, answer = read_answer(slow[0])
+            assert status == 503 and "at most 4 connections" in answer["error"]
+            slow += slow_connections(port, 1)  # at the cap again
+            assert call(port, "GET", "/v1/info")[0] == 200  # the next longest waiting makes room this time
+            assert read_answer(slow[1])[0] == 503
+        finally:
+            for sock in slow:
+                sock.close()
+
+
+def test_beyond_the_cap_with_every_connection_being_answered_a_new_one_is_refused(model):
+    with running(model, max_connections=2, max_length=10**7) as port:
+        held = [open_stream(port, 10**7) for _ in range(2)]
+        assert_error(*call(port, "GET", "/v1/info"), 503, "at most 2 connections")
+        for conn, response in held:
+            response.close()
+            conn.close()
+        assert until(lambda: call(port, "GET", "/v1/info")[0] == 200)
+
+
+def test_out_of_file_descriptors_the_server_backs_off_instead_of_spinning(model, monkeypatch):
+    """accept() failing with EMFILE leaves the connection waiting, so the listening socket stays readable: the
+    server must wait before trying again, not spin at 100 % CPU."""
+    tries = []
+
+    def out_of_descriptors(self):
+        tries.append(time.monotonic())
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    with running(model) as port:
+        monkeypatch.setattr(socketserver.TCPServer, "get_request", out_of_descriptors)
+        with socket.create_connection(("127.0.0.1", port)):
+            time.sleep(0.5)
+        monkeypatch.undo()
+    assert 1 <= len(tries) <= 15, f"{len(tries)} tries of accept in half a second"
+
+
+def test_the_connection_cap_stays_below_the_open_file_limit(model):
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    server = make_server(model, VOCAB, ServeConfig(port=0, max_connections=10**9))
+    try:
+        assert soft == resource.RLIM_INFINITY or server.info["limits"]["max_connections"] < soft
+    finally:
+        server.server_close()
+
+
+def test_a_request_must_arrive_whole_within_the_request_timeout(model):
+    """A byte every 50 ms never stalls for the between-bytes timeout, yet the request gets a 408 at its deadline."""
+    with running(model, request_timeout=0.5) as port, socket.create_connection(("127.0.0.1", port), 10) as sock:
+        started = time.monotonic()
+        for byte in b"GET /v1/info HTTP/1.1\r\nX-Slow: " + b"a" * 100:
+            if select.select([sock], [], [], 0.05)[0]:  # answered
+                break
+            sock.send(bytes([byte]))
+        status, answer = read_answer(sock)
+        assert status == 408 and time.monotonic() - started < 3
+        assert answer == {"error": "the request did not arrive within 0.5 s (this server's --request-timeout)"}
+
+
+def test_a_body_shorter_than_its_content_length_gets_408_at_the_deadline(model):
+    with running(model, request_timeout=0.5) as port, socket.create_connection(("127.0.0.1", port), 10) as sock:
+        sock.sendall(POST_SCORE + b"Content-Length: 100\r\n\r\n{\"text\":")
+        started = time.monotonic()
+        status, answer = read_answer(sock)
+        assert status == 408 and "0.5 s" in answer["error"] and time.monotonic() - started < 3
+
+
+def test_a_client_that_shuts_its_sending_side_still_gets_its_whole_answer(model):
+    """As `nc -N` does after the request: the end of what it sends is not a hang-up (its answer used to be cut
+    off at the server's next look for its client, 50 ms in)."""
+    with running(model, max_length=8000) as port:  # about 0.1 s of generation
+        for seed in range(3):
+            body = json.dumps({"length": 8000, "random_seed": seed}).encode()
+            status, answer = raw(port, post_raw("/v1/generate", body), shut_write=True)
+            assert status == 200 and answer["text"] == expected_text(model, length=8000, random_seed=seed)
+
+
+def test_deeply_nested_json_is_a_400(model):
+    deep = b"[" * 100_000
+    with running(model, max_body=len(deep)) as port:
+        for path in ("/v1/generate", "/v1/score"):
+            assert_error(*call(port, "POST", path, deep), 400, "nested too deeply")
+        nested_text = b'{"text": ' + b"[" * 500 + b"]" * 500 + b"}"
+        assert_error(*call(port, "POST", "/v1/score", nested_text), 400, "text must be a string, not [[[[")
+
+
+@pytest.mark.parametrize("headers", [
+    b"Content-Length: \xb2\r\n",
+    b"Content-Length: \xb2\r\nExpect: 100-continue\r\n",
+    b"Content-Length: " + b"9" * 5000 + b"\r\n",
+    b"Content-Length: 1_0\r\n",
+    b"Content-Length: 2\r\nContent-Length: 2\r\n",
+], ids=["superscript", "superscript, expect 100-continue", "5000 digits", "underscore", "twice"])
+def test_a_content_length_that_is_not_one_decimal_number_is_a_400(port, headers):
+    status, answer = raw(port, POST_SCORE + headers + b"\r\n{}")
+    assert status == 400 and "Content-Length" in answer["error"]
+
+
+def test_score_shows_at_most_twenty_unknown_characters_and_counts_them_all(port):
+    unknown = "".join(map(chr, range(0x4E00, 0x4E00 + 100)))
+    status, answer = call_json(port, "/v1/score", {"text": "To be" + unknown + unknown[:5]})
+    assert status == 200 and answer["oov_chars"] == 105 and answer["chars"] == 5
+    assert len(answer["oov"]) == 20 and all(answer["oov"][c] == 2 for c in unknown[:5])  # the most frequent
+
+
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(name)), None)
 
@@ -606,14 +791,26 @@ def checkpoint(model, tmp_path_factory):
     return str(path)
 
 
-def start_command(*args):
-    """``charrnn serve`` in a subprocess on a free port; the process and its port."""
+def start_command(*args, open_files=None):
+    """``charrnn serve`` in a subprocess on a free port (with at most ``open_files`` file descriptors, as under
+    `ulimit -n`); the process and its port."""
+    limit = open_files and (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files)))
     process = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", *args, "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit)
     line = process.stdout.readline()
     match = re.search(r"at http://127\.0\.0\.1:(\d+)/ ", line)
     assert match, line + process.stderr.read()
     return process, int(match.group(1))
+
+
+def stop_command(process):
+    """Kill a ``start_command`` process; what it wrote on stderr."""
+    process.kill()
+    process.wait()
+    err = process.stderr.read()
+    process.stdout.close()
+    process.stderr.close()
+    return err
 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -625,7 +822,7 @@ def test_command_serves_and_stops_cleanly_on_a_signal(checkpoint, model, signum,
         assert (code, answer["text"], answer["random_seed"]) == (200, expected_text(model, **body), 9)
         assert call_json(port, "/v1/generate", {"length": 1_000_001})[0] == 400
         info = json.loads(call(port, "GET", "/v1/info")[2])
-        assert info["step"] == 12 and info["checkpoint"] == checkpoint
+        assert info["step"] == 12 and info["checkpoint"] == "model.npz"  # its name, not where it lies
         assert info["limits"]["max_length"] == 1_000_000 and info["limits"]["max_concurrent"] == 1
         conn, response = open_stream(port, 1_000_000)  # a request in flight does not hold the server up
         assert call(port, "POST", "/v1/score", {"text": "A"})[0] == 503
@@ -644,12 +841,79 @@ def test_command_serves_and_stops_cleanly_on_a_signal(checkpoint, model, signum,
         response.close()
         conn.close()
     finally:
-        process.kill()
-        process.wait()
-        err = process.stderr.read()
-        process.stdout.close()
-        process.stderr.close()
+        err = stop_command(process)
     assert "Traceback" not in err and '"POST /v1/generate HTTP/1.1" 200' in err  # the access log
+
+
+class SlowClients:
+    """``n`` connections that each begin a request, then send a byte of it now and then and nothing more."""
+
+    def __init__(self, port, n):
+        self.socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+        for sock in self.socks:
+            sock.sendall(b"POST /v1/score HTTP/1.1\r\nContent-Type: application/json\r\n")
+
+    def hold(self, seconds, every=0.5):
+        for _ in range(round(seconds / every)):
+            time.sleep(every)
+            for sock in self.socks:
+                with contextlib.suppress(OSError):  # one the server has closed
+                    sock.send(b"X")
+
+    def close(self):
+        for sock in self.socks:
+            sock.close()
+
+
+def cpu_seconds(pid):
+    """User and system CPU seconds of process ``pid`` so far (Linux's /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads a process's CPU time from Linux's /proc")
+def test_a_server_with_256_file_descriptors_holds_under_abuse(checkpoint):
+    """What a hostile probe found, each on one `charrnn serve` started under `ulimit -n 256`."""
+    process, port = start_command(checkpoint, "--max-score-chars", "1000000", "--request-timeout", "2", "-q",
+                                  open_files=256)
+    try:
+        scorers = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+        for sock in scorers:  # a megabyte each, then they hang up while it is scored
+            sock.sendall(post_raw("/v1/score", score_body(1_000_000)))
+        time.sleep(1.0)
+        assert call(port, "POST", "/v1/generate", {"length": 10})[0] == 503  # all four slots are scoring
+        for sock in scorers:
+            sock.close()
+        assert answers_again(port, within=5.0)
+
+        assert raw(port, post_raw("/v1/score", b"[" * 100_000))[0] == 400
+        assert raw(port, POST_SCORE + b"Content-Length: \xb2\r\n\r\n{}")[0] == 400
+        for seed in range(3):  # half-closed, as by `nc -N`
+            body = json.dumps({"length": 2000, "random_seed": seed}).encode()
+            status, answer = raw(port, post_raw("/v1/generate", body), shut_write=True)
+            assert status == 200 and len(answer["text"]) == 2000
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(POST_SCORE + b"Content-Length: 100\r\n\r\n{")
+            assert read_answer(sock)[0] == 408
+        status, headers, data = call(port, "GET", "/v1/info")
+        assert "Python/" not in headers["Server"] and json.loads(data)["checkpoint"] == "model.npz"
+
+        slow = SlowClients(port, 600)
+        try:
+            cpu, started = cpu_seconds(process.pid), time.monotonic()
+            slow.hold(1.0)
+            asked = time.monotonic()
+            assert call(port, "POST", "/v1/generate", {"length": 10})[0] == 200 and time.monotonic() - asked < 5
+            slow.hold(1.0)
+            share = (cpu_seconds(process.pid) - cpu) / (time.monotonic() - started)
+            assert share < 0.5, f"the server used {share:.0%} of a CPU holding 600 slow connections"
+        finally:
+            slow.close()
+    finally:
+        err = stop_command(process)
+    assert "Traceback" not in err and "note: at most 224 connections at once" in err  # 256 less FD_RESERVE
 
 
 def test_command_refuses_a_bad_checkpoint_and_a_port_in_use(checkpoint, tmp_path):

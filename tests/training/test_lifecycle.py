@@ -3,6 +3,7 @@ classify train`` stop on a signal, refuse a spent resume and log alike."""
 
 import json
 import os
+import shlex
 import signal
 
 import numpy as np
@@ -63,6 +64,20 @@ def test_a_signal_ends_the_step_saves_latest_and_adds_nothing_to_the_log_in_both
             assert f.read() == "", trainer
 
 
+def test_an_interrupted_run_says_how_to_go_on_and_the_resumed_run_where_it_starts_in_both_trainers(
+        tmp_path, monkeypatch):
+    """Ctrl-C's note and the summary name the command that continues the run; that command, run, says it resumes."""
+    for trainer in TRAINERS:
+        result, meta = interrupted_run(trainer, tmp_path / trainer, monkeypatch)
+        command = shlex.join(["charrnn", *TRAINERS[trainer][0], str(tmp_path / trainer / "corpus.txt"),
+                              "--checkpoint-dir", str(tmp_path / trainer / "ck"), "--resume"])
+        assert f"to go on later: {command}" in result.stderr, (trainer, result.stderr)
+        assert command in result.stdout, (trainer, result.stdout)
+        resumed = CliRunner().invoke(main, [*shlex.split(command)[1:], "--max-steps", "6"], catch_exceptions=False)
+        assert resumed.exit_code == 0, (trainer, resumed.output)
+        assert resumed.stdout.startswith(f"resuming from step 4, {meta['elapsed']:.0f} s trained\n"), trainer
+
+
 def test_a_resume_at_a_spent_limit_is_refused_alike_by_both_trainers(tmp_path):
     messages = {}
     for trainer in TRAINERS:
@@ -73,8 +88,9 @@ def test_a_resume_at_a_spent_limit_is_refused_alike_by_both_trainers(tmp_path):
         assert (tmp_path / trainer / "ck" / "latest.npz").read_bytes() == before
         messages[trainer] = result.output.split("latest.npz: ")[1]
     assert messages["lm"] == messages["classifier"]
-    assert messages["lm"].startswith("its run already reached its limit (max-steps at step 3, 0 s trained); give a "
-                                     "larger --max-steps, --max-epochs, --max-time or --patience to train on")
+    assert messages["lm"].startswith("its run already reached its limit (max-steps at step 3, 0 s trained); "
+                                     "--max-steps counts the whole run: give more than 3, e.g. --max-steps 6, to "
+                                     "train 3 steps more")
 
 
 def test_both_trainers_carry_the_time_trained_across_a_resume(tmp_path):

@@ -99,7 +99,8 @@ def test_ctrl_c_and_resume_continue_the_time_budget_and_its_schedule(tmp_path, s
     assert resumed.exit_code == 0, resumed.output
     after = records(ck)[len(before):]
     assert stopped.meta["step"] < after[0]["step"] <= stopped.meta["step"] + 10 and after[0]["elapsed"] > trained
-    assert budget <= after[-1]["elapsed"] < budget + 1.0  # ends at the budget, counted across both runs
+    # ends at the budget, counted across both runs (its last step, the final validation's time before it)
+    assert budget - 1.0 < after[-1]["elapsed"] < budget + 1.0
     assert took < budget - trained + 3.0  # not a second full budget
     peak = before[0]["learning_rate"] / (0.5 * (1 + math.cos(math.pi * before[0]["elapsed"] / budget)))
     # the cosine goes on from where it stopped (the rate follows the time trained), not from its peak
@@ -115,10 +116,24 @@ def test_a_finished_run_resumes_only_with_a_larger_limit(tmp_path, small_text, c
     again = cli(["train", small_text, "--checkpoint-dir", ck, "--resume"])
     assert again.exit_code == 1
     assert "its run already reached its limit (max-steps at step 20" in again.stderr
-    assert "give a larger --max-steps, --max-epochs, --max-time or --patience" in again.stderr
+    assert "--max-steps counts the whole run: give more than 20, e.g. --max-steps 40, to train 20 steps more" \
+        in again.stderr
     longer = cli(["train", small_text, "--checkpoint-dir", ck, "--resume", "--max-steps", "30"])
     assert longer.exit_code == 0, longer.output
     assert load_checkpoint(ck).meta["step"] == 30
+
+
+def test_a_time_limit_counts_the_whole_run_and_its_refusal_says_what_to_give(tmp_path, small_text, cli,
+                                                                            resume_options):
+    """--resume --max-time 30 means 30 s in all, not 30 s more: the refusal says so, with the figure to give."""
+    ck = str(tmp_path / "ck")
+    assert cli(["train", small_text, "--checkpoint-dir", ck, *resume_options, "--max-steps", "5"]).exit_code == 0
+    trained = round(load_checkpoint(ck).meta["elapsed"])
+    again = cli(["train", small_text, "--checkpoint-dir", ck, "--resume", "--max-steps", "100", "--max-time", "0.001"])
+    assert again.exit_code == 1 and len(again.stderr.splitlines()) == 1
+    assert (f"--max-time counts the whole run: give more than {trained}, e.g. --max-time {trained + 0.001:g}, to "
+            "train 0.001 s more") in again.stderr
+    assert "the run's total, so --resume" in " ".join(cli(["train", "-h"]).stdout.split())  # and in --help
 
 
 def test_resume_refuses_what_it_would_ignore_and_a_run_out_of_patience(tmp_path, small_text, cli):
