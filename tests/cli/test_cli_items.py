@@ -125,7 +125,7 @@ def test_separators_and_json_split_samples_that_hold_blank_lines(ckpt_path, cli_
 @pytest.mark.parametrize("args,status,message", [
     (["--beam-width", "0"], 2, "'--beam-width': 0 is not in the range x>=1"),
     (["--repetition-penalty", "0.5"], 2, "'--repetition-penalty': 0.5 is not in the range x>=1"),
-    (["--repetition-window", "0"], 2, "'--repetition-window'"),
+    (["--repetition-window", "0"], 2, "'--repetition-window': 0 is not in the range x>=1"),
     (["--stop", ""], 2, "an empty text matches nowhere"),
     (["--beam-width", "4", "--num-samples", "5"], 2, "--num-samples 5 is more than the 4 texts --beam-width 4 finds"),
     (["--beam-width", "4", "--temperature", "0.5"], 2, "it takes no --temperature"),
