@@ -14,12 +14,13 @@ Suites (docs/benchmarks.md has a table of each, with its machine, date and comma
     memory    peak memory of `charrnn train` against corpus size
     engine    --engine torch against the numpy engine, and data-parallel scaling under torchrun
     gpu       --engine torch on a GPU beside a nanoGPT-style script (fused AdamW, bfloat16, torch.compile)
+    items     whole samples: --unique/--exclude and beam search against plain sampling; the repetition penalty
 """
 
 import importlib
 import sys
 
-SUITES = ("speed", "batched", "gpt", "learning", "classify", "serve", "inspect", "memory", "engine", "gpu")
+SUITES = ("speed", "batched", "gpt", "learning", "classify", "serve", "inspect", "memory", "engine", "gpu", "items")
 
 
 def main(argv=None):

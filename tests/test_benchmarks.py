@@ -25,6 +25,7 @@ SUITES = [
     (["memory"], False),
     (["engine"], True),
     (["gpu"], True),
+    (["items"], False),
 ]
 
 
@@ -65,4 +66,4 @@ def test_usage_lists_every_suite(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert all(f"\n    {suite} " in out for suite in ("speed", "batched", "gpt", "learning", "classify", "serve",
-                                                      "memory", "engine"))
+                                                      "memory", "engine", "items"))

@@ -6,8 +6,10 @@
 Endpoints (docs/server.md is the reference):
     GET  /             one self-contained page to play with (charrnn/page.html)
     GET  /v1/info      the model and the server's limits
-    POST /v1/generate  {"seed", "length", "temperature", "top_k", "top_p", "random_seed", "stream"}
-                       -> {"text", "random_seed"}, or server-sent events with "stream": true
+    POST /v1/generate  {"seed", "length", "temperature", "top_k", "top_p", "random_seed", "stream", "stop",
+                        "repetition_penalty", "repetition_window", "beam_width", "beam_score"}
+                       -> {"text", "random_seed", "logprob", "chars", "stopped_by"}, or server-sent events
+                       with "stream": true
     POST /v1/score     {"text"} -> {"loss", "bpc", "perplexity", "chars", "oov_chars", "oov"}
     POST /v1/inspect   {"text", "top_k", "feature", "top"} -> each character's log-probability and top-K, and the
                        units that track the feature: the data the page's inspect view draws (inference/pages.py)
@@ -43,7 +45,7 @@ from urllib.parse import urlsplit
 from ..inference.evaluate import evaluate_text
 from ..inference.features import FeatureError, check_feature
 from ..inference.pages import script, text_page
-from ..inference.sample import SamplingOptions, generate
+from ..inference.sample import BEAM_SCORES, SamplingOptions, start_draw
 from ..io.corpus import quoted
 from ..models.registry import build_model
 from .connections import Connections, DeadlineReader, RequestTimeout, connection_cap
@@ -149,7 +151,9 @@ class GenerateRequest:
     stream: bool
 
 
-GENERATE_FIELDS = ("seed", "length", "temperature", "top_k", "top_p", "random_seed", "stream")
+GENERATE_FIELDS = ("seed", "length", "temperature", "top_k", "top_p", "random_seed", "stream", "stop",
+                   "repetition_penalty", "repetition_window", "beam_width", "beam_score")
+MAX_STOPS, MAX_STOP_CHARS, MAX_BEAM = 16, 100, 64  # stop texts a request may give, each one's length; beam width
 
 
 def parse_generate(raw, vocab, config):
@@ -180,8 +184,43 @@ def parse_generate(raw, vocab, config):
         raise RequestError(f"seed has characters the model has never seen: {_cut(e.args[0])}") from None
     if random_seed is None:
         random_seed = secrets.randbits(32)  # answered, so the text can be had again
-    options = SamplingOptions(length=length, temperature=temperature, top_k=top_k, top_p=top_p)
+    options = SamplingOptions(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                              **_item_fields(body, vocab))
+    if options.beam_width is not None and (temperature != 1 or top_k is not None or top_p is not None
+                                           or options.repetition_penalty != 1):
+        raise RequestError("beam_width follows the model's own probabilities: it takes no temperature, top_k, "
+                           "top_p or repetition_penalty")
     return GenerateRequest(seed=seed, options=options, random_seed=random_seed, stream=stream)
+
+
+def _item_fields(body, vocab):
+    """The stop texts, the repetition penalty and the beam of a generate request, checked."""
+    stop = body.get("stop", [])
+    stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or not all(isinstance(t, str) for t in stop):
+        raise RequestError(f"stop must be a string or a list of strings, not {_show(stop)}")
+    if len(stop) > MAX_STOPS or not all(1 <= len(t) <= MAX_STOP_CHARS for t in stop):
+        raise RequestError(f"stop takes at most {MAX_STOPS} texts of 1 to {MAX_STOP_CHARS} characters each")
+    for text in stop:
+        try:
+            vocab.encode(_model_text(vocab, _field({"stop": text}, "stop", str, "")))
+        except KeyError as e:
+            raise RequestError(f"stop {_show(text)} has characters the model has never seen: {_cut(e.args[0])}"
+                               ) from None
+    penalty = _field(body, "repetition_penalty", float, 1.0)
+    window = _field(body, "repetition_window", int, SamplingOptions.repetition_window)
+    beam_width = _field(body, "beam_width", int, None, nullable=True)
+    beam_score = _field(body, "beam_score", str, "total")
+    if penalty < 1:
+        raise RequestError(f"repetition_penalty must be 1 or more, not {penalty}")
+    if window < 1:
+        raise RequestError(f"repetition_window must be 1 or more, not {window}")
+    if beam_width is not None and not 1 <= beam_width <= MAX_BEAM:
+        raise RequestError(f"beam_width must be from 1 to {MAX_BEAM} (or null), not {beam_width}")
+    if beam_score not in BEAM_SCORES:
+        raise RequestError(f"beam_score must be one of {', '.join(map(_show, BEAM_SCORES))}, not {_show(beam_score)}")
+    return {"stop": tuple(_model_text(vocab, t) for t in stop), "repetition_penalty": penalty,
+            "repetition_window": window, "beam_width": beam_width, "beam_score": beam_score}
 
 
 def parse_score(raw, config):
@@ -430,8 +469,9 @@ class Handler(BaseHTTPRequestHandler):
         request = parse_generate(self.read_body(), self.server.vocab, self.server.config)
         vocab = self.server.vocab
         with self.replica() as model:
-            pieces = generate(model, vocab, _model_text(vocab, request.seed), options=request.options,
-                              random_seed=request.random_seed)
+            draw = start_draw(model, vocab, 1, _model_text(vocab, request.seed), options=request.options,
+                              random_seed=request.random_seed, scores=True)
+            pieces = (batch[0] for batch in draw)
             with contextlib.closing(pieces):
                 started = time.monotonic()
                 if request.stream:
@@ -439,12 +479,12 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     text = self.collect(pieces)
         # the replica is back before the answer ends: a client's next request finds it free
+        result = {"random_seed": request.random_seed, "logprob": float(draw.logprob[0]), "chars": int(draw.chars[0]),
+                  "stopped_by": "stop" if draw.stopped[0] else "length"}
         if request.stream:
-            seconds = round(time.monotonic() - started, 3)
-            done = {"chars": request.options.length, "random_seed": request.random_seed, "seconds": seconds}
-            self.send_event(done, "done")
+            self.send_event({**result, "seconds": round(time.monotonic() - started, 3)}, "done")
         else:
-            self.send_json(HTTPStatus.OK, {"text": text, "random_seed": request.random_seed})
+            self.send_json(HTTPStatus.OK, {"text": text, **result})
 
     def serve_inspect(self):
         request = parse_inspect(self.read_body(), self.server.model, self.server.config)

@@ -22,7 +22,7 @@ import pytest
 from browser import CHROMIUM, Chromium
 
 from charrnn.inference.evaluate import evaluate_file, evaluate_text
-from charrnn.inference.sample import generate
+from charrnn.inference.sample import generate, start_draw
 from charrnn.io.checkpoint import Checkpoint, save_checkpoint
 from charrnn.io.corpus import Vocab
 from charrnn.models.gpt import CharGPT, GPTConfig
@@ -131,11 +131,35 @@ def test_generate_is_the_librarys_text_and_repeats_with_its_random_seed(port, mo
     body = {"seed": "ROMEO:", "length": 120, "random_seed": 42, **options}
     status, first = call_json(port, "/v1/generate", body)
     assert status == 200
-    assert first == {"text": expected_text(model, **body), "random_seed": 42}
+    assert first["text"] == expected_text(model, **body) and first["random_seed"] == 42
+    assert first["chars"] == 120 and first["stopped_by"] == "length" and first["logprob"] < 0
     assert first["text"].startswith("ROMEO:") and len(first["text"]) == 6 + 120
     assert call_json(port, "/v1/generate", body)[1] == first
     other = call_json(port, "/v1/generate", {**body, "random_seed": 43})[1]["text"]
     assert (other == first["text"]) == (body.get("temperature") == 0)  # greedy text needs no random numbers
+
+
+@pytest.mark.parametrize("fields", [
+    {"stop": "e", "temperature": 0.8}, {"stop": ["\n", "th"], "repetition_penalty": 1.3, "repetition_window": 8},
+    {"stop": "e", "beam_width": 1}, {"stop": ["\n", "e"], "beam_width": 5, "beam_score": "mean"},
+])
+def test_generate_takes_stops_penalty_and_beam_as_the_library_does(port, model, fields):
+    """The answer is the library's text, with its log-probability; streamed, the same text and a done event
+    that says how it ended."""
+    body = {"seed": "KING:", "length": 200, "random_seed": 5, **fields}
+    status, answer = call_json(port, "/v1/generate", body)
+    assert status == 200, answer
+    library = {**body, "stop": (body["stop"],) if isinstance(body["stop"], str) else tuple(body["stop"])}
+    draw = start_draw(model, VOCAB, 1, **library, scores=True)
+    assert answer["text"] == "".join(p[0] for p in draw)
+    assert answer["logprob"] == pytest.approx(float(draw.logprob[0]), abs=1e-6)
+    assert answer["chars"] == draw.chars[0] and answer["stopped_by"] == ("stop" if draw.stopped[0] else "length")
+    if fields.get("beam_width") == 1:  # width 1: greedy
+        assert answer["text"] == "".join(generate(model, VOCAB, "KING:", length=200, temperature=0, stop="e"))
+    events = parse_events(call(port, "POST", "/v1/generate", {**body, "stream": True})[2])
+    assert "".join(d["text"] for kind, d in events if kind == "message") == answer["text"]
+    assert {k: events[-1][1][k] for k in ("logprob", "chars", "stopped_by")} == {
+        k: answer[k] for k in ("logprob", "chars", "stopped_by")}
 
 
 def test_generate_without_a_random_seed_answers_the_one_it_drew(port, model):
@@ -250,6 +274,20 @@ BAD_GENERATE = [
     ({"seed": "Café"}, "seed has characters the model has never seen: 'é'"),
     ({"seed": "A" * 101}, "at most 100"),
     ({"seed": "".join(map(chr, range(0x4E00, 0x4E00 + 90)))}, "never seen: '一', '丁'"),
+    ({"stop": 5}, "stop must be a string or a list of strings, not 5"),
+    ({"stop": ["\n", 1]}, "stop must be a string or a list of strings"),
+    ({"stop": ""}, "stop takes at most 16 texts of 1 to 100 characters each"),
+    ({"stop": ["a"] * 17}, "stop takes at most 16 texts"),
+    ({"stop": ["\n", "é"]}, "has characters the model has never seen: 'é'"),
+    ({"repetition_penalty": 0.5}, "repetition_penalty must be 1 or more, not 0.5"),
+    ({"repetition_penalty": "x"}, "repetition_penalty must be a number"),
+    ({"repetition_window": 0}, "repetition_window must be 1 or more"),
+    ({"beam_width": 0}, "beam_width must be from 1 to 64 (or null), not 0"),
+    ({"beam_width": 65}, "beam_width must be from 1 to 64"),
+    ({"beam_width": 2.0}, "beam_width must be an integer or null"),
+    ({"beam_width": 4, "temperature": 0.5}, "beam_width follows the model's own probabilities"),
+    ({"beam_width": 4, "repetition_penalty": 1.2}, "it takes no temperature, top_k, top_p or repetition_penalty"),
+    ({"beam_score": "best"}, 'beam_score must be one of "total", "mean", not "best"'),
 ]
 
 BAD_SCORE = [
@@ -627,6 +665,41 @@ def test_page_streams_generated_text_in_a_headless_browser(model, tmp_path):
     assert '1 unknown left out: "é"' in scored
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (Debian: apt-get install chromium)")
+def test_page_stop_field_and_beam_toggle_in_a_headless_browser(model, tmp_path):
+    """The page's beam search (from its address) and its stop field (typed, with an escape) give the library's
+    texts, and the status shows the log-probability and how the text ended."""
+    server, thread = start_server(model)
+    query = "seed=KING:&length=300&stop_at=%5Cn&beam=1&run=1"
+    browser = Chromium(f"http://127.0.0.1:{server.server_port}/?{query}", str(tmp_path / "profile"))
+    output, status = "document.getElementById('output').textContent", "document.getElementById('status').textContent"
+    try:
+        beam_status = browser.wait_for(f"(s => s.includes('characters') && s.includes(' in ') && s)({status})")
+        beam_text = browser.evaluate(output)
+        disabled = browser.evaluate("document.getElementById('temperature').disabled")
+        browser.evaluate("""(() => {
+            document.getElementById('beam').click();
+            document.getElementById('stop_at').value = 'e';
+            document.getElementById('random_seed').value = '3';
+            document.getElementById('generate').click();
+        })()""")
+        sampled_status = browser.wait_for(f"(s => s.includes('random seed 3') && s)({status})")
+        sampled_text = browser.evaluate(output)
+        address = browser.evaluate("location.search")
+    finally:
+        browser.close()
+        server.shutdown()
+        server.server_close()
+    beam = start_draw(model, VOCAB, 1, "KING:", length=300, stop="\n", beam_width=8)
+    assert beam_text == "".join(p[0] for p in beam) and disabled
+    assert f"log-probability {beam.logprob[0]:.2f}" in beam_status
+    assert ("ended at the stop text" in beam_status) == bool(beam.stopped[0])
+    sampled = start_draw(model, VOCAB, 1, "KING:", length=300, stop="e", temperature=0.8, random_seed=3, scores=True)
+    assert sampled_text == "".join(p[0] for p in sampled) and "e" not in sampled_text[5:]
+    assert f"log-probability {sampled.logprob[0]:.2f}" in sampled_status and "stop_at=e" in address
+
+
 def test_a_byte_model_reads_and_writes_text_in_its_encoding():
     vocab = Vocab(tuple(range(256)), bytes_mode=True)
     model = CharRNN(ModelConfig(vocab_size=256, model="gru", hidden_size=8, num_layers=1), rng=np.random.default_rng(1))
@@ -680,7 +753,8 @@ def test_command_serves_and_stops_cleanly_on_a_signal(checkpoint, model, signum,
     process, port = start_command(checkpoint, "--max-length", "1000000", "--max-concurrent", "1")
     try:
         body = {"seed": "A", "length": 50, "random_seed": 9}
-        assert call_json(port, "/v1/generate", body) == (200, {"text": expected_text(model, **body), "random_seed": 9})
+        code, answer = call_json(port, "/v1/generate", body)
+        assert (code, answer["text"], answer["random_seed"]) == (200, expected_text(model, **body), 9)
         assert call_json(port, "/v1/generate", {"length": 1_000_001})[0] == 400
         info = json.loads(call(port, "GET", "/v1/info")[2])
         assert info["step"] == 12 and info["checkpoint"] == "model.npz"  # its name, not where it lies
@@ -795,11 +869,12 @@ def test_command_refuses_a_bad_checkpoint_and_a_port_in_use(checkpoint, tmp_path
 
 
 def test_a_fault_of_the_servers_is_a_500_or_an_error_event_and_it_goes_on(model, monkeypatch, capfd):
-    def failing(*args, **kwargs):
-        yield "ROMEO:"
-        raise RuntimeError("a bug")
+    class Failing:  # a draw that fails after its first piece
+        def __iter__(self):
+            yield ["ROMEO:"]
+            raise RuntimeError("a bug")
 
-    monkeypatch.setattr("charrnn.serve.server.generate", failing)
+    monkeypatch.setattr("charrnn.serve.server.start_draw", lambda *args, **kwargs: Failing())
     server, thread = start_server(model)
     try:
         port = server.server_port
