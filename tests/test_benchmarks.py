@@ -21,6 +21,7 @@ SUITES = [
     (["learning", "--finetune"], False),
     (["classify"], False),
     (["serve"], False),
+    (["inspect"], False),
     (["memory"], False),
     (["engine"], True),
     (["gpu"], True),

@@ -11,6 +11,8 @@ Endpoints (docs/server.md is the reference):
                        -> {"text", "random_seed", "logprob", "chars", "stopped_by"}, or server-sent events
                        with "stream": true
     POST /v1/score     {"text"} -> {"loss", "bpc", "perplexity", "chars", "oov_chars", "oov"}
+    POST /v1/inspect   {"text", "top_k", "feature", "top"} -> each character's log-probability and top-K, and the
+                       units that track the feature: the data the page's inspect view draws (inference/pages.py)
 
 Every refusal is a 4xx (503 when full) with a JSON body ``{"error": "one line"}``. A model's forward
 pass keeps its buffers on the model, so threads cannot share one: each request holds one of
@@ -41,6 +43,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from ..inference.evaluate import evaluate_text
+from ..inference.features import FeatureError, check_feature
+from ..inference.pages import script, text_page
 from ..inference.sample import BEAM_SCORES, SamplingOptions, start_draw
 from ..io.corpus import quoted
 from ..models.registry import build_model
@@ -65,6 +69,7 @@ class ServeConfig:
     max_seed: int = 2000  # characters of seed (the seed is primed in one pass, its buffers kept per replica)
     max_body: int = 1 << 20  # bytes of request body
     max_score_chars: int = 100_000  # characters of text one /v1/score request may score
+    max_inspect_chars: int = 20_000  # characters one /v1/inspect request may read (its answer: ~100 bytes each)
     max_connections: int = 256  # connections open at once (fewer where the open-file limit says so)
     request_timeout: float = 30.0  # seconds a client has to send its whole request, headers and body
     timeout: float = 30.0  # seconds a client may stall while receiving its answer
@@ -239,6 +244,42 @@ def _content_length(value):
     return int(value) if re.fullmatch(r"[0-9]{1,18}", value) else None
 
 
+@dataclass
+class InspectRequest:
+    text: str
+    top_k: int  # the likeliest next characters listed for each character
+    feature: str | None  # features.py's name: rank the units by it
+    top: int  # units ranked
+
+
+INSPECT_FIELDS = ("text", "top_k", "feature", "top")
+MAX_TOP = 50  # the most units or next characters an inspect request may ask for
+
+
+def parse_inspect(raw, model, config):
+    """An InspectRequest from a request body; RequestError naming the first fault."""
+    body = _object(raw, INSPECT_FIELDS)
+    text = _field(body, "text", str, "")
+    top_k, top = _field(body, "top_k", int, 5), _field(body, "top", int, 10)
+    feature = _field(body, "feature", str, None, nullable=True)
+    if not text:
+        raise RequestError('the body needs a "text" field, not empty')
+    if len(text) > config.max_inspect_chars:
+        raise RequestError(f"text is {len(text):,} characters; this server inspects at most "
+                           f"{config.max_inspect_chars:,} (--max-inspect-chars)", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    for name, value in (("top_k", top_k), ("top", top)):
+        if not 1 <= value <= MAX_TOP:
+            raise RequestError(f"{name} must be from 1 to {MAX_TOP}, not {value}")
+    if feature is not None:
+        if model.context_length is not None:
+            raise RequestError("feature ranks a recurrent model's units; this gpt model has none")
+        try:
+            check_feature(feature)
+        except FeatureError as e:
+            raise RequestError(str(e)) from None
+    return InspectRequest(text, top_k, feature, top)
+
+
 def _model_text(vocab, text):
     """A request's text as the model reads it: a string, or bytes in the model's encoding for a byte model."""
     if not vocab.bytes_mode:
@@ -265,7 +306,7 @@ class CharRNNServer(ThreadingHTTPServer):
         self.connections = Connections(cap, _answer(HTTPStatus.SERVICE_UNAVAILABLE, f"busy: this server holds at "
                                                     f"most {cap:,} connections at once; try again shortly"))
         limits = {k: getattr(config, k) for k in ("max_length", "max_seed", "max_concurrent", "max_body",
-                                                  "max_score_chars", "request_timeout")}
+                                                  "max_score_chars", "max_inspect_chars", "request_timeout")}
         self.info = {**(info or {}), "model": asdict(model.config), "vocab_size": len(vocab),
                      "parameters": model.num_params(), "bytes_mode": vocab.bytes_mode,
                      "limits": {**limits, "max_connections": cap}}
@@ -273,8 +314,8 @@ class CharRNNServer(ThreadingHTTPServer):
         self.replicas.put(model)
         for _ in range(config.max_concurrent - 1):
             self.replicas.put(build_model(model.config, params=model.params))
-        with open(PAGE, "rb") as f:
-            self.page = f.read()
+        with open(PAGE, encoding="utf-8") as f:  # the inspect view's drawing is the inspect pages' (inspect.js)
+            self.page = f.read().replace("/* inspect.js */", script()).encode("utf-8")
         if ":" in config.host:
             self.address_family = socket.AF_INET6
         super().__init__((config.host, config.port), Handler)
@@ -360,7 +401,8 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"  # every answer still closes its connection (Connection: close)
     routes = {"/": {"GET": "page"}, "/v1/info": {"GET": "info"},
-              "/v1/generate": {"POST": "generate"}, "/v1/score": {"POST": "score"}}
+              "/v1/generate": {"POST": "generate"}, "/v1/score": {"POST": "score"},
+              "/v1/inspect": {"POST": "inspect"}}
 
     def setup(self):
         self.timeout = self.server.config.timeout  # for writing the answer
@@ -393,7 +435,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.check_host()
             if methods is None:
-                raise RequestError(f"no such path: {path} (try /, /v1/info, /v1/generate, /v1/score)",
+                raise RequestError(f"no such path: {path} (try /, /v1/info, /v1/generate, /v1/score, /v1/inspect)",
                                    HTTPStatus.NOT_FOUND)
             method = "GET" if self.command == "HEAD" and "GET" in methods else self.command
             if method not in methods:
@@ -443,6 +485,19 @@ class Handler(BaseHTTPRequestHandler):
             self.send_event({**result, "seconds": round(time.monotonic() - started, 3)}, "done")
         else:
             self.send_json(HTTPStatus.OK, {"text": text, **result})
+
+    def serve_inspect(self):
+        request = parse_inspect(self.read_body(), self.server.model, self.server.config)
+        vocab = self.server.vocab
+        with self.replica() as model:
+            try:
+                data = text_page(model, vocab, _model_text(vocab, request.text), request.top_k, request.feature,
+                                 request.top, check=self.hang_up_check())
+            except ValueError as e:  # a feature the same for every character: nothing to correlate with
+                raise RequestError(str(e)) from None
+        if all(lp is None for lp in data["logprob"]):
+            raise RequestError("text has no character the model knows")
+        self.send_json(HTTPStatus.OK, data)
 
     def serve_score(self):
         text = parse_score(self.read_body(), self.server.config)

@@ -9,7 +9,6 @@ import os
 import re
 import resource
 import select
-import shutil
 import signal
 import socket
 import socketserver
@@ -20,6 +19,7 @@ import time
 
 import numpy as np
 import pytest
+from browser import CHROMIUM, Chromium
 
 from charrnn.inference.evaluate import evaluate_file, evaluate_text
 from charrnn.inference.sample import generate, start_draw
@@ -37,7 +37,7 @@ JSON = {"Content-Type": "application/json"}
 POST_SCORE = b"POST /v1/score HTTP/1.1\r\nContent-Type: application/json\r\n"
 
 LIMITS = {"max_length": 400, "max_concurrent": 2, "max_seed": 100, "max_body": 4096, "max_score_chars": 1000,
-          "max_connections": 64, "request_timeout": 5.0}
+          "max_inspect_chars": 1000, "max_connections": 64, "request_timeout": 5.0}
 
 
 def make_model():
@@ -481,13 +481,15 @@ def score_body(chars):
     return json.dumps({"text": ("To be, or not to be, that is the question. " * (chars // 43 + 1))[:chars]}).encode()
 
 
-def test_a_scoring_client_that_hangs_up_frees_its_slot(model, capfd):
-    """Scoring runs in pieces and looks for its client between them: a hang-up ends it (it used to hold its slot
-    until the whole text was scored, seconds here, minutes for a megabyte on a loaded machine)."""
+@pytest.mark.parametrize("path", ["/v1/score", "/v1/inspect"])
+def test_a_scoring_client_that_hangs_up_frees_its_slot(model, capfd, path):
+    """Scoring (and inspecting) runs in pieces and looks for its client between them: a hang-up ends it (it used
+    to hold its slot until the whole text was read, seconds here, minutes for a megabyte on a loaded machine)."""
     body = score_body(300_000)  # about 3 s of scoring
-    with running(model, max_concurrent=1, max_body=len(body), max_score_chars=300_000) as port:
+    with running(model, max_concurrent=1, max_body=len(body), max_score_chars=300_000,
+                 max_inspect_chars=300_000) as port:
         with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(post_raw("/v1/score", body))
+            sock.sendall(post_raw(path, body))
             time.sleep(0.5)
             assert until(lambda: call(port, "POST", "/v1/generate", {"length": 10})[0] == 503)  # it is scoring
         assert answers_again(port, within=1.5), "the slot stayed busy after its client hung up"
@@ -616,73 +618,6 @@ def test_score_shows_at_most_twenty_unknown_characters_and_counts_them_all(port)
     status, answer = call_json(port, "/v1/score", {"text": "To be" + unknown + unknown[:5]})
     assert status == 200 and answer["oov_chars"] == 105 and answer["chars"] == 5
     assert len(answer["oov"]) == 20 and all(answer["oov"][c] == 2 for c in unknown[:5])  # the most frequent
-
-
-CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(name)), None)
-
-
-class Chromium:
-    """Headless Chromium driven over the DevTools protocol on a pipe (fds 3 and 4 of the browser): the
-    test reads the page's DOM when the page says it is done, however long the stream takes."""
-
-    def __init__(self, url, profile):
-        self.to_browser, self.from_browser = os.pipe(), os.pipe()
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", "--remote-debugging-pipe"]
-        redirect = f'exec "$0" "$@" 3<&{self.to_browser[0]} 4>&{self.from_browser[1]}'
-        self.process = subprocess.Popen(["bash", "-c", redirect, CHROMIUM, *flags, url],  # sh: fds 0-9 only
-                                        pass_fds=(self.to_browser[0], self.from_browser[1]),
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        os.close(self.to_browser[0])
-        os.close(self.from_browser[1])
-        self.pending, self.next_id = b"", 0
-        page = next(t for t in self.send("Target.getTargets")["targetInfos"] if t["type"] == "page")
-        self.session = self.send("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
-
-    def send(self, method, session=None, timeout=30, **params):
-        self.next_id += 1
-        message = {"id": self.next_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        os.write(self.to_browser[1], json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:  # events and other answers go by
-            while b"\0" not in self.pending:
-                ready = select.select([self.from_browser[0]], [], [], max(0, deadline - time.monotonic()))[0]
-                chunk = os.read(self.from_browser[0], 1 << 16) if ready else b""
-                assert chunk, f"no answer to {method} from chromium: {self.process.stderr.read1()[-2000:]}"
-                self.pending += chunk
-            raw, self.pending = self.pending.split(b"\0", 1)
-            answer = json.loads(raw)
-            if answer.get("id") == self.next_id:
-                assert "error" not in answer, answer
-                return answer["result"]
-
-    def evaluate(self, expression):
-        return self.send("Runtime.evaluate", self.session, expression=expression, returnByValue=True)["result"].get(
-            "value")
-
-    def wait_for(self, expression, timeout=60):
-        """The value of ``expression`` once it is truthy (polled every 50 ms)."""
-        deadline = time.monotonic() + timeout
-        while not (value := self.evaluate(expression)):
-            assert time.monotonic() < deadline, f"the page never got to: {expression}"
-            time.sleep(0.05)
-        return value
-
-    def close(self):
-        with contextlib.suppress(OSError, AssertionError):
-            self.send("Browser.close", timeout=10)
-        try:
-            self.process.wait(10)
-        finally:
-            self.process.kill()
-            self.process.wait()
-            self.process.stderr.close()
-            os.close(self.to_browser[1])
-            os.close(self.from_browser[0])
 
 
 @pytest.mark.slow
