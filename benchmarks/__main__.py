@@ -11,15 +11,18 @@ Suites (docs/benchmarks.md has a table of each, with its machine, date and comma
     learning  validation loss reached in a wall-time budget (RNN, gpt) or after N fine-tuning steps
     classify  charrnn classify against a PyTorch BiLSTM script: accuracy, training and predict speed
     serve     generation through `charrnn serve` against the library
+    inspect   `charrnn neurons --feature` and `charrnn inspect` against `charrnn eval` on the same file
     memory    peak memory of `charrnn train` against corpus size
     engine    --engine torch against the numpy engine, and data-parallel scaling under torchrun
     gpu       --engine torch on a GPU beside a nanoGPT-style script (fused AdamW, bfloat16, torch.compile)
+    items     whole samples: --unique/--exclude and beam search against plain sampling; the repetition penalty
 """
 
 import importlib
 import sys
 
-SUITES = ("speed", "batched", "roofline", "gpt", "learning", "classify", "serve", "memory", "engine", "gpu")
+SUITES = ("speed", "batched", "roofline", "gpt", "learning", "classify", "serve", "inspect", "memory", "engine", "gpu",
+          "items")
 
 
 def main(argv=None):

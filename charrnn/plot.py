@@ -47,3 +47,26 @@ def plot_metrics(metrics_path, output):
     fig.tight_layout()
     fig.savefig(output, dpi=100)
     plt.close(fig)
+
+
+def plot_saturation(gates, output):
+    """Draw each layer's gate saturation as Karpathy, Johnson and Fei-Fei's figure 3: a point per unit and gate,
+    the fraction of time it is left-saturated (x) against right-saturated (y); ``gates`` are
+    inference/neurons.py's GateSaturation. Writes the figure to ``output``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = sorted({g.layer for g in gates})
+    fig, axes = plt.subplots(1, len(layers), figsize=(4 * len(layers), 4), squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        for g in (g for g in gates if g.layer == layer):
+            ax.scatter(g.left, g.right, s=10, alpha=0.6, label=f"gate {g.gate}")
+        ax.plot([0, 1], [1, 0], color="0.8", linewidth=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=f"layer {layer}", xlabel="fraction left-saturated (< 0.1)",
+               ylabel="fraction right-saturated (> 0.9)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)

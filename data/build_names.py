@@ -34,10 +34,12 @@ SPLITS = (("train", 0.8), ("valid", 0.1), ("test", 0.1))
 SEED = 15
 
 
-def surnames(locale):
+def person_names(locale, kind="last"):
+    """A locale's ``kind`` ("last" or "first") names: faker's ``{kind}_names`` and, where a locale splits
+    them, ``{kind}_names_male`` and ``_female``, stripped."""
     provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
     found = set()
-    for attr in ("last_names", "last_names_male", "last_names_female"):
+    for attr in (f"{kind}_names", f"{kind}_names_male", f"{kind}_names_female"):
         value = getattr(provider, attr, None)
         if value is not None and not isinstance(value, property):
             found.update(name.strip() for name in value if name.strip())
@@ -45,7 +47,7 @@ def surnames(locale):
 
 
 def main():
-    by_language = {lang: set().union(*(surnames(loc) for loc in locales)) for lang, locales in LANGUAGES.items()}
+    by_language = {lang: set().union(*(person_names(loc) for loc in locales)) for lang, locales in LANGUAGES.items()}
     seen = {}
     for names in by_language.values():
         for name in names:

@@ -22,9 +22,11 @@ SUITES = [
     (["learning", "--finetune"], False),
     (["classify"], False),
     (["serve"], False),
+    (["inspect"], False),
     (["memory"], False),
     (["engine"], True),
     (["gpu"], True),
+    (["items"], False),
 ]
 
 
@@ -65,4 +67,4 @@ def test_usage_lists_every_suite(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert all(f"\n    {suite} " in out for suite in ("speed", "batched", "roofline", "gpt", "learning", "classify",
-                                                      "serve", "memory", "engine"))
+                                                      "serve", "memory", "engine", "items"))

@@ -1,7 +1,7 @@
 """The ``charrnn`` command line: one group over the commands, a module per family: train.py (train),
-sample.py (sample), evaluate.py (eval), checkpoint.py (info, plot, export, import), serve.py (serve) and
-classify.py (the ``classify`` group); options they share (options.py); usage errors as one line
-(errors.py); reporters (report.py)."""
+sample.py (sample), evaluate.py (eval), inspect.py (inspect, neurons), checkpoint.py (info, plot, export,
+import), serve.py (serve) and classify.py (the ``classify`` group); options they share (options.py); usage
+errors as one line (errors.py); reporters (report.py)."""
 
 import signal
 
@@ -13,6 +13,7 @@ from .checkpoint import export_command, import_command, info, plot
 from .classify import classify
 from .errors import one_line_usage_errors
 from .evaluate import eval_command
+from .inspect import inspect, neurons
 from .options import CONTEXT_SETTINGS
 from .sample import sample
 from .serve import serve
@@ -51,5 +52,6 @@ def main():
     keep_freed_memory()  # this process's allocator reuses pages, as the workers' (engines/pool.py)
 
 
-for command in (train, sample, eval_command, info, plot, export_command, import_command, serve, classify):
+for command in (train, sample, eval_command, inspect, neurons, info, plot, export_command, import_command, serve,
+                classify):
     main.add_command(command)

@@ -10,14 +10,17 @@ gave, and the options declared once for every command that takes them.
 shape, the optimizer and its schedule, the limits, the checkpoint directory, resuming); each command says
 how its defaults are given (a value, or None: a preset's) with a function of the option's name, and may
 narrow an option's type (``--model``: gpt is the language model's only). ``sampling_options`` declares
-what sampling reads (``--temperature``, ``--top-k``, ``--top-p``, ``--length``); ``shared_option`` one of
+what sampling reads (``--temperature``, ``--top-k``, ``--top-p``, ``--length``, ``--stop``, the repetition
+penalty, the beam: ``SamplingOptions``'s fields); ``shared_option`` one of
 them on a command of its own (``--random-seed`` on ``charrnn sample``).
 """
 
 import math
+import re
 
 import click
 
+from ..inference.sample import BEAM_SCORES, SamplingOptions
 from ..nn.cells import ACTIVATIONS
 from ..nn.numerics import DTYPES
 from ..nn.optim import CLIP_MODES, OPTIMIZERS
@@ -34,6 +37,20 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
+
+
+class EscapedText(click.ParamType):
+    """A text of one character or more in which \\n, \\t, \\r, \\0 and \\\\ stand for a newline, a tab, a carriage
+    return, NUL and a backslash (a backslash before anything else is itself)."""
+
+    name = "text"
+    ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\"}
+
+    def convert(self, value, param, ctx):
+        text = re.sub(r"\\(.)", lambda m: self.ESCAPES.get(m.group(1), m.group(0)), value)
+        if not text:
+            self.fail("an empty text matches nowhere; give one character or more", param, ctx)
+        return text
 
 
 def explicit(ctx, name):
@@ -119,7 +136,23 @@ SAMPLING_OPTIONS = {
     "top_p": {"type": FiniteFloatRange(0, 1, min_open=True),
               "help": "Sample within the smallest set of characters holding probability P."},
     "length": {"type": click.IntRange(min=1), "default": 500, "show_default": True,
-               "help": "Characters to generate."},
+               "help": "Characters to generate (at most, with --stop)."},
+    "stop": {"type": EscapedText(), "multiple": True, "metavar": "TEXT",
+             "help": "End a sample where it first generates TEXT, which is not printed (repeatable; \\n, \\t and "
+             "\\\\ are a newline, a tab and a backslash). Without --seed each sample starts as a line starts, so "
+             "--stop '\\n' on a corpus of one item a line gives whole items, printed one a line."},
+    "repetition_penalty": {"type": FiniteFloatRange(min=1), "default": 1.0, "show_default": True, "metavar": "R",
+                           "help": "Make each character seen in the last --repetition-window characters less "
+                           "likely: its logit divided by R if positive, multiplied by R if negative (CTRL's)."},
+    "repetition_window": {"type": click.IntRange(min=1), "default": SamplingOptions.repetition_window,
+                          "show_default": True, "metavar": "N",
+                          "help": "Characters, the seed's included, that --repetition-penalty looks back over."},
+    "beam_width": {"type": click.IntRange(min=1), "metavar": "K",
+                   "help": "Search for the likeliest continuations, K hypotheses at a time, instead of sampling "
+                   "(the model's own probabilities; 1: greedy). --num-samples N <= K prints the N best."},
+    "beam_score": {"type": click.Choice(BEAM_SCORES), "default": "total", "show_default": True,
+                   "help": "How finished beam texts compete: total log-probability (favours short ones), or its mean "
+                   "per character."},
 }
 
 sampling_options = declare(SAMPLING_OPTIONS)

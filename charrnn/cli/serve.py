@@ -23,6 +23,10 @@ from .options import CONTEXT_SETTINGS, FiniteFloatRange
               help="Requests served at once, each with its own copy of the model; more are answered 503.")
 @click.option("--max-score-chars", type=click.IntRange(min=1), default=ServeConfig.max_score_chars,
               show_default=True, help="Most characters of text one /v1/score request may score (413 beyond).")
+@click.option("--max-inspect-chars", type=click.IntRange(min=1), default=ServeConfig.max_inspect_chars,
+              show_default=True,
+              help="Most characters of text one /v1/inspect request may read (413 beyond): its answer holds about "
+                   "100 bytes per character.")
 @click.option("--max-connections", type=click.IntRange(min=1), default=ServeConfig.max_connections,
               show_default=True,
               help="Connections open at once (fewer if the open-file limit, ulimit -n, says so); beyond, the one "
@@ -31,8 +35,8 @@ from .options import CONTEXT_SETTINGS, FiniteFloatRange
               show_default=True, help="Seconds a client has to send its whole request, headers and body (408 after).")
 @click.option("-q", "--quiet", is_flag=True, help="No access log on stderr.")
 @click.pass_context
-def serve(ctx, checkpoint, host, port, max_length, max_concurrent, max_score_chars, max_connections, request_timeout,
-          quiet):
+def serve(ctx, checkpoint, host, port, max_length, max_concurrent, max_score_chars, max_inspect_chars,
+          max_connections, request_timeout, quiet):
     """Serve CHECKPOINT over HTTP: a page to play with at /, and a JSON API (docs/server.md).
 
     \b
@@ -41,7 +45,8 @@ def serve(ctx, checkpoint, host, port, max_length, max_concurrent, max_score_cha
       curl -s localhost:8000/v1/generate -H 'Content-Type: application/json' -d '{"seed": "Romeo."}'
     """
     config = ServeConfig(host=host, port=port, max_length=max_length, max_concurrent=max_concurrent,
-                         max_score_chars=max_score_chars, max_connections=max_connections,
+                         max_score_chars=max_score_chars, max_inspect_chars=max_inspect_chars,
+                         max_connections=max_connections,
                          request_timeout=request_timeout, quiet=quiet)
     with user_errors():
         path = resolve_checkpoint(checkpoint)

@@ -55,6 +55,15 @@ class Vocab:
             raise KeyError(", ".join(map(quoted, unknown)))
         return ids
 
+    def without_unknown(self, text):
+        """``text`` (str, or bytes in bytes_mode) without the symbols this vocabulary lacks."""
+        known = set(self.symbols)
+        if self.bytes_mode and isinstance(text, str):
+            text = text.encode("utf-8")  # as encode reads it
+        if isinstance(text, bytes):
+            return bytes(b for b in text if b in known)
+        return "".join(c for c in text if c in known)
+
     def newline_id(self):
         """The id of the newline character, or None if the vocabulary has none."""
         idx = int(self.ids_of_codes(np.array([ord("\n")], np.uint32))[0])

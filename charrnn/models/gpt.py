@@ -2,6 +2,7 @@
 
     model = CharGPT(GPTConfig(vocab_size=65, hidden_size=128, num_layers=4, num_heads=4, context_length=64))
     logits, _ = model.forward(ids)                  # ids (T, B) int, T <= context_length -> logits (T, B, V)
+    logits, weights = model.forward_attention(ids)  # and each block's attention weights (B, nh, T, T)
     loss, grads, _ = model.loss_and_grads(inputs, targets)
 
 The surface is CharRNN's (rnn.py), so the engines, scoring and checkpoints drive either: ids are
@@ -133,6 +134,16 @@ class CharGPT:
         ids = np.asarray(ids)
         x, _ = self._forward(ids.T, masks=None)
         return self._logits(x).transpose(1, 0, 2), ()
+
+    def forward_attention(self, ids):
+        """As ``forward``, the logits (T, B, V) for ``ids`` (T, B), and each block's attention weights: a list of
+        (B, nh, T, T) arrays, row i holding position i's weights over positions 0..i (0 after i)."""
+        x, caches = self._forward(np.asarray(ids).T, masks=None)
+        weights = []
+        for _, attn, _, _ in caches["blocks"]:
+            _, _, _, _, att, *_ = attn  # attention_forward's cache: (x, q, k, v, att, ...)
+            weights.append(att)
+        return self._logits(x).transpose(1, 0, 2), weights
 
     def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, out=None, weight_drop_rng=None,
                        dropout=None):

@@ -3,6 +3,7 @@
     sampler = KVSampler(model, batch_size=B)
     logits = sampler.prime(ids)                # ids (B, n), n <= context_length -> logits (B, V) after them
     logits = sampler.step(next_ids)            # next_ids (B,) -> logits (B, V)
+    sampler.reorder(rows)                      # rows (B,): text b goes on from text rows[b]'s cache
 
 ``CharGPT.start_sampling`` primes one with a seed's last ``context_length`` characters.
 """
@@ -122,6 +123,13 @@ class KVSampler:
     def window(self):
         """(B, n): the ids the cache holds, oldest first."""
         return self.ids[:, : self.n]
+
+    def reorder(self, rows):
+        """Text b goes on from text ``rows[b]``'s cache and window (rows (B,), repeats allowed): beam search's
+        step. The step's views read the cache in place, so it is copied into itself."""
+        n = self.n
+        self.cache[:, :, :n] = self.cache[:, rows, :n]
+        self.ids[:, :n] = self.ids[rows, :n]
 
     def step(self, ids):
         """Feed character ids (B,); return the logits (B, V) for the next characters."""

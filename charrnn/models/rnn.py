@@ -2,6 +2,7 @@
 
     model = CharRNN(ModelConfig(vocab_size=65, model="lstm", hidden_size=128, num_layers=2))
     logits, state = model.forward(ids)            # ids (T, B) int -> logits (T, B, V)
+    layers, state = model.forward_states(ids)     # every step's states and gates: layers[k]["h"] (T, B, H)
     loss, grads, state = model.loss_and_grads(inputs, targets, state)
 
 ``state`` is a tuple of arrays, each (num_layers, B, H): ``(h,)`` for rnn and gru, ``(h, c)`` for lstm,
@@ -113,11 +114,34 @@ class CharRNN:
 
     def forward(self, ids, state=None):
         """Run over ``ids`` (T, B) from ``state``; return logits (T, B, V) and the final state."""
+        top, state = self._forward(np.asarray(ids), state, masks=None, backward=False)
+        return self.output(top), state
+
+    def output(self, h):
+        """The logits (..., V) for top-layer states ``h`` (..., H): the softmax layer's input."""
+        logits = h.reshape(-1, h.shape[-1]) @ self.params["W_hy"] + self.params["b_y"]  # (N, V)
+        return logits.reshape(*h.shape[:-1], -1)
+
+    def forward_states(self, ids, state=None):
+        """Run over ``ids`` (T, B) from ``state`` as ``forward`` does, keeping what each layer computed at every
+        step; return a list with a dict per layer, name -> (T, B, H) array (a copy) whose row t is after reading
+        ids[t], and the final state. Names: the cell's states, "h" (and "c" for lstm), and its activated gates,
+        "gate_i", "gate_f", "gate_o", "gate_g" for lstm, "gate_r", "gate_z", "gate_n" for gru (rnn: none).
+        ``output(layers[-1]["h"])`` is ``forward``'s logits."""
         ids = np.asarray(ids)
         T, B = ids.shape
-        top, state = self._forward(ids, state, masks=None, backward=False)
-        logits = top.reshape(T * B, -1) @ self.params["W_hy"] + self.params["b_y"]
-        return logits.reshape(T, B, -1), state
+        _, final_state = self._forward(ids, state, masks=None, backward=False)
+        cell, H = self.cell, self.config.hidden_size
+        layers = []
+        for buf in self._layer_buffers(T, B):
+            by_gate = buf.gates[:T].reshape(T, cell.n_gates, B, H)  # each step's slab holds its gates gate-major
+            arrays = [seq[1 : T + 1] for seq in buf.states] + [by_gate[:, j] for j in range(len(cell.gate_names))]
+            layers.append({name: a.copy() for name, a in zip(self.state_names(), arrays)})
+        return layers, final_state
+
+    def state_names(self):
+        """The names of a layer's arrays in ``forward_states``: ("h", "c", "gate_i", ...) for an lstm."""
+        return (*self.cell.state_names, *(f"gate_{g}" for g in self.cell.gate_names))
 
     def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, out=None, weight_drop_rng=None,
                        dropout=None):

@@ -2,6 +2,7 @@
 
     stepper = Stepper(model, state)            # state: a tuple of (L, B, H) arrays, as CharRNN's
     logits = stepper.step(ids)                 # ids (B,) -> logits (B, V) for the next characters
+    stepper.reorder(rows)                      # rows (B,): stream b goes on from stream rows[b]'s state
 
 ``Stepper`` runs every cell: each layer's step into preallocated buffers, read and written in turn.
 ``InPlaceStepper`` runs an LSTM or Elman RNN, whose forward step reads h_prev only in its product, with
@@ -40,6 +41,7 @@ class Stepper:
             for k, pair in enumerate(states)
         ]
         self.outputs = [[pair[1][0], pair[0][0]] for pair in states]  # the h each direction writes
+        self.states = states
         self.parity = 0
         self.scratch = [Scratch.make(cell, B, H, dtype) for _ in range(cfg.num_layers)]
         self.logits = np.empty((B, cfg.vocab_size), dtype)
@@ -65,6 +67,12 @@ class Stepper:
         np.matmul(x, self.W_hy, self.logits)
         np.add(self.logits, self.b_y, self.logits)
         return self.logits
+
+    def reorder(self, rows):
+        """Stream b goes on from stream ``rows[b]``'s state (rows (B,), repeats allowed): beam search's step."""
+        for pair in self.states:
+            for s in pair[self.parity]:  # the buffers the next step reads
+                s[...] = s[rows]
 
 
 class _InPlaceLayer(NamedTuple):
@@ -103,11 +111,13 @@ class InPlaceStepper:
         self.activate = cell.activate
         self.hs = np.empty((B, L * H), dtype)  # every layer's h, side by side
         self.layers = []  # an _InPlaceLayer per layer
+        self.cell_states = []  # every layer's states after h (an LSTM's c), read and written in place
         for k in range(L):
             w = model.step_weights(k, B, backward=False)  # the gate scale folded in (nn/cells.py)
             h = self.hs[:, k * H : (k + 1) * H]
             h[...] = state[0][k]
             states = (h, *(np.array(s[k], dtype) for s in state[1:]))  # read and written in place
+            self.cell_states += states[1:]
             slab = np.empty((B, G), dtype)
             extra = tuple(np.empty((B, width * H), dtype) for width in cell.extra_widths)
             cache = cell.step_views(slab, states, states, extra, slab)
@@ -141,6 +151,11 @@ class InPlaceStepper:
         matmul(self.top, self.W_hy, self.logits)
         add(self.logits, self.b_y, self.logits)
         return self.logits
+
+    def reorder(self, rows):
+        """Stream b goes on from stream ``rows[b]``'s state (rows (B,), repeats allowed): beam search's step."""
+        for s in (self.hs, *self.cell_states):
+            s[...] = s[rows]
 
 
 def _blocks(matrix, n):

@@ -4,6 +4,7 @@ state carried, or (a model with a bounded context, gpt) over sliding windows pla
     nlls, state = chunk_nlls(model, inputs, targets, state)       # (T, B) each -> (T, B) nats
     total, n = streams_nll(model, val_ids, batch_size=32, seq_length=100, score_chunk=engine.chunk_nll)
     nlls = window_nlls(model, ids, start=1)                       # gpt: each character's nats
+    logp, = window_scores(model, ids, 1, 0, 64, lambda w: (log_softmax(model.forward(w[:-1])[0]),))  # or more
 
 Validation (training/loop.py) and the engines (engines/) call these with the chunk scorer they compute
 with; files, texts and lines are inference/evaluate.py's.
@@ -50,31 +51,39 @@ def window_nlls(model, ids, start, offset=0, batch_size=64, score_chunk=None):
     position and the text, so any split of a text into pieces gives the same numbers. ``score_chunk``
     (an engine's ``chunk_nlls``), if given, computes the windows' scores; else the model in this process.
     """
-    P = model.context_length
 
-    def score(window):  # (n+1, W) ids -> -log p of window[1:] (n, W)
+    def nlls(window):  # (n+1, W) ids -> (-log p of window[1:] (n, W),)
         if score_chunk is not None:
-            return score_chunk(window[:-1], window[1:])[0]
-        return chunk_nlls(model, window[:-1], window[1:], None)[0]
+            return (score_chunk(window[:-1], window[1:])[0],)
+        return (chunk_nlls(model, window[:-1], window[1:], None)[0],)
 
+    scores = window_scores(model, ids, start, offset, batch_size, nlls)
+    return scores[0] if scores else np.zeros(0)
+
+
+def window_scores(model, ids, start, offset, batch_size, score):
+    """What ``score`` computes for each character of ids[start:] in the window ``window_nlls`` places it in:
+    a tuple of (N, ...) arrays, row j for the character ids[start + j] (an empty tuple for none).
+
+    ``score`` maps a window's ids (n+1, W) to a tuple of (n, W, ...) arrays, row i for the target window[i + 1]
+    (W windows side by side). ``ids``, ``start``, ``offset`` and ``batch_size`` are ``window_nlls``'s.
+    """
+    P = model.context_length
     ids = np.asarray(ids, dtype=np.intp)
     windows = window_plan(P, start + offset, offset + len(ids))
-    pieces = []
     full = [w for w in windows if w[2] - w[0] == P + 1]
+    by_window = {}  # (first input, first target, end) -> the tuple of its targets' rows
     for b in range(0, len(full), batch_size):
         group = full[b : b + batch_size]
         rows = np.array([a - offset for a, _, _ in group])[:, None] + np.arange(P + 1)  # (W, P+1)
-        window = ids[rows].T  # (P+1, W)
-        nlls = score(window)  # (P, W)
-        pieces.extend(nlls[t - a - 1 :, j] for j, (a, t, _) in enumerate(group))
-    by_start = dict(zip(full, pieces))
-    nlls = []
+        outputs = score(ids[rows].T)  # each (P, W, ...)
+        for j, (a, t, stop) in enumerate(group):
+            by_window[a, t, stop] = tuple(out[t - a - 1 :, j] for out in outputs)
     for a, t, stop in windows:
-        if (a, t, stop) not in by_start:  # a window the text's end cuts short
-            window = ids[a - offset : stop - offset, None]  # (n+1, 1)
-            by_start[a, t, stop] = score(window)[t - a - 1 :, 0]
-        nlls.append(by_start[a, t, stop])
-    return np.concatenate(nlls) if nlls else np.zeros(0)
+        if (a, t, stop) not in by_window:  # a window the text's end cuts short
+            outputs = score(ids[a - offset : stop - offset, None])  # each (n, 1, ...)
+            by_window[a, t, stop] = tuple(out[t - a - 1 :, 0] for out in outputs)
+    return tuple(np.concatenate(parts) for parts in zip(*(by_window[w] for w in windows)))
 
 
 def streams_nll(model, ids, batch_size, seq_length, score_chunk=None, score_windows=None):

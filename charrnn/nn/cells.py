@@ -223,6 +223,8 @@ class RNNCell:
 
     n_gates = 1
     state_names = ("h",)
+    gate_names = ()  # the activated gates a step leaves in its slab, in order (an Elman cell has none)
+    logistic_gates = 0  # how many of them, first, are logistic (in [0, 1]): what saturation is measured on
     extra_widths = ()
     separate_hproj_grad = False
     whole_preactivation = True  # pre = x_proj + h_proj as a whole: ``activate`` can start from one product
@@ -300,6 +302,8 @@ class LSTMCell:
 
     n_gates = 4
     state_names = ("h", "c")
+    gate_names = ("i", "f", "o", "g")
+    logistic_gates = 3
     extra_widths = (1,)  # tanh(c)
     separate_hproj_grad = False
     whole_preactivation = True  # pre = x_proj + h_proj as a whole: ``activate`` can start from one product
@@ -384,6 +388,8 @@ class GRUCell:
 
     n_gates = 3
     state_names = ("h",)
+    gate_names = ("r", "z", "n")
+    logistic_gates = 2
     extra_widths = (1,)  # hn + b_hn
     separate_hproj_grad = True
     whole_preactivation = False  # n = tanh(xn + r * hn): hn must stay apart from xn

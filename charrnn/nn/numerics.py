@@ -1,9 +1,10 @@
 """Numerics both model families and the classifier share: row scatter, softmax cross-entropy,
-each target's -log p, parameter checks, orthogonal initialisation, and the floating-point types a model may
-have.
+each target's -log p, log-softmax, parameter checks, orthogonal initialisation, and the floating-point types a
+model may have.
 
     loss, dlogits = softmax_cross_entropy(logits, targets)   # logits (N, V) -> dlogits (N, V), in place
     nlls = target_nlls(logits, targets)                      # (T, B, V), (T, B) -> (T, B); logits overwritten
+    logp = log_softmax(logits)                               # (..., V) -> (..., V)
 """
 
 import math
@@ -92,3 +93,9 @@ def target_nlls(logits, targets):
         np.exp(x, out=x)
         np.subtract(np.log(x.sum(axis=-1)), picked, out=nlls[a : a + rows])  # -(picked - log sum exp)
     return nlls
+
+
+def log_softmax(logits):
+    """Log-probabilities of (..., V) logits, computed stably."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))

@@ -6,9 +6,13 @@
 Endpoints (docs/server.md is the reference):
     GET  /             one self-contained page to play with (charrnn/page.html)
     GET  /v1/info      the model and the server's limits
-    POST /v1/generate  {"seed", "length", "temperature", "top_k", "top_p", "random_seed", "stream"}
-                       -> {"text", "random_seed"}, or server-sent events with "stream": true
+    POST /v1/generate  {"seed", "length", "temperature", "top_k", "top_p", "random_seed", "stream", "stop",
+                        "repetition_penalty", "repetition_window", "beam_width", "beam_score"}
+                       -> {"text", "random_seed", "logprob", "chars", "stopped_by"}, or server-sent events
+                       with "stream": true
     POST /v1/score     {"text"} -> {"loss", "bpc", "perplexity", "chars", "oov_chars", "oov"}
+    POST /v1/inspect   {"text", "top_k", "feature", "top"} -> each character's log-probability and top-K, and the
+                       units that track the feature: the data the page's inspect view draws (inference/pages.py)
 
 Every refusal is a 4xx (503 when full) with a JSON body ``{"error": "one line"}``. A model's forward
 pass keeps its buffers on the model, so threads cannot share one: each request holds one of
@@ -39,7 +43,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from ..inference.evaluate import evaluate_text
-from ..inference.sample import SamplingOptions, generate
+from ..inference.features import FeatureError, check_feature
+from ..inference.pages import script, text_page
+from ..inference.sample import BEAM_SCORES, SamplingOptions, start_draw
 from ..io.corpus import quoted
 from ..models.registry import build_model
 from .connections import Connections, DeadlineReader, RequestTimeout, connection_cap
@@ -63,6 +69,7 @@ class ServeConfig:
     max_seed: int = 2000  # characters of seed (the seed is primed in one pass, its buffers kept per replica)
     max_body: int = 1 << 20  # bytes of request body
     max_score_chars: int = 100_000  # characters of text one /v1/score request may score
+    max_inspect_chars: int = 20_000  # characters one /v1/inspect request may read (its answer: ~100 bytes each)
     max_connections: int = 256  # connections open at once (fewer where the open-file limit says so)
     request_timeout: float = 30.0  # seconds a client has to send its whole request, headers and body
     timeout: float = 30.0  # seconds a client may stall while receiving its answer
@@ -144,7 +151,9 @@ class GenerateRequest:
     stream: bool
 
 
-GENERATE_FIELDS = ("seed", "length", "temperature", "top_k", "top_p", "random_seed", "stream")
+GENERATE_FIELDS = ("seed", "length", "temperature", "top_k", "top_p", "random_seed", "stream", "stop",
+                   "repetition_penalty", "repetition_window", "beam_width", "beam_score")
+MAX_STOPS, MAX_STOP_CHARS, MAX_BEAM = 16, 100, 64  # stop texts a request may give, each one's length; beam width
 
 
 def parse_generate(raw, vocab, config):
@@ -175,8 +184,43 @@ def parse_generate(raw, vocab, config):
         raise RequestError(f"seed has characters the model has never seen: {_cut(e.args[0])}") from None
     if random_seed is None:
         random_seed = secrets.randbits(32)  # answered, so the text can be had again
-    options = SamplingOptions(length=length, temperature=temperature, top_k=top_k, top_p=top_p)
+    options = SamplingOptions(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                              **_item_fields(body, vocab))
+    if options.beam_width is not None and (temperature != 1 or top_k is not None or top_p is not None
+                                           or options.repetition_penalty != 1):
+        raise RequestError("beam_width follows the model's own probabilities: it takes no temperature, top_k, "
+                           "top_p or repetition_penalty")
     return GenerateRequest(seed=seed, options=options, random_seed=random_seed, stream=stream)
+
+
+def _item_fields(body, vocab):
+    """The stop texts, the repetition penalty and the beam of a generate request, checked."""
+    stop = body.get("stop", [])
+    stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or not all(isinstance(t, str) for t in stop):
+        raise RequestError(f"stop must be a string or a list of strings, not {_show(stop)}")
+    if len(stop) > MAX_STOPS or not all(1 <= len(t) <= MAX_STOP_CHARS for t in stop):
+        raise RequestError(f"stop takes at most {MAX_STOPS} texts of 1 to {MAX_STOP_CHARS} characters each")
+    for text in stop:
+        try:
+            vocab.encode(_model_text(vocab, _field({"stop": text}, "stop", str, "")))
+        except KeyError as e:
+            raise RequestError(f"stop {_show(text)} has characters the model has never seen: {_cut(e.args[0])}"
+                               ) from None
+    penalty = _field(body, "repetition_penalty", float, 1.0)
+    window = _field(body, "repetition_window", int, SamplingOptions.repetition_window)
+    beam_width = _field(body, "beam_width", int, None, nullable=True)
+    beam_score = _field(body, "beam_score", str, "total")
+    if penalty < 1:
+        raise RequestError(f"repetition_penalty must be 1 or more, not {penalty}")
+    if window < 1:
+        raise RequestError(f"repetition_window must be 1 or more, not {window}")
+    if beam_width is not None and not 1 <= beam_width <= MAX_BEAM:
+        raise RequestError(f"beam_width must be from 1 to {MAX_BEAM} (or null), not {beam_width}")
+    if beam_score not in BEAM_SCORES:
+        raise RequestError(f"beam_score must be one of {', '.join(map(_show, BEAM_SCORES))}, not {_show(beam_score)}")
+    return {"stop": tuple(_model_text(vocab, t) for t in stop), "repetition_penalty": penalty,
+            "repetition_window": window, "beam_width": beam_width, "beam_score": beam_score}
 
 
 def parse_score(raw, config):
@@ -198,6 +242,42 @@ def _content_length(value):
     "²", ``int`` takes "1_0" and refuses more than 4,300 digits)."""
     value = value.strip()
     return int(value) if re.fullmatch(r"[0-9]{1,18}", value) else None
+
+
+@dataclass
+class InspectRequest:
+    text: str
+    top_k: int  # the likeliest next characters listed for each character
+    feature: str | None  # features.py's name: rank the units by it
+    top: int  # units ranked
+
+
+INSPECT_FIELDS = ("text", "top_k", "feature", "top")
+MAX_TOP = 50  # the most units or next characters an inspect request may ask for
+
+
+def parse_inspect(raw, model, config):
+    """An InspectRequest from a request body; RequestError naming the first fault."""
+    body = _object(raw, INSPECT_FIELDS)
+    text = _field(body, "text", str, "")
+    top_k, top = _field(body, "top_k", int, 5), _field(body, "top", int, 10)
+    feature = _field(body, "feature", str, None, nullable=True)
+    if not text:
+        raise RequestError('the body needs a "text" field, not empty')
+    if len(text) > config.max_inspect_chars:
+        raise RequestError(f"text is {len(text):,} characters; this server inspects at most "
+                           f"{config.max_inspect_chars:,} (--max-inspect-chars)", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    for name, value in (("top_k", top_k), ("top", top)):
+        if not 1 <= value <= MAX_TOP:
+            raise RequestError(f"{name} must be from 1 to {MAX_TOP}, not {value}")
+    if feature is not None:
+        if model.context_length is not None:
+            raise RequestError("feature ranks a recurrent model's units; this gpt model has none")
+        try:
+            check_feature(feature)
+        except FeatureError as e:
+            raise RequestError(str(e)) from None
+    return InspectRequest(text, top_k, feature, top)
 
 
 def _model_text(vocab, text):
@@ -226,7 +306,7 @@ class CharRNNServer(ThreadingHTTPServer):
         self.connections = Connections(cap, _answer(HTTPStatus.SERVICE_UNAVAILABLE, f"busy: this server holds at "
                                                     f"most {cap:,} connections at once; try again shortly"))
         limits = {k: getattr(config, k) for k in ("max_length", "max_seed", "max_concurrent", "max_body",
-                                                  "max_score_chars", "request_timeout")}
+                                                  "max_score_chars", "max_inspect_chars", "request_timeout")}
         self.info = {**(info or {}), "model": asdict(model.config), "vocab_size": len(vocab),
                      "parameters": model.num_params(), "bytes_mode": vocab.bytes_mode,
                      "limits": {**limits, "max_connections": cap}}
@@ -234,8 +314,8 @@ class CharRNNServer(ThreadingHTTPServer):
         self.replicas.put(model)
         for _ in range(config.max_concurrent - 1):
             self.replicas.put(build_model(model.config, params=model.params))
-        with open(PAGE, "rb") as f:
-            self.page = f.read()
+        with open(PAGE, encoding="utf-8") as f:  # the inspect view's drawing is the inspect pages' (inspect.js)
+            self.page = f.read().replace("/* inspect.js */", script()).encode("utf-8")
         if ":" in config.host:
             self.address_family = socket.AF_INET6
         super().__init__((config.host, config.port), Handler)
@@ -321,7 +401,8 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"  # every answer still closes its connection (Connection: close)
     routes = {"/": {"GET": "page"}, "/v1/info": {"GET": "info"},
-              "/v1/generate": {"POST": "generate"}, "/v1/score": {"POST": "score"}}
+              "/v1/generate": {"POST": "generate"}, "/v1/score": {"POST": "score"},
+              "/v1/inspect": {"POST": "inspect"}}
 
     def setup(self):
         self.timeout = self.server.config.timeout  # for writing the answer
@@ -354,7 +435,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.check_host()
             if methods is None:
-                raise RequestError(f"no such path: {path} (try /, /v1/info, /v1/generate, /v1/score)",
+                raise RequestError(f"no such path: {path} (try /, /v1/info, /v1/generate, /v1/score, /v1/inspect)",
                                    HTTPStatus.NOT_FOUND)
             method = "GET" if self.command == "HEAD" and "GET" in methods else self.command
             if method not in methods:
@@ -388,8 +469,9 @@ class Handler(BaseHTTPRequestHandler):
         request = parse_generate(self.read_body(), self.server.vocab, self.server.config)
         vocab = self.server.vocab
         with self.replica() as model:
-            pieces = generate(model, vocab, _model_text(vocab, request.seed), options=request.options,
-                              random_seed=request.random_seed)
+            draw = start_draw(model, vocab, 1, _model_text(vocab, request.seed), options=request.options,
+                              random_seed=request.random_seed, scores=True)
+            pieces = (batch[0] for batch in draw)
             with contextlib.closing(pieces):
                 started = time.monotonic()
                 if request.stream:
@@ -397,12 +479,25 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     text = self.collect(pieces)
         # the replica is back before the answer ends: a client's next request finds it free
+        result = {"random_seed": request.random_seed, "logprob": float(draw.logprob[0]), "chars": int(draw.chars[0]),
+                  "stopped_by": "stop" if draw.stopped[0] else "length"}
         if request.stream:
-            seconds = round(time.monotonic() - started, 3)
-            done = {"chars": request.options.length, "random_seed": request.random_seed, "seconds": seconds}
-            self.send_event(done, "done")
+            self.send_event({**result, "seconds": round(time.monotonic() - started, 3)}, "done")
         else:
-            self.send_json(HTTPStatus.OK, {"text": text, "random_seed": request.random_seed})
+            self.send_json(HTTPStatus.OK, {"text": text, **result})
+
+    def serve_inspect(self):
+        request = parse_inspect(self.read_body(), self.server.model, self.server.config)
+        vocab = self.server.vocab
+        with self.replica() as model:
+            try:
+                data = text_page(model, vocab, _model_text(vocab, request.text), request.top_k, request.feature,
+                                 request.top, check=self.hang_up_check())
+            except ValueError as e:  # a feature the same for every character: nothing to correlate with
+                raise RequestError(str(e)) from None
+        if all(lp is None for lp in data["logprob"]):
+            raise RequestError("text has no character the model knows")
+        self.send_json(HTTPStatus.OK, data)
 
     def serve_score(self):
         text = parse_score(self.read_body(), self.server.config)

@@ -9,7 +9,6 @@ import os
 import re
 import resource
 import select
-import shutil
 import signal
 import socket
 import socketserver
@@ -20,9 +19,10 @@ import time
 
 import numpy as np
 import pytest
+from browser import CHROMIUM, Chromium
 
 from charrnn.inference.evaluate import evaluate_file, evaluate_text
-from charrnn.inference.sample import generate
+from charrnn.inference.sample import generate, start_draw
 from charrnn.io.checkpoint import Checkpoint, save_checkpoint
 from charrnn.io.corpus import Vocab
 from charrnn.models.gpt import CharGPT, GPTConfig
@@ -37,7 +37,7 @@ JSON = {"Content-Type": "application/json"}
 POST_SCORE = b"POST /v1/score HTTP/1.1\r\nContent-Type: application/json\r\n"
 
 LIMITS = {"max_length": 400, "max_concurrent": 2, "max_seed": 100, "max_body": 4096, "max_score_chars": 1000,
-          "max_connections": 64, "request_timeout": 5.0}
+          "max_inspect_chars": 1000, "max_connections": 64, "request_timeout": 5.0}
 
 
 def make_model():
@@ -131,11 +131,35 @@ def test_generate_is_the_librarys_text_and_repeats_with_its_random_seed(port, mo
     body = {"seed": "ROMEO:", "length": 120, "random_seed": 42, **options}
     status, first = call_json(port, "/v1/generate", body)
     assert status == 200
-    assert first == {"text": expected_text(model, **body), "random_seed": 42}
+    assert first["text"] == expected_text(model, **body) and first["random_seed"] == 42
+    assert first["chars"] == 120 and first["stopped_by"] == "length" and first["logprob"] < 0
     assert first["text"].startswith("ROMEO:") and len(first["text"]) == 6 + 120
     assert call_json(port, "/v1/generate", body)[1] == first
     other = call_json(port, "/v1/generate", {**body, "random_seed": 43})[1]["text"]
     assert (other == first["text"]) == (body.get("temperature") == 0)  # greedy text needs no random numbers
+
+
+@pytest.mark.parametrize("fields", [
+    {"stop": "e", "temperature": 0.8}, {"stop": ["\n", "th"], "repetition_penalty": 1.3, "repetition_window": 8},
+    {"stop": "e", "beam_width": 1}, {"stop": ["\n", "e"], "beam_width": 5, "beam_score": "mean"},
+])
+def test_generate_takes_stops_penalty_and_beam_as_the_library_does(port, model, fields):
+    """The answer is the library's text, with its log-probability; streamed, the same text and a done event
+    that says how it ended."""
+    body = {"seed": "KING:", "length": 200, "random_seed": 5, **fields}
+    status, answer = call_json(port, "/v1/generate", body)
+    assert status == 200, answer
+    library = {**body, "stop": (body["stop"],) if isinstance(body["stop"], str) else tuple(body["stop"])}
+    draw = start_draw(model, VOCAB, 1, **library, scores=True)
+    assert answer["text"] == "".join(p[0] for p in draw)
+    assert answer["logprob"] == pytest.approx(float(draw.logprob[0]), abs=1e-6)
+    assert answer["chars"] == draw.chars[0] and answer["stopped_by"] == ("stop" if draw.stopped[0] else "length")
+    if fields.get("beam_width") == 1:  # width 1: greedy
+        assert answer["text"] == "".join(generate(model, VOCAB, "KING:", length=200, temperature=0, stop="e"))
+    events = parse_events(call(port, "POST", "/v1/generate", {**body, "stream": True})[2])
+    assert "".join(d["text"] for kind, d in events if kind == "message") == answer["text"]
+    assert {k: events[-1][1][k] for k in ("logprob", "chars", "stopped_by")} == {
+        k: answer[k] for k in ("logprob", "chars", "stopped_by")}
 
 
 def test_generate_without_a_random_seed_answers_the_one_it_drew(port, model):
@@ -250,6 +274,20 @@ BAD_GENERATE = [
     ({"seed": "Café"}, "seed has characters the model has never seen: 'é'"),
     ({"seed": "A" * 101}, "at most 100"),
     ({"seed": "".join(map(chr, range(0x4E00, 0x4E00 + 90)))}, "never seen: '一', '丁'"),
+    ({"stop": 5}, "stop must be a string or a list of strings, not 5"),
+    ({"stop": ["\n", 1]}, "stop must be a string or a list of strings"),
+    ({"stop": ""}, "stop takes at most 16 texts of 1 to 100 characters each"),
+    ({"stop": ["a"] * 17}, "stop takes at most 16 texts"),
+    ({"stop": ["\n", "é"]}, "has characters the model has never seen: 'é'"),
+    ({"repetition_penalty": 0.5}, "repetition_penalty must be 1 or more, not 0.5"),
+    ({"repetition_penalty": "x"}, "repetition_penalty must be a number"),
+    ({"repetition_window": 0}, "repetition_window must be 1 or more"),
+    ({"beam_width": 0}, "beam_width must be from 1 to 64 (or null), not 0"),
+    ({"beam_width": 65}, "beam_width must be from 1 to 64"),
+    ({"beam_width": 2.0}, "beam_width must be an integer or null"),
+    ({"beam_width": 4, "temperature": 0.5}, "beam_width follows the model's own probabilities"),
+    ({"beam_width": 4, "repetition_penalty": 1.2}, "it takes no temperature, top_k, top_p or repetition_penalty"),
+    ({"beam_score": "best"}, 'beam_score must be one of "total", "mean", not "best"'),
 ]
 
 BAD_SCORE = [
@@ -443,13 +481,15 @@ def score_body(chars):
     return json.dumps({"text": ("To be, or not to be, that is the question. " * (chars // 43 + 1))[:chars]}).encode()
 
 
-def test_a_scoring_client_that_hangs_up_frees_its_slot(model, capfd):
-    """Scoring runs in pieces and looks for its client between them: a hang-up ends it (it used to hold its slot
-    until the whole text was scored, seconds here, minutes for a megabyte on a loaded machine)."""
+@pytest.mark.parametrize("path", ["/v1/score", "/v1/inspect"])
+def test_a_scoring_client_that_hangs_up_frees_its_slot(model, capfd, path):
+    """Scoring (and inspecting) runs in pieces and looks for its client between them: a hang-up ends it (it used
+    to hold its slot until the whole text was read, seconds here, minutes for a megabyte on a loaded machine)."""
     body = score_body(300_000)  # about 3 s of scoring
-    with running(model, max_concurrent=1, max_body=len(body), max_score_chars=300_000) as port:
+    with running(model, max_concurrent=1, max_body=len(body), max_score_chars=300_000,
+                 max_inspect_chars=300_000) as port:
         with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(post_raw("/v1/score", body))
+            sock.sendall(post_raw(path, body))
             time.sleep(0.5)
             assert until(lambda: call(port, "POST", "/v1/generate", {"length": 10})[0] == 503)  # it is scoring
         assert answers_again(port, within=1.5), "the slot stayed busy after its client hung up"
@@ -580,73 +620,6 @@ def test_score_shows_at_most_twenty_unknown_characters_and_counts_them_all(port)
     assert len(answer["oov"]) == 20 and all(answer["oov"][c] == 2 for c in unknown[:5])  # the most frequent
 
 
-CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(name)), None)
-
-
-class Chromium:
-    """Headless Chromium driven over the DevTools protocol on a pipe (fds 3 and 4 of the browser): the
-    test reads the page's DOM when the page says it is done, however long the stream takes."""
-
-    def __init__(self, url, profile):
-        self.to_browser, self.from_browser = os.pipe(), os.pipe()
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", "--remote-debugging-pipe"]
-        redirect = f'exec "$0" "$@" 3<&{self.to_browser[0]} 4>&{self.from_browser[1]}'
-        self.process = subprocess.Popen(["bash", "-c", redirect, CHROMIUM, *flags, url],  # sh: fds 0-9 only
-                                        pass_fds=(self.to_browser[0], self.from_browser[1]),
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        os.close(self.to_browser[0])
-        os.close(self.from_browser[1])
-        self.pending, self.next_id = b"", 0
-        page = next(t for t in self.send("Target.getTargets")["targetInfos"] if t["type"] == "page")
-        self.session = self.send("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
-
-    def send(self, method, session=None, timeout=30, **params):
-        self.next_id += 1
-        message = {"id": self.next_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        os.write(self.to_browser[1], json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:  # events and other answers go by
-            while b"\0" not in self.pending:
-                ready = select.select([self.from_browser[0]], [], [], max(0, deadline - time.monotonic()))[0]
-                chunk = os.read(self.from_browser[0], 1 << 16) if ready else b""
-                assert chunk, f"no answer to {method} from chromium: {self.process.stderr.read1()[-2000:]}"
-                self.pending += chunk
-            raw, self.pending = self.pending.split(b"\0", 1)
-            answer = json.loads(raw)
-            if answer.get("id") == self.next_id:
-                assert "error" not in answer, answer
-                return answer["result"]
-
-    def evaluate(self, expression):
-        return self.send("Runtime.evaluate", self.session, expression=expression, returnByValue=True)["result"].get(
-            "value")
-
-    def wait_for(self, expression, timeout=60):
-        """The value of ``expression`` once it is truthy (polled every 50 ms)."""
-        deadline = time.monotonic() + timeout
-        while not (value := self.evaluate(expression)):
-            assert time.monotonic() < deadline, f"the page never got to: {expression}"
-            time.sleep(0.05)
-        return value
-
-    def close(self):
-        with contextlib.suppress(OSError, AssertionError):
-            self.send("Browser.close", timeout=10)
-        try:
-            self.process.wait(10)
-        finally:
-            self.process.kill()
-            self.process.wait()
-            self.process.stderr.close()
-            os.close(self.to_browser[1])
-            os.close(self.from_browser[0])
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (Debian: apt-get install chromium)")
 def test_page_streams_generated_text_in_a_headless_browser(model, tmp_path):
@@ -690,6 +663,41 @@ def test_page_streams_generated_text_in_a_headless_browser(model, tmp_path):
     reference = evaluate_text(model, VOCAB, "To be, or not to be: café")
     assert f"{reference.bpc:.3f} bits/char" in scored and f"{reference.chars} characters scored" in scored
     assert '1 unknown left out: "é"' in scored
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (Debian: apt-get install chromium)")
+def test_page_stop_field_and_beam_toggle_in_a_headless_browser(model, tmp_path):
+    """The page's beam search (from its address) and its stop field (typed, with an escape) give the library's
+    texts, and the status shows the log-probability and how the text ended."""
+    server, thread = start_server(model)
+    query = "seed=KING:&length=300&stop_at=%5Cn&beam=1&run=1"
+    browser = Chromium(f"http://127.0.0.1:{server.server_port}/?{query}", str(tmp_path / "profile"))
+    output, status = "document.getElementById('output').textContent", "document.getElementById('status').textContent"
+    try:
+        beam_status = browser.wait_for(f"(s => s.includes('characters') && s.includes(' in ') && s)({status})")
+        beam_text = browser.evaluate(output)
+        disabled = browser.evaluate("document.getElementById('temperature').disabled")
+        browser.evaluate("""(() => {
+            document.getElementById('beam').click();
+            document.getElementById('stop_at').value = 'e';
+            document.getElementById('random_seed').value = '3';
+            document.getElementById('generate').click();
+        })()""")
+        sampled_status = browser.wait_for(f"(s => s.includes('random seed 3') && s)({status})")
+        sampled_text = browser.evaluate(output)
+        address = browser.evaluate("location.search")
+    finally:
+        browser.close()
+        server.shutdown()
+        server.server_close()
+    beam = start_draw(model, VOCAB, 1, "KING:", length=300, stop="\n", beam_width=8)
+    assert beam_text == "".join(p[0] for p in beam) and disabled
+    assert f"log-probability {beam.logprob[0]:.2f}" in beam_status
+    assert ("ended at the stop text" in beam_status) == bool(beam.stopped[0])
+    sampled = start_draw(model, VOCAB, 1, "KING:", length=300, stop="e", temperature=0.8, random_seed=3, scores=True)
+    assert sampled_text == "".join(p[0] for p in sampled) and "e" not in sampled_text[5:]
+    assert f"log-probability {sampled.logprob[0]:.2f}" in sampled_status and "stop_at=e" in address
 
 
 def test_a_byte_model_reads_and_writes_text_in_its_encoding():
@@ -745,7 +753,8 @@ def test_command_serves_and_stops_cleanly_on_a_signal(checkpoint, model, signum,
     process, port = start_command(checkpoint, "--max-length", "1000000", "--max-concurrent", "1")
     try:
         body = {"seed": "A", "length": 50, "random_seed": 9}
-        assert call_json(port, "/v1/generate", body) == (200, {"text": expected_text(model, **body), "random_seed": 9})
+        code, answer = call_json(port, "/v1/generate", body)
+        assert (code, answer["text"], answer["random_seed"]) == (200, expected_text(model, **body), 9)
         assert call_json(port, "/v1/generate", {"length": 1_000_001})[0] == 400
         info = json.loads(call(port, "GET", "/v1/info")[2])
         assert info["step"] == 12 and info["checkpoint"] == "model.npz"  # its name, not where it lies
@@ -860,11 +869,12 @@ def test_command_refuses_a_bad_checkpoint_and_a_port_in_use(checkpoint, tmp_path
 
 
 def test_a_fault_of_the_servers_is_a_500_or_an_error_event_and_it_goes_on(model, monkeypatch, capfd):
-    def failing(*args, **kwargs):
-        yield "ROMEO:"
-        raise RuntimeError("a bug")
+    class Failing:  # a draw that fails after its first piece
+        def __iter__(self):
+            yield ["ROMEO:"]
+            raise RuntimeError("a bug")
 
-    monkeypatch.setattr("charrnn.serve.server.generate", failing)
+    monkeypatch.setattr("charrnn.serve.server.start_draw", lambda *args, **kwargs: Failing())
     server, thread = start_server(model)
     try:
         port = server.server_port
