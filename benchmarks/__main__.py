@@ -6,6 +6,7 @@
 Suites (docs/benchmarks.md has a table of each, with its machine, date and command):
     speed     training and sampling chars/s of the RNNs against PyTorch scripts of the same models
     batched   many texts at once: batched sampling, per-line scoring, whole-file eval against its bound
+    roofline  train, eval and sample through the commands, as a fraction of the CPU's matrix-product peak
     gpt       --model gpt against a nanoGPT-style PyTorch model: training and sampling chars/s
     learning  validation loss reached in a wall-time budget (RNN, gpt) or after N fine-tuning steps
     classify  charrnn classify against a PyTorch BiLSTM script: accuracy, training and predict speed
@@ -20,7 +21,8 @@ Suites (docs/benchmarks.md has a table of each, with its machine, date and comma
 import importlib
 import sys
 
-SUITES = ("speed", "batched", "gpt", "learning", "classify", "serve", "inspect", "memory", "engine", "gpu", "items")
+SUITES = ("speed", "batched", "roofline", "gpt", "learning", "classify", "serve", "inspect", "memory", "engine", "gpu",
+          "items")
 
 
 def main(argv=None):

@@ -15,6 +15,7 @@ from benchmarks.__main__ import main  # noqa: E402
 SUITES = [
     (["speed"], False),
     (["batched"], False),
+    (["roofline"], False),
     (["gpt"], True),
     (["learning"], False),
     (["learning", "--model", "gpt"], True),
@@ -65,5 +66,5 @@ def test_ratio_row_takes_best_of_rounds():
 def test_usage_lists_every_suite(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    assert all(f"\n    {suite} " in out for suite in ("speed", "batched", "gpt", "learning", "classify", "serve",
-                                                      "memory", "engine", "items"))
+    assert all(f"\n    {suite} " in out for suite in ("speed", "batched", "roofline", "gpt", "learning", "classify",
+                                                      "serve", "memory", "engine", "items"))

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..models.rnn import RNN_KINDS
-from ..nn.cells import LayerBuffers, make_cell, make_step_weights
+from ..nn.cells import LayerBuffers, input_rows, make_cell, make_step_weights
 from ..nn.layers import init_layer, layer_params, layer_shapes
 from ..nn.numerics import DTYPES, scatter_rows
 from ..nn.packed import Packed, model_params
@@ -165,11 +165,11 @@ class BiEncoder:
             for d in cfg.directions:
                 run = dirs[k, d]
                 own = layer_params(self.params, f"l{k}.{d}.")
-                sp = run.step_weights = make_step_weights(self.cell, own, B, backward=backward)
+                sp = run.step_weights = make_step_weights(self.cell, own, B, backward=backward, lookup=k == 0)
                 gates = run.gates[:T]  # (T, B, G)
                 if k == 0:
                     x_d = ids if d == "fwd" else ids.reshape(-1)[rev].reshape(T, B)
-                    np.take(sp.W_xh + sp.b, x_d, axis=0, out=gates, mode="clip")
+                    input_rows(sp, x_d, gates)
                 else:
                     x_d = x if d == "fwd" else x.reshape(T * B, -1)[rev].reshape(T, B, -1)
                     np.matmul(x_d.reshape(T * B, -1), sp.W_xh, out=gates.reshape(T * B, -1))

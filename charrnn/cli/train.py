@@ -67,6 +67,10 @@ LM_OPTIONS = {
     "workers": {"type": click.IntRange(min=1),
                 "help": "Processes that compute each step, a share of the streams each. [default: one per CPU, "
                 "at least 8 streams each]"},
+    "sparse_embedding": {"is_flag": True,
+                         "help": "Update only the rows of the input table that a step reads: faster with a vocabulary "
+                         "of thousands; with Adam, RMSprop or weight decay an unread row waits, undecayed, until a "
+                         "step reads it."},
     "engine": {"type": click.Choice(ENGINES), "default": DEFAULTS["engine"], "show_default": True,
                "help": "Who computes each step: charrnn's numpy code, or PyTorch (pip install 'charrnn[torch]'; "
                "several processes under torchrun: docs/scaling.md)."},

@@ -1,6 +1,6 @@
 """What computes a training run's steps: the engine interface, and the engine that is the model itself.
 
-    engine = InProcess(model)
+    engine = InProcess(model)                            # sparse_rows=True: see Engine.update
     engine.train_with(optimizer, average)                # nn/optim.py's; average: a WeightAverage or None
     loss, grads, state = engine.loss_and_grads(inputs, targets, state, dropout_rng=rng)
     if engine.finite(loss, grads):
@@ -11,6 +11,8 @@
 
 The worker pool (pool.py) and the torch engine (torch_engine.py) implement the same calls.
 """
+
+import numpy as np
 
 from ..models.scoring import chunk_nll, chunk_nlls, streams_nll
 from ..nn.optim import finite_step
@@ -25,6 +27,8 @@ class Engine:
     ``workers`` processes; a context manager that closes it."""
 
     workers = 1
+    sparse_rows = False  # update only the input table's rows a step reads (TrainConfig.sparse_embedding)
+    rows_read = None  # with sparse_rows: {the model's input table: the last step's ids, unique}
 
     def chunk_nlls(self, inputs, targets, state=None):
         """-log p of each of ``targets`` (T, B), and the state after them: in this process, by the model
@@ -49,9 +53,16 @@ class Engine:
         """Clip the gradient in place as the optimizer is set to."""
         self.optimizer.clip(grads)
 
+    def read_rows(self, inputs):
+        """With ``sparse_rows``, note the rows of the model's input table that a step's ``inputs`` read."""
+        if self.sparse_rows:
+            self.rows_read = {self.model.input_table: np.unique(inputs)}
+
     def update(self, grads):
-        """The optimizer's update of the parameters; whether every weight is still finite."""
-        return self.optimizer.update(self.model.params, grads)
+        """The optimizer's update of the parameters; whether every weight is still finite. With
+        ``sparse_rows``, of the input table only the rows the step read (nn/optim.py's ``update`` with
+        ``rows``: its other rows have no gradient)."""
+        return self.optimizer.update(self.model.params, grads, self.rows_read if self.sparse_rows else None)
 
     def update_average(self):
         """Fold the updated parameters into the running average of the weights, if training keeps one."""
@@ -85,10 +96,11 @@ class Engine:
 class InProcess(Engine):
     """The engine interface over the model itself, in this process."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, sparse_rows=False):
+        self.model, self.sparse_rows = model, sparse_rows
 
     def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, dropout=None):
+        self.read_rows(inputs)
         return self.model.loss_and_grads(inputs, targets, state, dropout_rng, dropout=dropout)
 
     def chunk_nll(self, inputs, targets, state=None):

@@ -5,7 +5,8 @@
 ``--engine torch``: PyTorch on the config's device (torch_engine.py), one share of the streams per
 torchrun process. The numpy engine: worker processes over the streams (pool.py) as ``--workers`` asks,
 else one per CPU as the batch allows (each with at least the model's ``min_streams_per_worker``
-streams), or the model itself in this process.
+streams), or the model itself in this process; with ``sparse_embedding``, updating only the input table's
+rows each step reads (``Engine.update``).
 """
 
 from .base import WorkerError
@@ -24,11 +25,11 @@ def training_engine(model, config, distributed=None, note=print):
     ``--workers`` asked for them; else training goes on in one process, after ``note(text)`` says why."""
     if config.engine == "torch":
         return TorchEngine(model, config.device, distributed, config.precision)
-    workers = numpy_workers(config, model)
+    workers, sparse = numpy_workers(config, model), config.sparse_embedding
     try:
-        return make_engine(model, config.batch_size, config.seq_length, workers)
+        return make_engine(model, config.batch_size, config.seq_length, workers, sparse)
     except WorkerError as e:
         if config.workers:
             raise
         note(f"note: training in one process ({e})")
-        return make_engine(model, config.batch_size, config.seq_length, 1)
+        return make_engine(model, config.batch_size, config.seq_length, 1, sparse)

@@ -129,12 +129,13 @@ def default_workers(batch_size, cpus=None, min_streams=MIN_STREAMS_PER_WORKER):
     return max(1, min(cpus, batch_size // min_streams))
 
 
-def make_engine(model, batch_size, seq_length, workers):
-    """What a training run computes steps with: ``WorkerPool`` for 2 or more workers, else ``InProcess``."""
+def make_engine(model, batch_size, seq_length, workers, sparse_rows=False):
+    """What a training run computes steps with: ``WorkerPool`` for 2 or more workers, else ``InProcess``.
+    ``sparse_rows``: see ``Engine.update``."""
     workers = min(workers, batch_size)
     if workers <= 1:
-        return InProcess(model)
-    return WorkerPool(model, batch_size, seq_length, workers)
+        return InProcess(model, sparse_rows)
+    return WorkerPool(model, batch_size, seq_length, workers, sparse_rows)
 
 
 def _layout(n_params, dtype, workers, batch_size, seq_length, state):
@@ -182,8 +183,8 @@ class WorkerPool(Engine):
     the next call overwrites.
     """
 
-    def __init__(self, model, batch_size, seq_length, workers):
-        self.model, self.workers = model, workers
+    def __init__(self, model, batch_size, seq_length, workers, sparse_rows=False):
+        self.model, self.workers, self.sparse_rows = model, workers, sparse_rows
         self.max_batch, self.max_length = batch_size, seq_length
         self.n_states = len(model.initial_state(batch_size))
         self.layout, size = _layout(model.num_params(), model.dtype, workers, batch_size, seq_length,
@@ -286,6 +287,7 @@ class WorkerPool(Engine):
 
     def loss_and_grads(self, inputs, targets, state=None, dropout_rng=None, dropout=None):
         """As ``CharRNN.loss_and_grads``, the streams split across the workers."""
+        self.read_rows(inputs)
         T, B, parts = self._put(inputs, targets, state)
         cfg = self.model.config
         dropout = cfg.dropout if dropout is None else dropout

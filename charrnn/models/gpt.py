@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..nn import attention as L
-from ..nn.numerics import DTYPES
+from ..nn.numerics import DTYPES, softmax_cross_entropy
 from ..nn.packed import Packed, model_params
 from .gpt_sampler import KVSampler
 
@@ -104,6 +104,7 @@ class CharGPT:
     """A stack of Pre-LN Transformer blocks over character and position embeddings; see the module docstring."""
 
     min_streams_per_worker = 2  # a stream brings T positions of rows to every product: few make a worker's share
+    input_table = "wte"  # the parameter the input ids read by row
 
     def __init__(self, config, params=None, rng=None):
         """``params``: a dict of arrays named as ``param_shapes(config)`` (copied), or None for a fresh
@@ -164,7 +165,7 @@ class CharGPT:
         xf, lnf_cache = L.layernorm_forward(x.reshape(B * T, C), self.params["ln_f.g"], self.params["ln_f.b"])
         logits = xf @ self.params["W_hy"]  # (B·T, V)
         logits += self.params["b_y"]
-        loss, dlogits = _softmax_cross_entropy(logits, targets.reshape(-1))
+        loss, dlogits = softmax_cross_entropy(logits, targets.reshape(-1))
         grads = Packed(self.shapes, self.dtype) if out is None else out
         np.matmul(xf.T, dlogits, out=grads["W_hy"])
         np.add.reduce(dlogits, axis=0, out=grads["b_y"])
@@ -269,17 +270,3 @@ class _DropoutMasks:
         self.attn = [mask(shape) for _ in range(num_layers)]
         self.mlp = [mask(shape) for _ in range(num_layers)]
         self.weights = [mask((B, num_heads, T, T)) for _ in range(num_layers)]
-
-
-def _softmax_cross_entropy(logits, targets):
-    """Mean cross-entropy (nats) of (N, V) logits against (N,) targets, and its gradient (in ``logits``)."""
-    N = logits.shape[0]
-    rows = np.arange(N)
-    logits -= logits.max(axis=1, keepdims=True)
-    target_logits = logits[rows, targets]  # (N,)
-    probs = np.exp(logits, out=logits)
-    total = probs.sum(axis=1, keepdims=True)  # (N, 1)
-    loss = float((np.log(total).sum() - target_logits.sum()) / N)
-    probs *= 1.0 / (total * N)
-    probs[rows, targets] -= 1.0 / N
-    return loss, probs

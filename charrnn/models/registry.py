@@ -27,6 +27,7 @@ class LanguageModel(Protocol):
     shapes: dict  # parameter name -> shape
     context_length: int | None  # the most characters a prediction can see; None: unbounded (recurrent state)
     min_streams_per_worker: int  # the fewest streams worth a worker process of their own (engines/pool.py)
+    input_table: str  # the parameter the input ids read by row (a step's gradient has only their rows)
 
     def num_params(self) -> int: ...
 

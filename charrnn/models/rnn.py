@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..nn.cells import LayerBuffers, make_cell, make_step_weights
+from ..nn.cells import LayerBuffers, input_rows, make_cell, make_step_weights
 from ..nn.layers import init_layer, layer_params, layer_shapes
 from ..nn.numerics import DTYPES, scatter_rows, softmax_cross_entropy
 from ..nn.packed import Packed, model_params
@@ -88,6 +88,7 @@ class CharRNN:
 
     context_length = None  # the state carries everything read so far
     min_streams_per_worker = 8  # engines/pool.py: fewer streams make per-step products too small to share
+    input_table = "l0.W_xh"  # the parameter the input ids read by row
 
     def __init__(self, config, params=None, rng=None):
         """``params``: a dict of arrays named as ``param_shapes(config)`` (copied), or None for a fresh
@@ -192,8 +193,10 @@ class CharRNN:
 
     def step_weights(self, k, batch_size, weight_mask=None, backward=True):
         """Layer k's ``StepWeights`` at ``batch_size`` (cells.make_step_weights: the gate scale folded in;
-        W_hh times ``weight_mask``, weight drop, if given; with what backward reads if ``backward``)."""
-        return make_step_weights(self.cell, layer_params(self.params, f"l{k}."), batch_size, weight_mask, backward)
+        W_hh times ``weight_mask``, weight drop, if given; with what backward reads if ``backward``; layer 0
+        a lookup)."""
+        return make_step_weights(self.cell, layer_params(self.params, f"l{k}."), batch_size, weight_mask, backward,
+                                 lookup=k == 0)
 
     def _layer_buffers(self, T, B):
         """The layers' buffers for batch B, holding at least T timesteps."""
@@ -220,7 +223,7 @@ class CharRNN:
             gates = buf.gates[:T]  # (T, B, G)
             G = gates.shape[2]
             if k == 0:  # the one-hot input as a lookup, bias included
-                np.take(step_weights.W_xh + step_weights.b, ids, axis=0, out=gates, mode="clip")
+                input_rows(step_weights, ids, gates)
             else:
                 np.matmul(x.reshape(T * B, -1), step_weights.W_xh, out=gates.reshape(T * B, G))
                 gates += step_weights.b

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy import add, matmul
 
-from ..nn.cells import Scratch, product_blocks
+from ..nn.cells import Scratch, input_table, product_blocks
 
 PRIME_CHUNK = 4096  # characters of a seed read in one forward pass: a seed of any length costs time, not memory
 
@@ -45,7 +45,7 @@ class Stepper:
         self.parity = 0
         self.scratch = [Scratch.make(cell, B, H, dtype) for _ in range(cfg.num_layers)]
         self.logits = np.empty((B, cfg.vocab_size), dtype)
-        self.input_table = self.step_weights[0].W_xh + self.step_weights[0].b  # (V, G): lookup with bias
+        self.input_table = input_table(self.step_weights[0])  # (V, G): lookup with bias
         self.W_hy, self.b_y = model.params["W_hy"], model.params["b_y"]
 
     def step(self, ids):
@@ -123,7 +123,7 @@ class InPlaceStepper:
             cache = cell.step_views(slab, states, states, extra, slab)
             pre = slab.reshape(n, B, G // n)  # what the cell's views read, gate-major above batch 1
             if k == 0:  # h_0 W_hh plus the input's row of W_xh + b
-                x, weights, bias, table = h, w.W_hh_blocks, None, _blocks(w.W_xh + w.b, n)
+                x, weights, bias, table = h, w.W_hh_blocks, None, _blocks(input_table(w), n)
             else:  # [h_{k-1}, h_k] (B, 2H) x [W_xh; W_hh] (2H, G), plus b
                 W_hh = w.W_hh_blocks.transpose(1, 0, 2).reshape(H, G)
                 x, weights = self.hs[:, (k - 1) * H : (k + 1) * H], _blocks(np.concatenate([w.W_xh, W_hh]), n)

@@ -12,14 +12,13 @@ with; files, texts and lines are inference/evaluate.py's.
 
 import numpy as np
 
-from ..nn.numerics import log_softmax
+from ..nn.numerics import target_nlls
 
 
 def chunk_nlls(model, inputs, targets, state):
     """-log p(targets | inputs) per position, (T, B), for (T, B) arrays; and the state after them."""
-    logits, state = model.forward(inputs, state)
-    logp = log_softmax(logits)  # (T, B, V)
-    return -np.take_along_axis(logp, targets[..., None], axis=2)[..., 0], state
+    logits, state = model.forward(inputs, state)  # (T, B, V)
+    return target_nlls(logits, np.asarray(targets)), state
 
 
 def chunk_nll(model, inputs, targets, state):

@@ -29,9 +29,11 @@ class Packed(dict):
         elif flat.shape != (sum(sizes),) or flat.dtype != np.dtype(dtype):
             raise ValueError(f"flat vector is {flat.dtype}{flat.shape}, expected {np.dtype(dtype)}({sum(sizes)},)")
         self.flat = flat  # (N,)
+        self.spans = {}  # name -> (start, stop): where its elements lie in ``flat``
         offset = 0
         for (name, shape), size in zip(shapes.items(), sizes):
             self[name] = self.flat[offset : offset + size].reshape(shape)
+            self.spans[name] = (offset, offset + size)
             offset += size
         for name, value in (values or {}).items():
             self[name][...] = value

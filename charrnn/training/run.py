@@ -56,6 +56,7 @@ class TrainConfig:
     engine: str = "numpy"  # who computes each step: "numpy" (engines/pool.py) or "torch" (engines/torch_engine.py)
     device: str = "cpu"  # for the torch engine: "cpu" or "cuda"
     precision: str = "float32"  # the torch engine's forward and backward: "float32", "bfloat16" or "float16"
+    sparse_embedding: bool = False  # update only the input table's rows a step reads (engines/base.py Engine.update)
 
     def validate(self):
         positive = {"batch_size": self.batch_size, "seq_length": self.seq_length, "eval_every": self.eval_every}
@@ -77,6 +78,8 @@ class TrainConfig:
             raise ValueError(f"precision {self.precision!r} needs --engine torch (precisions: {', '.join(PRECISIONS)})")
         if self.engine == "torch" and self.workers is not None:
             raise ValueError("--workers is the numpy engine's; the torch engine runs on more processes under torchrun")
+        if self.engine == "torch" and self.sparse_embedding:
+            raise ValueError("--sparse-embedding is the numpy engine's")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:

@@ -10,8 +10,10 @@ import pytest
 
 from charrnn import CharRNN, ModelConfig, TrainConfig, load_checkpoint, train
 from charrnn.engines.base import WorkerError
-from charrnn.engines.pool import WorkerPool, default_workers
+from charrnn.engines.pool import WorkerPool, default_workers, make_engine
 from charrnn.models.scoring import chunk_nll
+from charrnn.nn.optim import make_optimizer
+from charrnn.nn.packed import Packed
 from charrnn.training.lifecycle import TrainingError
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes need POSIX shared memory")
@@ -166,3 +168,24 @@ def test_workers_get_a_cpu_each_when_there_are_enough():
             assert placed == [{cpu} for cpu in cpus[:workers]]
         else:
             assert all(p == set(cpus) for p in placed)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sparse_rows_leave_unread_rows_of_the_input_table(workers):
+    """With sparse_rows, Adam with weight decay updates the input table's rows the steps read and nothing of the
+    others (weights and moments), in one process and across workers; every other parameter moves."""
+    model, _ = twin_models("gru")
+    start = Packed(model.shapes, model.dtype, values=model.params)
+    rng = np.random.default_rng(2)
+    optimizer = make_optimizer("adam", model.params, 0.01, weight_decay=0.1)
+    with make_engine(model, 4, 5, workers, sparse_rows=True) as engine:
+        engine.train_with(optimizer)
+        for _ in range(3):
+            inputs, targets = rng.integers(0, 6, (5, 4)), rng.integers(0, 11, (5, 4))  # rows 6-10 never read
+            _, grads, _ = engine.loss_and_grads(inputs, targets)
+            assert engine.update(grads)
+    table = model.params["l0.W_xh"]  # (the pool moved the parameters into shared memory)
+    np.testing.assert_array_equal(table[6:], start["l0.W_xh"][6:])
+    assert not optimizer.slot["m"]["l0.W_xh"][6:].any()
+    assert (table[:6] != start["l0.W_xh"][:6]).all(axis=1).all()
+    assert (model.params["l1.W_hh"] != start["l1.W_hh"]).all()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from charrnn import load_checkpoint
-from charrnn.inference.evaluate import _Scorer, evaluate_file, iter_lines, score_line_batch, score_lines
+from charrnn.inference.evaluate import _Scorer, evaluate_file, evaluate_text, iter_lines, score_line_batch, score_lines
 from charrnn.io.corpus import Vocab
 from charrnn.models.rnn import CharRNN, ModelConfig
 from charrnn.models.scoring import chunk_nlls
@@ -97,3 +97,19 @@ def test_per_line_scores_add_up_to_the_file(tmp_path, small_text, cli, tiny_gpt)
     assert sum(line.result.total_nll for line in lines) == pytest.approx(whole.total_nll, rel=1e-6)  # float32
     reset = list(score_lines(ckpt.model, ckpt.vocab, str(short), reset_per_line=True))
     assert sum(line.result.total_nll for line in reset) != pytest.approx(whole.total_nll, rel=1e-6)
+
+
+@pytest.mark.parametrize("model", ["lstm", "gru"])
+def test_one_stream_scores_as_a_batch_of_streams(model):
+    """One stream (eval, batch 1: its recurrent products one (H, G) product, not one a gate: other sums) scores a
+    text as that text read by every stream of a batch of 8 (the training side's products), to 1e-9 in float64;
+    with a vocabulary of 400, its first chunk reads the whole input table and its last gathers rows."""
+    vocab = Vocab(("\n", *(chr(0x4E00 + i) for i in range(399))))
+    net = CharRNN(ModelConfig(len(vocab), model, 24, 2, dtype="float64"), rng=np.random.default_rng(1))
+    text = "".join(np.random.default_rng(2).choice(list(vocab.symbols), 700))
+    result = evaluate_text(net, vocab, text)
+    ids = np.concatenate([[vocab.newline_id()], vocab.encode(text)])
+    batch = np.repeat(ids[:, None], 8, axis=1)  # (701, 8)
+    nlls, _ = chunk_nlls(net, batch[:-1], batch[1:], None)
+    assert result.chars == 700
+    assert result.total_nll == pytest.approx(float(nlls[:, 3].sum()), rel=1e-9)

@@ -81,3 +81,84 @@ def test_weight_average_is_the_mean_then_an_exponential_average():
         expected = expected + (value - expected) / 3
     np.testing.assert_allclose(average.params["w"], expected, rtol=1e-12)
     assert average.params.flat is not params.flat
+
+
+def whole_vector_adam(p, grads, lr, weight_decay):
+    """Adam with decoupled weight decay as passes over the whole vector, each as Adam's ``_update`` makes it."""
+    m, v, tmp = np.zeros_like(p), np.zeros_like(p), np.empty_like(p)
+    for t, g in enumerate(grads, start=1):
+        p *= 1.0 - lr * weight_decay
+        m *= 0.9
+        np.multiply(g, 1 - 0.9, out=tmp)
+        m += tmp
+        v *= 0.99
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - 0.99
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp += 1e-8
+        np.divide(m, tmp, out=tmp)
+        tmp *= lr * np.sqrt(1 - 0.99**t) / (1 - 0.9**t)
+        p -= tmp
+    return p
+
+
+def test_blocked_update_gives_the_whole_vector_numbers():
+    """An update runs block by block (BLOCK elements at a time), on a thread per CPU from SHARED_BLOCKS blocks:
+    bit for bit what passes over the whole vector give, across block edges (float32)."""
+    from charrnn.nn.optim import BLOCK, SHARED_BLOCKS
+
+    rng = np.random.default_rng(3)
+    n = SHARED_BLOCKS * BLOCK + BLOCK // 2
+    start = rng.normal(size=n).astype(np.float32)
+    grads = [rng.normal(size=n).astype(np.float32) for _ in range(3)]
+    params = Packed({"w": (n,)}, np.float32, {"w": start})
+    opt = make_optimizer("adam", params, 3e-3, grad_clip=0, weight_decay=0.1)
+    for g in grads:
+        assert opt.update(params, Packed({"w": (n,)}, np.float32, {"w": g}))
+    np.testing.assert_array_equal(params.flat, whole_vector_adam(start.copy(), grads, 3e-3, 0.1))
+
+
+def table_and_grads(rng, read):
+    """Parameters with an input table (V=6 rows) and a matrix, and a gradient with rows ``read`` of the table only."""
+    shapes = {"table": (6, 4), "w": (3, 5)}
+    params = Packed(shapes, np.float64, {k: rng.normal(size=s) for k, s in shapes.items()})
+    grads = Packed(shapes, np.float64, {"w": rng.normal(size=(3, 5))})
+    grads["table"][read] = rng.normal(size=(len(read), 4))
+    return params, grads
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad"])
+def test_row_update_is_the_whole_update_without_weight_decay(name):
+    """SGD's and Adagrad's update of a row without gradient changes nothing: updating the read rows alone gives
+    the whole update's numbers, bit for bit, slots included."""
+    rng = np.random.default_rng(4)
+    read = np.array([0, 2, 5])
+    params, grads = table_and_grads(rng, read)
+    whole = Packed(params.shapes(), np.float64, params)
+    by_row, dense = make_optimizer(name, params, 0.1), make_optimizer(name, whole, 0.1)
+    for _ in range(3):
+        assert by_row.update(params, grads, rows={"table": read})
+        assert dense.update(whole, grads)
+    np.testing.assert_array_equal(params.flat, whole.flat)
+    for slot in by_row.slot:
+        np.testing.assert_array_equal(by_row.slot[slot].flat, dense.slot[slot].flat)
+
+
+def test_row_update_of_adam_leaves_unread_rows_alone():
+    """Adam with weight decay by row: the read rows and the other parameters as the whole update makes them, the
+    unread rows (weights and moments) as they were."""
+    rng = np.random.default_rng(5)
+    read = np.array([1, 3])
+    params, grads = table_and_grads(rng, read)
+    before = Packed(params.shapes(), np.float64, params)
+    whole = Packed(params.shapes(), np.float64, params)
+    by_row, dense = (make_optimizer("adam", p, 0.1, weight_decay=0.1) for p in (params, whole))
+    assert by_row.update(params, grads, rows={"table": read})
+    dense.update(whole, grads)
+    np.testing.assert_array_equal(params["w"], whole["w"])
+    np.testing.assert_array_equal(params["table"][read], whole["table"][read])
+    unread = [0, 2, 4, 5]
+    np.testing.assert_array_equal(params["table"][unread], before["table"][unread])
+    assert not by_row.slot["m"]["table"][unread].any() and not by_row.slot["v"]["table"][unread].any()
+    assert (whole["table"][unread] != before["table"][unread]).all()  # the whole update decays them

@@ -284,3 +284,16 @@ def test_a_model_that_cannot_fit_is_refused_before_anything_is_touched(tmp_path,
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert "needs at least" in result.stderr and "GB free here" in result.stderr
     assert (trained / "latest.npz").read_bytes() == before
+
+
+def test_sparse_embedding_is_exact_for_adagrad_without_decay(tmp_path, small_text, cli, small_rnn):
+    """--sparse-embedding updates only the input table's rows each step reads: with Adagrad and no weight decay
+    the same model as without it, bit for bit (on two worker processes)."""
+    def run(name, *options):
+        ck = tmp_path / name
+        result = cli(["train", small_text, "--checkpoint-dir", ck, *small_rnn, "--max-steps", "6", "--eval-every",
+                      "6", "--workers", "2", "--optimizer", "adagrad", "--weight-decay", "0", *options])
+        assert result.exit_code == 0, result.output
+        return load_checkpoint(str(ck / "latest.npz")).model.params
+
+    np.testing.assert_array_equal(run("dense").flat, run("sparse", "--sparse-embedding").flat)
