@@ -324,7 +324,7 @@ def start(ap, argv):
     if args.smoke:  # one thread: a toy model's products are not worth a second one (and on a loaded machine
         args.repeat, args.seconds = 1, 0.01  # PyTorch's spinning OpenMP threads make it crawl)
         os.environ.update({name: "1" for name in THREAD_VARIABLES})
-        if "torch" in sys.modules:
+        if sys.modules.get("torch") is not None:  # imported already (by a test, say)
             sys.modules["torch"].set_num_threads(1)
     if args.corpus:
         os.environ["CHARRNN_CORPUS"] = os.path.abspath(args.corpus)
