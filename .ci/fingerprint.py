@@ -1,8 +1,8 @@
 """Behaviour fingerprint of a charrnn tree: hashes of what its public API and commands compute.
 
-    python .ci/fingerprint.py TREE OUTDIR > after.json     # TREE: a checkout (this one: .)
-    git worktree add ../before HEAD~5 && python .ci/fingerprint.py ../before /tmp/fp-before > before.json
-    diff before.json after.json                            # nothing printed: the change kept every number
+    python .ci/fingerprint.py TREE OUTDIR > after.json      # TREE: a checkout (this one: .); OUTDIR: new
+    git clone --branch main . ../before && python .ci/fingerprint.py ../before ../fp-before > before.json
+    diff before.json after.json                             # nothing printed: the change kept every number
 
 It hashes float64 logits, losses and gradients of rnn/lstm/gru/gpt and the gpt sampler's logits; five short
 training runs through `python -m charrnn train` (lstm on 1 worker, gru float64 on 2, rnn with rmsprop, an
