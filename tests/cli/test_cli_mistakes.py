@@ -1,0 +1,15 @@
+"""Mistakes a new user makes with sample, inspect and info: each is one line naming what the user typed, with a
+non-zero exit status (2 for a usage error), and nothing half-written."""
+
+import pytest
+
+
+@pytest.mark.parametrize("args", [["info", "{ck}", "--write-val", "{missing}/held.txt"],
+                                  ["inspect", "{ck}", "{text}", "--html", "{missing}/page.html"]])
+def test_a_file_in_a_missing_folder_is_named_as_given(tmp_path, trained, cli, args):
+    """The error names the file the user asked for, not the temporary file it is first written to."""
+    names = {"ck": trained, "text": trained.parent / "small.txt", "missing": tmp_path / "no-such-folder"}
+    result = cli([a.format(**names) for a in args])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {tmp_path / 'no-such-folder'}/{args[-1].split('/')[-1]}: No such file or directory\n"
+    assert not (tmp_path / "no-such-folder").exists()
