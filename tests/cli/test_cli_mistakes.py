@@ -13,3 +13,11 @@ def test_a_file_in_a_missing_folder_is_named_as_given(tmp_path, trained, cli, ar
     assert result.exit_code == 1
     assert result.stderr == f"Error: {tmp_path / 'no-such-folder'}/{args[-1].split('/')[-1]}: No such file or directory\n"
     assert not (tmp_path / "no-such-folder").exists()
+
+
+def test_write_val_dash_is_a_usage_error_not_a_file_named_dash(tmp_path, trained, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli(["info", trained, "--write-val", "-"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("Error: --write-val writes a file: give it a name") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "-").exists()
