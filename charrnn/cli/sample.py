@@ -13,7 +13,7 @@ from ..inference.items import MAX_TRIES, DrawLimitError, draw_samples, lines_of
 from ..inference.sample import SamplingOptions, stream_samples
 from ..io.checkpoint import load_checkpoint
 from .errors import user_errors
-from .options import CONTEXT_SETTINGS, EscapedText, sampling_options, shared_option
+from .options import CONTEXT_SETTINGS, EscapedText, explicit, sampling_options, shared_option
 
 UNKNOWN = ("error", "skip")
 
@@ -95,6 +95,8 @@ def _sampling_options(options, num_samples, json_lines, separator, seed_and_prim
         if num_samples > beam:
             raise click.UsageError(f"--num-samples {num_samples} is more than the {beam} texts --beam-width {beam} "
                                    "finds; widen the beam or ask for fewer")
+    elif explicit(click.get_current_context(), "beam_score"):
+        raise click.UsageError("--beam-score ranks the texts of a beam search: give --beam-width too")
     return SamplingOptions(**options).validate()
 
 

@@ -21,3 +21,10 @@ def test_write_val_dash_is_a_usage_error_not_a_file_named_dash(tmp_path, trained
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("Error: --write-val writes a file: give it a name") and result.stderr.count("\n") == 1
     assert not (tmp_path / "-").exists()
+
+
+def test_beam_score_without_a_beam_is_a_usage_error(trained, cli):
+    """--beam-score alone changed nothing: the samples were drawn at random, as without it."""
+    result = cli(["sample", trained, "--stop", "\\n", "--beam-score", "mean"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("Error: --beam-score ranks the texts of a beam search: give --beam-width too")
