@@ -13,14 +13,14 @@ from ..inference.items import MAX_TRIES, DrawLimitError, draw_samples, lines_of
 from ..inference.sample import SamplingOptions, stream_samples
 from ..io.checkpoint import load_checkpoint
 from .errors import user_errors
-from .options import CONTEXT_SETTINGS, EscapedText, explicit, sampling_options, shared_option
+from .options import CONTEXT_SETTINGS, EscapedText, Utf8Text, explicit, sampling_options, shared_option
 
 UNKNOWN = ("error", "skip")
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
-@click.option("--seed", default=None, help="Text that primes the model and starts the output (default: start as if "
+@click.option("--seed", type=Utf8Text(), default=None, help="Text that primes the model and starts the output (default: start as if "
               "after a newline).")
 @click.option("--prime-file", type=click.File("rb"), default=None, metavar="FILE",
               help="Prime with the text of FILE ('-': standard input), of any length, as --seed does.")

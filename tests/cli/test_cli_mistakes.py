@@ -28,3 +28,13 @@ def test_beam_score_without_a_beam_is_a_usage_error(trained, cli):
     result = cli(["sample", trained, "--stop", "\\n", "--beam-score", "mean"])
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("Error: --beam-score ranks the texts of a beam search: give --beam-width too")
+
+
+@pytest.mark.parametrize("option", ["--seed", "--stop", "--separator"])
+def test_text_that_is_not_utf8_on_the_command_line_is_a_usage_error(trained, cli, option):
+    """A byte that is not UTF-8 (a Latin-1 é) arrives as a lone surrogate: it could not be encoded, written or
+    matched, and ended the command with a codec's message, after part of the output for --separator."""
+    result = cli(["sample", trained, option, "caf\udce9", "--num-samples", "2", "--length", "5"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"Error: Invalid value for '{option}': not valid UTF-8: byte 0xe9 at character 4")
+    assert result.stderr.count("\n") == 1
