@@ -38,3 +38,9 @@ def test_text_that_is_not_utf8_on_the_command_line_is_a_usage_error(trained, cli
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith(f"Error: Invalid value for '{option}': not valid UTF-8: byte 0xe9 at character 4")
     assert result.stderr.count("\n") == 1
+
+
+def test_stop_help_names_every_escape_it_reads(cli):
+    """--stop '\\r' (a file with Windows line ends) and '\\0' work; the help said only \\n, \\t and \\\\ did."""
+    shown = " ".join(cli(["sample", "--help"]).stdout.split())
+    assert "\\n, \\t, \\r, \\0 and \\\\ are a newline, a tab, a carriage return, NUL and a backslash" in shown
