@@ -154,8 +154,9 @@ SAMPLING_OPTIONS = {
                "help": "Characters to generate (at most, with --stop)."},
     "stop": {"type": EscapedText(), "multiple": True, "metavar": "TEXT",
              "help": "End a sample where it first generates TEXT, which is not printed (repeatable; \\n, \\t, \\r, "
-             "\\0 and \\\\ are a newline, a tab, a carriage return, NUL and a backslash). Without --seed each sample starts as a line starts, so "
-             "--stop '\\n' on a corpus of one item a line gives whole items, printed one a line."},
+             "\\0 and \\\\ are a newline, a tab, a carriage return, NUL and a backslash). Without --seed each "
+             "sample starts as a line starts, so --stop '\\n' on a corpus of one item a line gives whole items, "
+             "printed one a line."},
     "repetition_penalty": {"type": FiniteFloatRange(min=1), "default": 1.0, "show_default": True, "metavar": "R",
                            "help": "Make each character seen in the last --repetition-window characters less "
                            "likely: its logit divided by R if positive, multiplied by R if negative (CTRL's)."},

@@ -20,8 +20,8 @@ UNKNOWN = ("error", "skip")
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
-@click.option("--seed", type=Utf8Text(), default=None, help="Text that primes the model and starts the output (default: start as if "
-              "after a newline).")
+@click.option("--seed", type=Utf8Text(), default=None,
+              help="Text that primes the model and starts the output (default: start as if after a newline).")
 @click.option("--prime-file", type=click.File("rb"), default=None, metavar="FILE",
               help="Prime with the text of FILE ('-': standard input), of any length, as --seed does.")
 @click.option("--unknown", type=click.Choice(UNKNOWN), default="error", show_default=True,
