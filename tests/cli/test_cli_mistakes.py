@@ -1,7 +1,14 @@
 """Mistakes a new user makes with sample, inspect and info: each is one line naming what the user typed, with a
 non-zero exit status (2 for a usage error), and nothing half-written."""
 
+import json
+
+import numpy as np
 import pytest
+
+from charrnn.io.checkpoint import Checkpoint, save_checkpoint
+from charrnn.io.corpus import Vocab
+from charrnn.models.rnn import CharRNN, ModelConfig
 
 
 @pytest.mark.parametrize("args", [["info", "{ck}", "--write-val", "{missing}/held.txt"],
@@ -11,7 +18,8 @@ def test_a_file_in_a_missing_folder_is_named_as_given(tmp_path, trained, cli, ar
     names = {"ck": trained, "text": trained.parent / "small.txt", "missing": tmp_path / "no-such-folder"}
     result = cli([a.format(**names) for a in args])
     assert result.exit_code == 1
-    assert result.stderr == f"Error: {tmp_path / 'no-such-folder'}/{args[-1].split('/')[-1]}: No such file or directory\n"
+    wanted = tmp_path / "no-such-folder" / args[-1].split("/")[-1]
+    assert result.stderr == f"Error: {wanted}: No such file or directory\n"
     assert not (tmp_path / "no-such-folder").exists()
 
 
@@ -19,7 +27,8 @@ def test_write_val_dash_is_a_usage_error_not_a_file_named_dash(tmp_path, trained
     monkeypatch.chdir(tmp_path)
     result = cli(["info", trained, "--write-val", "-"])
     assert result.exit_code == 2 and result.stdout == ""
-    assert result.stderr.startswith("Error: --write-val writes a file: give it a name") and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("Error: --write-val writes a file: give it a name")
+    assert result.stderr.count("\n") == 1
     assert not (tmp_path / "-").exists()
 
 
@@ -44,3 +53,28 @@ def test_stop_help_names_every_escape_it_reads(cli):
     """--stop '\\r' (a file with Windows line ends) and '\\0' work; the help said only \\n, \\t and \\\\ did."""
     shown = " ".join(cli(["sample", "--help"]).stdout.split())
     assert "\\n, \\t, \\r, \\0 and \\\\ are a newline, a tab, a carriage return, NUL and a backslash" in shown
+
+
+@pytest.mark.parametrize("search", [["--temperature", "0"], ["--beam-width", "1"]])
+def test_a_bytes_models_sample_ending_inside_a_character_keeps_its_last_bytes(tmp_path, cli, search):
+    """A sample's text is final: bytes that begin a character and end the sample are U+FFFD, not dropped (the
+    sample 'Jos' + the Latin-1 byte of é was printed 'Jos', and --unique took it for a repeat of 'Jos')."""
+    model = CharRNN(ModelConfig(256, "gru", 8, 1), rng=np.random.default_rng(0))
+    model.params["b_y"][0xC3] = 100.0  # every byte drawn is 0xC3, the first byte of é in UTF-8
+    save_checkpoint(str(tmp_path / "bytes.npz"), Checkpoint(model, Vocab(tuple(range(256)), bytes_mode=True), {}))
+    shown = cli(["sample", tmp_path / "bytes.npz", "--json", "--length", "3", *search])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["text"] == "\ufffd" * 3
+
+
+def test_a_bytes_models_item_cut_by_its_stop_text_inside_a_character_keeps_its_last_bytes(tmp_path, cli):
+    """The stop text's byte ended the sample with the byte before it, which began a character: U+FFFD, not ''
+    (so an item such as 'Jos' + the Latin-1 byte of é lost the byte, and one of that byte alone was drawn again)."""
+    model = CharRNN(ModelConfig(256, "gru", 8, 1), rng=np.random.default_rng(0))
+    model.params["b_y"][[0xC3, ord("\n")]] = 100.0, 50.0  # 0xC3, then (the penalty on it) a newline
+    save_checkpoint(str(tmp_path / "bytes.npz"), Checkpoint(model, Vocab(tuple(range(256)), bytes_mode=True), {}))
+    shown = cli(["sample", tmp_path / "bytes.npz", "--json", "--stop", "\\n", "--temperature", "0",
+                 "--repetition-penalty", "1000", "--max-tries", "1"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout) == {"text": "\ufffd", "logprob": pytest.approx(json.loads(shown.stdout)["logprob"]),
+                                        "chars": 2, "stopped_by": "stop"}
