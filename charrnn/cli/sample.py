@@ -97,6 +97,9 @@ def _sampling_options(options, num_samples, json_lines, separator, seed_and_prim
                                    "finds; widen the beam or ask for fewer")
     elif explicit(click.get_current_context(), "beam_score"):
         raise click.UsageError("--beam-score ranks the texts of a beam search: give --beam-width too")
+    if options["repetition_penalty"] == 1 and explicit(click.get_current_context(), "repetition_window"):
+        raise click.UsageError("--repetition-window is how far --repetition-penalty looks back: give a penalty "
+                               "above 1 too")
     return SamplingOptions(**options).validate()
 
 

@@ -32,11 +32,15 @@ def test_write_val_dash_is_a_usage_error_not_a_file_named_dash(tmp_path, trained
     assert not (tmp_path / "-").exists()
 
 
-def test_beam_score_without_a_beam_is_a_usage_error(trained, cli):
-    """--beam-score alone changed nothing: the samples were drawn at random, as without it."""
-    result = cli(["sample", trained, "--stop", "\\n", "--beam-score", "mean"])
+@pytest.mark.parametrize("args, message", [
+    (["--beam-score", "mean"], "--beam-score ranks the texts of a beam search: give --beam-width too"),
+    (["--repetition-window", "64"], "--repetition-window is how far --repetition-penalty looks back: give a penalty"),
+])
+def test_an_option_that_would_change_nothing_is_a_usage_error(trained, cli, args, message):
+    """Alone, --beam-score and --repetition-window changed nothing: the samples were drawn as without them."""
+    result = cli(["sample", trained, "--stop", "\\n", *args])
     assert result.exit_code == 2 and result.stdout == ""
-    assert result.stderr.startswith("Error: --beam-score ranks the texts of a beam search: give --beam-width too")
+    assert result.stderr.startswith(f"Error: {message}")
 
 
 @pytest.mark.parametrize("option", ["--seed", "--stop", "--separator"])
