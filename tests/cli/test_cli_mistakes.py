@@ -82,3 +82,15 @@ def test_a_bytes_models_item_cut_by_its_stop_text_inside_a_character_keeps_its_l
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout) == {"text": "\ufffd", "logprob": pytest.approx(json.loads(shown.stdout)["logprob"]),
                                         "chars": 2, "stopped_by": "stop"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["inspect", "{ck}", "{text}", "--top-k", "3"], "--top-k lists the likeliest characters in --json records or on"),
+    (["neurons", "{ck}", "{text}", "--saturation", "--top", "3"], "--top is how many units of --feature are listed"),
+])
+def test_inspect_options_that_would_change_nothing_are_usage_errors(trained, cli, args, message):
+    """The terminal's colours show no top-K, and --saturation lists no units: the option was ignored."""
+    names = {"ck": trained, "text": trained.parent / "small.txt"}
+    result = cli([str(a).format(**names) for a in args])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"Error: {message}")
