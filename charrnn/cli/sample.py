@@ -62,6 +62,8 @@ def sample(checkpoint, seed, prime_file, unknown, num_samples, unique, exclude, 
     """
     both = prime_file is not None and seed is not None
     sampling = _sampling_options(options, num_samples, json_lines, separator, both)
+    if not (unique or exclude or sampling.stop) and explicit(click.get_current_context(), "max_tries"):
+        raise click.UsageError("--max-tries bounds the draws of --unique, --exclude and --stop; give one of them too")
     with user_errors():
         ckpt = load_checkpoint(checkpoint)
         seed = _seed(ckpt.vocab, seed, prime_file, unknown)

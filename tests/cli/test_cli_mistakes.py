@@ -35,10 +35,12 @@ def test_write_val_dash_is_a_usage_error_not_a_file_named_dash(tmp_path, trained
 @pytest.mark.parametrize("args, message", [
     (["--beam-score", "mean"], "--beam-score ranks the texts of a beam search: give --beam-width too"),
     (["--repetition-window", "64"], "--repetition-window is how far --repetition-penalty looks back: give a penalty"),
+    (["--max-tries", "5"], "--max-tries bounds the draws of --unique, --exclude and --stop; give one of them too"),
 ])
 def test_an_option_that_would_change_nothing_is_a_usage_error(trained, cli, args, message):
-    """Alone, --beam-score and --repetition-window changed nothing: the samples were drawn as without them."""
-    result = cli(["sample", trained, "--stop", "\\n", *args])
+    """Alone, --beam-score, --repetition-window and --max-tries changed nothing: the samples were drawn as
+    without them."""
+    result = cli(["sample", trained, "--length", "5", *args])
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith(f"Error: {message}")
 
