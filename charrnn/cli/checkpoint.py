@@ -32,6 +32,8 @@ def info(checkpoint, write_val, overwrite):
       charrnn info checkpoints/best.npz
       charrnn info checkpoints --write-val held_out.txt
     """
+    if write_val == "-":  # click.Path takes it as a file called '-'
+        raise click.UsageError("--write-val writes a file: give it a name (not '-'), then read or score that file")
     with user_errors():
         path = resolve_checkpoint(checkpoint)
         ckpt = load_checkpoint(path)

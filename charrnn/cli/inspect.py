@@ -36,7 +36,7 @@ from ..inference.pages import (
 from ..io.checkpoint import load_checkpoint
 from ..plot import plot_saturation
 from .errors import user_errors
-from .options import CONTEXT_SETTINGS
+from .options import CONTEXT_SETTINGS, explicit
 from .report import console
 from .sample import refuse_existing
 
@@ -85,6 +85,9 @@ def inspect(checkpoint, file, top_k, as_json, html, attention, overwrite):
     """
     if attention and html is None:
         raise click.UsageError("--attention draws on the page: give --html FILE too")
+    if not (as_json or html) and explicit(click.get_current_context(), "top_k"):
+        raise click.UsageError("--top-k lists the likeliest characters in --json records or on the --html page; "
+                               "give one of them too")
     if html is not None:
         refuse_existing(html, overwrite, file)
     _nonempty(file)
@@ -243,6 +246,8 @@ def _check_combination(feature, saturation, show, dump, html, plot, as_json):
         raise click.UsageError("--plot draws --saturation; give --saturation too")
     if show and as_json:
         raise click.UsageError("--show colours the text in the terminal; it does not go with --json")
+    if not feature and explicit(click.get_current_context(), "top"):
+        raise click.UsageError("--top is how many units of --feature are listed; give --feature F too")
 
 
 def _report_neurons(ckpt, file, rows, readers, feature, top, as_json, html, plot, checkpoint):

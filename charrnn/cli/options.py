@@ -39,14 +39,29 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
-class EscapedText(click.ParamType):
+class Utf8Text(click.ParamType):
+    """A text typed on the command line, refused where it holds bytes that are not UTF-8 (Python decodes them
+    as lone surrogates, which no file, terminal or vocabulary takes)."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            self.fail(f"not valid UTF-8: byte {ord(value[e.start]) - 0xDC00:#04x} at character {e.start + 1}",
+                      param, ctx)
+        return value
+
+
+class EscapedText(Utf8Text):
     """A text of one character or more in which \\n, \\t, \\r, \\0 and \\\\ stand for a newline, a tab, a carriage
     return, NUL and a backslash (a backslash before anything else is itself)."""
 
-    name = "text"
     ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\"}
 
     def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
         text = re.sub(r"\\(.)", lambda m: self.ESCAPES.get(m.group(1), m.group(0)), value)
         if not text:
             self.fail("an empty text matches nowhere; give one character or more", param, ctx)
@@ -138,9 +153,10 @@ SAMPLING_OPTIONS = {
     "length": {"type": click.IntRange(min=1), "default": 500, "show_default": True,
                "help": "Characters to generate (at most, with --stop)."},
     "stop": {"type": EscapedText(), "multiple": True, "metavar": "TEXT",
-             "help": "End a sample where it first generates TEXT, which is not printed (repeatable; \\n, \\t and "
-             "\\\\ are a newline, a tab and a backslash). Without --seed each sample starts as a line starts, so "
-             "--stop '\\n' on a corpus of one item a line gives whole items, printed one a line."},
+             "help": "End a sample where it first generates TEXT, which is not printed (repeatable; \\n, \\t, \\r, "
+             "\\0 and \\\\ are a newline, a tab, a carriage return, NUL and a backslash). Without --seed each "
+             "sample starts as a line starts, so --stop '\\n' on a corpus of one item a line gives whole items, "
+             "printed one a line."},
     "repetition_penalty": {"type": FiniteFloatRange(min=1), "default": 1.0, "show_default": True, "metavar": "R",
                            "help": "Make each character seen in the last --repetition-window characters less "
                            "likely: its logit divided by R if positive, multiplied by R if negative (CTRL's)."},

@@ -13,15 +13,15 @@ from ..inference.items import MAX_TRIES, DrawLimitError, draw_samples, lines_of
 from ..inference.sample import SamplingOptions, stream_samples
 from ..io.checkpoint import load_checkpoint
 from .errors import user_errors
-from .options import CONTEXT_SETTINGS, EscapedText, sampling_options, shared_option
+from .options import CONTEXT_SETTINGS, EscapedText, Utf8Text, explicit, sampling_options, shared_option
 
 UNKNOWN = ("error", "skip")
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
-@click.option("--seed", default=None, help="Text that primes the model and starts the output (default: start as if "
-              "after a newline).")
+@click.option("--seed", type=Utf8Text(), default=None,
+              help="Text that primes the model and starts the output (default: start as if after a newline).")
 @click.option("--prime-file", type=click.File("rb"), default=None, metavar="FILE",
               help="Prime with the text of FILE ('-': standard input), of any length, as --seed does.")
 @click.option("--unknown", type=click.Choice(UNKNOWN), default="error", show_default=True,
@@ -62,6 +62,8 @@ def sample(checkpoint, seed, prime_file, unknown, num_samples, unique, exclude, 
     """
     both = prime_file is not None and seed is not None
     sampling = _sampling_options(options, num_samples, json_lines, separator, both)
+    if not (unique or exclude or sampling.stop) and explicit(click.get_current_context(), "max_tries"):
+        raise click.UsageError("--max-tries bounds the draws of --unique, --exclude and --stop; give one of them too")
     with user_errors():
         ckpt = load_checkpoint(checkpoint)
         seed = _seed(ckpt.vocab, seed, prime_file, unknown)
@@ -95,6 +97,11 @@ def _sampling_options(options, num_samples, json_lines, separator, seed_and_prim
         if num_samples > beam:
             raise click.UsageError(f"--num-samples {num_samples} is more than the {beam} texts --beam-width {beam} "
                                    "finds; widen the beam or ask for fewer")
+    elif explicit(click.get_current_context(), "beam_score"):
+        raise click.UsageError("--beam-score ranks the texts of a beam search: give --beam-width too")
+    if options["repetition_penalty"] == 1 and explicit(click.get_current_context(), "repetition_window"):
+        raise click.UsageError("--repetition-window is how far --repetition-penalty looks back: give a penalty "
+                               "above 1 too")
     return SamplingOptions(**options).validate()
 
 

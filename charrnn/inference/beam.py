@@ -52,7 +52,7 @@ class BeamDraw:
         for i, (_, logprob, ids, chars, stopped) in enumerate(best):
             self.logprob[i], self.chars[i], self.stopped[i] = logprob, chars, stopped
             pieces[i] = text.piece(i, ids)
-        yield pieces
+        yield [piece + rest for piece, rest in zip(pieces, text.end())]
 
     def _search(self):
         K, length, V = self.options.beam_width, self.options.length, len(self.vocab)

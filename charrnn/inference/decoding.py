@@ -33,8 +33,7 @@ def decode(vocab, seed, ids):
     """The text of a sample: its seed, then its ids (n,), as ``SampleText`` shows them one by one."""
     if not vocab.bytes_mode:
         return seed + "".join(vocab.symbols[i] for i in ids)
-    decoder = codecs.getincrementaldecoder(vocab.encoding)(errors="replace")
-    return decoder.decode(model_text(vocab, seed) + bytes(vocab.symbols[i] for i in ids))
+    return (model_text(vocab, seed) + bytes(vocab.symbols[i] for i in ids)).decode(vocab.encoding, errors="replace")
 
 
 def model_text(vocab, text):
@@ -59,11 +58,18 @@ class SampleText:
             return [seed] * self.num_samples
         return [decode(seed) for decode in self.decoders]
 
-    def pieces(self, ids):
-        """ids (N,): each sample's newest character -> N pieces of text."""
+    def pieces(self, ids, skip=None):
+        """ids (N,): each sample's newest character -> N pieces of text; '' for the samples ``skip`` (N,) marks,
+        whose characters are not read (a stop text's: a bytes model's decoder keeps what came before)."""
+        skip = np.zeros(len(ids), bool) if skip is None else skip
         if not self.bytes_mode:
-            return self.symbols[ids].tolist()
-        return [decode(bytes((self.symbols[i],))) for decode, i in zip(self.decoders, ids)]
+            return np.where(skip, "", self.symbols[ids]).tolist()
+        return ["" if s else decode(bytes((self.symbols[i],))) for decode, i, s in zip(self.decoders, ids, skip)]
+
+    def end(self):
+        """Once the samples end: the N pieces each sample's decoder still holds (bytes that began a character
+        the sample did not finish, as U+FFFD); '' each for a model of characters."""
+        return [decode(b"", final=True) for decode in self.decoders] or [""] * self.num_samples
 
     def piece(self, i, ids):
         """Sample i's characters ``ids`` (n,) as one piece of text."""
@@ -100,10 +106,7 @@ class StopTexts:
         found = self.match(ids)
         self.ended |= found > 0
         if self.longest == 1:  # nothing is ever held back
-            shown = text.pieces(ids)
-            for i in np.flatnonzero(~alive | (found > 0)):
-                shown[i] = ""
-            return shown
+            return text.pieces(ids, skip=~alive | (found > 0))
         shown = [""] * len(ids)
         for i in np.flatnonzero(alive):
             held = self.held[i]

@@ -180,9 +180,16 @@ class SampleDraw:
         return np.where(self.stopped, self.lengths, self.steps)
 
     def __iter__(self):
+        text = SampleText(self.vocab, len(self.rngs))
+        yield from self._draw(text)
+        rest = text.end()
+        if any(rest):
+            yield rest
+
+    def _draw(self, text):
         model, vocab, options, N = self.model, self.vocab, self.options, len(self.rngs)
         stepper, first_logits = prime_sampler(model, vocab, self.seed, N)
-        text, stops, pick = SampleText(vocab, N), self.stops, _Picker(options, self.rngs, len(vocab))
+        stops, pick = self.stops, _Picker(options, self.rngs, len(vocab))
         if self.seed:
             yield text.seed(self.seed)
         penalty = None
