@@ -18,7 +18,8 @@ Every refusal is a 4xx (503 when full) with a JSON body ``{"error": "one line"}`
 pass keeps its buffers on the model, so threads cannot share one: each request holds one of
 ``max_concurrent`` replicas for its duration, and with none free it is answered 503 at once. A request must
 arrive whole within ``request_timeout`` (408 otherwise), and at most ``max_connections`` are open at once
-(connections.py: the one longest in sending its request makes room for a new one).
+(connections.py: the one longest in sending its request makes room for a new one). Request bodies are read
+and checked by requests.py.
 """
 
 import contextlib
@@ -26,11 +27,8 @@ import errno
 import io
 import ipaddress
 import json
-import math
 import os
 import queue
-import re
-import secrets
 import signal
 import socket
 import socketserver
@@ -43,12 +41,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from ..inference.evaluate import evaluate_text
-from ..inference.features import FeatureError, check_feature
 from ..inference.pages import script, text_page
-from ..inference.sample import BEAM_SCORES, SamplingOptions, start_draw
+from ..inference.sample import start_draw
 from ..io.corpus import quoted
 from ..models.registry import build_model
 from .connections import Connections, DeadlineReader, RequestTimeout, connection_cap
+from .requests import RequestError, content_length, cut, model_text, parse_generate, parse_inspect, parse_score
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 FLUSH_SECONDS = 0.05  # a stream sends what has been generated at most this often (and a client is looked for)
@@ -74,221 +72,6 @@ class ServeConfig:
     request_timeout: float = 30.0  # seconds a client has to send its whole request, headers and body
     timeout: float = 30.0  # seconds a client may stall while receiving its answer
     quiet: bool = False  # no access log on stderr
-
-
-class RequestError(Exception):
-    """A request the server refuses: an HTTP status and a one-line message."""
-
-    def __init__(self, message, status=HTTPStatus.BAD_REQUEST, headers=()):
-        super().__init__(message)
-        self.status, self.headers = status, tuple(headers)
-
-
-# ---- request bodies: each field's type, default and range ----
-
-_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-
-
-def _field(body, name, kind, default, nullable=False):
-    value = body.get(name, default)
-    if value is None and nullable:
-        return None
-    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if not ok:
-        raise RequestError(f"{name} must be {_TYPES[kind]}{' or null' if nullable else ''}, not {_show(value)}")
-    if kind is float and not math.isfinite(value):
-        raise RequestError(f"{name} must be a finite number")
-    if kind is str:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RequestError(f"{name} is not valid Unicode (it holds a lone surrogate)") from None
-    return value
-
-
-def _object(raw, allowed):
-    """The JSON object in ``raw`` bytes, with no fields outside ``allowed``."""
-    try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
-    except UnicodeDecodeError:
-        raise RequestError("the body is not UTF-8") from None
-    except ValueError as e:
-        raise RequestError(f"the body is not valid JSON ({e})") from None
-    except RecursionError:
-        raise RequestError("the body is nested too deeply to read") from None
-    if not isinstance(body, dict):
-        raise RequestError("the body must be a JSON object")
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise RequestError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(_show, unknown))}; "
-                           f"expected: {', '.join(allowed)}")
-    return body
-
-
-def _show(value, width=40):
-    """A request's value in an error message, as JSON, cut short if long."""
-    try:
-        return _cut(json.dumps(value), width)
-    except RecursionError:  # nested almost as deeply as the body could be read
-        return "a deeply nested value"
-
-
-def _cut(text, width=80):
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _refuse_constant(name):
-    raise ValueError(f"{name} is not JSON")
-
-
-@dataclass
-class GenerateRequest:
-    seed: str
-    options: SamplingOptions
-    random_seed: int
-    stream: bool
-
-
-GENERATE_FIELDS = ("seed", "length", "temperature", "top_k", "top_p", "random_seed", "stream", "stop",
-                   "repetition_penalty", "repetition_window", "beam_width", "beam_score")
-MAX_STOPS, MAX_STOP_CHARS, MAX_BEAM = 16, 100, 64  # stop texts a request may give, each one's length; beam width
-
-
-def parse_generate(raw, vocab, config):
-    """A GenerateRequest from a request body; RequestError naming the first fault."""
-    body = _object(raw, GENERATE_FIELDS)
-    seed = _field(body, "seed", str, "")
-    length = _field(body, "length", int, min(500, config.max_length))
-    temperature = _field(body, "temperature", float, 1.0)
-    top_k = _field(body, "top_k", int, None, nullable=True)
-    top_p = _field(body, "top_p", float, None, nullable=True)
-    random_seed = _field(body, "random_seed", int, None, nullable=True)
-    stream = _field(body, "stream", bool, False)
-    if len(seed) > config.max_seed:
-        raise RequestError(f"seed is {len(seed):,} characters; this server takes at most {config.max_seed:,}")
-    if not 1 <= length <= config.max_length:
-        raise RequestError(f"length must be from 1 to {config.max_length:,} (this server's --max-length), not {length}")
-    if temperature < 0:
-        raise RequestError(f"temperature must be 0 or more, not {temperature}")
-    if top_k is not None and top_k < 1:
-        raise RequestError(f"top_k must be 1 or more (or null), not {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise RequestError(f"top_p must be in (0, 1] (or null), not {top_p}")
-    if random_seed is not None and not 0 <= random_seed < 2**64:
-        raise RequestError(f"random_seed must be from 0 to 2**64 - 1 (or null), not {random_seed}")
-    try:
-        vocab.encode(_model_text(vocab, seed))
-    except KeyError as e:
-        raise RequestError(f"seed has characters the model has never seen: {_cut(e.args[0])}") from None
-    if random_seed is None:
-        random_seed = secrets.randbits(32)  # answered, so the text can be had again
-    options = SamplingOptions(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                              **_item_fields(body, vocab))
-    if options.beam_width is not None and (temperature != 1 or top_k is not None or top_p is not None
-                                           or options.repetition_penalty != 1):
-        raise RequestError("beam_width follows the model's own probabilities: it takes no temperature, top_k, "
-                           "top_p or repetition_penalty")
-    return GenerateRequest(seed=seed, options=options, random_seed=random_seed, stream=stream)
-
-
-def _item_fields(body, vocab):
-    """The stop texts, the repetition penalty and the beam of a generate request, checked."""
-    stop = body.get("stop", [])
-    stop = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or not all(isinstance(t, str) for t in stop):
-        raise RequestError(f"stop must be a string or a list of strings, not {_show(stop)}")
-    if len(stop) > MAX_STOPS or not all(1 <= len(t) <= MAX_STOP_CHARS for t in stop):
-        raise RequestError(f"stop takes at most {MAX_STOPS} texts of 1 to {MAX_STOP_CHARS} characters each")
-    for text in stop:
-        try:
-            vocab.encode(_model_text(vocab, _field({"stop": text}, "stop", str, "")))
-        except KeyError as e:
-            raise RequestError(f"stop {_show(text)} has characters the model has never seen: {_cut(e.args[0])}"
-                               ) from None
-    penalty = _field(body, "repetition_penalty", float, 1.0)
-    window = _field(body, "repetition_window", int, SamplingOptions.repetition_window)
-    beam_width = _field(body, "beam_width", int, None, nullable=True)
-    beam_score = _field(body, "beam_score", str, "total")
-    if penalty < 1:
-        raise RequestError(f"repetition_penalty must be 1 or more, not {penalty}")
-    if window < 1:
-        raise RequestError(f"repetition_window must be 1 or more, not {window}")
-    if beam_width is not None and not 1 <= beam_width <= MAX_BEAM:
-        raise RequestError(f"beam_width must be from 1 to {MAX_BEAM} (or null), not {beam_width}")
-    if beam_score not in BEAM_SCORES:
-        raise RequestError(f"beam_score must be one of {', '.join(map(_show, BEAM_SCORES))}, not {_show(beam_score)}")
-    return {"stop": tuple(_model_text(vocab, t) for t in stop), "repetition_penalty": penalty,
-            "repetition_window": window, "beam_width": beam_width, "beam_score": beam_score}
-
-
-def parse_score(raw, config):
-    """The text to score from a request body; RequestError naming the first fault."""
-    body = _object(raw, ("text",))
-    if "text" not in body:
-        raise RequestError('the body needs a "text" field')
-    text = _field(body, "text", str, None)
-    if not text:
-        raise RequestError("text is empty")
-    if len(text) > config.max_score_chars:
-        raise RequestError(f"text is {len(text):,} characters; this server scores at most {config.max_score_chars:,} "
-                           "(--max-score-chars)", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-    return text
-
-
-def _content_length(value):
-    """A Content-Length header's value as an int: one to eighteen ASCII digits, else None (``str.isdigit`` takes
-    "²", ``int`` takes "1_0" and refuses more than 4,300 digits)."""
-    value = value.strip()
-    return int(value) if re.fullmatch(r"[0-9]{1,18}", value) else None
-
-
-@dataclass
-class InspectRequest:
-    text: str
-    top_k: int  # the likeliest next characters listed for each character
-    feature: str | None  # features.py's name: rank the units by it
-    top: int  # units ranked
-
-
-INSPECT_FIELDS = ("text", "top_k", "feature", "top")
-MAX_TOP = 50  # the most units or next characters an inspect request may ask for
-
-
-def parse_inspect(raw, model, config):
-    """An InspectRequest from a request body; RequestError naming the first fault."""
-    body = _object(raw, INSPECT_FIELDS)
-    text = _field(body, "text", str, "")
-    top_k, top = _field(body, "top_k", int, 5), _field(body, "top", int, 10)
-    feature = _field(body, "feature", str, None, nullable=True)
-    if not text:
-        raise RequestError('the body needs a "text" field, not empty')
-    if len(text) > config.max_inspect_chars:
-        raise RequestError(f"text is {len(text):,} characters; this server inspects at most "
-                           f"{config.max_inspect_chars:,} (--max-inspect-chars)", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-    for name, value in (("top_k", top_k), ("top", top)):
-        if not 1 <= value <= MAX_TOP:
-            raise RequestError(f"{name} must be from 1 to {MAX_TOP}, not {value}")
-    if feature is not None:
-        if model.context_length is not None:
-            raise RequestError("feature ranks a recurrent model's units; this gpt model has none")
-        try:
-            check_feature(feature)
-        except FeatureError as e:
-            raise RequestError(str(e)) from None
-    return InspectRequest(text, top_k, feature, top)
-
-
-def _model_text(vocab, text):
-    """A request's text as the model reads it: a string, or bytes in the model's encoding for a byte model."""
-    if not vocab.bytes_mode:
-        return text
-    try:
-        return text.encode(vocab.encoding)
-    except UnicodeEncodeError as e:
-        bad = e.object[e.start : e.end]
-        raise RequestError(f"text has characters that {vocab.encoding} cannot encode: {bad!r}") from None
 
 
 # ---- the server ----
@@ -469,7 +252,7 @@ class Handler(BaseHTTPRequestHandler):
         request = parse_generate(self.read_body(), self.server.vocab, self.server.config)
         vocab = self.server.vocab
         with self.replica() as model:
-            draw = start_draw(model, vocab, 1, _model_text(vocab, request.seed), options=request.options,
+            draw = start_draw(model, vocab, 1, model_text(vocab, request.seed), options=request.options,
                               random_seed=request.random_seed, scores=True)
             pieces = (batch[0] for batch in draw)
             with contextlib.closing(pieces):
@@ -491,7 +274,7 @@ class Handler(BaseHTTPRequestHandler):
         vocab = self.server.vocab
         with self.replica() as model:
             try:
-                data = text_page(model, vocab, _model_text(vocab, request.text), request.top_k, request.feature,
+                data = text_page(model, vocab, model_text(vocab, request.text), request.top_k, request.feature,
                                  request.top, check=self.hang_up_check())
             except ValueError as e:  # a feature the same for every character: nothing to correlate with
                 raise RequestError(str(e)) from None
@@ -503,9 +286,9 @@ class Handler(BaseHTTPRequestHandler):
         text = parse_score(self.read_body(), self.server.config)
         vocab = self.server.vocab
         with self.replica() as model:
-            result = evaluate_text(model, vocab, _model_text(vocab, text), check=self.hang_up_check())
+            result = evaluate_text(model, vocab, model_text(vocab, text), check=self.hang_up_check())
         if result.chars == 0:
-            unknown = _cut(", ".join(map(quoted, result.oov)))
+            unknown = cut(", ".join(map(quoted, result.oov)))
             raise RequestError(f"text has no character the model knows (unknown: {unknown})")
         self.send_json(HTTPStatus.OK, result.to_json(max_oov=OOV_SHOWN))
 
@@ -621,9 +404,9 @@ class Handler(BaseHTTPRequestHandler):
         values = self.headers.get_all("Content-Length", [])
         if not values:
             raise RequestError("a POST needs a Content-Length header", HTTPStatus.LENGTH_REQUIRED)
-        length = _content_length(values[0])
+        length = content_length(values[0])
         if len(values) > 1 or length is None:
-            raise RequestError(f"bad Content-Length: {_cut(', '.join(values), 40)!r} (one decimal number, please)")
+            raise RequestError(f"bad Content-Length: {cut(', '.join(values), 40)!r} (one decimal number, please)")
         if length > self.server.config.max_body:
             raise RequestError(f"the body is {length:,} bytes; this server takes at most "
                                f"{self.server.config.max_body:,}", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
@@ -676,7 +459,7 @@ class Handler(BaseHTTPRequestHandler):
         connection, and the client could lose the answer."""
         if getattr(self, "body_read", True) or self.command in ("GET", "HEAD"):
             return
-        length = _content_length(self.headers.get("Content-Length", "")) if self.headers else None
+        length = content_length(self.headers.get("Content-Length", "")) if self.headers else None
         left = min(length or 0, 16 * self.server.config.max_body)
         try:
             while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
