@@ -20,6 +20,7 @@ from .data import LabelSet, encode_texts, length_buckets, pad_batch
 from .model import Classifier, ClassifierConfig
 
 KIND = "classifier"
+OVA_THRESHOLD = 0.5  # an ova model's labels are predicted from this probability (training scores it so)
 
 
 @dataclass
@@ -43,6 +44,13 @@ class TextClassifier:
         """(N, C) label probabilities of ``texts``; columns in ``self.labels.names`` order. A softmax model's
         rows sum to 1; an ova model's probabilities are each label's own."""
         return self._run(texts, batch_size, self.model.probabilities, len(self.labels))
+
+    def prediction_cut(self):
+        """The (k, threshold) a prediction takes by default: a softmax model's likeliest label (1, 0.0); an ova
+        model's every label of probability >= OVA_THRESHOLD, as its training scores it."""
+        if self.model.config.loss == "ova":
+            return len(self.labels), OVA_THRESHOLD
+        return 1, 0.0
 
     def predict(self, texts, k=1, threshold=0.0, batch_size=512):
         """For each text its k likeliest (label, probability) pairs of probability >= threshold; an empty

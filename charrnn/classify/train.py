@@ -353,7 +353,8 @@ def _validation_record(model, vocab, labels, valid):
     """The metrics record's validation figures: mean loss per text (the model's own: cross-entropy, or ova's
     summed binary cross-entropies), accuracy and macro-F1; for ova, the exact label-set match of the labels of
     probability >= 0.5."""
-    probs = TextClassifier(model, vocab, labels).predict_proba(valid.texts)  # (N, C)
+    clf = TextClassifier(model, vocab, labels)
+    probs = clf.predict_proba(valid.texts)  # (N, C)
     report = evaluate_predictions(probs, valid.labels, labels)
     log_p = np.log(np.maximum(probs, 1e-30))
     if model.config.loss == "softmax":
@@ -362,7 +363,8 @@ def _validation_record(model, vocab, labels, valid):
         nll = -(valid.targets * log_p + (1 - valid.targets) * np.log(np.maximum(1 - probs, 1e-30))).sum(axis=1)
     record = {"val_loss": float(nll.mean()), "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"]}
     if model.config.loss == "ova":
-        record["val_exact_match"] = evaluate_predictions(probs, valid.labels, labels, len(labels), 0.5)["exact_match"]
+        cut = clf.prediction_cut()  # (k, threshold): every label of probability >= 0.5
+        record["val_exact_match"] = evaluate_predictions(probs, valid.labels, labels, *cut)["exact_match"]
     return record
 
 

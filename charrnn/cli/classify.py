@@ -35,6 +35,15 @@ def classify():
       charrnn classify predict classifier tagged.test.txt -k 3 --threshold 0.5
     """
 
+K_DEFAULT = "1; a model trained with --loss ova: every label"
+THRESHOLD_DEFAULT = "0; --loss ova: 0.5, as its training scores it"
+
+
+def _cut(clf, k, threshold):
+    """-k and --threshold as given, else the model's default (TextClassifier.prediction_cut)."""
+    default_k, default_threshold = clf.prediction_cut()
+    return (default_k if k is None else k), (default_threshold if threshold is None else threshold)
+
 
 CLASSIFY_OPTIONS = {
     "fmt": {"flags": ("--format",), "type": click.Choice(FORMATS), "default": TRAIN_DEFAULTS.format,
@@ -123,8 +132,9 @@ def train(ctx, file, valid_path, resume, overwrite, quiet, **options):
 @classify.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, allow_dash=True))
-@click.option("-k", "k", type=click.IntRange(min=1), default=1, show_default=True, help="Predictions per line for P@K.")
-@click.option("--threshold", type=FiniteFloatRange(0, 1), default=0.0, show_default=True,
+@click.option("-k", "k", type=click.IntRange(min=1), default=None, show_default=K_DEFAULT,
+              help="Predictions per line for P@K.")
+@click.option("--threshold", type=FiniteFloatRange(0, 1), default=None, show_default=THRESHOLD_DEFAULT,
               help="Predict only labels of at least this probability.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="fasttext", show_default=True)
 @click.option("--per-label", is_flag=True,
@@ -150,6 +160,7 @@ def test(checkpoint, file, k, threshold, fmt, per_label, as_json):
     """
     with user_errors():
         clf = TextClassifier.load(checkpoint)
+        k, threshold = _cut(clf, k, threshold)
         lines = read_labelled(file, fmt)
         report = evaluate_predictions(clf.predict_proba(lines.texts), lines.labels, clf.labels, k, threshold)
     if report["unseen_label_lines"] == report["n"]:
@@ -184,9 +195,9 @@ def _print_per_label(report):
 @classify.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.argument("file", type=click.File("rb"), default="-")
-@click.option("-k", "k", type=click.IntRange(min=1), default=1, show_default=True, help="Labels per line.")
+@click.option("-k", "k", type=click.IntRange(min=1), default=None, show_default=K_DEFAULT, help="Labels per line.")
 @click.option("--prob", is_flag=True, help="Follow each label with its probability.")
-@click.option("--threshold", type=FiniteFloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--threshold", type=FiniteFloatRange(0, 1), default=None, show_default=THRESHOLD_DEFAULT,
               help="Print only labels of at least this probability.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="fasttext", show_default=True,
               help="How labels a line may start with are written (they are ignored).")
@@ -203,6 +214,7 @@ def predict(checkpoint, file, k, prob, threshold, fmt):
     """
     with user_errors():
         clf = TextClassifier.load(checkpoint)
+    k, threshold = _cut(clf, k, threshold)
     out, number = sys.stdout, 0
     for lines in _line_blocks(file):
         texts = []

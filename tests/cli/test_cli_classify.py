@@ -304,6 +304,24 @@ def test_ova_learns_both_labels(ova, cli):
     assert text[5] == f"exact-match\t{report['exact_match']:.3f}"
 
 
+@pytest.mark.slow
+def test_an_ova_model_predicts_as_its_training_scores_by_default(ova, cli):
+    """Without -k and --threshold an ova model's test and predict take every label of probability >= 0.5 (not the
+    softmax default of one label, which made every two-label line a miss): the exact match its training
+    reported for best.npz on the validation file, and on the test file what -k 16 --threshold 0.5 gives."""
+    explicit = json.loads(cli(["classify", "test", ova.ck, ova.test, "-k", "16", "--threshold", "0.5", "--json"]).output)
+    default = json.loads(cli(["classify", "test", ova.ck, ova.test, "--json"]).output)
+    assert (default["k"], default["threshold"]) == (16, 0.5)
+    assert default["exact_match"] == explicit["exact_match"] > 0.35
+    valid = json.loads(cli(["classify", "test", ova.ck, os.path.join(os.path.dirname(ova.test), "valid.txt"),
+                            "--json"]).output)
+    with open(os.path.join(ova.ck, "metrics.jsonl")) as f:
+        best = max(json.loads(line).get("val_exact_match", 0) for line in f)
+    assert valid["exact_match"] == pytest.approx(best)
+    predicted = cli(["classify", "predict", ova.ck, ova.test]).output.splitlines()
+    assert max(len(line.split()) for line in predicted) >= 2  # a line with both its labels
+
+
 def test_resume_keeps_the_loss(tmp_path, cli, names):
     """--loss other than the checkpoint's is refused in one line (the output layer would mean something else)."""
     data, ck = two_labels(names.train, tmp_path / "train.txt", 200), tmp_path / "ck"
