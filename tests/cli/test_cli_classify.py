@@ -309,7 +309,8 @@ def test_an_ova_model_predicts_as_its_training_scores_by_default(ova, cli):
     """Without -k and --threshold an ova model's test and predict take every label of probability >= 0.5 (not the
     softmax default of one label, which made every two-label line a miss): the exact match its training
     reported for best.npz on the validation file, and on the test file what -k 16 --threshold 0.5 gives."""
-    explicit = json.loads(cli(["classify", "test", ova.ck, ova.test, "-k", "16", "--threshold", "0.5", "--json"]).output)
+    given = ["-k", "16", "--threshold", "0.5", "--json"]
+    explicit = json.loads(cli(["classify", "test", ova.ck, ova.test, *given]).output)
     default = json.loads(cli(["classify", "test", ova.ck, ova.test, "--json"]).output)
     assert (default["k"], default["threshold"]) == (16, 0.5)
     assert default["exact_match"] == explicit["exact_match"] > 0.35
