@@ -30,6 +30,7 @@ from ..inference.pages import (
     page_limit,
     symbol_texts,
     top_lists,
+    unit_scale,
     units_page,
     write_page,
 )
@@ -305,7 +306,7 @@ def _plot_saturation(gates, output):
 
 def _unit_text(vocab, codes, trace):
     values = trace.values
-    scale = max(1.0, float(np.abs(values).max())) if len(values) else 1.0
+    scale = unit_scale(values)
     styles = [UNIT_STYLES[b] for b in np.digitize(values / scale, UNIT_EDGES).tolist()]
     shown = _styled(char_texts(vocab, codes), styles)
     legend = RichText(f"\n{trace.name} unit {trace.unit}: ")

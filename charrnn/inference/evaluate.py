@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..blas import available_cpus, blas_threads
-from ..io.corpus import read_codes, text_to_codes
 from ..models.registry import build_model
 from ..models.scoring import chunk_nlls, window_nlls
+from .inspect import file_codes, text_codes
 
 
 @dataclass
@@ -102,8 +102,7 @@ def evaluate_file(model, vocab, path, seq_length=512):
     Scoring starts as if after a newline (when the vocabulary has one). Characters outside the
     vocabulary are counted in ``oov`` and left out of the text the model reads.
     """
-    return evaluate_codes(model, vocab, read_codes(path, vocab.encoding, vocab.bytes_mode, hint=_decode_hint(vocab)),
-                          seq_length)
+    return evaluate_codes(model, vocab, file_codes(vocab, path), seq_length)
 
 
 def evaluate_codes(model, vocab, pieces, seq_length=512, check=None):
@@ -129,9 +128,7 @@ def evaluate_text(model, vocab, text, seq_length=512, check=None, piece=2048):
     scored ``piece`` characters at a time, and ``check()`` (if given) is called after each piece: what it raises
     ends the scoring (a server's client that has hung up, say).
     """
-    if vocab.bytes_mode and isinstance(text, str):
-        text = text.encode(vocab.encoding)
-    codes = text_to_codes(text, vocab.bytes_mode)  # (N,)
+    (codes,) = text_codes(vocab, text)  # (N,)
     pieces = (codes[i : i + piece] for i in range(0, len(codes), piece))
     return evaluate_codes(model, vocab, pieces, seq_length, check)
 
@@ -253,7 +250,7 @@ def _score_group(model, sequences, lengths, group, B, max_tokens):
 def iter_lines(path, vocab):
     """The file's lines as code point (or byte) arrays, each with its newline."""
     pending = []
-    for codes in read_codes(path, vocab.encoding, vocab.bytes_mode, hint=_decode_hint(vocab)):
+    for codes in file_codes(vocab, path):
         ends = np.flatnonzero(codes == ord("\n")) + 1
         start = 0
         for end in ends:
@@ -263,7 +260,3 @@ def iter_lines(path, vocab):
             pending.append(codes[start:])
     if pending:
         yield np.concatenate(pending)
-
-
-def _decode_hint(vocab):
-    return f"this model reads {vocab.encoding} text (a model trained with --bytes reads any file)"

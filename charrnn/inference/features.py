@@ -26,6 +26,8 @@ import re
 
 import numpy as np
 
+from ..io.corpus import text_to_codes
+
 FEATURES = ("quote", "line-position", "indent", "bracket-depth", "regex:PATTERN")
 TAB = 8  # tab stops, for indent
 OPEN, CLOSE = (np.array([ord(c) for c in chars], np.uint32) for chars in ("([{", ")]}"))
@@ -79,10 +81,6 @@ class FeatureStream:
         return values
 
 
-def _codes(text):
-    return np.frombuffer(text.encode("utf-32-le"), np.uint32)
-
-
 def _inside(spans, offset, n):
     """(n,) float64: 1 for the positions offset..offset+n-1 inside any [start, end) of ``spans``, else 0."""
     starts = np.clip(spans[:, 0] - offset, 0, n)
@@ -117,7 +115,7 @@ def quote_step(piece, state):
 
 def line_position_step(piece, since):
     """line-position over ``piece``; state: the last character's value."""
-    codes = _codes(piece)
+    codes = text_to_codes(piece, bytes_mode=False)  # (n,)
     index = np.arange(len(codes))
     last_newline = np.maximum.accumulate(np.where(codes == ord("\n"), index, -1 - since)) if len(codes) else index
     values = (index - last_newline).astype(np.float64)
@@ -146,7 +144,7 @@ def indent_step(piece, state):
 
 def bracket_depth_step(piece, depth):
     """bracket-depth over ``piece``: the running sum of opens and closes from ``depth``, reflected at 0."""
-    codes = _codes(piece)
+    codes = text_to_codes(piece, bytes_mode=False)  # (n,)
     if not len(codes):
         return np.zeros(0), depth
     total = depth + np.cumsum(np.isin(codes, OPEN).astype(np.int64) - np.isin(codes, CLOSE))

@@ -183,7 +183,7 @@ class Saturation:
             values = piece.units[f"layer{k}/gate_{g}"]  # (n, H)
             self.left[k, g] += (values < LEFT).sum(axis=0)
             self.right[k, g] += (values > RIGHT).sum(axis=0)
-        self.n += len(values)
+        self.n += len(piece.codes)
 
     def fractions(self):
         """A GateSaturation for each layer and gate, in order."""

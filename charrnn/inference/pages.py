@@ -65,6 +65,11 @@ def top_lists(symbols, ids, probs, digits=None):
             for row, ps in zip(ids.tolist(), probs.tolist())]
 
 
+def unit_scale(values):
+    """The magnitude a unit's colours span for ``values`` (n,): their largest |value|, at least 1."""
+    return max(1.0, float(np.abs(values).max())) if len(values) else 1.0
+
+
 class PageText:
     """What a page shows of a text, gathered piece by piece (inspect.py's Pieces): its first ``limit`` characters
     with their logprobs and top-K, and (gpt) attention weights quantised to bytes."""
@@ -100,9 +105,8 @@ class PageText:
         """Units to colour the text by: (label, r or None, values (N,)) each, values of the whole text."""
         for label, r, values in units:
             shown = np.asarray(values[: len(self.chars)], np.float64)
-            scale = max(1.0, float(np.abs(shown).max())) if len(shown) else 1.0
             self.units.append({"label": label, "r": None if r is None or math.isnan(r) else round(r, 4),
-                               "scale": scale, "values": np.round(shown, 3).tolist()})
+                               "scale": unit_scale(shown), "values": np.round(shown, 3).tolist()})
 
     def summary(self):
         """The scored characters' count and mean surprise, as a line."""
