@@ -49,8 +49,8 @@ def eval_pass(chars):
 
 
 def neurons_pass(chars):
-    from charrnn.inference.inspect import file_codes
     from charrnn.inference.neurons import Correlation, feature_stream, scan
+    from charrnn.io.corpus import file_codes
 
     model, vocab, path = _setup(chars)
 

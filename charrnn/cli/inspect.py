@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text as RichText
 
 from ..inference.features import FEATURES, check_feature
-from ..inference.inspect import file_codes, inspect_file
+from ..inference.inspect import inspect_file
 from ..inference.neurons import (
     ActivationDump,
     Correlation,
@@ -35,6 +35,7 @@ from ..inference.pages import (
     write_page,
 )
 from ..io.checkpoint import load_checkpoint
+from ..io.corpus import file_codes
 from ..plot import plot_saturation
 from .errors import user_errors
 from .options import CONTEXT_SETTINGS, explicit

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..blas import available_cpus, blas_threads
+from ..io.corpus import file_codes, text_codes
 from ..models.registry import build_model
 from ..models.scoring import chunk_nlls, window_nlls
-from .inspect import file_codes, text_codes
 
 
 @dataclass

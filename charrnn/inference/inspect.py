@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.corpus import read_codes, text_to_codes
+from ..io.corpus import file_codes, text_codes
 from ..models.scoring import window_scores
 from ..nn.numerics import log_softmax
 
@@ -50,26 +50,6 @@ def inspect_file(model, vocab, path, top_k=5, scores=True, states=False, attenti
 def inspect_text(model, vocab, text, top_k=5, scores=True, states=False, attention=False):
     """As ``inspect_file``, for a string (or bytes, for a byte model, which reads a string in its encoding)."""
     return read_pieces(model, vocab, text_codes(vocab, text), top_k, scores, states, attention)
-
-
-def file_codes(vocab, path):
-    """The file's codes as the model reads them, in pieces (io/corpus.py's ``read_codes``)."""
-    hint = f"this model reads {vocab.encoding} text (a model trained with --bytes reads any file)"
-    return read_codes(path, vocab.encoding, vocab.bytes_mode, hint=hint)
-
-
-def text_codes(vocab, text):
-    """A string's codes as the model reads them, as one piece (a byte model reads it in its encoding)."""
-    if vocab.bytes_mode and isinstance(text, str):
-        text = text.encode(vocab.encoding)
-    return [text_to_codes(text, vocab.bytes_mode)]
-
-
-def codes_text(vocab, codes):
-    """The text of ``codes``, one character per code (a byte model's bytes as Latin-1)."""
-    if vocab.bytes_mode:
-        return np.asarray(codes, np.uint8).tobytes().decode("latin-1")
-    return np.asarray(codes, "<u4").tobytes().decode("utf-32-le")
 
 
 def read_pieces(model, vocab, pieces, top_k=5, scores=True, states=False, attention=False):

@@ -24,8 +24,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ..io.atomic import write_atomically
+from ..io.corpus import codes_text, file_codes
 from .features import FeatureStream, check_feature
-from .inspect import codes_text, file_codes, read_pieces
+from .inspect import read_pieces
 
 LEFT, RIGHT = 0.1, 0.9  # a logistic gate's saturation thresholds
 
@@ -91,7 +92,7 @@ def check_recurrent(model, what):
 
 
 def scan(model, vocab, pieces, readers, check=None):
-    """Read a text, as code ``pieces`` (inspect.py's ``file_codes``, ``text_codes``), once through ``model``,
+    """Read a text, as code ``pieces`` (io/corpus.py's ``file_codes``, ``text_codes``), once through ``model``,
     handing each inspect.py Piece (its codes and units) and its first row's number to each reader's
     ``add(piece, row)``; return the number of rows (characters) read. A reader's results are read from it
     afterwards. ``check()``, if given, is called between passes (it may raise, to stop)."""

@@ -19,8 +19,9 @@ import re
 import numpy as np
 
 from ..io.atomic import write_atomically
+from ..io.corpus import codes_text, text_codes
 from .features import FeatureStream
-from .inspect import codes_text, read_pieces, text_codes
+from .inspect import read_pieces
 from .neurons import Correlation, UnitTrace, head, scan
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -140,6 +140,26 @@ def read_codes(path, encoding="utf-8", bytes_mode=False, chunk_bytes=CHUNK_BYTES
             offset += len(chunk)
 
 
+def file_codes(vocab, path):
+    """The file's codes as the model reads them, in pieces (``read_codes``)."""
+    hint = f"this model reads {vocab.encoding} text (a model trained with --bytes reads any file)"
+    return read_codes(path, vocab.encoding, vocab.bytes_mode, hint=hint)
+
+
+def text_codes(vocab, text):
+    """A string's codes as the model reads them, as one piece (a byte model reads it in its encoding)."""
+    if vocab.bytes_mode and isinstance(text, str):
+        text = text.encode(vocab.encoding)
+    return [text_to_codes(text, vocab.bytes_mode)]
+
+
+def codes_text(vocab, codes):
+    """The text of ``codes``, one character per code (a byte model's bytes as Latin-1)."""
+    if vocab.bytes_mode:
+        return np.asarray(codes, np.uint8).tobytes().decode("latin-1")
+    return np.asarray(codes, "<u4").tobytes().decode("utf-32-le")
+
+
 def corpus_files(paths, bytes_mode=False, skip_dir=None):
     """The files that make up a corpus given as files and directories, in order.
 

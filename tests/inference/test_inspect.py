@@ -12,10 +12,10 @@ import pytest
 
 from charrnn.inference.evaluate import evaluate_file, evaluate_text
 from charrnn.inference.features import FeatureError, FeatureStream, feature_values
-from charrnn.inference.inspect import SEQ_LENGTH, inspect_file, inspect_text, text_codes
+from charrnn.inference.inspect import SEQ_LENGTH, inspect_file, inspect_text
 from charrnn.inference.neurons import ActivationDump, Correlation, Saturation, correlate, saturation, scan
 from charrnn.inference.pages import PageText, page_html, text_page, units_page
-from charrnn.io.corpus import Vocab
+from charrnn.io.corpus import Vocab, text_codes
 from charrnn.models.gpt import CharGPT, GPTConfig
 from charrnn.models.rnn import CharRNN, ModelConfig
 from charrnn.models.rnn_steppers import Stepper
