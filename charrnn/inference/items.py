@@ -14,12 +14,12 @@ are asked for are drawn; past that ``DrawLimitError`` says how many were found. 
 items are the beam's best texts, and excluded ones make way for the next best.
 """
 
-import codecs
 import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..io.corpus import text_codec
 from .beam import BeamDraw
 from .decoding import decode
 from .sample import sample_rngs, sampling_options, start_draw
@@ -51,8 +51,7 @@ class DrawLimitError(ValueError):
 
 def lines_of(path, encoding="utf-8"):
     """The set of lines of a text file, without their line endings (``exclude``'s form)."""
-    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
-    with open(path, encoding=codec, newline="") as f:
+    with open(path, encoding=text_codec(encoding), newline="") as f:
         return {line.rstrip("\r\n") for line in f}
 
 
