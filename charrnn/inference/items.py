@@ -17,12 +17,10 @@ items are the beam's best texts, and excluded ones make way for the next best.
 import math
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from ..io.corpus import text_codec
 from .beam import BeamDraw
 from .decoding import decode
-from .sample import sample_rngs, sampling_options, start_draw
+from .sample import sample_rngs, sampling_options, seed_sequence, start_draw
 
 MAX_TRIES = 20  # draws per sample asked for, at most, before giving up
 
@@ -65,7 +63,7 @@ def draw_samples(model, vocab, num_samples, seed="", *, options=None, random_see
     if options.beam_width is not None:
         yield from _beam_samples(model, vocab, num_samples, seed, options, accept)
         return
-    root = random_seed if isinstance(random_seed, np.random.SeedSequence) else np.random.SeedSequence(random_seed)
+    root = seed_sequence(random_seed)
     found = drawn = 0
     while found < num_samples:
         budget = max_tries * num_samples - drawn
