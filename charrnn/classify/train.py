@@ -355,7 +355,9 @@ def _validation_record(model, vocab, labels, valid):
     probability >= 0.5."""
     clf = TextClassifier(model, vocab, labels)
     probs = clf.predict_proba(valid.texts)  # (N, C)
-    report = evaluate_predictions(probs, valid.labels, labels)
+    # at the model's own cut (softmax: the top label; ova: every label of p >= 0.5): accuracy and macro-F1 read
+    # only the top prediction, whatever the cut, and the exact match reads the cut
+    report = evaluate_predictions(probs, valid.labels, labels, *clf.prediction_cut())
     log_p = np.log(np.maximum(probs, 1e-30))
     if model.config.loss == "softmax":
         nll = -(valid.targets * log_p).sum(axis=1)  # (N,)
@@ -363,8 +365,7 @@ def _validation_record(model, vocab, labels, valid):
         nll = -(valid.targets * log_p + (1 - valid.targets) * np.log(np.maximum(1 - probs, 1e-30))).sum(axis=1)
     record = {"val_loss": float(nll.mean()), "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"]}
     if model.config.loss == "ova":
-        cut = clf.prediction_cut()  # (k, threshold): every label of probability >= 0.5
-        record["val_exact_match"] = evaluate_predictions(probs, valid.labels, labels, *cut)["exact_match"]
+        record["val_exact_match"] = report["exact_match"]
     return record
 
 

@@ -298,6 +298,8 @@ def load_corpus(paths, cache_dir, encoding="utf-8", bytes_mode=False, vocab=None
                 "vocab": target.to_json(), "sha256": digests}
         _write_json_atomic(meta_path, meta)
         _remove_other_caches(cache_dir, stem)
+    elif "sha256" not in cached:  # a cache written before it kept the digests: kept now, so hashed this once
+        _write_json_atomic(meta_path, {**cached, "sha256": digests})
     index = {symbol: i for i, symbol in enumerate(target.symbols)}
     counts = np.zeros(len(target), np.int64)
     counts[[index[symbol] for symbol in found.symbols]] = found_counts

@@ -35,9 +35,14 @@ def budget_progress(config, step, epoch, elapsed):
         fractions.append(step / config.max_steps)
     if config.max_epochs:
         fractions.append(epoch / config.max_epochs)
-    if not fractions and config.max_time:
+    if budget_by_time(config):
         fractions.append(elapsed / config.max_time)
     return min(1.0, max(fractions, default=0.0))
+
+
+def budget_by_time(config):
+    """Whether ``budget_progress`` follows the seconds trained: --max-time with no step or epoch limit."""
+    return bool(config.max_time) and not config.max_steps and not config.max_epochs
 
 
 def warmup_factor(warmup, step):

@@ -22,7 +22,7 @@ from ..inference.sample import generate
 from ..io.checkpoint import Checkpoint, save_checkpoint
 from ..io.corpus import StreamBatches, batches_for
 from ..models.registry import build_model
-from ..nn.schedule import budget_progress, halving_decision, learning_rate, warmup_factor
+from ..nn.schedule import budget_by_time, budget_progress, halving_decision, learning_rate, warmup_factor
 from .lifecycle import (
     Clock,
     MetricsLog,
@@ -172,8 +172,8 @@ def _schedule(run, loop):
     """Set this step's learning rate; return its dropout rate."""
     config, pos = run.config, run.pos
     epoch, elapsed = loop.epoch(pos), loop.clock.elapsed()
-    if run.distributed is not None:  # every process reads process 0's clock: one rate, so the same weights
-        elapsed = run.distributed.agree(elapsed)
+    if run.distributed is not None and budget_by_time(config):  # the clock sets the rate: every process reads
+        elapsed = run.distributed.agree(elapsed)  # process 0's (one rate, so the same weights)
     progress = budget_progress(config, pos.step, epoch, elapsed)
     scale = pos.lr_scale * warmup_factor(config.warmup, pos.step)
     run.optimizer.learning_rate = learning_rate(config, run.base_lr, scale, progress, epoch)

@@ -1,11 +1,13 @@
 """Corpora (io/corpus.py): streaming vocabulary, the id cache, Unicode and bytes, BOM and line endings, several
 files and directories with each file's tail held out in proportion, batching."""
 
+import json
 import os
 
 import numpy as np
 import pytest
 
+import charrnn.io.corpus as corpus_module
 from charrnn.io.corpus import (
     CorpusError,
     StreamBatches,
@@ -57,6 +59,23 @@ def test_cache_is_reused_then_rebuilt_when_the_corpus_changes(tmp_path):
     path.write_text("xyz xyz\n" * 100)
     changed = load_corpus(str(path), ck)
     assert decode(changed.vocab, changed.ids) == "xyz xyz\n" * 100 and set(changed.vocab.symbols) == set("xyz \n")
+
+
+def test_a_cache_without_digests_is_hashed_once_then_keeps_them(tmp_path, monkeypatch):
+    path = tmp_path / "t.txt"
+    path.write_text("abcabcabc\n" * 100)
+    ck = str(tmp_path / "ck")
+    first = load_corpus(str(path), ck)
+    meta_path = os.path.join(ck, next(f for f in os.listdir(ck) if f.endswith(".json")))
+    with open(meta_path) as f:
+        meta = json.load(f)
+    del meta["sha256"]  # as a cache written before the digests were kept
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    hashed, hash_file = [], corpus_module.file_digest
+    monkeypatch.setattr(corpus_module, "file_digest", lambda p: hashed.append(p) or hash_file(p))
+    assert load_corpus(str(path), ck).digests == load_corpus(str(path), ck).digests == first.digests
+    assert len(hashed) == 1  # the second start read the digest from the cache
 
 
 def test_invalid_utf8_names_the_byte_offset(tmp_path):
