@@ -1,7 +1,6 @@
 """``charrnn sample``: text from a checkpoint, one sample or many side by side, over inference/sample.py, or
 whole items (stop texts, unique, excluded, beam search, JSON) over inference/items.py."""
 
-import codecs
 import json
 import os
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from ..inference.decoding import stop_ids
 from ..inference.items import MAX_TRIES, DrawLimitError, draw_samples, lines_of
 from ..inference.sample import SamplingOptions, stream_samples
 from ..io.checkpoint import load_checkpoint
+from ..io.corpus import text_codec
 from .errors import user_errors
 from .options import CONTEXT_SETTINGS, EscapedText, Utf8Text, explicit, sampling_options, shared_option
 
@@ -207,9 +207,8 @@ def _read_prime(stream, vocab):
         raise click.ClickException(f"--prime-file {name}: the file is empty; nothing to prime with")
     if vocab.bytes_mode:
         return data
-    codec = "utf-8-sig" if codecs.lookup(vocab.encoding).name == "utf-8" else vocab.encoding
     try:
-        return data.decode(codec)
+        return data.decode(text_codec(vocab.encoding))
     except UnicodeDecodeError as e:
         raise click.ClickException(
             f"--prime-file {name}: not valid {vocab.encoding} at byte {e.start}; this model reads {vocab.encoding} text"

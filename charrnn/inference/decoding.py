@@ -61,9 +61,9 @@ class SampleText:
     def pieces(self, ids, skip=None):
         """ids (N,): each sample's newest character -> N pieces of text; '' for the samples ``skip`` (N,) marks,
         whose characters are not read (a stop text's: a bytes model's decoder keeps what came before)."""
-        skip = np.zeros(len(ids), bool) if skip is None else skip
         if not self.bytes_mode:
-            return np.where(skip, "", self.symbols[ids]).tolist()
+            return (self.symbols[ids] if skip is None else np.where(skip, "", self.symbols[ids])).tolist()
+        skip = np.zeros(len(ids), bool) if skip is None else skip
         return ["" if s else decode(bytes((self.symbols[i],))) for decode, i, s in zip(self.decoders, ids, skip)]
 
     def end(self):

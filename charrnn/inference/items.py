@@ -14,15 +14,13 @@ are asked for are drawn; past that ``DrawLimitError`` says how many were found. 
 items are the beam's best texts, and excluded ones make way for the next best.
 """
 
-import codecs
 import math
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
+from ..io.corpus import text_codec
 from .beam import BeamDraw
 from .decoding import decode
-from .sample import sample_rngs, sampling_options, start_draw
+from .sample import sample_rngs, sampling_options, seed_sequence, start_draw
 
 MAX_TRIES = 20  # draws per sample asked for, at most, before giving up
 
@@ -51,8 +49,7 @@ class DrawLimitError(ValueError):
 
 def lines_of(path, encoding="utf-8"):
     """The set of lines of a text file, without their line endings (``exclude``'s form)."""
-    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
-    with open(path, encoding=codec, newline="") as f:
+    with open(path, encoding=text_codec(encoding), newline="") as f:
         return {line.rstrip("\r\n") for line in f}
 
 
@@ -66,7 +63,7 @@ def draw_samples(model, vocab, num_samples, seed="", *, options=None, random_see
     if options.beam_width is not None:
         yield from _beam_samples(model, vocab, num_samples, seed, options, accept)
         return
-    root = random_seed if isinstance(random_seed, np.random.SeedSequence) else np.random.SeedSequence(random_seed)
+    root = seed_sequence(random_seed)
     found = drawn = 0
     while found < num_samples:
         budget = max_tries * num_samples - drawn

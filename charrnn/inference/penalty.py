@@ -30,7 +30,8 @@ class RepetitionPenalty:
         """The penalised logits (N, V), float64."""
         z = np.array(logits, np.float64)
         seen = self.counts[:, : self.vocab_size] > 0
-        z[seen] = np.where(z[seen] > 0, z[seen] / self.penalty, z[seen] * self.penalty)
+        z_seen = z[seen]
+        z[seen] = np.where(z_seen > 0, z_seen / self.penalty, z_seen * self.penalty)
         return z
 
     def push(self, ids):

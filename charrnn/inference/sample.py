@@ -54,6 +54,12 @@ def filter_logits(logits, temperature, top_k=None, top_p=None):
     return z
 
 
+def seed_sequence(random_seed):
+    """``random_seed`` (an int, None: fresh entropy, or a SeedSequence) as a SeedSequence: the one root of
+    batches that ``sample_rngs`` numbers by their first sample."""
+    return random_seed if isinstance(random_seed, np.random.SeedSequence) else np.random.SeedSequence(random_seed)
+
+
 def sample_rngs(random_seed, count, start=0):
     """The generators of samples start .. start+count-1: sample i draws from
     ``SeedSequence(random_seed, spawn_key=(i,))`` (what ``SeedSequence(random_seed).spawn(n)[i]`` is), so
@@ -61,9 +67,7 @@ def sample_rngs(random_seed, count, start=0):
     a list of Generators is returned as it is."""
     if isinstance(random_seed, (list, tuple)):
         return list(random_seed)
-    if not isinstance(random_seed, np.random.SeedSequence):
-        random_seed = np.random.SeedSequence(random_seed)
-    entropy = random_seed.entropy
+    entropy = seed_sequence(random_seed).entropy
     return [np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(i,))) for i in range(start, start + count)]
 
 
@@ -266,7 +270,7 @@ def stream_samples(model, vocab, num_samples, seed="", *, options=None, random_s
     ``sample_rngs(random_seed, num_samples)[i]``, so the texts do not depend on ``batch_size``.
     """
     options = sampling_options(options, **settings)
-    root = random_seed if isinstance(random_seed, np.random.SeedSequence) else np.random.SeedSequence(random_seed)
+    root = seed_sequence(random_seed)
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
         rngs = sample_rngs(root, n, start)

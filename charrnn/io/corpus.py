@@ -110,6 +110,11 @@ def text_to_codes(text, bytes_mode):
 TRAINING_HINT = "use --bytes to train on raw bytes, or --encoding to name its encoding"
 
 
+def text_codec(encoding):
+    """The codec that reads ``encoding`` text: for UTF-8, one that leaves out a byte-order mark."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
 def read_codes(path, encoding="utf-8", bytes_mode=False, chunk_bytes=CHUNK_BYTES, hint=TRAINING_HINT):
     """Yield the file's code points (or bytes) as uint32 arrays, a chunk at a time.
 
@@ -121,8 +126,7 @@ def read_codes(path, encoding="utf-8", bytes_mode=False, chunk_bytes=CHUNK_BYTES
             while chunk := f.read(chunk_bytes):
                 yield np.frombuffer(chunk, np.uint8).astype(np.uint32)
         return
-    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
-    decoder = codecs.getincrementaldecoder(codec)(errors="strict")
+    decoder = codecs.getincrementaldecoder(text_codec(encoding))(errors="strict")
     offset = 0
     with open(path, "rb") as f:
         while True:
