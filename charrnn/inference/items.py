@@ -34,6 +34,11 @@ class Sample:
     chars: int  # the characters logprob covers
     stopped_by: str  # "stop": a stop text ended it; "length": the length cap did
 
+    @classmethod
+    def of(cls, text, draw, i):
+        """Sample ``i`` of a SampleDraw or BeamDraw ``draw`` that has ended, its text ``text``."""
+        return cls(text, float(draw.logprob[i]), int(draw.chars[i]), "stop" if draw.stopped[i] else "length")
+
     def to_json(self):
         return asdict(self)
 
@@ -76,7 +81,7 @@ def draw_samples(model, vocab, num_samples, seed="", *, options=None, random_see
         drawn += n
         for i, text in enumerate(texts):
             if accept(text):
-                yield _sample(text, draw, i)
+                yield Sample.of(text, draw, i)
                 found += 1
                 if found == num_samples:
                     return
@@ -86,13 +91,9 @@ def _beam_samples(model, vocab, num_samples, seed, options, accept):
     draw = BeamDraw(model, vocab, num_samples, seed, options, reject=lambda text: not accept.allowed(text))
     texts = ["".join(pieces) for pieces in zip(*draw)]
     for i in range(draw.found):
-        yield _sample(texts[i], draw, i)
+        yield Sample.of(texts[i], draw, i)
     if draw.found < num_samples:
         raise DrawLimitError(draw.found, num_samples, options.beam_width)
-
-
-def _sample(text, draw, i):
-    return Sample(text, float(draw.logprob[i]), int(draw.chars[i]), "stop" if draw.stopped[i] else "length")
 
 
 class _Acceptance:

@@ -41,6 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from ..inference.evaluate import evaluate_text
+from ..inference.items import Sample
 from ..inference.pages import script, text_page
 from ..inference.sample import start_draw
 from ..io.corpus import quoted
@@ -262,8 +263,9 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     text = self.collect(pieces)
         # the replica is back before the answer ends: a client's next request finds it free
-        result = {"random_seed": request.random_seed, "logprob": float(draw.logprob[0]), "chars": int(draw.chars[0]),
-                  "stopped_by": "stop" if draw.stopped[0] else "length"}
+        scores = Sample.of("", draw, 0).to_json()
+        del scores["text"]  # the text went out as it came, or is answered whole below
+        result = {"random_seed": request.random_seed, **scores}
         if request.stream:
             self.send_event({**result, "seconds": round(time.monotonic() - started, 3)}, "done")
         else:
